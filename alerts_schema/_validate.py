@@ -1,0 +1,81 @@
+"""Load the JSON Schemas shipped with the package and validate documents against them."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+from broker.errors import SchemaValidationError
+
+SCHEMA_NAMES = ("alert", "coincidence")
+
+# RFC 3339 restricted to what the contract promises: UTC with a Z suffix,
+# microsecond precision at most.  Offsets other than Z are normalized by the
+# listeners before a document reaches the contract.
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+_format_checker = FormatChecker(formats=())
+
+
+@_format_checker.checks("date-time", raises=ValueError)
+def _is_utc_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _DATE_TIME.match(value):
+        return False
+    datetime.fromisoformat(value[:-1])  # raises on 2026-02-30 and friends
+    return True
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the parsed JSON Schema ``name`` (one of :data:`SCHEMA_NAMES`)."""
+    if name not in SCHEMA_NAMES:
+        raise KeyError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
+    text = resources.files("alerts_schema").joinpath(f"{name}.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@cache
+def _registry() -> Registry:
+    return Registry().with_resources(
+        (load_schema(n)["$id"], Resource.from_contents(load_schema(n))) for n in SCHEMA_NAMES
+    )
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    """A compiled validator for schema ``name``, with date-time format checking on."""
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, registry=_registry(), format_checker=_format_checker)
+
+
+def validation_errors(name: str, document: Any) -> list[str]:
+    """Every violation of schema ``name`` in ``document``, one line each, sorted by path."""
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: list(map(str, e.path)))
+    return [f"{e.json_path}: {e.message}" for e in errors]
+
+
+def validate(name: str, document: Any) -> None:
+    """Raise :class:`~broker.errors.SchemaValidationError` unless ``document`` follows ``name``."""
+    errors = validation_errors(name, document)
+    if errors:
+        raise SchemaValidationError(name, errors)
+
+
+def example_paths(name: str) -> list[Any]:
+    """The example documents shipped for schema ``name`` (files ``<name>-*.example.json``)."""
+    folder = resources.files("alerts_schema").joinpath("examples")
+    return sorted(
+        (p for p in folder.iterdir() if p.name.startswith(f"{name}-") and
+         p.name.endswith(".example.json")),
+        key=lambda p: p.name,
+    )

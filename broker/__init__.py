@@ -1,0 +1,43 @@
+"""mmbroker: a real-time multimessenger alert broker.
+
+The public Python API is re-exported here; everything in a module whose name
+starts with an underscore is private.  Errors live in :mod:`broker.errors`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from broker.errors import (
+    ArchiveUnavailable,
+    ConfigurationError,
+    HostileInput,
+    IngestConflict,
+    InputError,
+    MalformedInput,
+    MMBrokerError,
+    NormalizationError,
+    PermanentError,
+    RetryableError,
+    SchemaValidationError,
+    UnknownFormat,
+)
+
+try:
+    __version__ = version("mmbroker")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ArchiveUnavailable",
+    "ConfigurationError",
+    "HostileInput",
+    "IngestConflict",
+    "InputError",
+    "MMBrokerError",
+    "MalformedInput",
+    "NormalizationError",
+    "PermanentError",
+    "RetryableError",
+    "SchemaValidationError",
+    "UnknownFormat",
+    "__version__",
+]

@@ -1,0 +1,100 @@
+"""The FastAPI application: health, metrics, and (as issues land) the API and dashboard.
+
+``create_app(settings)`` builds the app; the archive is opened in the lifespan
+and handed to endpoints by dependency injection (:func:`get_archive`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+import broker
+from broker import migrate
+from broker.archive import Archive
+from broker.config import Settings
+
+
+class Health(BaseModel):
+    """Liveness and readiness of the broker."""
+
+    status: str = Field(description="ok, or degraded when a dependency is down.")
+    version: str = Field(description="mmbroker version.")
+    database: str = Field(description="ok, or the error reaching the archive.")
+    schema_revision: str | None = Field(description="Alembic revision the archive is at.")
+
+
+def get_archive(request: Request) -> Archive:
+    """The archive the app was started with (a FastAPI dependency)."""
+    return request.app.state.archive
+
+
+ArchiveDep = Annotated[Archive, Depends(get_archive)]
+
+
+def create_app(settings: Settings, *, archive: Archive | None = None,
+               on_startup: list[Any] | None = None) -> FastAPI:
+    """Build the broker's HTTP application.
+
+    Parameters
+    ----------
+    settings
+        Configuration; the archive at ``settings.effective_database_url`` is
+        opened (and migrated) at startup unless ``archive`` is given.
+    on_startup
+        Callables run with the app once the archive is open (e.g. the demo).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.archive = archive or Archive.open(settings.effective_database_url)
+        app.state.settings = settings
+        for hook in on_startup or []:
+            hook(app)
+        try:
+            yield
+        finally:
+            if archive is None:
+                app.state.archive.close()
+
+    app = FastAPI(
+        title="mmbroker",
+        version=broker.__version__,
+        summary="Real-time multimessenger alert broker.",
+        lifespan=lifespan,
+    )
+
+    @app.get("/health", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health, "description": "A dependency is down."}})
+    def health(archive: ArchiveDep) -> Any:
+        """Whether the broker and its archive are up (503 when the archive is not)."""
+        try:
+            with archive.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            revision = migrate.current_revision(archive.engine)
+            body = Health(status="ok", version=broker.__version__, database="ok",
+                          schema_revision=revision)
+            return body
+        except Exception as exc:  # any failure reaching the database is "down"
+            body = Health(status="degraded", version=broker.__version__,
+                          database=f"{type(exc).__name__}: {exc}"[:300], schema_revision=None)
+            return JSONResponse(body.model_dump(), status_code=503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {"text/plain": {}},
+                              "description": "Prometheus text exposition format."}})
+    def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from broker.metrics import REGISTRY
+
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,359 @@
+"""The archive: raw payloads, alerts, quarantine, and the queries on them.
+
+Writes are idempotent.  An alert is keyed by (source, event id, revision): the
+same key with the same raw bytes is a duplicate and leaves one row; the same
+key with other bytes is an :class:`~broker.errors.IngestConflict`, quarantined
+instead of overwriting.  Rows in a batch are inserted in key order so that
+concurrent writers on PostgreSQL wait for each other instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Select, and_, func, or_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from alerts_schema import Alert
+from broker import migrate
+from broker.db import is_sqlite, make_engine, transaction
+from broker.errors import IngestConflict, InputError, PermanentError
+from broker.models import AlertRow, CoincidenceRow, QuarantineEntry, RawPayload
+from crossmatch.healpix import angular_separation_deg, cone_ranges, nested29
+
+Status = Literal["archived", "duplicate", "quarantined"]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """Bytes as received, with where and when they came from.
+
+    ``data`` is what is stored; when the transport received more than the
+    size limit, ``data`` is its head and ``full_size`` the real length.
+    """
+
+    source: str
+    data: bytes
+    received_at: datetime = field(default_factory=utcnow)
+    transport: dict[str, Any] = field(default_factory=dict)
+    full_size: int | None = None
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", sha256_hex(self.data))
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_size is not None and self.full_size > len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one alert (or one unparseable message) at the archive."""
+
+    status: Status
+    source: str
+    raw_sha256: str
+    ivorn: str | None = None
+    alert_id: int | None = None
+    reason: str | None = None
+
+
+def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
+    """The ``alerts`` columns for ``alert`` received as ``raw``."""
+    alert = alert.model_copy(update={
+        "received_time": raw.received_at,
+        "raw_sha256": raw.sha256,
+        "raw_ref": f"/api/v1/raw/{raw.sha256}",
+    })
+    loc = alert.localization
+    ra = getattr(loc, "ra_deg", None)
+    dec = getattr(loc, "dec_deg", None)
+    radius = getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None)
+    energy = alert.energy
+    rights = alert.data_rights
+    prov = alert.provenance
+    return {
+        "ivorn": alert.id,
+        "source": alert.source,
+        "source_ivorn": alert.source_ivorn,
+        "event_id": alert.event_id,
+        "revision": alert.revision,
+        "alert_type": alert.alert_type,
+        "role": alert.role,
+        "messenger": alert.messenger,
+        "facility": alert.facility,
+        "instrument": alert.instrument,
+        "event_time": alert.trigger_time,
+        "event_time_error_s": alert.trigger_time_error_s,
+        "received_at": raw.received_at,
+        "loc_kind": loc.kind,
+        "ra_deg": ra,
+        "dec_deg": dec,
+        "error_radius_deg": radius,
+        "hpx29": nested29(ra, dec) if ra is not None and dec is not None else None,
+        "skymap_sha256": getattr(loc, "skymap_sha256", None),
+        "far_hz": alert.far_hz,
+        "p_value": alert.p_value,
+        "signalness": alert.signalness,
+        "energy_gev": energy.best_gev if energy else None,
+        "energy_min_gev": energy.min_gev if energy else None,
+        "energy_max_gev": energy.max_gev if energy else None,
+        "data_rights": rights.level,
+        "embargo_until": rights.embargo_until,
+        "pipeline": prov.pipeline if prov else None,
+        "pipeline_version": prov.pipeline_version if prov else None,
+        "reco_method": prov.reco_method if prov else None,
+        "raw_sha256": raw.sha256,
+        "transport": dict(raw.transport) or None,
+        "document": alert.to_document(),
+    }
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    """Filters for :meth:`Archive.list_alerts`; None means no filter.
+
+    Times are UTC; ``cone`` is (ra_deg, dec_deg, radius_deg) in ICRS degrees.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    received_since: datetime | None = None
+    source: str | None = None
+    messenger: str | None = None
+    facility: str | None = None
+    role: str | None = None
+    alert_type: str | None = None
+    far_max_hz: float | None = None
+    cone: tuple[float, float, float] | None = None
+    limit: int = 100
+
+
+class Archive:
+    """Reads and writes of the archive database at one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite = is_sqlite(engine)
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Archive:
+        """Open the archive at ``url``, bringing its schema up to date unless told not to."""
+        engine = make_engine(url)
+        if upgrade:
+            migrate.upgrade(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ---------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        return (sqlite.insert if self._sqlite else postgresql.insert)(table)
+
+    def store_raw(self, messages: Iterable[RawMessage]) -> None:
+        """Store each message's bytes once by SHA-256, committed before any parsing."""
+        rows = {m.sha256: {"sha256": m.sha256, "data": m.data, "size_bytes": len(m.data),
+                           "source": m.source, "first_received_at": m.received_at}
+                for m in messages}
+        if not rows:
+            return
+        with transaction(self.engine) as conn:
+            conn.execute(self._insert(RawPayload).on_conflict_do_nothing(),
+                         [rows[k] for k in sorted(rows)])
+
+    def store_results(
+        self, results: Sequence[tuple[RawMessage, list[Alert] | InputError]]
+    ) -> list[Outcome]:
+        """Archive normalized alerts and quarantine failures, in one transaction.
+
+        ``results`` pairs each raw message (already stored by
+        :meth:`store_raw`) with its alerts or the error that stopped it.
+        Returns one :class:`Outcome` per alert, and one per failed message.
+        """
+        outcomes: list[Outcome] = []
+        pending: list[tuple[RawMessage, Alert, dict[str, Any]]] = []
+        quarantine: list[tuple[RawMessage, PermanentError]] = []
+        for raw, result in results:
+            if isinstance(result, InputError | PermanentError):
+                quarantine.append((raw, result))
+            else:
+                pending.extend((raw, a, alert_row_values(a, raw)) for a in result)
+        pending.sort(key=lambda p: (p[1].source, p[1].event_id, p[1].revision))
+
+        with transaction(self.engine) as conn:
+            inserted: dict[tuple[str, str, int], int] = {}
+            if pending:
+                stmt = (self._insert(AlertRow).on_conflict_do_nothing()
+                        .returning(AlertRow.id, AlertRow.source, AlertRow.event_id,
+                                   AlertRow.revision))
+                for row in conn.execute(stmt, [values for _, _, values in pending]):
+                    inserted[(row.source, row.event_id, row.revision)] = row.id
+            existing = self._existing(conn, [
+                (a.source, a.event_id, a.revision) for _, a, _ in pending
+                if (a.source, a.event_id, a.revision) not in inserted])
+            claimed: set[tuple[str, str, int]] = set()
+            for raw, alert, _ in pending:
+                key = (alert.source, alert.event_id, alert.revision)
+                if key in inserted and key not in claimed:
+                    claimed.add(key)
+                    outcomes.append(Outcome("archived", raw.source, raw.sha256, alert.id,
+                                            inserted[key]))
+                    continue
+                match = existing.get(key) or self._claimed_row(conn, key)
+                if match is None:
+                    quarantine.append((raw, PermanentError(
+                        f"IVORN {alert.id} is already used by another alert")))
+                elif match[1] == raw.sha256:
+                    outcomes.append(Outcome("duplicate", raw.source, raw.sha256, alert.id,
+                                            match[0]))
+                else:
+                    quarantine.append((raw, IngestConflict(*key, match[1], raw.sha256)))
+            if quarantine:
+                conn.execute(self._insert(QuarantineEntry), [
+                    {"source": raw.source, "reason": _reason(err),
+                     "error_class": type(err).__name__, "received_at": raw.received_at,
+                     "raw_sha256": raw.sha256, "transport": dict(raw.transport) or None,
+                     "truncated": raw.truncated}
+                    for raw, err in quarantine])
+        outcomes.extend(Outcome("quarantined", raw.source, raw.sha256, reason=_reason(err))
+                        for raw, err in quarantine)
+        return outcomes
+
+    def _existing(self, conn: Connection, keys: list[tuple[str, str, int]]
+                  ) -> dict[tuple[str, str, int], tuple[int, str]]:
+        found: dict[tuple[str, str, int], tuple[int, str]] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 300):
+            chunk = unique[start:start + 300]
+            rows = conn.execute(
+                select(AlertRow.source, AlertRow.event_id, AlertRow.revision, AlertRow.id,
+                       AlertRow.raw_sha256)
+                .where(tuple_(AlertRow.source, AlertRow.event_id, AlertRow.revision).in_(chunk)))
+            for r in rows:
+                found[(r.source, r.event_id, r.revision)] = (r.id, r.raw_sha256)
+        return found
+
+    @staticmethod
+    def _claimed_row(conn: Connection, key: tuple[str, str, int]) -> tuple[int, str] | None:
+        # A key inserted earlier in this same batch (a message repeated within it).
+        row = conn.execute(select(AlertRow.id, AlertRow.raw_sha256).where(
+            AlertRow.source == key[0], AlertRow.event_id == key[1],
+            AlertRow.revision == key[2])).first()
+        return (row.id, row.raw_sha256) if row else None
+
+    # -- reads ----------------------------------------------------------------
+
+    def count_alerts(self) -> int:
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(func.count()).select_from(AlertRow)).scalar_one()
+
+    def count_quarantined(self) -> int:
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(func.count()).select_from(QuarantineEntry)).scalar_one()
+
+    def get_alert(self, ivorn: str) -> dict[str, Any] | None:
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(AlertRow.document)
+                                .where(AlertRow.ivorn == ivorn)).scalar_one_or_none()
+
+    def raw_payload(self, sha256: str) -> bytes | None:
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(RawPayload.data)
+                                .where(RawPayload.sha256 == sha256)).scalar_one_or_none()
+
+    def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
+        """Alert documents matching ``query``, newest event first.
+
+        A cone is answered from the order-29 HEALPix index as integer ranges,
+        then filtered by exact angular separation.
+        """
+        return [row.document for row in self._iter_alert_rows(query)]
+
+    def _iter_alert_rows(self, query: AlertQuery) -> Iterator[Any]:
+        stmt = select(AlertRow.id, AlertRow.event_time, AlertRow.ra_deg, AlertRow.dec_deg,
+                      AlertRow.document)
+        stmt = _apply_filters(stmt, query)
+        order = (AlertRow.event_time.desc(), AlertRow.id.desc())
+        if query.cone is None:
+            with transaction(self.engine, readonly=True) as conn:
+                yield from conn.execute(stmt.order_by(*order).limit(query.limit))
+            return
+        ra, dec, radius = query.cone
+        stmt = stmt.where(or_(*(AlertRow.hpx29.between(lo, hi)
+                                for lo, hi in cone_ranges(ra, dec, radius))))
+        # Page through candidates until `limit` survive the exact filter.
+        yielded, page, after = 0, max(2 * query.limit, 64), None
+        with transaction(self.engine, readonly=True) as conn:
+            while yielded < query.limit:
+                paged = stmt
+                if after is not None:
+                    paged = paged.where(or_(AlertRow.event_time < after[0], and_(
+                        AlertRow.event_time == after[0], AlertRow.id < after[1])))
+                rows = conn.execute(paged.order_by(*order).limit(page)).all()
+                for row in rows:
+                    if angular_separation_deg(ra, dec, row.ra_deg, row.dec_deg) <= radius:
+                        yield row
+                        yielded += 1
+                        if yielded >= query.limit:
+                            return
+                if len(rows) < page:
+                    return
+                after = (rows[-1].event_time, rows[-1].id)
+
+    def list_quarantine(self, limit: int = 100, source: str | None = None
+                        ) -> list[dict[str, Any]]:
+        table = QuarantineEntry.__table__
+        stmt = select(table).order_by(table.c.id.desc()).limit(limit)
+        if source:
+            stmt = stmt.where(table.c.source == source)
+        with transaction(self.engine, readonly=True) as conn:
+            return [
+                {"id": q.id, "source": q.source, "reason": q.reason,
+                 "error_class": q.error_class, "received_at": q.received_at.isoformat(),
+                 "raw_sha256": q.raw_sha256, "truncated": q.truncated}
+                for q in conn.execute(stmt)]
+
+    def list_coincidences(self, limit: int = 100) -> list[dict[str, Any]]:
+        with transaction(self.engine, readonly=True) as conn:
+            return list(conn.execute(select(CoincidenceRow.document)
+                                     .order_by(CoincidenceRow.created_at.desc(),
+                                               CoincidenceRow.id.desc())
+                                     .limit(limit)).scalars())
+
+
+def _apply_filters(stmt: Select[Any], q: AlertQuery) -> Select[Any]:
+    conditions = []
+    if q.since is not None:
+        conditions.append(AlertRow.event_time >= q.since)
+    if q.until is not None:
+        conditions.append(AlertRow.event_time <= q.until)
+    if q.received_since is not None:
+        conditions.append(AlertRow.received_at >= q.received_since)
+    for column, value in ((AlertRow.source, q.source), (AlertRow.messenger, q.messenger),
+                          (AlertRow.facility, q.facility), (AlertRow.role, q.role),
+                          (AlertRow.alert_type, q.alert_type)):
+        if value is not None:
+            conditions.append(column == value)
+    if q.far_max_hz is not None:
+        conditions.append(AlertRow.far_hz <= q.far_max_hz)
+    return stmt.where(*conditions) if conditions else stmt
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "reason", None) or str(err) or type(err).__name__

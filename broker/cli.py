@@ -1,0 +1,441 @@
+"""The ``mmbroker`` command line.
+
+Every command imports what it needs inside its body, so ``mmbroker --help``
+stays fast.  ``main(argv=None)`` is the console-script entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from broker.archive import Archive
+    from broker.config import Settings
+
+app = typer.Typer(
+    name="mmbroker",
+    help="A real-time multimessenger alert broker: ingest alert streams, find coincidences, "
+         "publish VOEvents with provenance, archive everything.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the archive database schema.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Query archived alerts.", no_args_is_help=True)
+coinc_app = typer.Typer(help="Query coincidences found by the cross-match engine.",
+                        no_args_is_help=True)
+quarantine_app = typer.Typer(help="Inspect input that could not be normalized.",
+                             no_args_is_help=True)
+token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(coinc_app, name="coincidences")
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(token_app, name="token")
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="Archive: a SQLAlchemy URL or a SQLite file path. Default: "
+                 "MMBROKER_DATABASE_URL, else mmbroker.sqlite3 in the data directory.")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000,
+                                          help="Most rows to show.")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, db: DbOption = None) -> None:
+    ctx.obj = {"db": db}
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    from broker.config import database_url_from_option, get_settings
+    from broker.errors import ConfigurationError
+
+    db = (ctx.find_root().obj or {}).get("db")
+    if db:
+        overrides["database_url"] = database_url_from_option(db)
+    try:
+        return get_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigurationError as exc:
+        _fail(str(exc))
+
+
+def _archive(ctx: typer.Context, *, upgrade: bool = True) -> Archive:
+    from broker.archive import Archive
+
+    return Archive.open(_settings(ctx).effective_database_url, upgrade=upgrade)
+
+
+def _fail(message: str, code: int = 2) -> Any:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat,
+          *, documents: list[Any] | None = None, title: str = "") -> None:
+    """Print rows as a rich table, JSON (the full documents when given) or CSV."""
+    if fmt is OutputFormat.json:
+        json.dump(documents if documents is not None else rows, sys.stdout, indent=2,
+                  default=str)
+        sys.stdout.write("\n")
+    elif fmt is OutputFormat.csv:
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title or None)
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        Console().print(table)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from datetime import UTC
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"not an ISO 8601 time: {value!r}")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- version, serve, ingest ---------------------------------------------------
+
+@app.command()
+def version() -> None:
+    """Print the mmbroker version."""
+    import broker
+
+    typer.echo(f"mmbroker {broker.__version__}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    demo: Annotated[bool, typer.Option(help="Replay the demo scenario once the broker is up "
+                                            "(alerts are marked role=test).")] = False,
+    host: Annotated[str | None, typer.Option(help="Bind address [MMBROKER_HTTP_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port, 0 for any free port "
+                                                  "[MMBROKER_HTTP_PORT].")] = None,
+) -> None:
+    """Run the broker in one process: archive, API (/health, /metrics) and, with --demo, a
+    scenario to watch."""
+    import logging
+    import threading
+
+    import uvicorn
+    from rich.console import Console
+
+    from broker.app import create_app
+
+    settings = _settings(ctx, http_host=host, http_port=port)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = Console()
+    hooks = []
+    if demo:
+        hooks.append(lambda app: threading.Thread(
+            target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
+    console.print(f"[bold]mmbroker[/] archive: {_redact(settings.effective_database_url)}")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_startup=hooks),
+                                           host=settings.http_host, port=settings.http_port,
+                                           log_level=settings.log_level.lower()))
+    server.run()
+
+
+def _run_demo(app: Any, settings: Settings, console: Any) -> None:
+    from broker import demo
+    from broker.ingest import Ingestor
+
+    ingestor = Ingestor(app.state.archive, authority=settings.ivorn_authority)
+    console.print("[bold cyan]demo[/]: replaying a neutrino trigger, a GRB and a GW alert "
+                  "(role=test)")
+
+    def report(doc: dict[str, Any], outcome: Any) -> None:
+        console.print(f"[bold cyan]demo[/]: {doc['facility']:>8} {doc['messenger']:<18} "
+                      f"{doc['trigger_time']}  -> {outcome.status} {outcome.ivorn}")
+
+    demo.run(ingestor, report=report)
+    console.print("[bold cyan]demo[/]: done; list them with "
+                  "`mmbroker alerts list --role test`")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True,
+                                                help="Message files (JSON, VOEvent XML, Avro).")],
+    source: Annotated[str, typer.Option(help="Stream name to record the files under, e.g. the "
+                                             "Kafka topic they came from.")] = "file",
+    batch_size: Annotated[int | None, typer.Option(min=1, max=10_000,
+                                                   help="Files per archive transaction.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Ingest message files: detect each format, normalize, archive or quarantine."""
+    from rich.progress import Progress
+
+    from broker.ingest import Ingestor, IngestReport
+
+    settings = _settings(ctx)
+    archive = _archive(ctx)
+    ingestor = Ingestor(archive, authority=settings.ivorn_authority,
+                        max_message_bytes=settings.max_message_bytes)
+    size = batch_size or settings.ingest_batch_size
+    report = IngestReport()
+    with Progress(transient=True, disable=fmt is not OutputFormat.table) as progress:
+        task = progress.add_task("ingesting", total=len(files))
+        for start in range(0, len(files), size):
+            chunk = files[start:start + size]
+            raws = [ingestor.receive(source, p.read_bytes(), transport={"file": str(p)})
+                    for p in chunk]
+            report.add(ingestor.ingest(raws))
+            progress.advance(task, len(chunk))
+    archive.close()
+    rows = [{"source": s, **counts} for s, counts in report.by_source().items()]
+    quarantined = [{"file": o_file, "reason": o.reason}
+                   for o, o_file in _quarantined_files(report, files)]
+    _emit(rows, ["source", "archived", "duplicate", "quarantined"], fmt,
+          documents=[{"summary": rows, "quarantined": quarantined}], title="ingest summary")
+    if fmt is OutputFormat.table:
+        for q in quarantined:
+            typer.echo(f"quarantined {q['file']}: {q['reason']}", err=True)
+
+
+def _quarantined_files(report: Any, files: list[Path]) -> list[tuple[Any, str]]:
+    from broker.archive import sha256_hex
+
+    by_hash = {}
+    for p in files:
+        by_hash.setdefault(sha256_hex(p.read_bytes()), str(p))
+    return [(o, by_hash.get(o.raw_sha256, "?")) for o in report.outcomes
+            if o.status == "quarantined"]
+
+
+# -- db -----------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context,
+               revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
+               ) -> None:
+    """Create or migrate the archive schema to REVISION (default: newest)."""
+    from broker import migrate
+    from broker.db import make_engine
+
+    engine = make_engine(_settings(ctx).effective_database_url)
+    migrate.upgrade(engine, revision)
+    typer.echo(f"archive at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+
+
+@db_app.command("downgrade")
+def db_downgrade(ctx: typer.Context,
+                 revision: Annotated[str, typer.Argument(help="Target revision; 'base' "
+                                                              "drops every table.")]) -> None:
+    """Migrate the archive schema back to REVISION."""
+    from broker import migrate
+    from broker.db import make_engine
+
+    engine = make_engine(_settings(ctx).effective_database_url)
+    migrate.downgrade(engine, revision)
+    typer.echo(f"archive at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the archive's schema revision and the newest one this version knows."""
+    from broker import migrate
+    from broker.db import make_engine
+
+    engine = make_engine(_settings(ctx).effective_database_url)
+    typer.echo(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision()}")
+    engine.dispose()
+
+
+# -- alerts -------------------------------------------------------------------
+
+ALERT_COLUMNS = ["id", "trigger_time", "messenger", "facility", "alert_type", "role",
+                 "ra_deg", "dec_deg", "far_hz"]
+
+
+@alerts_app.command("list")
+def alerts_list(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="Event time from (ISO 8601, UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Event time to (ISO 8601, UTC).")] = None,
+    messenger: Annotated[str | None, typer.Option(help="e.g. neutrino, gamma_ray.")] = None,
+    source: Annotated[str | None, typer.Option(help="Input stream name.")] = None,
+    facility: Annotated[str | None, typer.Option(help="e.g. IceCube, Fermi, LVK.")] = None,
+    role: Annotated[str | None, typer.Option(help="observation, test, drill, ...")] = None,
+    far_max: Annotated[float | None, typer.Option(help="Largest FAR, in Hz.")] = None,
+    cone: Annotated[str | None, typer.Option(help="RA,DEC,RADIUS in ICRS degrees.")] = None,
+    limit: LimitOption = 50,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """List archived alerts, newest event first."""
+    from broker.archive import AlertQuery
+
+    cone_t = None
+    if cone:
+        try:
+            ra, dec, radius = (float(x) for x in cone.split(","))
+        except ValueError:
+            _fail(f"--cone wants RA,DEC,RADIUS in degrees, got {cone!r}")
+        if not (0 <= ra < 360 and -90 <= dec <= 90 and 0 < radius <= 180):
+            _fail("--cone out of range: 0 <= RA < 360, -90 <= DEC <= 90, 0 < RADIUS <= 180")
+        cone_t = (ra, dec, radius)
+    query = AlertQuery(since=_parse_time(since), until=_parse_time(until), messenger=messenger,
+                       source=source, facility=facility, role=role, far_max_hz=far_max,
+                       cone=cone_t, limit=limit)
+    archive = _archive(ctx)
+    docs = archive.list_alerts(query)
+    archive.close()
+    rows = [{**d, "ra_deg": d["localization"].get("ra_deg"),
+             "dec_deg": d["localization"].get("dec_deg")} for d in docs]
+    _emit(rows, ALERT_COLUMNS, fmt, documents=docs, title="alerts")
+
+
+@alerts_app.command("show")
+def alerts_show(ctx: typer.Context,
+                ivorn: Annotated[str, typer.Argument(help="The alert's IVORN.")],
+                raw: Annotated[bool, typer.Option(help="Print the raw bytes as received.")]
+                = False) -> None:
+    """Print one alert's document (or its raw payload)."""
+    archive = _archive(ctx)
+    doc = archive.get_alert(ivorn)
+    if doc is None:
+        _fail(f"no alert {ivorn}", code=1)
+    if raw:
+        sys.stdout.buffer.write(archive.raw_payload(doc["raw_sha256"]) or b"")
+    else:
+        typer.echo(json.dumps(doc, indent=2))
+    archive.close()
+
+
+# -- coincidences, quarantine -------------------------------------------------
+
+@coinc_app.command("list")
+def coincidences_list(ctx: typer.Context, limit: LimitOption = 50,
+                      fmt: FormatOption = OutputFormat.table) -> None:
+    """List coincidences with their members, offsets, overlap and significance."""
+    archive = _archive(ctx)
+    docs = archive.list_coincidences(limit)
+    archive.close()
+    rows = [{"id": d["id"], "pairing": d["pairing"], "state": d["state"],
+             "members": " ".join(m["alert_id"] for m in d["members"]),
+             "overlap": (d.get("spatial_overlap") or {}).get("integral"),
+             "significance": "; ".join(f"{s['name']}={s['value']:.3g} {s['unit']}"
+                                       for s in d["significance"])} for d in docs]
+    _emit(rows, ["id", "pairing", "state", "members", "overlap", "significance"], fmt,
+          documents=docs, title="coincidences")
+
+
+@quarantine_app.command("list")
+def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Option()] = None,
+                    limit: LimitOption = 50, fmt: FormatOption = OutputFormat.table) -> None:
+    """List quarantined input, newest first, with the reason it was refused."""
+    archive = _archive(ctx)
+    rows = archive.list_quarantine(limit, source)
+    archive.close()
+    _emit(rows, ["id", "received_at", "source", "error_class", "reason"], fmt,
+          title="quarantine")
+
+
+# -- tokens -------------------------------------------------------------------
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    scope: Annotated[list[str], typer.Option(help="A scope: read:embargoed, write:triggers, "
+                                                  "ack or admin. Repeat for several.")],
+    name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "unnamed",
+    expires_days: Annotated[float | None, typer.Option(min=0, help="Lifetime in days.")] = None,
+) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from datetime import timedelta
+
+    from broker.errors import ConfigurationError
+    from broker.tokens import create_token
+
+    archive = _archive(ctx)
+    try:
+        token, info = create_token(archive, name, scope,
+                                   timedelta(days=expires_days) if expires_days else None)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    archive.close()
+    typer.echo(token)
+    typer.echo(f"token {info.id} ({name}) scopes: {' '.join(sorted(info.scopes))}; "
+               "store it now, it is not shown again", err=True)
+
+
+@token_app.command("list")
+def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """List tokens (never their secrets)."""
+    from broker.tokens import list_tokens
+
+    archive = _archive(ctx)
+    rows = [{"id": t.id, "name": t.name, "scopes": " ".join(sorted(t.scopes)),
+             "created_at": t.created_at.isoformat(),
+             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+             "revoked": t.revoked_at is not None} for t in list_tokens(archive)]
+    archive.close()
+    _emit(rows, ["id", "name", "scopes", "created_at", "expires_at", "revoked"], fmt,
+          title="tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument()]) -> None:
+    """Revoke token TOKEN_ID."""
+    from broker.tokens import revoke_token
+
+    archive = _archive(ctx)
+    ok = revoke_token(archive, token_id)
+    archive.close()
+    if not ok:
+        _fail(f"no live token {token_id}", code=1)
+    typer.echo(f"token {token_id} revoked")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    try:
+        app(args=argv, prog_name="mmbroker")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        typer.echo(str(exc.code), err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Settings: one typed object, read from ``MMBROKER_*`` environment variables.
+
+An optional TOML file named by ``MMBROKER_CONFIG_FILE`` supplies defaults;
+environment variables override it, and command-line options override both.
+Each setting is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from broker.errors import ConfigurationError
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (``~/.local/share/mmbroker`` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mmbroker", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Every setting of the broker, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="MMBROKER_", extra="forbid",
+                                      validate_default=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="Where the embedded SQLite archive and Comet's event "
+                                       "database live.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the archive, e.g. "
+                    "postgresql+psycopg://user@host:5432/mmbroker. Unset: a SQLite file "
+                    "mmbroker.sqlite3 in data_dir.")
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP API port.")
+    vtp_receive_port: int = Field(default=8098, ge=0, le=65535,
+                                  description="Comet's VTP receiver port (authors submit here).")
+    vtp_broadcast_port: int = Field(default=8099, ge=0, le=65535,
+                                    description="Comet's VTP broadcast port (subscribers "
+                                                "connect here).")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers host:port[,host:port]. Unset: the "
+                                  "stages are joined by an in-process bus.")
+    ivorn_authority: str = Field(default="local.mmbroker", pattern=r"^[A-Za-z0-9._~-]+$",
+                                 description="Authority part of every IVORN this broker issues.")
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, gt=0,
+                                   description="Largest raw message accepted, in bytes; larger "
+                                               "ones are quarantined (truncated) as hostile.")
+    ingest_batch_size: int = Field(default=500, gt=0, le=10_000,
+                                   description="Messages per archive transaction when "
+                                               "ingesting in bulk.")
+    log_level: str = Field(default="INFO", description="Python logging level name.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("MMBROKER_CONFIG_FILE")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise ConfigurationError(f"MMBROKER_CONFIG_FILE={config_file}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """``database_url``, or the embedded SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'mmbroker.sqlite3'}"
+
+
+def database_url_from_option(value: str) -> str:
+    """Accept a SQLAlchemy URL or a plain file path (taken as a SQLite file)."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """The process's settings; ``overrides`` win over the environment and config file."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigurationError(str(exc)) from exc

@@ -1,0 +1,118 @@
+"""Engines and sessions for the archive, the same on SQLite and PostgreSQL.
+
+SQLite is the embedded default: WAL journal so readers never block the
+writer, ``BEGIN IMMEDIATE`` so two writing processes queue on the lock instead
+of failing when a read transaction tries to become a write, and a generous
+busy timeout.  PostgreSQL gets pre-ping so a restarted server is reconnected
+to transparently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.types import TypeDecorator
+
+from broker.errors import ArchiveUnavailable
+
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime stored as a naive UTC timestamp.
+
+    Both backends then compare and index times the same way; Python code only
+    ever sees aware UTC datetimes.
+    """
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the archive; use UTC-aware datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
+    return engine_or_conn.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine for ``url``; a SQLite file's folder is created if missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None,
+                          "check_same_thread": False},
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # pysqlite's own transaction handling is off (isolation_level=None), so the
+    # BEGIN is ours: IMMEDIATE takes the write lock up front, which makes
+    # concurrent writers wait (busy_timeout) instead of failing on upgrade.
+    mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
+    """A connection in a transaction that commits on success and rolls back on error.
+
+    Connection failures surface as :class:`~broker.errors.ArchiveUnavailable`
+    so callers can tell them from bad input.
+    """
+    try:
+        with engine.connect() as conn:
+            if readonly:
+                conn = conn.execution_options(readonly=True)
+            with conn.begin():
+                yield conn
+    except (OperationalError, DBAPIError) as exc:
+        if getattr(exc, "connection_invalidated", False) or _is_transient(exc):
+            raise ArchiveUnavailable(f"archive unavailable: {exc.orig}") from exc
+        raise
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """Serialization failures, deadlocks, shutdowns and lost connections: worth retrying."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig)

@@ -1,0 +1,129 @@
+"""The exception tree of mmbroker, in one place.
+
+Every error the broker raises on purpose derives from :class:`MMBrokerError`.
+Two branches tell a caller what to do next:
+
+``RetryableError``
+    The operation may succeed if tried again later unchanged: a database that
+    is restarting, a Kafka broker that is down, a Comet peer that refused the
+    connection.  Transports back off and retry; nothing is quarantined.
+
+``PermanentError``
+    Trying again with the same input gives the same failure: a malformed or
+    hostile message, a payload that conflicts with what the archive already
+    holds, a document that breaks the contract.  The input is kept in
+    quarantine with the reason and the caller moves on.
+
+::
+
+    MMBrokerError
+    ├── ConfigurationError           bad settings or files; fix and restart
+    ├── RetryableError
+    │   └── ArchiveUnavailable       the database cannot be reached now
+    └── PermanentError
+        ├── InputError               the message cannot become an Alert
+        │   ├── UnknownFormat        no normalizer recognizes the bytes
+        │   ├── MalformedInput       recognized, but not parseable (bad JSON, XML, Avro)
+        │   ├── HostileInput         entities, oversize frames, pickles, bombs
+        │   └── NormalizationError   parseable, but lacks what an Alert needs
+        ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
+        └── IngestConflict           same (source, event id, revision), other bytes
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchiveUnavailable",
+    "ConfigurationError",
+    "HostileInput",
+    "IngestConflict",
+    "InputError",
+    "MMBrokerError",
+    "MalformedInput",
+    "NormalizationError",
+    "PermanentError",
+    "RetryableError",
+    "SchemaValidationError",
+    "UnknownFormat",
+]
+
+
+class MMBrokerError(Exception):
+    """Base class of every error mmbroker raises on purpose."""
+
+
+class ConfigurationError(MMBrokerError):
+    """Settings or configuration files are invalid; the process cannot start."""
+
+
+class RetryableError(MMBrokerError):
+    """The operation may succeed later, unchanged: back off and retry."""
+
+
+class ArchiveUnavailable(RetryableError):
+    """The archive database cannot be reached or is restarting."""
+
+
+class PermanentError(MMBrokerError):
+    """The same input will fail the same way: quarantine it and move on."""
+
+
+class InputError(PermanentError):
+    """A raw message cannot be turned into an Alert.
+
+    ``reason`` is the text a person reads in the quarantine listing.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownFormat(InputError):
+    """No normalizer recognizes the bytes."""
+
+
+class MalformedInput(InputError):
+    """The format is recognized but the bytes do not parse."""
+
+
+class HostileInput(InputError):
+    """The bytes try something a parser must refuse (entities, bombs, pickles, oversize)."""
+
+
+class NormalizationError(InputError):
+    """The message parses but lacks what an Alert needs, or holds impossible values."""
+
+
+class SchemaValidationError(PermanentError):
+    """A document does not follow the Alert or Coincidence JSON Schema.
+
+    ``errors`` lists one human-readable line per violation, each starting with
+    the JSON path of the offending value.
+    """
+
+    def __init__(self, schema: str, errors: list[str]) -> None:
+        self.schema = schema
+        self.errors = errors
+        shown = "; ".join(errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")
+        super().__init__(f"{schema} schema: {shown}")
+
+
+class IngestConflict(PermanentError):
+    """An alert with the same (source, event id, revision) is archived with other bytes.
+
+    The archive keeps the first payload; the second is quarantined with this
+    error as its reason rather than overwriting history.
+    """
+
+    def __init__(self, source: str, event_id: str, revision: int, existing_sha256: str,
+                 new_sha256: str) -> None:
+        self.source = source
+        self.event_id = event_id
+        self.revision = revision
+        self.existing_sha256 = existing_sha256
+        self.new_sha256 = new_sha256
+        super().__init__(
+            f"conflicting payload for ({source}, {event_id}, revision {revision}): archived "
+            f"sha256 {existing_sha256[:12]}..., received {new_sha256[:12]}..."
+        )

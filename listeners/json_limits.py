@@ -1,0 +1,72 @@
+"""Bounded JSON decoding shared by every JSON normalizer.
+
+``json.loads`` happily builds a million-deep list or a gigabyte string;
+these limits turn such payloads into a clear :class:`HostileInput`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.errors import HostileInput, MalformedInput
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+
+
+def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode UTF-8 JSON with size and nesting limits.
+
+    Raises
+    ------
+    HostileInput
+        Over ``max_bytes`` or nested deeper than ``max_depth``.
+    MalformedInput
+        Not UTF-8 or not JSON; the reason says where.
+    """
+    if len(data) > max_bytes:
+        raise HostileInput(f"JSON of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    # Counting brackets runs at C speed; the byte-by-byte scan runs only when
+    # there are enough brackets for the nesting to possibly exceed the limit.
+    if data.count(b"[") + data.count(b"{") > max_depth and (
+            depth := _max_depth(data)) > max_depth:
+        raise HostileInput(f"JSON nested {depth} levels deep (limit {max_depth})")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedInput(f"not valid UTF-8 at byte {exc.start}: {exc.reason}") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise MalformedInput(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
+                             f"{exc.msg}") from exc
+    except RecursionError as exc:  # pragma: no cover - _max_depth catches it first
+        raise HostileInput("JSON nested too deeply") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; a FAR of Infinity would poison comparisons.
+    raise MalformedInput(f"non-standard JSON constant {name}")
+
+
+def _max_depth(data: bytes) -> int:
+    """Bracket nesting depth outside strings, found in one pass without decoding."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
