@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -12,14 +11,11 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
+from alerts_schema.model import UTC_DATETIME_PATTERN
 from broker.errors import SchemaValidationError
 
 SCHEMA_NAMES = ("alert", "coincidence")
 
-# RFC 3339 restricted to what the contract promises: UTC with a Z suffix,
-# microsecond precision at most.  Offsets other than Z are normalized by the
-# listeners before a document reaches the contract.
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 
 _format_checker = FormatChecker(formats=())
 
@@ -28,7 +24,9 @@ _format_checker = FormatChecker(formats=())
 def _is_utc_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    if not _DATE_TIME.match(value):
+    # Offsets other than Z are normalized by the listeners before a document
+    # reaches the contract.
+    if not UTC_DATETIME_PATTERN.match(value):
         return False
     datetime.fromisoformat(value[:-1])  # raises on 2026-02-30 and friends
     return True

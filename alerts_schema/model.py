@@ -7,10 +7,19 @@ field (``tests/test_schema.py`` proves it).  Times are timezone-aware UTC
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 __all__ = [
     "Alert",
@@ -38,13 +47,30 @@ def format_utc(value: datetime) -> str:
     return text + "Z"
 
 
+# What the contract's "date-time" means: UTC with a Z suffix, at most microseconds.
+UTC_DATETIME_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+
+def _z_string(value: Any) -> Any:
+    """Parse a contract time string here, so strict and lax validation agree on it."""
+    if isinstance(value, str):
+        if not UTC_DATETIME_PATTERN.match(value):
+            raise ValueError(f"time {value!r} is not ISO 8601 UTC with a Z suffix")
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
+    return value
+
+
 def _require_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("time must carry a timezone (UTC, Z suffix)")
     return value.astimezone(UTC)
 
 
-UTCDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
+UTCDateTime = Annotated[datetime, BeforeValidator(_z_string), AfterValidator(_require_utc),
+                        PlainSerializer(format_utc, return_type=str)]
+# JSON Schema counts 2.0 as an integer; accept integral floats as pydantic's strict mode won't.
+JsonInt = Annotated[int, BeforeValidator(
+    lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 Messenger = Literal[
     "gravitational_wave", "neutrino", "gamma_ray", "x_ray", "ultraviolet", "optical",
     "infrared", "radio", "cosmic_ray", "other",
@@ -111,6 +137,13 @@ class Energy(_Model):
     min_gev: float | None = Field(default=None, ge=0)
     max_gev: float | None = Field(default=None, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data:
+            raise ValueError("energy needs at least one of best_gev, min_gev, max_gev")
+        return data
+
 
 class DataRights(_Model):
     """Access level; ``embargo_until`` is required when embargoed."""
@@ -118,11 +151,11 @@ class DataRights(_Model):
     level: Literal["public", "embargoed", "proprietary"]
     embargo_until: UTCDateTime | None = None
 
-    _utc = field_validator("embargo_until")(lambda v: None if v is None else _require_utc(v))
-
-    def model_post_init(self, _context: Any) -> None:
+    @model_validator(mode="after")
+    def _embargo_has_end(self) -> Self:
         if self.level == "embargoed" and self.embargo_until is None:
             raise ValueError("embargoed data rights need embargo_until")
+        return self
 
 
 class Provenance(_Model):
@@ -137,7 +170,7 @@ class Provenance(_Model):
 class Alert(_Model):
     """One normalized alert revision; see ``alert.schema.json`` for each field's meaning."""
 
-    schema_version: Literal["1.0"] = "1.0"
+    schema_version: Literal["1.0"]
     id: str = Field(pattern=IVORN_PATTERN, max_length=512)
     source: str = Field(min_length=1, max_length=256)
     source_ivorn: str | None = Field(default=None, max_length=512)
@@ -145,7 +178,7 @@ class Alert(_Model):
     facility: str = Field(min_length=1, max_length=128)
     instrument: str | None = Field(default=None, max_length=128)
     event_id: str = Field(min_length=1, max_length=256)
-    revision: int = Field(ge=0, le=1_000_000)
+    revision: JsonInt = Field(ge=0, le=1_000_000)
     alert_type: Literal["initial", "update", "retraction"]
     role: Literal["observation", "test", "drill", "utility", "prediction"]
     trigger_time: UTCDateTime
@@ -162,10 +195,6 @@ class Alert(_Model):
     raw_ref: str | None = Field(default=None, max_length=512)
     extra: dict[str, Any] = Field(default_factory=dict)
 
-    _utc = field_validator("trigger_time", "received_time")(
-        lambda v: None if v is None else _require_utc(v)
-    )
-
     def to_document(self) -> dict[str, Any]:
         """The JSON-ready dict that ``alert.schema.json`` validates."""
         return self.model_dump(mode="json", exclude_none=False)
@@ -175,7 +204,7 @@ class Member(_Model):
     """One alert in a coincidence."""
 
     alert_id: str = Field(max_length=512)
-    revision: int = Field(ge=0)
+    revision: JsonInt = Field(ge=0)
     source: str = Field(max_length=256)
     messenger: Messenger
     facility: str = Field(max_length=128)
@@ -204,11 +233,11 @@ class Significance(_Model):
 class Coincidence(_Model):
     """One coincidence revision; see ``coincidence.schema.json``."""
 
-    schema_version: Literal["1.0"] = "1.0"
+    schema_version: Literal["1.0"]
     id: str = Field(pattern=IVORN_PATTERN, max_length=512)
     pairing: str = Field(min_length=1, max_length=128)
     state: Literal["new", "updated", "retracted"]
-    revision: int = Field(ge=0)
+    revision: JsonInt = Field(ge=0)
     supersedes: str | None = Field(default=None, max_length=512)
     members: list[Member] = Field(min_length=2, max_length=64)
     reference_time: UTCDateTime | None = None
@@ -218,10 +247,6 @@ class Coincidence(_Model):
     engine_version: str = Field(min_length=1, max_length=64)
     config_hash: Sha256
     created_time: UTCDateTime
-
-    _utc = field_validator("reference_time", "created_time")(
-        lambda v: None if v is None else _require_utc(v)
-    )
 
     def to_document(self) -> dict[str, Any]:
         """The JSON-ready dict that ``coincidence.schema.json`` validates."""

@@ -1,0 +1,153 @@
+"""Shared fixtures: the archive on SQLite and on PostgreSQL, and no network.
+
+PostgreSQL comes from ``MMBROKER_TEST_PG_URL`` (default: the local server at
+127.0.0.1:5432, database ``test``, trust auth).  Each test gets its own schema
+there, dropped afterwards.  Without a server the PostgreSQL variants skip with
+the reason shown, unless ``MMBROKER_REQUIRE_PG=1`` (as in CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("MMBROKER_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("MMBROKER_REQUIRE_PG") == "1"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO.parent / "shared" / "samples"
+
+
+# -- no network beyond loopback ---------------------------------------------------
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: object) -> object:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+        host = address[0]
+        try:
+            allowed = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            allowed = False
+        if not allowed:
+            raise OSError(f"network disabled in tests: connection to {address!r} refused")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's real archive: settings default into tmp_path."""
+    monkeypatch.setenv("MMBROKER_DATA_DIR", str(tmp_path / "data"))
+    for var in ("MMBROKER_DATABASE_URL", "MMBROKER_CONFIG_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+# -- databases --------------------------------------------------------------------
+
+def _pg_reason() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL at {PG_URL} unavailable: {type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> None:
+    reason = _pg_reason()
+    if reason is None:
+        return
+    if REQUIRE_PG:
+        pytest.fail(f"MMBROKER_REQUIRE_PG=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pg_schema_url(schema: str) -> str:
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url(pg_available: None) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'archive.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The archive URL, once per backend."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def archive(db_url: str) -> Iterator[object]:
+    from broker.archive import Archive
+
+    arch = Archive.open(db_url)
+    try:
+        yield arch
+    finally:
+        arch.close()
+
+
+@pytest.fixture
+def ingestor(archive: object) -> object:
+    from broker.ingest import Ingestor
+
+    return Ingestor(archive, authority="test.mmbroker", retry_delays_s=(0.05, 0.2))
+
+
+# -- subprocesses -----------------------------------------------------------------
+
+def mmbroker(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``mmbroker`` console script (the one the README installs)."""
+    exe = Path(sys.executable).with_name("mmbroker")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mmbroker {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

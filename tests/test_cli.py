@@ -1,0 +1,120 @@
+"""The command line: --help everywhere, and each command doing its job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+import typer.main
+
+import alerts_schema
+from broker.cli import app, main
+from tests.conftest import mmbroker
+
+
+def _commands(cmd: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [path]
+    for name, sub in getattr(cmd, "commands", {}).items():
+        out.extend(_commands(sub, (*path, name)))
+    return out
+
+
+ALL_COMMANDS = _commands(typer.main.get_command(app))
+
+
+def test_the_public_surface_exists() -> None:
+    names = {" ".join(c) for c in ALL_COMMANDS}
+    assert {"serve", "ingest", "alerts list", "coincidences list", "token create",
+            "db upgrade", "version", "quarantine list"} <= names
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: " ".join(c) or "mmbroker")
+def test_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage" in out
+
+
+def test_console_script_help_and_version() -> None:
+    out = mmbroker("--help").stdout
+    for name in ("serve", "ingest", "alerts", "coincidences", "token", "db", "version"):
+        assert name in out
+    assert mmbroker("version").stdout.startswith("mmbroker ")
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-command"]) == 2
+
+
+def test_ingest_then_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cli.sqlite3")
+    files = [str(p) for p in alerts_schema.example_paths("alert")]
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"{broken")
+    assert main(["--db", db, "ingest", "--format", "json", *files, str(bad)]) == 0
+    summary = json.loads(capsys.readouterr().out)[0]
+    assert summary["summary"] == [{"source": "file", "archived": len(files), "duplicate": 0,
+                                   "quarantined": 1}]
+    assert summary["quarantined"][0]["file"] == str(bad)
+
+    assert main(["--db", db, "alerts", "list", "--format", "json", "--limit", "2"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 2
+    for doc in listed:
+        assert alerts_schema.validation_errors("alert", doc) == []
+
+    assert main(["--db", db, "alerts", "list", "-f", "json", "--cone", "197,-23,3",
+                 "--messenger", "neutrino"]) == 0
+    (neutrino,) = json.loads(capsys.readouterr().out)
+    assert neutrino["facility"] == "KM3NeT"
+
+    assert main(["--db", db, "alerts", "list", "-f", "csv", "--since", "2026-11-21T00:00:00Z",
+                 "--until", "2026-11-21T23:59:59Z"]) == 0
+    csv_out = capsys.readouterr().out.strip().splitlines()
+    assert csv_out[0].startswith("id,trigger_time,messenger") and len(csv_out) == 1 + 4
+
+    assert main(["--db", db, "alerts", "show", neutrino["id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == neutrino["id"]
+    assert main(["--db", db, "alerts", "show", "--raw", neutrino["id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["event_id"] == neutrino["event_id"]
+
+    assert main(["--db", db, "quarantine", "list", "-f", "json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert "invalid JSON" in entry["reason"]
+
+    assert main(["--db", db, "coincidences", "list", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_ingest_shows_a_table_and_reasons(tmp_path: Path) -> None:
+    bad = tmp_path / "pickle.bin"
+    bad.write_bytes(b"\x80\x04\x95\x00")
+    proc = mmbroker("--db", str(tmp_path / "t.sqlite3"), "ingest", "--source", "snews", str(bad))
+    assert "ingest summary" in proc.stdout and "snews" in proc.stdout
+    assert "pickle" in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["alerts", "list", "--cone", "1,2"], "--cone wants"),
+    (["alerts", "list", "--cone", "1,100,2"], "out of range"),
+    (["alerts", "list", "--since", "yesterday"], "not an ISO 8601 time"),
+    (["token", "create", "--scope", "root"], "unknown or missing scope"),
+])
+def test_clear_errors(args: list[str], message: str, tmp_path: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--db", str(tmp_path / "e.sqlite3"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "tok.sqlite3")
+    assert main(["--db", db, "token", "create", "--scope", "write:triggers", "--name", "km3"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("mmb_") and len(token) > 40
+    assert main(["--db", db, "token", "list", "-f", "json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["name"] == "km3" and token not in json.dumps(listed)
+    assert main(["--db", db, "token", "revoke", str(listed["id"])]) == 0
+    assert main(["--db", db, "token", "revoke", str(listed["id"])]) == 1

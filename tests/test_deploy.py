@@ -1,0 +1,24 @@
+"""The shipped example configuration loads, and the service unit runs real commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.config import get_settings
+
+DEPLOY = Path(__file__).parent.parent / "deploy"
+
+
+def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMBROKER_CONFIG_FILE", str(DEPLOY / "mmbroker.example.toml"))
+    s = get_settings()
+    assert s.http_port == 8000 and s.ivorn_authority == "local.mmbroker"
+
+
+def test_systemd_unit_uses_existing_commands() -> None:
+    unit = (DEPLOY / "systemd" / "mmbroker.service").read_text()
+    assert "ExecStart=/opt/mmbroker/venv/bin/mmbroker serve" in unit
+    assert "mmbroker db upgrade" in unit
+    assert "password" not in unit.lower().replace("with a password", "")

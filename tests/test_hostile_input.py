@@ -1,0 +1,90 @@
+"""Hostile and malformed input: quarantined with a reason, never crashing, never resolved.
+
+The listeners issue widens this corpus per stream; these are the cases the
+format sniffer and the bounded JSON decoder must hold by themselves.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from broker.archive import Archive, RawMessage
+from broker.ingest import Ingestor
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+        return (os.system, ("touch /tmp/mmbroker-pwned",))
+
+
+CORPUS = {
+    "pickle-protocol-4": (pickle.dumps({"detector_name": "Super-K"}, protocol=4), "pickle"),
+    "pickle-protocol-2": (pickle.dumps(_Evil(), protocol=2), "pickle"),
+    "pickle-protocol-0": (pickle.dumps(_Evil(), protocol=0), "pickle"),
+    "json-deep-nesting": (b"[" * 100_000 + b"]" * 100_000, "nested"),
+    "json-deep-objects": (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested"),
+    "json-invalid-utf8": (b'{"event_id": "\xff\xfe"}', "UTF-8"),
+    "json-nan": (b'{"far": NaN}', "NaN"),
+    "json-truncated": (b'{"event_id": "S1', "invalid JSON"),
+    "empty": (b"", "empty"),
+    "whitespace": (b" \n\t ", "empty"),
+    "xml-billion-laughs": (b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<voe:VOEvent xmlns:voe="http://www.ivoa.net/xml/VOEvent/v2.0">&lol2;</voe:VOEvent>""", "xml"),
+    "xml-external-entity": (b"""<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><foo>&xxe;</foo>""", "xml"),
+    "avro-truncated": (b"Obj\x01\x04\x14avro.codec", "avro-ocf"),
+    "avro-wrong-magic": (b"\x00\x00\x00\x00\x07garbage", "avro-confluent"),
+    "binary-noise": (bytes(range(256)) * 4, "no normalizer"),
+    "json-unknown-schema": (b'{"hello": "world"}', "matches no known stream"),
+    "json-alert-breaking-contract": (
+        b'{"schema_version": "1.0", "id": "ivo://x/y#z", "event_id": "z", "revision": -1}',
+        "alert schema"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_hostile_input_is_quarantined(name: str, ingestor: Ingestor, archive: Archive,
+                                      tmp_path: object) -> None:
+    data, expected = CORPUS[name]
+    (outcome,) = ingestor.ingest([RawMessage("hostile", data)])
+    assert outcome.status == "quarantined"
+    assert expected.lower() in outcome.reason.lower(), outcome.reason
+    (entry,) = archive.list_quarantine()
+    assert entry["reason"] == outcome.reason
+    assert archive.raw_payload(entry["raw_sha256"]) == data
+    assert archive.count_alerts() == 0
+
+
+def test_no_pickle_was_executed() -> None:
+    from pathlib import Path
+
+    assert not Path("/tmp/mmbroker-pwned").exists()
+
+
+def test_oversize_message_keeps_its_head(archive: Archive) -> None:
+    ingestor = Ingestor(archive, authority="test.mmbroker", max_message_bytes=1024)
+    data = b'{"pad": "' + b"x" * 5000 + b'"}'
+    raw = ingestor.receive("big", data)
+    assert raw.truncated and len(raw.data) == 1024 and raw.full_size == len(data)
+    (outcome,) = ingestor.ingest([raw])
+    assert outcome.status == "quarantined"
+    assert "exceeds the 1024-byte limit" in outcome.reason
+    (entry,) = archive.list_quarantine()
+    assert entry["truncated"] is True
+    assert archive.raw_payload(entry["raw_sha256"]) == data[:1024]
+
+
+def test_good_and_bad_in_one_batch(ingestor: Ingestor, archive: Archive) -> None:
+    import json
+
+    from alerts_schema.synthetic import alert_documents
+
+    good = [RawMessage("mixed", json.dumps(d).encode()) for d in alert_documents(3, seed=9)]
+    bad = [RawMessage("mixed", data) for data, _ in list(CORPUS.values())[:5]]
+    outcomes = ingestor.ingest(good[:2] + bad + good[2:])
+    assert sum(o.status == "archived" for o in outcomes) == 3
+    assert sum(o.status == "quarantined" for o in outcomes) == 5
