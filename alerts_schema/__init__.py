@@ -13,6 +13,7 @@ the two in agreement field by field.
 from alerts_schema._validate import (
     SCHEMA_NAMES,
     example_paths,
+    is_valid,
     load_schema,
     validate,
     validation_errors,
@@ -53,6 +54,7 @@ __all__ = [
     "Significance",
     "SkymapLocalization",
     "example_paths",
+    "is_valid",
     "load_schema",
     "validate",
     "validation_errors",

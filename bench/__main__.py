@@ -1,0 +1,69 @@
+"""Run the benchmarks and print a table of figures: ``python -m bench [--help]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+BENCHMARKS = ("insert", "query")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
+                   help=f"Which to run: {', '.join(BENCHMARKS)} (default: all).")
+    p.add_argument("--backend", action="append", choices=["sqlite", "postgresql"],
+                   help="Archive backend(s) (default: both; PostgreSQL skipped if absent).")
+    p.add_argument("--rows", type=int, default=1_000_000,
+                   help="Alerts in the archive for the query benchmark.")
+    p.add_argument("--queries", type=int, default=200, help="Queries per query shape.")
+    p.add_argument("--insert-batch", type=int, default=5000,
+                   help="Alerts ingested in batches for the insert benchmark.")
+    p.add_argument("--insert-single", type=int, default=500,
+                   help="Alerts ingested one per transaction.")
+    p.add_argument("--batch", type=int, default=500, help="Batch size.")
+    p.add_argument("--rebuild", action="store_true",
+                   help="Reload the query benchmark's archive even if it has --rows rows.")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if unknown := set(args.benchmarks) - set(BENCHMARKS):
+        p.error(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(BENCHMARKS)}")
+    args.benchmarks = args.benchmarks or list(BENCHMARKS)
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench import archive_bench
+    from bench._common import machine, pg_reachable
+
+    console = Console(width=max(Console().width, 150))
+    backends = args.backend or ["sqlite", "postgresql"]
+    if "postgresql" in backends and (reason := pg_reachable()):
+        console.print(f"[yellow]PostgreSQL skipped:[/] {reason}")
+        backends = [b for b in backends if b != "postgresql"]
+    figures = []
+    for backend in backends:
+        if "insert" in args.benchmarks:
+            figures += archive_bench.bench_insert(backend, args.insert_batch,
+                                                  args.insert_single, args.batch)
+        if "query" in args.benchmarks:
+            figures += archive_bench.bench_query(backend, args.rows, args.queries,
+                                                 args.rebuild)
+    import os
+
+    table = Table(title="mmbroker benchmarks",
+                  caption=machine() + (f"; PostgreSQL {os.environ['MMBROKER_BENCH_PG_VERSION']}"
+                                       if "MMBROKER_BENCH_PG_VERSION" in os.environ else ""))
+    for col in ("benchmark", "backend", "metric", "value", "unit", "note"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for f in figures:
+        table.add_row(f.benchmark, f.backend, f.metric, f"{f.value:,.1f}", f.unit, f.note)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
