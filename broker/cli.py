@@ -210,33 +210,25 @@ def ingest(
                         max_message_bytes=settings.max_message_bytes)
     size = batch_size or settings.ingest_batch_size
     report = IngestReport()
+    path_of: dict[str, str] = {}
     with Progress(transient=True, disable=fmt is not OutputFormat.table) as progress:
         task = progress.add_task("ingesting", total=len(files))
         for start in range(0, len(files), size):
             chunk = files[start:start + size]
             raws = [ingestor.receive(source, p.read_bytes(), transport={"file": str(p)})
                     for p in chunk]
+            path_of.update((r.sha256, str(p)) for r, p in zip(raws, chunk, strict=True))
             report.add(ingestor.ingest(raws))
             progress.advance(task, len(chunk))
     archive.close()
     rows = [{"source": s, **counts} for s, counts in report.by_source().items()]
-    quarantined = [{"file": o_file, "reason": o.reason}
-                   for o, o_file in _quarantined_files(report, files)]
+    quarantined = [{"file": path_of.get(o.raw_sha256, "?"), "reason": o.reason}
+                   for o in report.outcomes if o.status == "quarantined"]
     _emit(rows, ["source", "archived", "duplicate", "quarantined"], fmt,
           documents=[{"summary": rows, "quarantined": quarantined}], title="ingest summary")
     if fmt is OutputFormat.table:
         for q in quarantined:
             typer.echo(f"quarantined {q['file']}: {q['reason']}", err=True)
-
-
-def _quarantined_files(report: Any, files: list[Path]) -> list[tuple[Any, str]]:
-    from broker.archive import sha256_hex
-
-    by_hash = {}
-    for p in files:
-        by_hash.setdefault(sha256_hex(p.read_bytes()), str(p))
-    return [(o, by_hash.get(o.raw_sha256, "?")) for o in report.outcomes
-            if o.status == "quarantined"]
 
 
 # -- db -----------------------------------------------------------------------

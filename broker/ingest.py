@@ -15,10 +15,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 from alerts_schema import Alert, validation_errors
-from broker.archive import Archive, Outcome, RawMessage
+from broker.archive import Archive, Outcome, RawMessage, utcnow
 from broker.errors import ArchiveUnavailable, HostileInput, InputError, SchemaValidationError
 from broker.metrics import INGEST_SECONDS, MESSAGES
 from listeners import registry
@@ -74,12 +75,13 @@ class Ingestor:
         self.max_message_bytes = max_message_bytes
         self.retry_delays_s = tuple(retry_delays_s)
 
-    def receive(self, source: str, data: bytes, **kwargs: object) -> RawMessage:
+    def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
+                transport: dict[str, Any] | None = None) -> RawMessage:
         """Wrap bytes from a transport, keeping only the head of an oversize message."""
-        if len(data) > self.max_message_bytes:
-            return RawMessage(source, data[: self.max_message_bytes], full_size=len(data),
-                              **kwargs)  # type: ignore[arg-type]
-        return RawMessage(source, data, **kwargs)  # type: ignore[arg-type]
+        oversize = len(data) > self.max_message_bytes
+        return RawMessage(source, data[: self.max_message_bytes] if oversize else data,
+                          received_at=received_at or utcnow(), transport=transport or {},
+                          full_size=len(data) if oversize else None)
 
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         """Store, normalize and archive one batch; retries while the archive is unavailable."""
