@@ -16,18 +16,26 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Engine, Select, and_, func, or_, select, tuple_
+from sqlalchemy import Engine, Select, and_, case, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from alerts_schema import Alert
 from broker import migrate
 from broker.db import is_sqlite, make_engine, transaction
-from broker.errors import IngestConflict, InputError, PermanentError
-from broker.models import AlertRow, CoincidenceRow, QuarantineEntry, RawPayload
+from broker.errors import IngestConflict, PermanentError
+from broker.models import (
+    AlertRow,
+    CoincidenceRow,
+    QuarantineEntry,
+    RawPayload,
+    Skymap,
+    StreamHealth,
+)
 from crossmatch.healpix import angular_separation_deg, cone_ranges, nested29
+from listeners.base import Normalized
 
-Status = Literal["archived", "duplicate", "quarantined"]
+Status = Literal["archived", "duplicate", "quarantined", "heartbeat"]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -179,26 +187,42 @@ class Archive:
                          [rows[k] for k in sorted(rows)])
 
     def store_results(
-        self, results: Sequence[tuple[RawMessage, list[Alert] | InputError]]
+        self, results: Sequence[tuple[RawMessage, Normalized | PermanentError]]
     ) -> list[Outcome]:
-        """Archive normalized alerts and quarantine failures, in one transaction.
+        """Archive what each message became, in one transaction.
 
         ``results`` pairs each raw message (already stored by
-        :meth:`store_raw`) with its alerts or the error that stopped it.
-        Returns one :class:`Outcome` per alert, and one per failed message.
+        :meth:`store_raw`) with its :class:`~listeners.base.Normalized`
+        content or the error that stopped it.  Sky maps are stored once by
+        hash, alerts idempotently, heartbeats and message counts into
+        ``stream_health``, failures into quarantine.  Returns one
+        :class:`Outcome` per alert, per heartbeat-only message and per failure.
         """
         outcomes: list[Outcome] = []
         pending: list[tuple[RawMessage, Alert, dict[str, Any]]] = []
         quarantine: list[tuple[RawMessage, PermanentError]] = []
+        skymaps: dict[str, dict[str, Any]] = {}
+        heartbeats: list[Any] = []
         for raw, result in results:
-            if isinstance(result, InputError | PermanentError):
+            if isinstance(result, PermanentError):
                 quarantine.append((raw, result))
-            else:
-                pending.extend((raw, a, alert_row_values(a, raw)) for a in result)
+                continue
+            pending.extend((raw, a, alert_row_values(a, raw)) for a in result.alerts)
+            for sky in result.skymaps:
+                skymaps[sky.sha256] = {"sha256": sky.sha256, "data": sky.data,
+                                       "format": sky.format, "size_bytes": len(sky.data),
+                                       "area_90_deg2": sky.area_90_deg2,
+                                       "received_at": raw.received_at}
+            heartbeats.extend(result.heartbeats)
+            if not result.alerts:
+                outcomes.append(Outcome("heartbeat", raw.source, raw.sha256))
         pending.sort(key=lambda p: (p[1].source, p[1].event_id, p[1].revision))
         _index_positions([values for _, _, values in pending])
 
         with transaction(self.engine) as conn:
+            if skymaps:
+                conn.execute(self._insert(Skymap).on_conflict_do_nothing(),
+                             [skymaps[k] for k in sorted(skymaps)])
             inserted: dict[tuple[str, str, int], int] = {}
             if pending:
                 stmt = (self._insert(AlertRow).on_conflict_do_nothing()
@@ -233,9 +257,62 @@ class Archive:
                      "raw_sha256": raw.sha256, "transport": dict(raw.transport) or None,
                      "truncated": raw.truncated}
                     for raw, err in quarantine])
+            self._update_health(conn, [raw for raw, _ in results],
+                                [raw for raw, _ in quarantine], heartbeats)
         outcomes.extend(Outcome("quarantined", raw.source, raw.sha256, reason=_reason(err))
                         for raw, err in quarantine)
         return outcomes
+
+    def _update_health(self, conn: Connection, received: list[RawMessage],
+                       quarantined: list[RawMessage], heartbeats: list[Any]) -> None:
+        """Upsert per-stream message counts and per-detector heartbeats, in key order."""
+        now = utcnow()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def row(stream: str, detector: str) -> dict[str, Any]:
+            return rows.setdefault((stream, detector), {
+                "stream": stream, "detector": detector, "last_message_at": None,
+                "messages_total": 0, "quarantined_total": 0, "last_heartbeat_at": None,
+                "heartbeat_status": None, "updated_at": now})
+
+        for raw in received:
+            r = row(raw.source, "")
+            r["messages_total"] += 1
+            r["last_message_at"] = max(filter(None, (r["last_message_at"], raw.received_at)))
+        for raw in quarantined:
+            row(raw.source, "")["quarantined_total"] += 1
+        for hb in sorted(heartbeats, key=lambda h: h.time):
+            r = row(hb.stream, hb.detector)
+            r["last_heartbeat_at"] = hb.time
+            r["heartbeat_status"] = hb.status
+        if not rows:
+            return
+        table = StreamHealth.__table__
+        stmt = self._insert(table)
+        excluded = stmt.excluded
+        greatest = func.max if self._sqlite else func.greatest
+
+        def newest(column: str) -> Any:
+            return greatest(func.coalesce(table.c[column], excluded[column]), excluded[column])
+
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.stream, table.c.detector],
+            set_={
+                "messages_total": table.c.messages_total + excluded.messages_total,
+                "quarantined_total": table.c.quarantined_total + excluded.quarantined_total,
+                "last_message_at": func.coalesce(newest("last_message_at"),
+                                                 table.c.last_message_at),
+                "last_heartbeat_at": func.coalesce(newest("last_heartbeat_at"),
+                                                   table.c.last_heartbeat_at),
+                # Only a heartbeat newer than the stored one may change the status.
+                "heartbeat_status": case(
+                    (excluded.last_heartbeat_at >= func.coalesce(table.c.last_heartbeat_at,
+                                                                 excluded.last_heartbeat_at),
+                     func.coalesce(excluded.heartbeat_status, table.c.heartbeat_status)),
+                    else_=table.c.heartbeat_status),
+                "updated_at": excluded.updated_at,
+            })
+        conn.execute(stmt, [rows[k] for k in sorted(rows)])
 
     def _existing(self, conn: Connection, keys: list[tuple[str, str, int]]
                   ) -> dict[tuple[str, str, int], tuple[int, str]]:
@@ -317,6 +394,13 @@ class Archive:
                 if len(rows) < page:
                     return
                 after = (rows[-1].event_time, rows[-1].id)
+
+    def stream_health(self) -> list[dict[str, Any]]:
+        """Every stream's and detector's health row, ordered by stream then detector."""
+        table = StreamHealth.__table__
+        with transaction(self.engine, readonly=True) as conn:
+            return [dict(r._mapping) for r in
+                    conn.execute(select(table).order_by(table.c.stream, table.c.detector))]
 
     def list_quarantine(self, limit: int = 100, source: str | None = None
                         ) -> list[dict[str, Any]]:

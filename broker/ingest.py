@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from alerts_schema import Alert, validation_errors
+from alerts_schema import validation_errors
 from broker.archive import Archive, Outcome, RawMessage, utcnow
-from broker.errors import ArchiveUnavailable, HostileInput, InputError, SchemaValidationError
+from broker.errors import (
+    ArchiveUnavailable,
+    HostileInput,
+    InputError,
+    PermanentError,
+    SchemaValidationError,
+)
 from broker.metrics import INGEST_SECONDS, MESSAGES
 from listeners import registry
-from listeners.base import MessageMeta
+from listeners.base import MessageMeta, Normalized
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,25 +101,25 @@ class Ingestor:
             MESSAGES.labels(outcome.source, outcome.status).inc()
         return outcomes
 
-    def normalize(self, message: RawMessage) -> list[Alert] | InputError | SchemaValidationError:
-        """The message's alerts, validated against the contract, or the error that stops it."""
+    def normalize(self, message: RawMessage) -> Normalized | PermanentError:
+        """What the message became, its alerts validated against the contract, or the error."""
         if message.truncated:
             return HostileInput(f"message of {message.full_size} bytes exceeds the "
                                 f"{self.max_message_bytes}-byte limit (head kept)")
         meta = MessageMeta(message.source, message.received_at, self.authority,
                            message.transport)
         try:
-            _, alerts = registry.normalize(message.data, meta)
-        except (InputError, SchemaValidationError) as exc:
+            _, result = registry.normalize(message.data, meta)
+        except PermanentError as exc:
             return exc
         except Exception as exc:  # a normalizer bug must not take the listener down
             log.exception("normalizer crashed on a message from %s", message.source)
             return InputError(f"normalizer error {type(exc).__name__}: {exc}")
-        for alert in alerts:
+        for alert in result.alerts:
             errors = validation_errors("alert", alert.to_document())
             if errors:
                 return SchemaValidationError("alert", errors)
-        return alerts
+        return result
 
     def _retrying(self, action: Callable[[], T]) -> T:
         for delay in (*self.retry_delays_s, None):

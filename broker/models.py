@@ -229,6 +229,26 @@ class QuarantineEntry(Base):
                                     "its head is kept.")
 
 
+class StreamHealth(Base):
+    """Liveness of each input stream, and of each detector that sends heartbeats on it.
+
+    ``detector`` is ``""`` for the stream as a whole.  Updated in the same
+    transaction as the messages it counts.
+    """
+
+    __tablename__ = "stream_health"
+
+    stream: Mapped[str] = mapped_column(String(256), primary_key=True)
+    detector: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    messages_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    quarantined_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="The newest heartbeat's own timestamp.")
+    heartbeat_status: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ApiToken(Base):
     """A bearer token for the HTTP API, stored only as its SHA-256."""
 

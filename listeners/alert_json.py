@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from alerts_schema import Alert, validation_errors
 from broker.errors import NormalizationError, SchemaValidationError
 from listeners import json_limits
-from listeners.base import MessageMeta
+from listeners.base import MessageMeta, Normalized
 
 
 def looks_like_alert(document: Any) -> bool:
@@ -25,15 +25,15 @@ def looks_like_alert(document: Any) -> bool:
             and "event_id" in document)
 
 
-def normalize(data: bytes, meta: MessageMeta) -> list[Alert]:
-    """One Alert from an Alert JSON document, or a list of them from a JSON array."""
+def normalize(data: bytes, meta: MessageMeta) -> Normalized:
+    """One Alert from an Alert JSON document, or several from a JSON array of them."""
     return normalize_decoded(json_limits.loads(data), meta)
 
 
-def normalize_decoded(decoded: Any, meta: MessageMeta) -> list[Alert]:
+def normalize_decoded(decoded: Any, meta: MessageMeta) -> Normalized:
     """Like :func:`normalize`, for JSON already decoded (by the router)."""
     documents = decoded if isinstance(decoded, list) else [decoded]
-    return [normalize_document(doc, meta) for doc in documents]
+    return Normalized(alerts=tuple(normalize_document(doc, meta) for doc in documents))
 
 
 def normalize_document(document: Any, meta: MessageMeta) -> Alert:

@@ -1,11 +1,18 @@
-"""The normalizer interface every input stream implements."""
+"""The normalizer interface every input stream implements.
+
+A normalizer is a pure function ``(data: bytes, meta: MessageMeta) -> Normalized``:
+no I/O, no clock (times come from the message or ``meta.received_at``), and
+any failure raised as an :class:`~broker.errors.InputError` subclass whose
+``reason`` a person can act on.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from alerts_schema import Alert
 
@@ -37,4 +44,56 @@ class MessageMeta:
         return f"ivo://{self.authority}/{stream}#{local_id}"
 
 
-Normalizer = Callable[[bytes, MessageMeta], list[Alert]]
+@dataclass(frozen=True, slots=True)
+class SkymapFile:
+    """A sky map that arrived inside a message, to be stored once by hash.
+
+    ``area_90_deg2`` and the most probable position are filled by the
+    normalizer when it can compute them; the Alert's SkymapLocalization
+    names the map by ``sha256``.
+    """
+
+    data: bytes
+    format: Literal["multiorder", "flat"]
+    area_90_deg2: float | None = None
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A sign of life from a stream or one detector on it (GCN heartbeat, SNEWS).
+
+    Parameters
+    ----------
+    stream
+        The stream the heartbeat speaks for (e.g. ``gcn.heartbeat``, ``snews``).
+    detector
+        The detector within the stream, or ``""`` for the stream as a whole.
+    time
+        The heartbeat's own timestamp (UTC).
+    status
+        The detector's state as the message states it (``ON``, ``OFF``), or None.
+    """
+
+    stream: str
+    detector: str
+    time: datetime
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """What one raw message became: alerts, sky maps they reference, heartbeats."""
+
+    alerts: tuple[Alert, ...] = ()
+    skymaps: tuple[SkymapFile, ...] = ()
+    heartbeats: tuple[Heartbeat, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.alerts or self.heartbeats)
+
+
+Normalizer = Callable[[bytes, MessageMeta], Normalized]

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alerts_schema import Alert
-from broker.errors import InputError, UnknownFormat
+from broker.errors import NormalizationError, UnknownFormat
 from listeners import alert_json, json_limits
-from listeners.base import MessageMeta
+from listeners.base import MessageMeta, Normalized
 from listeners.detect import Format, sniff
 
 
@@ -31,7 +30,7 @@ class Route:
     name: str
     formats: frozenset[Format]
     accepts: Callable[[Format, Any, MessageMeta], bool]
-    handle: Callable[[bytes, Any, MessageMeta], list[Alert]]
+    handle: Callable[[bytes, Any, MessageMeta], Normalized]
 
 
 ROUTES: list[Route] = [
@@ -58,10 +57,11 @@ def route(data: bytes, meta: MessageMeta) -> tuple[Route, Any]:
     raise UnknownFormat(f"{fmt.value} message from {meta.source!r}: no normalizer handles it")
 
 
-def normalize(data: bytes, meta: MessageMeta) -> tuple[str, list[Alert]]:
-    """Detect, route and normalize: ``(route name, alerts)`` or an :class:`InputError`."""
+def normalize(data: bytes, meta: MessageMeta) -> tuple[str, Normalized]:
+    """Detect, route and normalize: ``(route name, result)`` or an :class:`InputError`."""
     chosen, decoded = route(data, meta)
-    alerts = chosen.handle(data, decoded, meta)
-    if not alerts:
-        raise InputError(f"{chosen.name}: message held no alert")
-    return chosen.name, alerts
+    result = chosen.handle(data, decoded, meta)
+    if not result:
+        raise NormalizationError(f"{chosen.name}: message held neither an alert nor a "
+                                 "heartbeat")
+    return chosen.name, result
