@@ -1,15 +1,18 @@
 """The archive: raw payloads, alerts, quarantine, and the queries on them.
 
 Writes are idempotent.  An alert is keyed by (source, event id, revision): the
-same key with the same raw bytes is a duplicate and leaves one row; the same
-key with other bytes is an :class:`~broker.errors.IngestConflict`, quarantined
-instead of overwriting.  Rows in a batch are inserted in key order so that
+same key with the same normalized content (:func:`content_sha256`; the raw
+bytes may differ, e.g. the same LVK alert as JSON and as Avro) is a duplicate
+and leaves one row; the same key with other content is an
+:class:`~broker.errors.IngestConflict`, quarantined instead of overwriting.
+Every arrival's raw bytes are kept either way.  Rows in a batch are inserted in key order so that
 concurrent writers on PostgreSQL wait for each other instead of deadlocking.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,6 +84,20 @@ class Outcome:
     reason: str | None = None
 
 
+RECEIPT_FIELDS = ("received_time", "raw_sha256", "raw_ref")
+
+
+def content_sha256(document: dict[str, Any]) -> str:
+    """SHA-256 of an Alert document without the fields that describe its receipt.
+
+    Two arrivals of one alert revision (another encoding, another transport)
+    hash the same; any change to what the alert says changes the hash.
+    """
+    body = {k: v for k, v in document.items() if k not in RECEIPT_FIELDS}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
     """The ``alerts`` columns for ``alert`` received as ``raw``."""
     alert = alert.model_copy(update={
@@ -92,6 +109,7 @@ def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
     ra = getattr(loc, "ra_deg", None)
     dec = getattr(loc, "dec_deg", None)
     radius = getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None)
+    document = alert.to_document()
     energy = alert.energy
     rights = alert.data_rights
     prov = alert.provenance
@@ -127,8 +145,9 @@ def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
         "pipeline_version": prov.pipeline_version if prov else None,
         "reco_method": prov.reco_method if prov else None,
         "raw_sha256": raw.sha256,
+        "content_sha256": content_sha256(document),
         "transport": dict(raw.transport) or None,
-        "document": alert.to_document(),
+        "document": document,
     }
 
 
@@ -234,7 +253,7 @@ class Archive:
                 (a.source, a.event_id, a.revision) for _, a, _ in pending
                 if (a.source, a.event_id, a.revision) not in inserted])
             claimed: set[tuple[str, str, int]] = set()
-            for raw, alert, _ in pending:
+            for raw, alert, values in pending:
                 key = (alert.source, alert.event_id, alert.revision)
                 if key in inserted and key not in claimed:
                     claimed.add(key)
@@ -245,11 +264,12 @@ class Archive:
                 if match is None:
                     quarantine.append((raw, PermanentError(
                         f"IVORN {alert.id} is already used by another alert")))
-                elif match[1] == raw.sha256:
+                elif match[1] == values["content_sha256"]:
                     outcomes.append(Outcome("duplicate", raw.source, raw.sha256, alert.id,
                                             match[0]))
                 else:
-                    quarantine.append((raw, IngestConflict(*key, match[1], raw.sha256)))
+                    quarantine.append((raw, IngestConflict(*key, match[1],
+                                                           values["content_sha256"])))
             if quarantine:
                 conn.execute(self._insert(QuarantineEntry), [
                     {"source": raw.source, "reason": _reason(err),
@@ -322,19 +342,19 @@ class Archive:
             chunk = unique[start:start + 300]
             rows = conn.execute(
                 select(AlertRow.source, AlertRow.event_id, AlertRow.revision, AlertRow.id,
-                       AlertRow.raw_sha256)
+                       AlertRow.content_sha256)
                 .where(tuple_(AlertRow.source, AlertRow.event_id, AlertRow.revision).in_(chunk)))
             for r in rows:
-                found[(r.source, r.event_id, r.revision)] = (r.id, r.raw_sha256)
+                found[(r.source, r.event_id, r.revision)] = (r.id, r.content_sha256)
         return found
 
     @staticmethod
     def _claimed_row(conn: Connection, key: tuple[str, str, int]) -> tuple[int, str] | None:
         # A key inserted earlier in this same batch (a message repeated within it).
-        row = conn.execute(select(AlertRow.id, AlertRow.raw_sha256).where(
+        row = conn.execute(select(AlertRow.id, AlertRow.content_sha256).where(
             AlertRow.source == key[0], AlertRow.event_id == key[1],
             AlertRow.revision == key[2])).first()
-        return (row.id, row.raw_sha256) if row else None
+        return (row.id, row.content_sha256) if row else None
 
     # -- reads ----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ Two branches tell a caller what to do next:
         │   ├── HostileInput         entities, oversize frames, pickles, bombs
         │   └── NormalizationError   parseable, but lacks what an Alert needs
         ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
-        └── IngestConflict           same (source, event id, revision), other bytes
+        └── IngestConflict           same (source, event id, revision), other content
 """
 
 from __future__ import annotations
@@ -110,10 +110,11 @@ class SchemaValidationError(PermanentError):
 
 
 class IngestConflict(PermanentError):
-    """An alert with the same (source, event id, revision) is archived with other bytes.
+    """An alert with the same (source, event id, revision) is archived with other content.
 
-    The archive keeps the first payload; the second is quarantined with this
-    error as its reason rather than overwriting history.
+    The hashes are of the normalized documents (``content_sha256``).  The
+    archive keeps the first; the second is quarantined with this error as its
+    reason rather than overwriting history.
     """
 
     def __init__(self, source: str, event_id: str, revision: int, existing_sha256: str,
@@ -125,5 +126,5 @@ class IngestConflict(PermanentError):
         self.new_sha256 = new_sha256
         super().__init__(
             f"conflicting payload for ({source}, {event_id}, revision {revision}): archived "
-            f"sha256 {existing_sha256[:12]}..., received {new_sha256[:12]}..."
+            f"content sha256 {existing_sha256[:12]}..., received {new_sha256[:12]}..."
         )

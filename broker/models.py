@@ -123,6 +123,10 @@ class AlertRow(Base):
     pipeline_version: Mapped[str | None] = mapped_column(String(128))
     reco_method: Mapped[str | None] = mapped_column(String(256))
     raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_payloads.sha256"))
+    content_sha256: Mapped[str | None] = mapped_column(
+        String(64), doc="SHA-256 of the normalized document without its receipt fields: the "
+                        "same alert in another encoding or from another transport hashes "
+                        "the same.")
     transport: Mapped[dict[str, Any] | None] = mapped_column(
         Json, doc="Where the raw bytes came from: Kafka topic/partition/offset, VTP peer, file.")
     document: Mapped[dict[str, Any]] = mapped_column(Json, doc="The Alert as the schema has it.")

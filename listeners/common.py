@@ -83,3 +83,184 @@ def normalize_ra(ra_deg: float) -> float:
     """Right ascension wrapped into [0, 360) degrees."""
     wrapped = float(ra_deg) % 360.0
     return 0.0 if wrapped >= 360.0 else wrapped
+
+
+_TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "none", "null", ""})
+
+
+def parse_flag(value: Any, *, field: str = "flag", default: bool = False) -> bool:
+    """A boolean from the forms streams send: JSON booleans, 0/1 and words.
+
+    SNEWS's own examples send ``"is_test": "True"`` as a string, so words
+    (``true``/``false``/``yes``/``no``, any case) count as booleans; None
+    means ``default``.
+
+    Raises
+    ------
+    NormalizationError
+        Naming ``field``, for anything else (a misread test flag would mix
+        test alerts with observations).
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise NormalizationError(f"{field}: expected a boolean, got {value!r}")
+
+
+
+# Photon energies: GCN and others state bands in energy, frequency or wavelength units.
+_GEV_PER_ENERGY_UNIT = {"ev": 1e-9, "kev": 1e-6, "mev": 1e-3, "gev": 1.0, "tev": 1e3,
+                        "pev": 1e6, "eev": 1e9}
+_HZ_PER_FREQUENCY_UNIT = {"hz": 1.0, "khz": 1e3, "mhz": 1e6, "ghz": 1e9, "thz": 1e12}
+_M_PER_WAVELENGTH_UNIT = {"nm": 1e-9, "um": 1e-6, "micron": 1e-6, "angstrom": 1e-10}
+PLANCK_EV_S = 4.135667696e-15     # h in eV s (CODATA 2018, exact)
+HC_EV_M = 1.239841984e-6          # h*c in eV m (CODATA 2018)
+
+
+def photon_energy_gev(value: float, unit: str, *, field: str = "energy") -> float:
+    """An energy in GeV from a value in an energy, frequency or wavelength unit.
+
+    Parameters
+    ----------
+    value
+        The number as the message gives it.
+    unit
+        Case-insensitive: ``eV``, ``keV``, ``MeV``, ``GeV``, ``TeV``, ``PeV``, ``EeV``
+        (energy); ``Hz`` ... ``THz`` (photon frequency, E = h nu); ``nm``, ``um``,
+        ``angstrom`` (photon wavelength, E = h c / lambda).
+
+    Returns
+    -------
+    float
+        Energy in GeV (keV * 1e-6, MHz * 4.136e-18, ...).
+
+    Raises
+    ------
+    NormalizationError
+        For an unknown unit, or a wavelength that is not positive.
+    """
+    key = unit.strip().lower() if isinstance(unit, str) else ""
+    number = float(value)
+    if key in _GEV_PER_ENERGY_UNIT:
+        return number * _GEV_PER_ENERGY_UNIT[key]
+    if key in _HZ_PER_FREQUENCY_UNIT:
+        return number * _HZ_PER_FREQUENCY_UNIT[key] * PLANCK_EV_S * 1e-9
+    if key in _M_PER_WAVELENGTH_UNIT:
+        if number <= 0:
+            raise NormalizationError(f"{field}: wavelength {value!r} {unit} is not positive")
+        return HC_EV_M / (number * _M_PER_WAVELENGTH_UNIT[key]) * 1e-9
+    raise NormalizationError(f"{field}: unknown energy unit {unit!r}")
+
+
+# -- Julian dates and TAI (for the ZTF and Rubin normalizers) ------------------------
+
+JD_MINUS_MJD = 2400000.5  # days
+# MJD of 0001-01-01 and of 9999-12-31, the range a Python datetime can hold.
+_MJD_MIN, _MJD_MAX = -678575.0, 2973483.0
+
+# TAI - UTC in whole seconds from each UTC date on (IERS Bulletin C). Bulletin C 71
+# (January 2026) announced no leap second for June 2026; a new one means a new row.
+# Before 1972 TAI - UTC was not a whole number of seconds: those dates take 10 s.
+_LEAP_SECONDS: tuple[tuple[datetime, int], ...] = tuple(
+    (datetime(y, m, 1, tzinfo=UTC), s) for y, m, s in (
+        (1972, 1, 10), (1972, 7, 11), (1973, 1, 12), (1974, 1, 13), (1975, 1, 14),
+        (1976, 1, 15), (1977, 1, 16), (1978, 1, 17), (1979, 1, 18), (1980, 1, 19),
+        (1981, 7, 20), (1982, 7, 21), (1983, 7, 22), (1985, 7, 23), (1988, 1, 24),
+        (1990, 1, 25), (1991, 1, 26), (1992, 7, 27), (1993, 7, 28), (1994, 7, 29),
+        (1996, 1, 30), (1997, 7, 31), (1999, 1, 32), (2006, 1, 33), (2009, 1, 34),
+        (2012, 7, 35), (2015, 7, 36), (2017, 1, 37),
+    ))
+
+
+def checked_mjd(value: Any, *, field: str = "mjd") -> float:
+    """``value`` as an MJD (days) a datetime can hold, else :class:`NormalizationError`.
+
+    :func:`mjd_to_utc` lets ``OverflowError`` escape for absurd values (a Unix
+    time put where an MJD belongs, as in some Rubin sample alerts); this names
+    the field instead.
+    """
+    number = finite_or_none(value, field=field)
+    if number is None:
+        raise NormalizationError(f"{field}: expected an MJD, got {value!r}")
+    if not _MJD_MIN <= number <= _MJD_MAX:
+        raise NormalizationError(f"{field}: {value!r} is not a plausible MJD "
+                                 f"(dates need {_MJD_MIN:.0f} .. {_MJD_MAX:.0f} days)")
+    return number
+
+
+def jd_to_utc(jd: Any, *, field: str = "jd") -> datetime:
+    """UTC datetime of a Julian Date (days) counted in UTC, as ZTF's ``jd`` is.
+
+    Subtracting 2400000.5 is exact in binary floating point, so this keeps the
+    full precision of the JD (about 40 microseconds for present-day dates).
+    """
+    number = finite_or_none(jd, field=field)
+    if number is None:
+        raise NormalizationError(f"{field}: expected a Julian Date, got {jd!r}")
+    return mjd_to_utc(checked_mjd(number - JD_MINUS_MJD, field=field))
+
+
+def tai_minus_utc(utc: datetime) -> int:
+    """TAI - UTC in seconds at the UTC instant ``utc`` (10 before 1972)."""
+    offset = 10
+    for start, seconds in _LEAP_SECONDS:
+        if utc < start:
+            break
+        offset = seconds
+    return offset
+
+
+def tai_mjd_to_utc(mjd_tai: Any, *, field: str = "mjd_tai") -> datetime:
+    """UTC datetime of an MJD (days) counted in TAI, as Rubin's ``midpointMjdTai`` is.
+
+    UTC = TAI - (TAI - UTC), the offset taken from the leap-second table above
+    (37 s since 2017).  An instant inside an inserted leap second (23:59:60 UTC,
+    which a datetime cannot hold) comes out in the first second of the next day.
+    """
+    as_if_utc = mjd_to_utc(checked_mjd(mjd_tai, field=field))
+    # The table is indexed by UTC dates; TAI runs ahead by the offset in force, so
+    # the offset is the last one whose start, shifted into TAI, has been reached.
+    offset = 10
+    for start, seconds in _LEAP_SECONDS:
+        if as_if_utc < start + timedelta(seconds=seconds):
+            break
+        offset = seconds
+    return as_if_utc - timedelta(seconds=offset)
+
+
+# Rate units as VOEvent producers spell them, lower-cased and stripped of spaces,
+# each with its factor to Hz.  GCN/IceCube/KM3NeT VOEvents give FAR in yr^-1,
+# LVK in Hz; an unknown spelling is an error rather than a silent guess.
+_RATE_UNITS_TO_HZ: dict[str, float] = {
+    **dict.fromkeys(("hz", "1/s", "/s", "s^-1", "s-1", "s**-1", "persecond", "1/sec",
+                     "/sec"), 1.0),
+    **dict.fromkeys(("yr^-1", "yr-1", "yr**-1", "1/yr", "/yr", "peryear", "year^-1",
+                     "1/year", "/year", "a^-1", "1/a"), 1.0 / SECONDS_PER_YEAR),
+    **dict.fromkeys(("day^-1", "d^-1", "1/day", "/day", "1/d", "perday"), 1.0 / 86400.0),
+}
+
+
+def rate_to_hz(value: Any, unit: str | None, *, field: str = "rate") -> float | None:
+    """A rate converted to Hz from the unit a message states (Hz, yr^-1, day^-1 spellings).
+
+    Returns None for a missing/NaN value.  Raises :class:`NormalizationError`
+    naming ``field`` when the unit is missing or not a rate unit: the caller
+    decides what a unit-less rate means for its stream.
+    """
+    number = finite_or_none(value, field=field)
+    if number is None:
+        return None
+    key = re.sub(r"\s+", "", unit or "").lower()
+    if key not in _RATE_UNITS_TO_HZ:
+        raise NormalizationError(f"{field}: unit {unit!r} is not a rate unit (Hz, yr^-1, day^-1)")
+    return number * _RATE_UNITS_TO_HZ[key]

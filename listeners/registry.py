@@ -1,8 +1,10 @@
 """Route raw bytes to the normalizer that handles them.
 
 Routing looks at the sniffed format first and then, for formats several
-streams share, at the content.  Each input-stream module registers itself in
-:data:`ROUTES`; the first route whose ``accepts`` returns True wins.
+streams share, at the transport's stream name and the content.  The first
+route in :data:`ROUTES` whose ``accepts`` is true wins, so the specific
+streams come before the broad ones (an LVK alert is also JSON from a
+``gcn.*``-looking topic; an Alert document is JSON too).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.errors import NormalizationError, UnknownFormat
-from listeners import alert_json, json_limits
+from listeners import alert_json, gcn_json, json_limits, lvk, rubin, voevent, ztf
 from listeners.base import MessageMeta, Normalized
 from listeners.detect import Format, sniff
 
@@ -21,23 +23,44 @@ from listeners.detect import Format, sniff
 class Route:
     """A normalizer and the test that picks it.
 
-    ``accepts(format, decoded, meta)`` sees the sniffed format, the decoded
-    JSON value when the format is JSON (else None) and the message metadata.
+    ``accepts(format, decoded, meta, data)`` sees the sniffed format, the
+    decoded JSON value when the format is JSON (else None), the message
+    metadata and the raw bytes (for cheap header checks, never a full parse).
     ``handle(data, decoded, meta)`` is the stream's normalizer, given the
     already-decoded JSON so that routing never parses a message twice.
     """
 
     name: str
     formats: frozenset[Format]
-    accepts: Callable[[Format, Any, MessageMeta], bool]
+    accepts: Callable[[Format, Any, MessageMeta, bytes], bool]
     handle: Callable[[bytes, Any, MessageMeta], Normalized]
 
 
+def _json_only(test: Callable[[Format, Any, MessageMeta], bool]
+               ) -> Callable[[Format, Any, MessageMeta, bytes], bool]:
+    return lambda fmt, decoded, meta, _data: test(fmt, decoded, meta)
+
+
+def _with_bytes(test: Callable[..., bool]) -> Callable[[Format, Any, MessageMeta, bytes], bool]:
+    return lambda fmt, decoded, meta, data: test(fmt, decoded, meta, data=data)
+
+
+def _is_alert_json(_fmt: Format, doc: Any, _meta: MessageMeta) -> bool:
+    return alert_json.looks_like_alert(doc) or (
+        isinstance(doc, list) and bool(doc) and all(map(alert_json.looks_like_alert, doc)))
+
+
+JSON = frozenset({Format.JSON})
+AVRO = frozenset({Format.AVRO_OCF, Format.AVRO_CONFLUENT})
+
 ROUTES: list[Route] = [
-    Route("alert-json", frozenset({Format.JSON}),
-          lambda _f, doc, _m: alert_json.looks_like_alert(doc)
-          or (isinstance(doc, list) and bool(doc) and all(map(alert_json.looks_like_alert, doc))),
+    Route("alert-json", JSON, _json_only(_is_alert_json),
           lambda _data, doc, meta: alert_json.normalize_decoded(doc, meta)),
+    Route("lvk", JSON | AVRO, _with_bytes(lvk.accepts), lvk.handle),
+    Route("gcn-json", JSON, _json_only(gcn_json.accepts), gcn_json.handle),
+    Route("voevent", frozenset({Format.XML}), _with_bytes(voevent.accepts), voevent.handle),
+    Route("ztf", AVRO, _with_bytes(ztf.accepts), ztf.handle),
+    Route("rubin", AVRO, _with_bytes(rubin.accepts), rubin.handle),
 ]
 
 
@@ -49,7 +72,7 @@ def route(data: bytes, meta: MessageMeta) -> tuple[Route, Any]:
     fmt = sniff(data)
     decoded = json_limits.loads(data) if fmt is Format.JSON else None
     for candidate in ROUTES:
-        if fmt in candidate.formats and candidate.accepts(fmt, decoded, meta):
+        if fmt in candidate.formats and candidate.accepts(fmt, decoded, meta, data):
             return candidate, decoded
     if fmt is Format.JSON:
         keys = sorted(decoded)[:8] if isinstance(decoded, dict) else type(decoded).__name__

@@ -14,7 +14,7 @@ from sqlalchemy import func, inspect, select
 
 from alerts_schema.synthetic import alert_documents
 from broker import migrate
-from broker.archive import AlertQuery, Archive, RawMessage
+from broker.archive import AlertQuery, Archive, RawMessage, sha256_hex
 from broker.errors import ArchiveUnavailable, PermanentError
 from broker.ingest import Ingestor
 from broker.models import AlertRow, Base, QuarantineEntry, RawPayload
@@ -311,3 +311,41 @@ def test_skymaps_heartbeats_and_stream_health(archive: Archive) -> None:
         Heartbeat("snews", "Super-K", hb_time - timedelta(hours=1), "ON"),)))])
     sk = {(h["stream"], h["detector"]): h for h in archive.stream_health()}[("snews", "Super-K")]
     assert sk["last_heartbeat_at"] == hb_time and sk["heartbeat_status"] == "OFF"
+
+
+def test_same_content_in_other_bytes_is_a_duplicate(ingestor: Ingestor,
+                                                    archive: Archive) -> None:
+    """The same alert re-encoded (other whitespace, key order) is one alert, not a conflict."""
+    doc = alert_documents(1, seed=31)[0]
+    compact = json.dumps(doc, separators=(",", ":")).encode()
+    pretty = json.dumps(dict(reversed(list(doc.items()))), indent=2).encode()
+    assert compact != pretty
+    outcomes = ingestor.ingest([RawMessage("a", compact), RawMessage("b", pretty)])
+    assert [o.status for o in outcomes] == ["archived", "duplicate"]
+    assert archive.raw_payload(sha256_hex(pretty)) == pretty  # both arrivals kept
+
+
+def test_migration_0003_backfills_content_hashes(db_url: str) -> None:
+    from broker.archive import content_sha256
+    from broker.db import make_engine
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine, "0002")
+    archive = Archive(engine)
+    doc = alert_documents(1, seed=32)[0]
+    raw = RawMessage("old", json.dumps(doc).encode())
+    archive.store_raw([raw])
+    from alerts_schema import Alert
+    from broker.archive import alert_row_values
+
+    values = alert_row_values(Alert.model_validate(doc), raw)
+    values.pop("content_sha256")
+    with engine.begin() as conn:
+        conn.execute(AlertRow.__table__.insert().values(
+            **{k: v for k, v in values.items() if k != "hpx29"}))
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        stored, document = conn.execute(select(AlertRow.content_sha256,
+                                               AlertRow.document)).one()
+    assert stored == content_sha256(document)
+    engine.dispose()

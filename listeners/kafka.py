@@ -1,0 +1,283 @@
+"""Kafka transport: consume alert topics and hand batches to the ingest pipeline.
+
+Delivery is at-least-once into an idempotent archive, which together means no
+loss and no duplicate rows: offsets are committed only after the batch's
+archive transaction has committed, so a listener killed at any moment
+re-reads at most one batch, and re-archiving it is a no-op.
+
+Configuration follows gcn-kafka: Confluent-style properties (``bootstrap.servers``,
+``group.id``, ``sasl.mechanisms``, ...), optionally read from ``KAFKA_*``
+environment variables with Confluent's naming rules, plus gcn-kafka's
+``client_id``/``client_secret``/``domain`` shorthand for GCN's OIDC login.
+They are translated here to kafka-python's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from broker.errors import ConfigurationError, RetryableError
+from broker.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+# Rebalance timeout: tansu (and small clusters) make the first join of a group
+# wait for the full max.poll.interval.ms; kafka-python's 300 s default means a
+# five-minute pause at every start.
+DEFAULT_MAX_POLL_INTERVAL_MS = 10_000
+
+_ENV_SPLIT = re.compile(r"_+")
+_ENV_REPLACE = {"_": ".", "__": "-", "___": "_"}
+
+
+def config_from_env(env: Mapping[str, str] | None = None, prefix: str = "KAFKA_"
+                    ) -> dict[str, str]:
+    """Confluent-style Kafka properties from environment variables, as gcn-kafka reads them.
+
+    ``KAFKA_BOOTSTRAP_SERVERS`` -> ``bootstrap.servers``; a double underscore
+    stands for ``-`` and a triple one for ``_`` (Confluent's Docker rules).
+    """
+    env = os.environ if env is None else env
+    config = {}
+    for key, value in env.items():
+        if key.startswith(prefix) and len(key) > len(prefix):
+            name = _ENV_SPLIT.sub(lambda m: _ENV_REPLACE.get(m[0], m[0]), key[len(prefix):])
+            config[name.lower()] = value
+    return config
+
+
+@dataclass
+class KafkaSource:
+    """One Kafka cluster and the topics to read from it.
+
+    ``config`` holds Confluent-style properties; ``group.id`` must be stable
+    across restarts (committed offsets live under it).
+    """
+
+    topics: list[str]
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def consumer_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
+    """kafka-python ``KafkaConsumer`` keyword arguments for Confluent-style ``config``.
+
+    Raises
+    ------
+    ConfigurationError
+        For a missing ``group.id`` or bootstrap server, and for any property
+        this translation does not know (rather than silently ignoring it).
+    """
+    from listeners.oidc import OIDCTokenProvider
+
+    props = dict(config)
+    domain = props.pop("domain", None)
+    client_id = props.pop("client_id", None)
+    client_secret = props.pop("client_secret", None)
+    if domain:
+        props.setdefault("bootstrap.servers", f"kafka.{domain}:9092")
+    if client_id:
+        props.setdefault("security.protocol", "SASL_SSL")
+        props.setdefault("sasl.mechanisms", "OAUTHBEARER")
+        props.setdefault("sasl.oauthbearer.method", "oidc")
+        props.setdefault("sasl.oauthbearer.client.id", client_id)
+        if client_secret:
+            props.setdefault("sasl.oauthbearer.client.secret", client_secret)
+        if domain:
+            props.setdefault("sasl.oauthbearer.token.endpoint.url",
+                             f"https://auth.{domain}/oauth2/token")
+
+    kwargs: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "latest",
+        "max_poll_interval_ms": DEFAULT_MAX_POLL_INTERVAL_MS,
+    }
+    bootstrap = props.pop("bootstrap.servers", None)
+    group = props.pop("group.id", None)
+    if not bootstrap:
+        raise ConfigurationError("Kafka source needs bootstrap.servers (or domain)")
+    if not group:
+        raise ConfigurationError("Kafka source needs a stable group.id: committed offsets "
+                                 "live under it, a random one would replay or skip alerts")
+    kwargs["bootstrap_servers"] = [s.strip() for s in bootstrap.split(",") if s.strip()]
+    kwargs["group_id"] = group
+
+    simple = {
+        "client.id": "client_id",
+        "security.protocol": "security_protocol",
+        "sasl.username": "sasl_plain_username",
+        "sasl.password": "sasl_plain_password",
+        "ssl.ca.location": "ssl_cafile",
+        "ssl.certificate.location": "ssl_certfile",
+        "ssl.key.location": "ssl_keyfile",
+        "auto.offset.reset": "auto_offset_reset",
+    }
+    for prop, kwarg in simple.items():
+        if prop in props:
+            kwargs[kwarg] = props.pop(prop)
+    if "security_protocol" in kwargs:
+        kwargs["security_protocol"] = kwargs["security_protocol"].upper()
+    if "auto_offset_reset" in kwargs:
+        kwargs["auto_offset_reset"] = {"smallest": "earliest", "largest": "latest"}.get(
+            kwargs["auto_offset_reset"], kwargs["auto_offset_reset"])
+    for prop, kwarg in (("max.poll.interval.ms", "max_poll_interval_ms"),
+                        ("session.timeout.ms", "session_timeout_ms"),
+                        ("fetch.max.bytes", "fetch_max_bytes"),
+                        ("max.partition.fetch.bytes", "max_partition_fetch_bytes")):
+        if prop in props:
+            kwargs[kwarg] = int(props.pop(prop))
+    mechanism = props.pop("sasl.mechanisms", None) or props.pop("sasl.mechanism", None)
+    if mechanism:
+        kwargs["sasl_mechanism"] = mechanism.upper()
+    method = props.pop("sasl.oauthbearer.method", None)
+    oidc = {k: props.pop(k) for k in list(props) if k.startswith("sasl.oauthbearer.")}
+    if kwargs.get("sasl_mechanism") == "OAUTHBEARER":
+        if (method or "oidc").lower() != "oidc":
+            raise ConfigurationError(f"unsupported sasl.oauthbearer.method {method!r}")
+        try:
+            kwargs["sasl_oauth_token_provider"] = OIDCTokenProvider(
+                oidc["sasl.oauthbearer.token.endpoint.url"],
+                oidc["sasl.oauthbearer.client.id"],
+                oidc.get("sasl.oauthbearer.client.secret", ""),
+                scope=oidc.get("sasl.oauthbearer.scope"))
+        except KeyError as exc:
+            raise ConfigurationError(f"OAUTHBEARER needs {exc.args[0]}") from exc
+    elif oidc:
+        raise ConfigurationError("sasl.oauthbearer.* set but sasl.mechanisms is not OAUTHBEARER")
+    if props:
+        raise ConfigurationError(f"unknown Kafka properties: {', '.join(sorted(props))}")
+    return kwargs
+
+
+class KafkaListener:
+    """Consume ``source`` and archive every message through ``ingestor``.
+
+    Parameters
+    ----------
+    source
+        Cluster, topics and Confluent-style properties.
+    ingestor
+        Stores, normalizes and archives each batch.
+    batch_size
+        Most records per poll (and so per archive transaction).
+    poll_timeout_s
+        How long one poll waits for records, in seconds.
+    since
+        Replay: on first assignment, seek every partition to the first offset
+        at or after this time (UTC) instead of the committed offset.
+    consumer_factory
+        Builds the consumer from kafka-python keyword arguments (tests pass
+        the real ``KafkaConsumer``; kept injectable for the retry tests).
+    """
+
+    def __init__(self, source: KafkaSource, ingestor: Ingestor, *, batch_size: int = 500,
+                 poll_timeout_s: float = 0.5, since: datetime | None = None,
+                 consumer_factory: Callable[..., Any] | None = None) -> None:
+        self.source = source
+        self.ingestor = ingestor
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.since = since
+        self._kwargs = consumer_kwargs(source.config)
+        self._factory = consumer_factory
+        self._rewound: set[Any] = set()
+        self._to_rewind: set[Any] = set()
+        self.messages = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; reconnect with back-off on retryable failures."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self._consume(stop)
+                return
+            except RetryableError as exc:
+                log.warning("Kafka listener: %s; reconnecting in %.0f s", exc, delay)
+            except Exception as exc:  # kafka-python raises its own tree for broker trouble
+                from kafka.errors import KafkaError
+
+                if not isinstance(exc, KafkaError):
+                    raise
+                log.warning("Kafka listener: %s; reconnecting in %.0f s", exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _consume(self, stop: threading.Event) -> None:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        factory = self._factory or KafkaConsumer
+        consumer = factory(**self._kwargs)
+        listener = self
+
+        class _Rewind(ConsumerRebalanceListener):
+            # Runs on kafka-python's IO thread, where blocking calls are refused:
+            # only note the partitions; the poll loop seeks them.
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                if listener.since is not None:
+                    listener._to_rewind.update(tp for tp in assigned
+                                               if tp not in listener._rewound)
+
+        try:
+            consumer.subscribe(self.source.topics, listener=_Rewind())
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000),
+                                        max_records=self.batch_size)
+                if self._to_rewind:
+                    # Records fetched before the seek are read again after it.
+                    rewound = self._rewind(consumer)
+                    batches = {tp: recs for tp, recs in batches.items() if tp not in rewound}
+                records = [r for part in batches.values() for r in part]
+                if not records:
+                    continue
+                self._archive(records)
+                consumer.commit(self._next_offsets(batches))
+                self.messages += len(records)
+        finally:
+            # No commit here: what was not archived must be read again.
+            consumer.close(autocommit=False)
+
+    def _archive(self, records: list[Any]) -> None:
+        bootstrap = ",".join(self._kwargs["bootstrap_servers"])
+        raws = [self.ingestor.receive(
+            r.topic, r.value if r.value is not None else b"",
+            transport={"kafka": {"bootstrap": bootstrap, "topic": r.topic,
+                                 "partition": r.partition, "offset": r.offset,
+                                 "timestamp_ms": r.timestamp}})
+            for r in records]
+        self.ingestor.ingest(raws)
+
+    @staticmethod
+    def _next_offsets(batches: Mapping[Any, list[Any]]) -> dict[Any, Any]:
+        from kafka.structs import OffsetAndMetadata
+
+        return {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1)
+                for tp, recs in batches.items() if recs}
+
+    def _rewind(self, consumer: Any) -> set[Any]:
+        """Seek newly assigned partitions to ``since``; returns the partitions moved."""
+        assert self.since is not None
+        fresh = [tp for tp in self._to_rewind if tp not in self._rewound]
+        self._to_rewind.clear()
+        if not fresh:
+            return set()
+        when_ms = int(self.since.timestamp() * 1000)
+        offsets = consumer.offsets_for_times({tp: when_ms for tp in fresh})
+        ends = consumer.end_offsets(fresh)
+        for tp in fresh:
+            found = offsets.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+            self._rewound.add(tp)
+        log.info("replaying %d partition(s) from %s", len(fresh), self.since.isoformat())
+        return set(fresh)
+
+
+__all__ = ["KafkaListener", "KafkaSource", "config_from_env", "consumer_kwargs"]

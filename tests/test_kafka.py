@@ -1,0 +1,202 @@
+"""The Kafka transport against a real Kafka-protocol broker (tansu)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from alerts_schema.synthetic import alert_documents
+from broker.archive import Archive
+from broker.errors import ConfigurationError
+from broker.ingest import Ingestor
+from listeners.kafka import KafkaListener, KafkaSource, config_from_env, consumer_kwargs
+from tests.servers import produce, stop_process, tansu, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> str:
+    with tansu(tmp_path) as bootstrap:
+        yield bootstrap
+
+
+# tansu makes a group's first join wait the whole rebalance timeout (max.poll.interval.ms).
+FAST_JOIN = {"max.poll.interval.ms": "3000", "session.timeout.ms": "6000"}
+
+
+def _docs(n: int, seed: int) -> list[bytes]:
+    return [json.dumps(d).encode() for d in alert_documents(n, seed=seed)]
+
+
+def _run_listener(listener: KafkaListener) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def test_messages_are_archived_with_their_offsets(kafka: str, archive: Archive,
+                                                  ingestor: Ingestor) -> None:
+    produce(kafka, "mmb.alerts", [*_docs(50, seed=1), b"not an alert", b"\x80\x04pickle"])
+    source = KafkaSource(["mmb.alerts"], {"bootstrap.servers": kafka, "group.id": "t1",
+                                          "auto.offset.reset": "earliest", **FAST_JOIN})
+    listener = KafkaListener(source, ingestor, batch_size=20)
+    thread, stop = _run_listener(listener)
+    try:
+        assert wait_for(lambda: archive.count_alerts() == 50
+                        and archive.count_quarantined() == 2, 60)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    with archive.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from broker.models import AlertRow
+        transports = [t for (t,) in conn.execute(select(AlertRow.transport))]
+    positions = {(t["kafka"]["partition"], t["kafka"]["offset"]) for t in transports}
+    assert len(positions) == 50
+    assert {t["kafka"]["topic"] for t in transports} == {"mmb.alerts"}
+    reasons = [q["reason"] for q in archive.list_quarantine()]
+    assert any("pickle" in r for r in reasons)
+    health = {h["stream"]: h for h in archive.stream_health()}
+    assert health["mmb.alerts"]["messages_total"] == 52
+
+
+def test_offsets_are_committed_so_a_restart_reads_nothing_twice(
+        kafka: str, archive: Archive, ingestor: Ingestor) -> None:
+    produce(kafka, "mmb.commit", _docs(30, seed=2))
+    config = {"bootstrap.servers": kafka, "group.id": "t2", "auto.offset.reset": "earliest",
+              **FAST_JOIN}
+    first = KafkaListener(KafkaSource(["mmb.commit"], config), ingestor)
+    thread, stop = _run_listener(first)
+    assert wait_for(lambda: first.messages == 30, 60)
+    stop.set()
+    thread.join(30)
+    produce(kafka, "mmb.commit", _docs(10, seed=3))
+    second = KafkaListener(KafkaSource(["mmb.commit"], config), ingestor)
+    thread, stop = _run_listener(second)
+    try:
+        assert wait_for(lambda: second.messages == 10, 60)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert archive.count_alerts() == 40
+    assert second.messages == 10  # the first 30 were not read again
+
+
+def test_replay_from_a_timestamp(kafka: str, archive: Archive, ingestor: Ingestor) -> None:
+    produce(kafka, "mmb.replay", _docs(20, seed=4))
+    config = {"bootstrap.servers": kafka, "group.id": "t3", "auto.offset.reset": "earliest",
+              **FAST_JOIN}
+    first = KafkaListener(KafkaSource(["mmb.replay"], config), ingestor)
+    thread, stop = _run_listener(first)
+    assert wait_for(lambda: first.messages == 20, 60)
+    stop.set()
+    thread.join(30)
+    replay = KafkaListener(KafkaSource(["mmb.replay"], config), ingestor,
+                           since=datetime(2000, 1, 1, tzinfo=UTC))
+    thread, stop = _run_listener(replay)
+    try:
+        assert wait_for(lambda: replay.messages == 20, 60)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert archive.count_alerts() == 20  # replayed, and every one a duplicate
+
+
+_LISTENER = """
+import sys, threading, signal
+from broker.archive import Archive
+from broker.ingest import Ingestor
+from listeners.kafka import KafkaListener, KafkaSource
+archive = Archive.open(sys.argv[1])
+src = KafkaSource(["mmb.kill"], {"bootstrap.servers": sys.argv[2], "group.id": "killer",
+                                 "auto.offset.reset": "earliest",
+                                 "max.poll.interval.ms": "3000", "session.timeout.ms": "6000"})
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *a: stop.set())
+KafkaListener(src, Ingestor(archive, authority="test.mmbroker"), batch_size=7).run(stop)
+"""
+
+
+def test_listener_killed_mid_stream_loses_and_doubles_nothing(
+        kafka: str, db_url: str, tmp_path: Path) -> None:
+    Archive.open(db_url).close()
+    produce(kafka, "mmb.kill", _docs(400, seed=5))
+    archive = Archive.open(db_url, upgrade=False)
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", _LISTENER, db_url, kafka],
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    proc = start()
+    try:
+        assert wait_for(lambda: archive.count_alerts() >= 60, 90), "listener made no progress"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_at = archive.count_alerts()
+        assert killed_at < 400, "the kill came too late to test anything"
+        proc = start()
+        assert wait_for(lambda: archive.count_alerts() == 400, 120)
+    finally:
+        stop_process(proc)
+    assert archive.count_quarantined() == 0
+    with archive.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from broker.models import AlertRow
+        distinct = conn.execute(select(func.count(func.distinct(AlertRow.event_id)))).scalar()
+    assert distinct == 400
+    archive.close()
+
+
+def test_config_from_env_follows_confluent_naming() -> None:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "a:9092,b:9092", "KAFKA_GROUP_ID": "g",
+           "KAFKA_SASL_OAUTHBEARER_CLIENT_ID": "cid", "KAFKA_CLIENT___ID": "x",
+           "OTHER": "y"}
+    assert config_from_env(env) == {"bootstrap.servers": "a:9092,b:9092", "group.id": "g",
+                                    "sasl.oauthbearer.client.id": "cid", "client_id": "x"}
+
+
+def test_consumer_kwargs_translation() -> None:
+    kw = consumer_kwargs({"bootstrap.servers": "h:1,h:2", "group.id": "g",
+                          "security.protocol": "sasl_ssl", "sasl.mechanism": "SCRAM-SHA-512",
+                          "sasl.username": "u", "sasl.password": "p",
+                          "auto.offset.reset": "smallest"})
+    assert kw["bootstrap_servers"] == ["h:1", "h:2"] and kw["group_id"] == "g"
+    assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (kw["sasl_plain_username"], kw["sasl_plain_password"]) == ("u", "p")
+    assert kw["auto_offset_reset"] == "earliest" and kw["enable_auto_commit"] is False
+    assert kw["max_poll_interval_ms"] == 10_000
+
+
+def test_gcn_shorthand_builds_an_oidc_provider() -> None:
+    kw = consumer_kwargs({"domain": "gcn.example", "client_id": "abc", "client_secret": "s3",
+                          "group.id": "mmbroker"})
+    assert kw["bootstrap_servers"] == ["kafka.gcn.example:9092"]
+    assert kw["sasl_mechanism"] == "OAUTHBEARER" and kw["security_protocol"] == "SASL_SSL"
+    provider = kw["sasl_oauth_token_provider"]
+    assert provider.token_url == "https://auth.gcn.example/oauth2/token"
+    assert "s3" not in repr(provider)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"group.id": "g"}, "bootstrap.servers"),
+    ({"bootstrap.servers": "h:1"}, "stable group.id"),
+    ({"bootstrap.servers": "h:1", "group.id": "g", "fetch.wait.max.ms": "5"}, "unknown"),
+    ({"bootstrap.servers": "h:1", "group.id": "g", "sasl.mechanisms": "OAUTHBEARER"},
+     "OAUTHBEARER needs"),
+])
+def test_bad_configs(config: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        consumer_kwargs(config)
