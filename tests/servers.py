@@ -85,3 +85,47 @@ def produce(bootstrap: str, topic: str, values: list[bytes], *, keys: list[bytes
             f.get(timeout=30)
     finally:
         producer.close(timeout=10)
+
+
+@contextlib.contextmanager
+def comet_broker(workdir: Path, *, receive_port: int | None = None,
+                 broadcast_port: int | None = None) -> Iterator[tuple[int, int]]:
+    """A real Comet broker (``twistd -n comet``) receiving and broadcasting on loopback.
+
+    Yields ``(receive_port, broadcast_port)``.  Authors and subscribers are
+    whitelisted to 127.0.0.1 only.
+    """
+    import sys
+
+    receive_port = receive_port or free_port()
+    broadcast_port = broadcast_port or free_port()
+    eventdb = workdir / f"comet-eventdb-{broadcast_port}"
+    eventdb.mkdir(exist_ok=True)
+    twistd = Path(sys.executable).with_name("twistd")
+    log = open(workdir / f"comet-{broadcast_port}.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(twistd), "-n", "--pidfile=", "comet", "--receive",
+         f"--receive-port={receive_port}", "--broadcast", f"--broadcast-port={broadcast_port}",
+         "--broadcast-test-interval=0", "--local-ivo=ivo://test.mmbroker/comet",
+         f"--eventdb={eventdb}", "--author-whitelist=127.0.0.1/32",
+         "--subscriber-whitelist=127.0.0.1/32"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        wait_port(receive_port)
+        wait_port(broadcast_port)
+        yield receive_port, broadcast_port
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def comet_send(port: int, xml: bytes, *, timeout_s: float = 30.0) -> None:
+    """Submit ``xml`` to a Comet receiver with Comet's own ``comet-sendvo``."""
+    import sys
+
+    sendvo = Path(sys.executable).with_name("comet-sendvo")
+    proc = subprocess.run([str(sendvo), "-h", "127.0.0.1", "-p", str(port), "-f", "-"],
+                          input=xml, capture_output=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"comet-sendvo failed ({proc.returncode}): "
+                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
