@@ -34,11 +34,14 @@ coinc_app = typer.Typer(help="Query coincidences found by the cross-match engine
 quarantine_app = typer.Typer(help="Inspect input that could not be normalized.",
                              no_args_is_help=True)
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
+listen_app = typer.Typer(help="Run one input listener in the foreground (Ctrl-C stops it "
+                              "after the current batch).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(coinc_app, name="coincidences")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(token_app, name="token")
+app.add_typer(listen_app, name="listen")
 
 
 class OutputFormat(StrEnum):
@@ -154,7 +157,7 @@ def serve(
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
-    hooks = []
+    hooks: list[Any] = [lambda app: _start_listeners(app, settings)]
     if demo:
         hooks.append(lambda app: threading.Thread(
             target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
@@ -163,6 +166,12 @@ def serve(
                                            host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower()))
     server.run()
+
+
+def _start_listeners(app: Any, settings: Settings) -> None:
+    from broker import listening
+
+    app.state.listeners = listening.start(settings, app.state.archive)
 
 
 def _run_demo(app: Any, settings: Settings, console: Any) -> None:
@@ -203,8 +212,10 @@ def ingest(
     from rich.progress import Progress
 
     from broker.ingest import Ingestor, IngestReport
+    from broker.listening import configure_normalizers
 
     settings = _settings(ctx)
+    configure_normalizers(settings)
     archive = _archive(ctx)
     ingestor = Ingestor(archive, authority=settings.ivorn_authority,
                         max_message_bytes=settings.max_message_bytes)
@@ -359,6 +370,104 @@ def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Opti
     archive.close()
     _emit(rows, ["id", "received_at", "source", "error_class", "reason"], fmt,
           title="quarantine")
+
+
+# -- listeners, stream health -------------------------------------------------
+
+def _listen_until_signalled(running: Any) -> None:
+    import signal
+    import threading
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.5):
+        if not any(t.is_alive() for t in running.threads):
+            break
+    running.shutdown()
+
+
+@listen_app.command("kafka")
+def listen_kafka(
+    ctx: typer.Context,
+    topic: Annotated[list[str], typer.Option(help="Topic to consume; repeat for several.")],
+    bootstrap: Annotated[str | None, typer.Option(
+        help="host:port[,host:port]; default KAFKA_BOOTSTRAP_SERVERS, then "
+             "MMBROKER_KAFKA_BOOTSTRAP.")] = None,
+    group_id: Annotated[str | None, typer.Option(
+        help="Stable consumer group [MMBROKER_KAFKA_GROUP_ID].")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="Replay from this time (ISO 8601, UTC) instead of the committed offsets.")] = None,
+    from_beginning: Annotated[bool, typer.Option(
+        help="A new group starts at the oldest retained message, not the newest.")] = False,
+) -> None:
+    """Consume Kafka topics into the archive. Credentials come from KAFKA_* variables named
+    as gcn-kafka names them (e.g. KAFKA_CLIENT___ID, KAFKA_CLIENT___SECRET, KAFKA_DOMAIN)."""
+    import logging
+
+    from broker import listening
+    from listeners.kafka import config_from_env
+
+    settings = _settings(ctx, kafka_group_id=group_id)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_env()
+    if bootstrap:
+        config["bootstrap.servers"] = bootstrap
+    if from_beginning:
+        config.setdefault("auto.offset.reset", "earliest")
+    archive = _archive(ctx)
+    running = listening.start(settings, archive, kafka_topics=topic, kafka_config=config,
+                              vtp_peers=[], since=_parse_time(since))
+    _listen_until_signalled(running)
+    archive.close()
+
+
+@listen_app.command("vtp")
+def listen_vtp(
+    ctx: typer.Context,
+    remote: Annotated[list[str], typer.Option(help="VTP broker host:port; repeat for "
+                                                   "several.")],
+    filter_: Annotated[list[str] | None, typer.Option(
+        "--filter", help="XPath filter sent to the peer (VTP authenticate).")] = None,
+) -> None:
+    """Subscribe to VTP brokers (Comet or any VTP peer) and archive what they send."""
+    import logging
+
+    from broker import listening
+
+    settings = _settings(ctx, vtp_peers=remote)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    archive = _archive(ctx)
+    running = listening.start(settings, archive, kafka_topics=[], vtp_peers=remote,
+                              filters=tuple(filter_ or ()))
+    _listen_until_signalled(running)
+    archive.close()
+
+
+@app.command()
+def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+    """Health of every input stream: last message, counts, heartbeats (ages in seconds)."""
+    from broker.archive import utcnow
+
+    archive = _archive(ctx)
+    now = utcnow()
+    rows = []
+    for h in archive.stream_health():
+        def age(t: Any) -> float | None:
+            return round((now - t).total_seconds(), 1) if t else None
+
+        rows.append({"stream": h["stream"], "detector": h["detector"] or "",
+                     "last_message_age_s": age(h["last_message_at"]),
+                     "messages": h["messages_total"], "quarantined": h["quarantined_total"],
+                     "heartbeat_age_s": age(h["last_heartbeat_at"]),
+                     "status": h["heartbeat_status"],
+                     "last_message_at": h["last_message_at"],
+                     "last_heartbeat_at": h["last_heartbeat_at"]})
+    archive.close()
+    _emit(rows, ["stream", "detector", "last_message_age_s", "messages", "quarantined",
+                 "heartbeat_age_s", "status"], fmt, title="streams")
 
 
 # -- tokens -------------------------------------------------------------------

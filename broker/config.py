@@ -7,13 +7,15 @@ Each setting is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -62,6 +64,22 @@ class Settings(BaseSettings):
                                    description="Messages per archive transaction when "
                                                "ingesting in bulk.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    kafka_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Kafka topics `serve` listens to (JSON list or comma-separated). The "
+                    "cluster and its credentials come from KAFKA_* variables, named as "
+                    "gcn-kafka names them (KAFKA_BOOTSTRAP_SERVERS, KAFKA_GROUP_ID, "
+                    "KAFKA_CLIENT___ID, ...).")
+    kafka_group_id: str | None = Field(
+        default=None, description="Stable Kafka consumer group id; default "
+                                  "mmbroker.<ivorn_authority>.")
+    vtp_peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="VTP brokers `serve` subscribes to, host:port (JSON list or "
+                    "comma-separated).")
+    rubin_schema_dir: Path | None = Field(
+        default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
+                                  "up by the Confluent schema id of each Rubin message.")
 
     @classmethod
     def settings_customise_sources(
@@ -80,6 +98,24 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
+    @field_validator("kafka_topics", "vtp_peers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("vtp_peers")
+    @classmethod
+    def _host_port(cls, peers: list[str]) -> list[str]:
+        for peer in peers:
+            host, _, port = peer.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"VTP peer {peer!r} is not host:port")
+        return peers
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -87,6 +123,11 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @property
+    def effective_kafka_group_id(self) -> str:
+        """The consumer group: stable across restarts, so committed offsets are found."""
+        return self.kafka_group_id or f"mmbroker.{self.ivorn_authority}"
 
     @property
     def effective_database_url(self) -> str:

@@ -114,21 +114,6 @@ def test_replay_from_a_timestamp(kafka: str, archive: Archive, ingestor: Ingesto
     assert archive.count_alerts() == 20  # replayed, and every one a duplicate
 
 
-_LISTENER = """
-import sys, threading, signal
-from broker.archive import Archive
-from broker.ingest import Ingestor
-from listeners.kafka import KafkaListener, KafkaSource
-archive = Archive.open(sys.argv[1])
-src = KafkaSource(["mmb.kill"], {"bootstrap.servers": sys.argv[2], "group.id": "killer",
-                                 "auto.offset.reset": "earliest",
-                                 "max.poll.interval.ms": "3000", "session.timeout.ms": "6000"})
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: stop.set())
-KafkaListener(src, Ingestor(archive, authority="test.mmbroker"), batch_size=7).run(stop)
-"""
-
-
 def test_listener_killed_mid_stream_loses_and_doubles_nothing(
         kafka: str, db_url: str, tmp_path: Path) -> None:
     Archive.open(db_url).close()
@@ -136,8 +121,14 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(
     archive = Archive.open(db_url, upgrade=False)
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-c", _LISTENER, db_url, kafka],
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        """`mmbroker listen kafka`, as an operator runs it, credentials from KAFKA_*."""
+        exe = Path(sys.executable).with_name("mmbroker")
+        return subprocess.Popen(
+            [str(exe), "--db", db_url, "listen", "kafka", "--topic", "mmb.kill",
+             "--group-id", "killer", "--from-beginning"],
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka,
+                 "KAFKA_MAX_POLL_INTERVAL_MS": "3000", "KAFKA_SESSION_TIMEOUT_MS": "6000",
+                 "MMBROKER_INGEST_BATCH_SIZE": "7", "MMBROKER_LOG_LEVEL": "WARNING"})
 
     proc = start()
     try:
@@ -148,6 +139,8 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(
         assert killed_at < 400, "the kill came too late to test anything"
         proc = start()
         assert wait_for(lambda: archive.count_alerts() == 400, 120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "listener did not stop cleanly on SIGTERM"
     finally:
         stop_process(proc)
     assert archive.count_quarantined() == 0

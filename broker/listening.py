@@ -1,0 +1,97 @@
+"""Start the configured input listeners (Kafka topics, VTP peers) as background threads.
+
+``mmbroker serve`` and ``mmbroker listen`` both go through here, so a stream
+configured once is consumed the same way by the all-in-one broker and by a
+dedicated listener process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from broker.archive import Archive
+from broker.config import Settings
+from broker.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Listeners:
+    """The running listener threads and the event that stops them all."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    workers: list[object] = field(default_factory=list)
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Ask every listener to finish its current batch, and wait for them."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout_s)
+
+
+def configure_normalizers(settings: Settings) -> None:
+    """Apply settings the normalizers need (the Rubin schema registry)."""
+    if settings.rubin_schema_dir:
+        from listeners import rubin
+
+        rubin.use_registry(rubin.SchemaRegistry(settings.rubin_schema_dir))
+
+
+def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
+    return Ingestor(archive, authority=settings.ivorn_authority,
+                    max_message_bytes=settings.max_message_bytes)
+
+
+def start(settings: Settings, archive: Archive, *, kafka_topics: list[str] | None = None,
+          kafka_config: Mapping[str, str] | None = None, vtp_peers: list[str] | None = None,
+          since: datetime | None = None, filters: tuple[str, ...] = ()) -> Listeners:
+    """Start a listener per Kafka cluster and per VTP peer; returns them running.
+
+    Parameters
+    ----------
+    kafka_topics, vtp_peers
+        Default to the settings' ``kafka_topics`` and ``vtp_peers``.
+    kafka_config
+        Confluent-style properties; default: the ``KAFKA_*`` environment.
+    since
+        Replay Kafka topics from this time (UTC).
+    """
+    from listeners.kafka import KafkaListener, KafkaSource, config_from_env
+    from listeners.vtp import VTPSubscriber
+
+    configure_normalizers(settings)
+    running = Listeners()
+    topics = settings.kafka_topics if kafka_topics is None else kafka_topics
+    peers = settings.vtp_peers if vtp_peers is None else vtp_peers
+    if topics:
+        config = dict(config_from_env() if kafka_config is None else kafka_config)
+        config.setdefault("group.id", settings.effective_kafka_group_id)
+        if "bootstrap.servers" not in config and settings.kafka_bootstrap and \
+                "domain" not in config:
+            config["bootstrap.servers"] = settings.kafka_bootstrap
+        worker = KafkaListener(KafkaSource(list(topics), config),
+                               make_ingestor(settings, archive),
+                               batch_size=settings.ingest_batch_size, since=since)
+        _spawn(running, worker, "kafka")
+    for peer in peers:
+        host, _, port = peer.rpartition(":")
+        worker = VTPSubscriber(host, int(port), make_ingestor(settings, archive),
+                               local_ivo=f"ivo://{settings.ivorn_authority}/mmbroker",
+                               filters=filters, max_frame_bytes=settings.max_message_bytes)
+        _spawn(running, worker, f"vtp:{peer}")
+    return running
+
+
+def _spawn(running: Listeners, worker: object, name: str) -> None:
+    thread = threading.Thread(target=worker.run, args=(running.stop,),  # type: ignore[attr-defined]
+                              name=f"listener-{name}", daemon=True)
+    thread.start()
+    running.threads.append(thread)
+    running.workers.append(worker)
+    log.info("listening: %s", name)
