@@ -235,7 +235,7 @@ def ingest(
     rows = [{"source": s, **counts} for s, counts in report.by_source().items()]
     quarantined = [{"file": path_of.get(o.raw_sha256, "?"), "reason": o.reason}
                    for o in report.outcomes if o.status == "quarantined"]
-    _emit(rows, ["source", "archived", "duplicate", "quarantined"], fmt,
+    _emit(rows, ["source", "archived", "duplicate", "quarantined", "heartbeat"], fmt,
           documents=[{"summary": rows, "quarantined": quarantined}], title="ingest summary")
     if fmt is OutputFormat.table:
         for q in quarantined:

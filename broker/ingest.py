@@ -55,7 +55,8 @@ class IngestReport:
     def by_source(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
         for (source, status), n in sorted(self.counts.items()):
-            table.setdefault(source, {"archived": 0, "duplicate": 0, "quarantined": 0})
+            table.setdefault(source, {"archived": 0, "duplicate": 0, "quarantined": 0,
+                                      "heartbeat": 0})
             table[source][status] = n
         return table
 

@@ -56,7 +56,7 @@ def test_ingest_then_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["--db", db, "ingest", "--format", "json", *files, str(bad)]) == 0
     summary = json.loads(capsys.readouterr().out)[0]
     assert summary["summary"] == [{"source": "file", "archived": len(files), "duplicate": 0,
-                                   "quarantined": 1}]
+                                   "quarantined": 1, "heartbeat": 0}]
     assert summary["quarantined"][0]["file"] == str(bad)
 
     assert main(["--db", db, "alerts", "list", "--format", "json", "--limit", "2"]) == 0
