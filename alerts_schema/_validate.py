@@ -21,7 +21,7 @@ from referencing import Registry, Resource
 from alerts_schema.model import UTC_DATETIME_PATTERN
 from broker.errors import SchemaValidationError
 
-SCHEMA_NAMES = ("alert", "coincidence")
+SCHEMA_NAMES = ("alert", "coincidence", "trigger")
 
 
 _format_checker = FormatChecker(formats=())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query")
+BENCHMARKS = ("insert", "query", "listeners")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insert-single", type=int, default=500,
                    help="Alerts ingested one per transaction.")
     p.add_argument("--batch", type=int, default=500, help="Batch size.")
+    p.add_argument("--listener-messages", type=int, default=5000,
+                   help="Messages per stream for the listener benchmark.")
     p.add_argument("--rebuild", action="store_true",
                    help="Reload the query benchmark's archive even if it has --rows rows.")
     return p
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from bench import archive_bench
+    from bench import archive_bench, listeners_bench
     from bench._common import machine, pg_reachable
 
     console = Console(width=max(Console().width, 150))
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]PostgreSQL skipped:[/] {reason}")
         backends = [b for b in backends if b != "postgresql"]
     figures = []
+    if "listeners" in args.benchmarks:
+        figures += listeners_bench.bench_listeners(args.listener_messages, args.batch, backends)
     for backend in backends:
         if "insert" in args.benchmarks:
             figures += archive_bench.bench_insert(backend, args.insert_batch,

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from alerts_schema import Alert
 from broker import migrate
-from broker.db import is_sqlite, make_engine, transaction
+from broker.db import insert_ignoring_conflicts, is_sqlite, make_engine, transaction
 from broker.errors import IngestConflict, PermanentError
 from broker.models import (
     AlertRow,
@@ -202,8 +202,7 @@ class Archive:
         if not rows:
             return
         with transaction(self.engine) as conn:
-            conn.execute(self._insert(RawPayload).on_conflict_do_nothing(),
-                         [rows[k] for k in sorted(rows)])
+            insert_ignoring_conflicts(conn, RawPayload.__table__, [rows[k] for k in sorted(rows)])
 
     def store_results(
         self, results: Sequence[tuple[RawMessage, Normalized | PermanentError]]
@@ -239,16 +238,13 @@ class Archive:
         _index_positions([values for _, _, values in pending])
 
         with transaction(self.engine) as conn:
-            if skymaps:
-                conn.execute(self._insert(Skymap).on_conflict_do_nothing(),
-                             [skymaps[k] for k in sorted(skymaps)])
-            inserted: dict[tuple[str, str, int], int] = {}
-            if pending:
-                stmt = (self._insert(AlertRow).on_conflict_do_nothing()
-                        .returning(AlertRow.id, AlertRow.source, AlertRow.event_id,
-                                   AlertRow.revision))
-                for row in conn.execute(stmt, [values for _, _, values in pending]):
-                    inserted[(row.source, row.event_id, row.revision)] = row.id
+            insert_ignoring_conflicts(conn, Skymap.__table__,
+                                      [skymaps[k] for k in sorted(skymaps)])
+            inserted = {
+                (source, event_id, revision): row_id
+                for row_id, source, event_id, revision in insert_ignoring_conflicts(
+                    conn, AlertRow.__table__, [values for _, _, values in pending],
+                    returning=("id", "source", "event_id", "revision"))}
             existing = self._existing(conn, [
                 (a.source, a.event_id, a.revision) for _, a, _ in pending
                 if (a.source, a.event_id, a.revision) not in inserted])
@@ -271,7 +267,7 @@ class Archive:
                     quarantine.append((raw, IngestConflict(*key, match[1],
                                                            values["content_sha256"])))
             if quarantine:
-                conn.execute(self._insert(QuarantineEntry), [
+                conn.execute(QuarantineEntry.__table__.insert(), [
                     {"source": raw.source, "reason": _reason(err),
                      "error_class": type(err).__name__, "received_at": raw.received_at,
                      "raw_sha256": raw.sha256, "transport": dict(raw.transport) or None,

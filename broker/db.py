@@ -9,13 +9,14 @@ to transparently.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.types import TypeDecorator
@@ -23,6 +24,7 @@ from sqlalchemy.types import TypeDecorator
 from broker.errors import ArchiveUnavailable
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
+_PG_DIALECT = postgresql.dialect()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -116,3 +118,66 @@ def _is_transient(exc: DBAPIError) -> bool:
     if sqlstate in _TRANSIENT_SQLSTATES:
         return True
     return "database is locked" in str(exc.orig)
+
+
+def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dict[str, Any]],
+                              *, returning: Sequence[str] = ()) -> list[Any]:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of many rows; the RETURNING rows of those inserted.
+
+    On PostgreSQL the rows go through psycopg's pipelined ``executemany``
+    with one short prepared statement: SQLAlchemy's multi-row ``VALUES``
+    statement is re-split by psycopg on every batch (it is too long to cache),
+    which cost 90% of the insert time here (1,500 against 13,000 rows/s).
+    SQLite takes SQLAlchemy's own executemany, which is fast there.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name != "postgresql":
+        from sqlalchemy.dialects import sqlite
+
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(*(table.c[name] for name in returning))
+            return list(conn.execute(stmt, list(rows)))
+        conn.execute(stmt, list(rows))
+        return []
+    from psycopg.types.json import Jsonb
+
+    columns = [c for c in table.columns if c.name in rows[0]]
+    convert = [_pg_converter(c.type, Jsonb) for c in columns]
+    names = ", ".join(c.name for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    if returning:
+        sql += " RETURNING " + ", ".join(returning)
+    params = [[fn(row[c.name]) for c, fn in zip(columns, convert, strict=True)] for row in rows]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, params, returning=bool(returning))
+        found: list[Any] = []
+        if returning:
+            while True:
+                found.extend(cursor.fetchall())
+                if not cursor.nextset():
+                    break
+        return found
+    except Exception as exc:
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            # Surface driver errors as SQLAlchemy's, as every other statement does.
+            raise DBAPIError(sql, None, exc) from exc
+        raise
+    finally:
+        cursor.close()
+
+
+def _pg_converter(sqltype: Any, jsonb: Any) -> Any:
+    """The bind conversion SQLAlchemy would apply to a column, for the raw driver."""
+    base = sqltype.load_dialect_impl(_PG_DIALECT) if hasattr(sqltype, "load_dialect_impl") \
+        else sqltype
+    if isinstance(sqltype, UTCDateTime):
+        return lambda v: sqltype.process_bind_param(v, _PG_DIALECT)
+    if isinstance(base, JSON) or isinstance(sqltype, JSON):
+        return lambda v: None if v is None else jsonb(v)
+    return lambda v: v

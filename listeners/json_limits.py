@@ -2,6 +2,11 @@
 
 ``json.loads`` happily builds a million-deep list or a gigabyte string;
 these limits turn such payloads into a clear :class:`HostileInput`.
+
+``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, but real producers send
+them for missing values (the SNEWS coincidence system writes ``NaN`` for an
+unknown p-value); they decode as ``None``, which every normalizer reads as
+"not stated", so no non-finite number ever reaches an Alert.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
     except UnicodeDecodeError as exc:
         raise MalformedInput(f"not valid UTF-8 at byte {exc.start}: {exc.reason}") from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_missing)
     except json.JSONDecodeError as exc:
         raise MalformedInput(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
                              f"{exc.msg}") from exc
@@ -45,9 +50,8 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
         raise HostileInput("JSON nested too deeply") from exc
 
 
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; a FAR of Infinity would poison comparisons.
-    raise MalformedInput(f"non-standard JSON constant {name}")
+def _missing(_name: str) -> None:
+    return None
 
 
 def _max_depth(data: bytes) -> int:

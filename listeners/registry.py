@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.errors import NormalizationError, UnknownFormat
-from listeners import alert_json, gcn_json, json_limits, lvk, rubin, voevent, ztf
+from listeners import (
+    alert_json,
+    gcn_json,
+    json_limits,
+    lvk,
+    rubin,
+    snews,
+    trigger,
+    voevent,
+    ztf,
+)
 from listeners.base import MessageMeta, Normalized
 from listeners.detect import Format, sniff
 
@@ -57,6 +67,9 @@ ROUTES: list[Route] = [
     Route("alert-json", JSON, _json_only(_is_alert_json),
           lambda _data, doc, meta: alert_json.normalize_decoded(doc, meta)),
     Route("lvk", JSON | AVRO, _with_bytes(lvk.accepts), lvk.handle),
+    # SNEWS accepts any object from a snews* topic, so Alert documents go first.
+    Route("snews", JSON, _json_only(snews.accepts), snews.handle),
+    Route("trigger", JSON, _json_only(trigger.accepts), trigger.handle),
     Route("gcn-json", JSON, _json_only(gcn_json.accepts), gcn_json.handle),
     Route("voevent", frozenset({Format.XML}), _with_bytes(voevent.accepts), voevent.handle),
     Route("ztf", AVRO, _with_bytes(ztf.accepts), ztf.handle),

@@ -27,7 +27,7 @@ CORPUS = {
     "json-deep-nesting": (b"[" * 100_000 + b"]" * 100_000, "nested"),
     "json-deep-objects": (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested"),
     "json-invalid-utf8": (b'{"event_id": "\xff\xfe"}', "UTF-8"),
-    "json-nan": (b'{"far": NaN}', "NaN"),
+    "json-nan-elsewhere": (b'{"far": NaN, "x": Infinity}', "matches no known stream"),
     "json-truncated": (b'{"event_id": "S1', "invalid JSON"),
     "empty": (b"", "empty"),
     "whitespace": (b" \n\t ", "empty"),
@@ -88,3 +88,10 @@ def test_good_and_bad_in_one_batch(ingestor: Ingestor, archive: Archive) -> None
     outcomes = ingestor.ingest(good[:2] + bad + good[2:])
     assert sum(o.status == "archived" for o in outcomes) == 3
     assert sum(o.status == "quarantined" for o in outcomes) == 5
+
+
+def test_nan_and_infinity_decode_as_missing() -> None:
+    from listeners import json_limits
+
+    assert json_limits.loads(b'{"p": NaN, "q": -Infinity, "r": [Infinity]}') == {
+        "p": None, "q": None, "r": [None]}
