@@ -13,6 +13,7 @@ the two in agreement field by field.
 from alerts_schema._validate import (
     SCHEMA_NAMES,
     example_paths,
+    fast_validator,
     is_valid,
     load_schema,
     validate,
@@ -54,6 +55,7 @@ __all__ = [
     "Significance",
     "SkymapLocalization",
     "example_paths",
+    "fast_validator",
     "is_valid",
     "load_schema",
     "validate",

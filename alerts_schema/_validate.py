@@ -44,7 +44,10 @@ def _is_utc_date_time(value: object) -> bool:
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """Return the parsed JSON Schema ``name`` (one of :data:`SCHEMA_NAMES`)."""
+    """Return the parsed JSON Schema ``name`` (one of :data:`SCHEMA_NAMES`).
+
+    The dict is shared (cached): copy it before changing anything in it.
+    """
     if name not in SCHEMA_NAMES:
         raise KeyError(f"unknown schema {name!r}; known: {', '.join(SCHEMA_NAMES)}")
     text = resources.files("alerts_schema").joinpath(f"{name}.schema.json").read_text("utf-8")
@@ -69,11 +72,17 @@ def validator(name: str) -> Draft202012Validator:
 @cache
 def fast_validator(name: str) -> Callable[[Any], Any]:
     """A fastjsonschema function for schema ``name``; raises JsonSchemaException if invalid."""
+    import copy
+
     import fastjsonschema
 
+    # fastjsonschema rewrites the $refs of the dicts it is given in place;
+    # hand it copies so the cached schemas everyone else reads stay intact.
     by_id = {load_schema(n)["$id"]: load_schema(n) for n in SCHEMA_NAMES}
-    return fastjsonschema.compile(load_schema(name), handlers={"https": by_id.__getitem__},
-                                  formats={"date-time": _is_utc_date_time})
+    return fastjsonschema.compile(
+        copy.deepcopy(load_schema(name)),
+        handlers={"https": lambda uri: copy.deepcopy(by_id[uri])},
+        formats={"date-time": _is_utc_date_time})
 
 
 def is_valid(name: str, document: Any) -> bool:

@@ -53,8 +53,12 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from broker.listening import configure_normalizers, make_ingestor
+
         app.state.archive = archive or Archive.open(settings.effective_database_url)
         app.state.settings = settings
+        configure_normalizers(settings)
+        app.state.ingestor = make_ingestor(settings, app.state.archive)
         for hook in on_startup or []:
             hook(app)
         try:
@@ -69,6 +73,23 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         summary="Real-time multimessenger alert broker.",
         lifespan=lifespan,
     )
+
+    from broker import triggers_api
+
+    app.include_router(triggers_api.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                               routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(
+                triggers_api.openapi_components())
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/health", response_model=Health, tags=["operations"],
              responses={503: {"model": Health, "description": "A dependency is down."}})

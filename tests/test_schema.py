@@ -176,3 +176,12 @@ def test_format_utc_round_trip() -> None:
     assert m.format_utc(t.replace(microsecond=0)) == "2026-11-21T03:12:45Z"
     with pytest.raises(ValueError):
         m.format_utc(t.replace(tzinfo=None))
+
+
+def test_validation_leaves_the_cached_schemas_untouched() -> None:
+    before = {n: copy.deepcopy(alerts_schema.load_schema(n)) for n in alerts_schema.SCHEMA_NAMES}
+    for name in alerts_schema.SCHEMA_NAMES:
+        alerts_schema.fast_validator.cache_clear()
+        alerts_schema.is_valid(name, {})
+        alerts_schema.validation_errors(name, {})
+    assert {n: alerts_schema.load_schema(n) for n in alerts_schema.SCHEMA_NAMES} == before

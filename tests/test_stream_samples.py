@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import alerts_schema
 from broker.archive import AlertQuery, Archive, RawMessage
 from broker.ingest import Ingestor
 from listeners import gcn_json
@@ -39,6 +40,8 @@ def _topic_messages() -> list[tuple[str, bytes]]:
         out.append((topic, data))
     for path in sorted((DATA / "voevents").glob("*.xml")):
         out.append(("gcn.classic.voevent.samples", path.read_bytes()))
+    for path in alerts_schema.example_paths("trigger"):
+        out.append(("detector.triggers", path.read_bytes()))
     for path in sorted((DATA / "ztf").glob("*.avro")):
         out.append(("ztf_20261121_programid1", path.read_bytes()))
     for path in sorted((DATA / "snews").rglob("*.json")) if (DATA / "snews").is_dir() else []:
