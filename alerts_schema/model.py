@@ -80,7 +80,8 @@ IVORN_PATTERN = r"^ivo://[^/#\s]+/[^#\s]+#\S+$"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Non-finite floats are not JSON, and PostgreSQL's JSONB refuses them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PointLocalization(_Model):

@@ -165,8 +165,13 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
         import psycopg
 
         if isinstance(exc, psycopg.Error):
-            # Surface driver errors as SQLAlchemy's, as every other statement does.
-            raise DBAPIError(sql, None, exc) from exc
+            # Surface driver errors as SQLAlchemy's (with a lost connection marked
+            # invalidated, hence retryable), as every other statement does.
+            dbapi = conn.dialect.loaded_dbapi
+            raise DBAPIError.instance(
+                sql, None, exc, dbapi.Error, dialect=conn.dialect,
+                connection_invalidated=conn.dialect.is_disconnect(
+                    exc, conn.connection.dbapi_connection, cursor)) from exc
         raise
     finally:
         cursor.close()

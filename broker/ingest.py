@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from alerts_schema import validation_errors
 from broker.archive import Archive, Outcome, RawMessage, utcnow
 from broker.errors import (
@@ -97,7 +99,10 @@ class Ingestor:
         with INGEST_SECONDS.time():
             self._retrying(lambda: self.archive.store_raw(messages))
             results = [(m, self.normalize(m)) for m in messages]
-            outcomes = self._retrying(lambda: self.archive.store_results(results))
+            try:
+                outcomes = self._retrying(lambda: self.archive.store_results(results))
+            except SQLAlchemyError as exc:
+                outcomes = self._one_by_one(results, exc)
         for outcome in outcomes:
             MESSAGES.labels(outcome.source, outcome.status).inc()
         return outcomes
@@ -121,6 +126,29 @@ class Ingestor:
             if errors:
                 return SchemaValidationError("alert", errors)
         return result
+
+    def _one_by_one(self, results: list[tuple[RawMessage, Normalized | PermanentError]],
+                    batch_error: Exception) -> list[Outcome]:
+        """Store a batch the database refused one message at a time.
+
+        A value the database will not take (a permanent error, not an outage)
+        must cost one message, quarantined with the database's reason, not the
+        batch and not the listener.
+        """
+        log.error("archive refused a batch of %d (%s); storing one by one", len(results),
+                  batch_error)
+        outcomes: list[Outcome] = []
+        for raw, result in results:
+            try:
+                outcomes += self._retrying(lambda r=raw, x=result: self.archive.store_results(
+                    [(r, x)]))
+            except SQLAlchemyError as exc:
+                orig = getattr(exc, "orig", None) or exc
+                refused = PermanentError(f"the archive refused it: {type(orig).__name__}: "
+                                         f"{str(orig).strip().splitlines()[0][:300]}")
+                outcomes += self._retrying(lambda r=raw, e=refused: self.archive.store_results(
+                    [(r, e)]))
+        return outcomes
 
     def _retrying(self, action: Callable[[], T]) -> T:
         for delay in (*self.retry_delays_s, None):

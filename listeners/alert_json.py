@@ -17,6 +17,18 @@ from broker.errors import NormalizationError, SchemaValidationError
 from listeners import json_limits
 from listeners.base import MessageMeta, Normalized
 
+# Alert documents carry their own source, role and key, so only transports an
+# operator controls may deliver them: files, the demo, and another mmbroker's
+# output topics.  From anywhere else (e.g. a detector's trigger endpoint) they
+# would let a sender write into other streams' keys.
+TRUSTED_SOURCES = ("file", "demo")
+TRUSTED_PREFIX = "mmbroker."
+
+
+def trusted(meta: MessageMeta) -> bool:
+    """Whether ``meta.source`` may deliver Alert documents as they are."""
+    return meta.source in TRUSTED_SOURCES or meta.source.startswith(TRUSTED_PREFIX)
+
 
 def looks_like_alert(document: Any) -> bool:
     """True for a JSON object that claims to be an Alert document."""
@@ -38,6 +50,9 @@ def normalize_decoded(decoded: Any, meta: MessageMeta) -> Normalized:
 
 def normalize_document(document: Any, meta: MessageMeta) -> Alert:
     """Validate ``document`` against the contract and re-issue it under this broker."""
+    if not trusted(meta):
+        raise NormalizationError(f"Alert documents are accepted only from files, the demo and "
+                                 f"{TRUSTED_PREFIX}* topics, not from {meta.source!r}")
     if not looks_like_alert(document):
         raise NormalizationError("not an Alert document (needs schema_version, id, event_id)")
     errors = validation_errors("alert", document)

@@ -6,12 +6,16 @@ these limits turn such payloads into a clear :class:`HostileInput`.
 ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, but real producers send
 them for missing values (the SNEWS coincidence system writes ``NaN`` for an
 unknown p-value); they decode as ``None``, which every normalizer reads as
-"not stated", so no non-finite number ever reaches an Alert.
+"not stated".  So do numbers too large for a float (``1e999``): no
+non-finite number ever reaches an Alert or the archive (PostgreSQL's JSONB
+refuses them).  Integers longer than Python's 4,300-digit limit are
+malformed input.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from broker.errors import HostileInput, MalformedInput
@@ -42,16 +46,23 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
     except UnicodeDecodeError as exc:
         raise MalformedInput(f"not valid UTF-8 at byte {exc.start}: {exc.reason}") from exc
     try:
-        return json.loads(text, parse_constant=_missing)
+        return json.loads(text, parse_constant=_missing, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise MalformedInput(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
                              f"{exc.msg}") from exc
     except RecursionError as exc:  # pragma: no cover - _max_depth catches it first
         raise HostileInput("JSON nested too deeply") from exc
+    except ValueError as exc:  # an integer over the int-from-string digit limit
+        raise MalformedInput(f"invalid JSON number: {exc}") from exc
 
 
 def _missing(_name: str) -> None:
     return None
+
+
+def _finite_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 def _max_depth(data: bytes) -> int:

@@ -55,7 +55,9 @@ def _with_bytes(test: Callable[..., bool]) -> Callable[[Format, Any, MessageMeta
     return lambda fmt, decoded, meta, data: test(fmt, decoded, meta, data=data)
 
 
-def _is_alert_json(_fmt: Format, doc: Any, _meta: MessageMeta) -> bool:
+def _is_alert_json(_fmt: Format, doc: Any, meta: MessageMeta) -> bool:
+    if not alert_json.trusted(meta):
+        return False
     return alert_json.looks_like_alert(doc) or (
         isinstance(doc, list) and bool(doc) and all(map(alert_json.looks_like_alert, doc)))
 

@@ -23,14 +23,16 @@ path), then becomes one Alert:
   probability, ranking, publisher, contact, sent time) in ``extra``.
 
 Event id and revision
-    The event id is the trigger's ``event_id``; the revision is its
-    ``revision`` (default 0).  A detector that re-sends a trigger with
-    better reconstruction raises ``revision``; the alert type is ``initial``
-    for revision 0 and ``update`` above.  ``"retraction": true`` (with a
-    revision of at least 1, as the schema requires) gives alert type
-    ``retraction``.  The alert IVORN is
-    ``ivo://<authority>/detector#<event_id>-<revision>`` whichever transport
-    carried it, so the same trigger sent by HTTP and by Kafka is one alert.
+    The event id is ``<detector>:<event_id>`` (detectors number their events
+    independently); the revision is the trigger's ``revision`` (default 0).
+    The alert's ``source`` is ``detector`` whichever transport carried it
+    (HTTP or the ``detector.triggers`` topic; the transport is recorded with
+    the archived row), so the same trigger sent both ways is one alert.  A
+    detector that re-sends a trigger with better reconstruction raises
+    ``revision``; the alert type is ``initial`` for revision 0 and ``update``
+    above.  ``"retraction": true`` (with a revision of at least 1, as the
+    schema requires) gives alert type ``retraction``.  The alert IVORN is
+    ``ivo://<authority>/detector#<detector>:<event_id>-<revision>``.
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ def trigger_alert(document: Any, meta: MessageMeta) -> Alert:
     if errors:
         raise SchemaValidationError("trigger", errors)
     doc: Mapping[str, Any] = document
-    event_id: str = doc["event_id"]
+    # Detectors number their events independently: the key carries the detector.
+    event_id = f"{doc['detector']}:{doc['event_id']}"
     revision: int = int(doc.get("revision", 0))
     retraction = bool(doc.get("retraction", False))
     alert_type = "retraction" if retraction else "initial" if revision == 0 else "update"
@@ -175,7 +178,7 @@ def trigger_alert(document: Any, meta: MessageMeta) -> Alert:
         return Alert(
             schema_version="1.0",
             id=meta.alert_ivorn(STREAM, local_id(event_id, revision)),
-            source=meta.source, messenger="neutrino", facility=doc["detector"],
+            source=STREAM, messenger="neutrino", facility=doc["detector"],
             instrument=doc.get("instrument"), event_id=event_id, revision=revision,
             alert_type=alert_type, role="observation" if doc["real"] else "test",
             trigger_time=parse_utc(doc["time"], field="time"),

@@ -320,7 +320,7 @@ def test_same_content_in_other_bytes_is_a_duplicate(ingestor: Ingestor,
     compact = json.dumps(doc, separators=(",", ":")).encode()
     pretty = json.dumps(dict(reversed(list(doc.items()))), indent=2).encode()
     assert compact != pretty
-    outcomes = ingestor.ingest([RawMessage("a", compact), RawMessage("b", pretty)])
+    outcomes = ingestor.ingest([RawMessage("file", compact), RawMessage("mmbroker.peer", pretty)])
     assert [o.status for o in outcomes] == ["archived", "duplicate"]
     assert archive.raw_payload(sha256_hex(pretty)) == pretty  # both arrivals kept
 
@@ -349,3 +349,27 @@ def test_migration_0003_backfills_content_hashes(db_url: str) -> None:
                                                AlertRow.document)).one()
     assert stored == content_sha256(document)
     engine.dispose()
+
+
+def test_a_row_the_database_refuses_costs_one_message(
+        ingestor: Ingestor, archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A permanent database error on one alert quarantines that message, not the batch."""
+    from sqlalchemy.exc import DataError
+
+    from broker import archive as archive_module
+
+    docs = alert_documents(5, seed=41)
+    poisoned = docs[2]["event_id"]
+    real = archive_module.alert_row_values
+
+    def refuse_one(alert, raw):  # type: ignore[no-untyped-def]
+        if alert.event_id == poisoned:
+            raise DataError("INSERT", {}, ValueError("value out of range for type"))
+        return real(alert, raw)
+
+    monkeypatch.setattr(archive_module, "alert_row_values", refuse_one)
+    outcomes = ingestor.ingest(raw_docs(docs))
+    assert sorted(o.status for o in outcomes) == ["archived"] * 4 + ["quarantined"]
+    (entry,) = archive.list_quarantine()
+    assert "the archive refused it" in entry["reason"] and "out of range" in entry["reason"]
+    assert archive.count_alerts() == 4

@@ -50,7 +50,7 @@ CORPUS = {
 def test_hostile_input_is_quarantined(name: str, ingestor: Ingestor, archive: Archive,
                                       tmp_path: object) -> None:
     data, expected = CORPUS[name]
-    (outcome,) = ingestor.ingest([RawMessage("hostile", data)])
+    (outcome,) = ingestor.ingest([RawMessage("file", data)])
     assert outcome.status == "quarantined"
     assert expected.lower() in outcome.reason.lower(), outcome.reason
     (entry,) = archive.list_quarantine()
@@ -83,8 +83,8 @@ def test_good_and_bad_in_one_batch(ingestor: Ingestor, archive: Archive) -> None
 
     from alerts_schema.synthetic import alert_documents
 
-    good = [RawMessage("mixed", json.dumps(d).encode()) for d in alert_documents(3, seed=9)]
-    bad = [RawMessage("mixed", data) for data, _ in list(CORPUS.values())[:5]]
+    good = [RawMessage("file", json.dumps(d).encode()) for d in alert_documents(3, seed=9)]
+    bad = [RawMessage("file", data) for data, _ in list(CORPUS.values())[:5]]
     outcomes = ingestor.ingest(good[:2] + bad + good[2:])
     assert sum(o.status == "archived" for o in outcomes) == 3
     assert sum(o.status == "quarantined" for o in outcomes) == 5
@@ -95,3 +95,28 @@ def test_nan_and_infinity_decode_as_missing() -> None:
 
     assert json_limits.loads(b'{"p": NaN, "q": -Infinity, "r": [Infinity]}') == {
         "p": None, "q": None, "r": [None]}
+
+
+def test_overflowing_and_huge_numbers() -> None:
+    from broker.errors import MalformedInput
+    from listeners import json_limits
+
+    assert json_limits.loads(b'{"far_hz": 1e999, "x": -1e999}') == {"far_hz": None, "x": None}
+    with pytest.raises(MalformedInput, match="JSON number"):
+        json_limits.loads(b'{"n": ' + b"9" * 5000 + b"}")
+
+
+def test_model_refuses_non_finite_numbers() -> None:
+    import json
+
+    from pydantic import ValidationError
+
+    from alerts_schema import Alert
+    from alerts_schema.synthetic import alert_documents
+
+    doc = alert_documents(1, seed=40)[0]
+    with pytest.raises(ValidationError):
+        Alert.model_validate({**doc, "far_hz": float("inf")})
+    with pytest.raises(ValidationError):
+        Alert.model_validate({**doc, "p_value": float("nan")})
+    Alert.model_validate(json.loads(json.dumps(doc)))

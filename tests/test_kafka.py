@@ -46,8 +46,8 @@ def _run_listener(listener: KafkaListener) -> tuple[threading.Thread, threading.
 
 def test_messages_are_archived_with_their_offsets(kafka: str, archive: Archive,
                                                   ingestor: Ingestor) -> None:
-    produce(kafka, "mmb.alerts", [*_docs(50, seed=1), b"not an alert", b"\x80\x04pickle"])
-    source = KafkaSource(["mmb.alerts"], {"bootstrap.servers": kafka, "group.id": "t1",
+    produce(kafka, "mmbroker.alerts", [*_docs(50, seed=1), b"not an alert", b"\x80\x04pickle"])
+    source = KafkaSource(["mmbroker.alerts"], {"bootstrap.servers": kafka, "group.id": "t1",
                                           "auto.offset.reset": "earliest", **FAST_JOIN})
     listener = KafkaListener(source, ingestor, batch_size=20)
     thread, stop = _run_listener(listener)
@@ -65,25 +65,25 @@ def test_messages_are_archived_with_their_offsets(kafka: str, archive: Archive,
         transports = [t for (t,) in conn.execute(select(AlertRow.transport))]
     positions = {(t["kafka"]["partition"], t["kafka"]["offset"]) for t in transports}
     assert len(positions) == 50
-    assert {t["kafka"]["topic"] for t in transports} == {"mmb.alerts"}
+    assert {t["kafka"]["topic"] for t in transports} == {"mmbroker.alerts"}
     reasons = [q["reason"] for q in archive.list_quarantine()]
     assert any("pickle" in r for r in reasons)
     health = {h["stream"]: h for h in archive.stream_health()}
-    assert health["mmb.alerts"]["messages_total"] == 52
+    assert health["mmbroker.alerts"]["messages_total"] == 52
 
 
 def test_offsets_are_committed_so_a_restart_reads_nothing_twice(
         kafka: str, archive: Archive, ingestor: Ingestor) -> None:
-    produce(kafka, "mmb.commit", _docs(30, seed=2))
+    produce(kafka, "mmbroker.commit", _docs(30, seed=2))
     config = {"bootstrap.servers": kafka, "group.id": "t2", "auto.offset.reset": "earliest",
               **FAST_JOIN}
-    first = KafkaListener(KafkaSource(["mmb.commit"], config), ingestor)
+    first = KafkaListener(KafkaSource(["mmbroker.commit"], config), ingestor)
     thread, stop = _run_listener(first)
     assert wait_for(lambda: first.messages == 30, 60)
     stop.set()
     thread.join(30)
-    produce(kafka, "mmb.commit", _docs(10, seed=3))
-    second = KafkaListener(KafkaSource(["mmb.commit"], config), ingestor)
+    produce(kafka, "mmbroker.commit", _docs(10, seed=3))
+    second = KafkaListener(KafkaSource(["mmbroker.commit"], config), ingestor)
     thread, stop = _run_listener(second)
     try:
         assert wait_for(lambda: second.messages == 10, 60)
@@ -95,15 +95,15 @@ def test_offsets_are_committed_so_a_restart_reads_nothing_twice(
 
 
 def test_replay_from_a_timestamp(kafka: str, archive: Archive, ingestor: Ingestor) -> None:
-    produce(kafka, "mmb.replay", _docs(20, seed=4))
+    produce(kafka, "mmbroker.replay", _docs(20, seed=4))
     config = {"bootstrap.servers": kafka, "group.id": "t3", "auto.offset.reset": "earliest",
               **FAST_JOIN}
-    first = KafkaListener(KafkaSource(["mmb.replay"], config), ingestor)
+    first = KafkaListener(KafkaSource(["mmbroker.replay"], config), ingestor)
     thread, stop = _run_listener(first)
     assert wait_for(lambda: first.messages == 20, 60)
     stop.set()
     thread.join(30)
-    replay = KafkaListener(KafkaSource(["mmb.replay"], config), ingestor,
+    replay = KafkaListener(KafkaSource(["mmbroker.replay"], config), ingestor,
                            since=datetime(2000, 1, 1, tzinfo=UTC))
     thread, stop = _run_listener(replay)
     try:
@@ -117,14 +117,14 @@ def test_replay_from_a_timestamp(kafka: str, archive: Archive, ingestor: Ingesto
 def test_listener_killed_mid_stream_loses_and_doubles_nothing(
         kafka: str, db_url: str, tmp_path: Path) -> None:
     Archive.open(db_url).close()
-    produce(kafka, "mmb.kill", _docs(400, seed=5))
+    produce(kafka, "mmbroker.kill", _docs(400, seed=5))
     archive = Archive.open(db_url, upgrade=False)
 
     def start() -> subprocess.Popen[bytes]:
         """`mmbroker listen kafka`, as an operator runs it, credentials from KAFKA_*."""
         exe = Path(sys.executable).with_name("mmbroker")
         return subprocess.Popen(
-            [str(exe), "--db", db_url, "listen", "kafka", "--topic", "mmb.kill",
+            [str(exe), "--db", db_url, "listen", "kafka", "--topic", "mmbroker.kill",
              "--group-id", "killer", "--from-beginning"],
             env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka,
                  "KAFKA_MAX_POLL_INTERVAL_MS": "3000", "KAFKA_SESSION_TIMEOUT_MS": "6000",

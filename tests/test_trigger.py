@@ -146,11 +146,11 @@ def test_every_single_field_mutation_is_refused_or_a_valid_alert() -> None:
 
 def test_single_track_trigger() -> None:
     alert = one(example("track-single"))
-    assert alert.id == "ivo://test.mmbroker/detector#ARCA-12041-883201-0"
+    assert alert.id == "ivo://test.mmbroker/detector#KM3NeT:ARCA-12041-883201-0"
     assert (alert.source, alert.messenger) == ("detector", "neutrino")
     assert (alert.facility, alert.instrument) == ("KM3NeT", "ARCA021")
     assert (alert.event_id, alert.revision, alert.alert_type) == (
-        "ARCA-12041-883201", 0, "initial")
+        "KM3NeT:ARCA-12041-883201", 0, "initial")
     assert alert.role == "observation"
     assert alert.trigger_time == datetime(2026, 11, 21, 3, 12, 21, 805000, tzinfo=UTC)
     assert alert.trigger_time_error_s == 1e-6
@@ -180,7 +180,7 @@ def test_single_track_trigger() -> None:
 def test_multiplet_update_with_embargo() -> None:
     alert = one(example("multiplet"))
     assert (alert.revision, alert.alert_type) == (1, "update")
-    assert alert.id.endswith("#ARCA-12055-multiplet-7-1")
+    assert alert.id.endswith("#KM3NeT:ARCA-12055-multiplet-7-1")
     assert alert.extra["multiplicity"] == 2
     assert alert.signalness is None
     assert alert.data_rights.level == "embargoed"
@@ -216,13 +216,14 @@ def test_same_ivorn_whichever_transport() -> None:
     doc = example("track-single")
     by_http, by_kafka = one(doc, "detector"), one(doc, "detector.triggers")
     assert by_http.id == by_kafka.id
-    assert (by_http.source, by_kafka.source) == ("detector", "detector.triggers")
+    assert by_http.source == by_kafka.source == "detector"
 
 
 def test_a_list_of_triggers() -> None:
     docs = [example("track-single"), example("test")]
     result = trigger.normalize(json.dumps(docs).encode(), meta())
-    assert [a.event_id for a in result.alerts] == ["ARCA-12041-883201", "ORCA-TEST-0001"]
+    assert [a.event_id for a in result.alerts] == ["KM3NeT:ARCA-12041-883201",
+                                                   "KM3NeT:ORCA-TEST-0001"]
 
 
 def test_non_object_is_a_schema_error() -> None:
@@ -257,3 +258,18 @@ def test_accepts() -> None:
 def test_handle_matches_normalize() -> None:
     data = json.dumps(example("multiplet")).encode()
     assert trigger.handle(data, json.loads(data), meta()) == trigger.normalize(data, meta())
+
+
+def test_same_event_id_from_two_detectors_are_two_events() -> None:
+    km3net = example("track-single")
+    icecube = {**km3net, "detector": "IceCube", "revision": 1}
+    a, b = (trigger.normalize(json.dumps(d).encode(), meta()).alerts[0] for d in (km3net, icecube))
+    assert a.event_id != b.event_id and a.id != b.id
+
+
+def test_source_is_the_detector_stream_whatever_the_transport() -> None:
+    doc = json.dumps(example("track-single")).encode()
+    over_http = trigger.normalize(doc, meta()).alerts[0]
+    over_kafka = trigger.normalize(doc, meta("detector.triggers")).alerts[0]
+    assert over_http.source == over_kafka.source == "detector"
+    assert over_http.id == over_kafka.id

@@ -34,7 +34,8 @@ def test_trigger_is_archived_once(client: TestClient) -> None:
     first = client.post("/api/v1/triggers", content=TRACK, headers=headers)
     assert first.status_code == 201, first.text
     body = first.json()
-    assert body["status"] == "archived" and body["id"].endswith("/detector#ARCA-12041-883201-0")
+    assert body["status"] == "archived"
+    assert body["id"].endswith("/detector#KM3NeT:ARCA-12041-883201-0")
     again = client.post("/api/v1/triggers", content=TRACK, headers=headers)
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     archive = client.app.state.archive
