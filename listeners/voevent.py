@@ -60,11 +60,14 @@ citation); ``update`` otherwise.
 
 Source and ids
 --------------
-``Alert.source`` is ``meta.source`` (a Kafka topic, ``vtp:<peer>``); for
-``meta.source == "file"`` it is the VOEvent's stream IVORN
-(``ivo://nasa.gsfc.gcn/SWIFT``).  The broker id is
-``ivo://<authority>/<stream>#<event_id>-<revision>`` where ``<stream>`` is
-``meta.source``, or ``nasa.gsfc.gcn/SWIFT`` for files.
+``Alert.source`` is the VOEvent's own stream IVORN (``ivo://nasa.gsfc.gcn/SWIFT``)
+whatever carried it: GCN puts every notice type on its own Kafka topic and a
+VTP peer relays many missions, so neither names the series in which a later
+notice supersedes an earlier one (a Swift XRT position supersedes the BAT
+position of the same trigger; an LVK retraction supersedes its preliminary).
+The Kafka topic or VTP peer is kept with the archived row.  The broker id is
+``ivo://<authority>/<stream>#<event_id>-<revision>`` with ``<stream>`` e.g.
+``nasa.gsfc.gcn/SWIFT``.
 
 Sky positions
 -------------
@@ -464,7 +467,7 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
     data
         The VOEvent bytes as received.
     meta
-        Transport metadata: ``meta.source`` becomes ``Alert.source``.
+        Transport metadata (recorded by the archive; the stream comes from the IVORN).
 
     Raises
     ------
@@ -485,7 +488,8 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
     if gcn is not None and gcn.kind == "heartbeat":
         when = packet.who_date or packet.time_text
         time = parse_utc(when, field="Who/Date") if when else meta.received_at
-        return Normalized(heartbeats=(Heartbeat(stream=source, detector="", time=time),))
+        # Liveness belongs to the transport stream (topic or peer) that went quiet.
+        return Normalized(heartbeats=(Heartbeat(stream=meta.source, detector="", time=time),))
     if gcn is not None and gcn.kind in ("control", "pointing"):
         what = "a control packet" if gcn.kind == "control" else "a spacecraft pointing"
         raise NormalizationError(f"GCN {gcn.name} (Packet_Type {packet_type}) is {what}, "
@@ -611,12 +615,17 @@ def _split_ivorn(ivorn: str) -> tuple[str, str, str]:
 
 
 def _source_and_stream(packet: _Packet, meta: MessageMeta) -> tuple[str, str]:
-    """``Alert.source`` and the stream part of the broker IVORN (see module docstring)."""
-    if meta.source == "file":
-        stream = f"{packet.authority}/{packet.path}" if packet.path else packet.authority
-        stream = re.sub(r"[\s#]+", "_", stream) or "voevent"
-        return f"ivo://{stream}", stream
-    return meta.source, re.sub(r"[\s#]+", "_", meta.source) or "voevent"
+    """``Alert.source`` and the stream part of the broker IVORN (see module docstring).
+
+    Always the VOEvent's own stream IVORN, whatever carried it: GCN puts each
+    notice type on its own Kafka topic, and one VTP peer relays many missions,
+    so neither the topic nor the peer names the series a revision belongs to.
+    The transport is recorded with the archived row.
+    """
+    del meta  # the transport does not name the stream
+    stream = f"{packet.authority}/{packet.path}" if packet.path else packet.authority
+    stream = re.sub(r"[\s#]+", "_", stream) or "voevent"
+    return f"ivo://{stream}", stream
 
 
 # -- families ---------------------------------------------------------------------

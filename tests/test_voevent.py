@@ -125,11 +125,10 @@ def gbm(packet_type: int, sequence: int, position: tuple[float, float, float],
 def test_swift_bat_position() -> None:
     alert = sample("BAT_GRB_Pos_655721-214.xml", "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK")
     assert (alert.facility, alert.instrument, alert.messenger) == ("Swift", "BAT", "gamma_ray")
-    assert alert.source == "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK"
+    assert alert.source == "ivo://nasa.gsfc.gcn/SWIFT"  # the IVORN stream, not the topic
     assert alert.source_ivorn == "ivo://nasa.gsfc.gcn/SWIFT#BAT_GRB_Pos_655721-214"
     assert (alert.event_id, alert.revision) == ("655721", 2001)
-    assert alert.id == ("ivo://test.mmbroker/gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK"
-                        "#655721-2001")
+    assert alert.id == "ivo://test.mmbroker/nasa.gsfc.gcn/SWIFT#655721-2001"
     assert alert.trigger_time == datetime(2015, 9, 15, 21, 18, 24, 860000, tzinfo=UTC)
     assert point(alert) == (319.7309, -34.8537, 0.05, 0.9)  # Swift: 90% containment
     assert alert.role == "observation"
@@ -471,7 +470,7 @@ def test_generic_instrument_from_how_and_role_test() -> None:
     assert (alert.facility, alert.instrument, alert.messenger) == ("EinsteinProbe", "WXT",
                                                                    "x_ray")
     assert (alert.role, alert.event_id) == ("test", "01709015181")
-    assert alert.id == "ivo://test.mmbroker/vtp:127.0.0.1:8099#01709015181-0"
+    assert alert.id == "ivo://test.mmbroker/lvk.internal/einsteinprobe#01709015181-0"
 
 
 # -- every VOEvent in ../shared/samples ----------------------------------------------
@@ -546,3 +545,11 @@ def test_shared_gcn_samples() -> None:
     assert (agile.instrument, agile.localization.kind) == ("MCAL", "none")
     targeted = shared("voevents/gwcelery/swift_subgrbtargeted_template.xml")
     assert (targeted.far_hz, targeted.role) == (5.39583726e-08, "test")
+
+
+def test_notices_of_one_trigger_on_different_topics_form_one_series() -> None:
+    """GCN puts each notice type on its own topic; revisions must still order across them."""
+    bat = sample("BAT_GRB_Pos_655721-214.xml", "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK")
+    xrt = sample("XRT_Pos_655721-326.xml", "gcn.classic.voevent.SWIFT_XRT_POSITION")
+    assert (bat.source, bat.event_id) == (xrt.source, xrt.event_id)
+    assert bat.revision < xrt.revision

@@ -56,10 +56,12 @@ def test_voevents_from_comet_are_archived(tmp_path: Path, archive: Archive,
         assert wait_for(lambda: archive.count_alerts() == 3, 30)
     docs = archive.list_alerts(__import__("broker.archive", fromlist=["AlertQuery"])
                                .AlertQuery(limit=10))
-    assert {d["source"] for d in docs} == {f"vtp:127.0.0.1:{broadcast}"}
+    assert {d["source"] for d in docs} == {"ivo://nasa.gsfc.gcn/SWIFT"}
     assert all(d["source_ivorn"].endswith(tuple(f"#mmbtest-{n}" for n in range(3)))
                for d in docs)
     assert sub.events == 3
+    health = {h["stream"] for h in archive.stream_health()}
+    assert f"vtp:127.0.0.1:{broadcast}" in health  # liveness is per peer
 
 
 def test_subscriber_reconnects_after_the_peer_restarts(tmp_path: Path, archive: Archive,
