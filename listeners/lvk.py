@@ -55,14 +55,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import io
-import json
 import math
 import re
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -72,7 +67,7 @@ from alerts_schema import Alert
 from alerts_schema.model import format_utc
 from broker.errors import HostileInput, MalformedInput, NormalizationError
 from crossmatch.skymap import MultiOrderMap, read_multiorder
-from listeners import json_limits
+from listeners import avro, json_limits
 from listeners.base import MessageMeta, Normalized, SkymapFile
 from listeners.common import finite_or_none, local_id, parse_utc
 from listeners.detect import Format
@@ -85,7 +80,6 @@ __all__ = [
     "is_lvk_source",
     "normalize",
     "normalize_record",
-    "read_avro_ocf",
     "revision",
     "superevent_date",
 ]
@@ -104,7 +98,6 @@ _TEST_SOURCE = re.compile(r"(playground|test)", re.IGNORECASE)
 _LVK_SCHEMA_NAME = re.compile(r"^igwn\.alerts\.v\d+_\d+\.Alert$")
 _SUPEREVENT_ID = re.compile(r"^(?P<prefix>[A-Z]{0,3})(?P<date>\d{6})(?P<suffix>[a-z]{1,8})$")
 _AVRO_MAGIC = b"Obj\x01"
-_SYNC_SIZE = 16
 
 _ALERT_TYPES = {  # LVK type -> (contract alert_type, rank within a revision tick)
     "EARLYWARNING": ("initial", 0),
@@ -167,10 +160,8 @@ def accepts(fmt: Format, decoded: Any, meta: MessageMeta, data: bytes | None = N
             return True
         raw = data if data is not None else decoded
         if meta.source == "file" and isinstance(raw, bytes | bytearray | memoryview):
-            try:
-                return bool(_LVK_SCHEMA_NAME.match(_ocf_header(bytes(raw))[0].name))
-            except (MalformedInput, HostileInput):
-                return False
+            writer = avro.peek_container_schema(bytes(raw))
+            return writer is not None and bool(_LVK_SCHEMA_NAME.match(writer.name))
     return False
 
 
@@ -195,7 +186,15 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
         A message lacking what an Alert needs (superevent id, alert type,
         event time), or holding impossible values.
     """
-    records = read_avro_ocf(data)[1] if data[:4] == _AVRO_MAGIC else [json_limits.loads(data)]
+    if data[:4] == _AVRO_MAGIC:
+        # The shared, bounded container reader: capped inflation, record counts
+        # and zero-width repeats, writer schemas parsed once per process.
+        records: list[Any] = avro.decode_container(data, None)[1]
+        if len(records) > MAX_RECORDS:
+            raise HostileInput(f"Avro container holds {len(records)} records (an LVK alert "
+                               f"has one; limit {MAX_RECORDS})")
+    else:
+        records = [json_limits.loads(data)]
     return _normalize_records(records, meta)
 
 
@@ -208,150 +207,6 @@ def _normalize_records(records: list[Any], meta: MessageMeta) -> Normalized:
         for sky in files:
             skymaps.setdefault(sky.sha256, sky)
     return Normalized(alerts=tuple(alerts), skymaps=tuple(skymaps.values()))
-
-
-# -- Avro object container files ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _WriterSchema:
-    name: str       # full name of the top-level type
-    parsed: Any     # fastavro's parsed schema, reused for every message with this schema
-
-
-@functools.lru_cache(maxsize=32)
-def _parse_writer_schema(schema_json: bytes) -> _WriterSchema:
-    """Parse a writer schema once per distinct schema text (messages repeat it verbatim)."""
-    import fastavro
-
-    try:
-        schema = json.loads(schema_json)
-        parsed = fastavro.parse_schema(schema)
-    except Exception as exc:  # fastavro raises assorted types for bad schemas
-        raise MalformedInput(f"Avro writer schema unusable: {type(exc).__name__}: {exc}"[:300]
-                             ) from exc
-    name = ""
-    if isinstance(schema, dict):
-        name = str(schema.get("name", ""))
-        namespace = schema.get("namespace")
-        if "." not in name and namespace:
-            name = f"{namespace}.{name}"
-    return _WriterSchema(name, parsed)
-
-
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """One zig-zag varint (Avro int/long) at ``pos``: (value, next position)."""
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise MalformedInput("Avro container truncated (inside a number)")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise MalformedInput("Avro container has an over-long number")
-
-
-def _read_bytes(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
-    size, pos = _read_long(buf, pos)
-    if size < 0 or pos + size > len(buf):
-        raise MalformedInput(f"Avro container truncated (in {what})")
-    return buf[pos:pos + size], pos + size
-
-
-def _ocf_header(data: bytes) -> tuple[_WriterSchema, str, bytes, int]:
-    """Writer schema, codec, sync marker and the offset of the first block."""
-    if data[:4] != _AVRO_MAGIC:
-        raise MalformedInput("not an Avro object container (no Obj\\x01 magic)")
-    pos = 4
-    header: dict[str, bytes] = {}
-    while True:
-        count, pos = _read_long(data, pos)
-        if count == 0:
-            break
-        if count < 0:  # a negative count is followed by the block's byte size
-            count = -count
-            _, pos = _read_long(data, pos)
-        if count > 1024:
-            raise HostileInput(f"Avro header claims {count} metadata entries")
-        for _ in range(count):
-            key, pos = _read_bytes(data, pos, "header key")
-            value, pos = _read_bytes(data, pos, "header value")
-            header[key.decode("utf-8", "replace")] = value
-    if pos + _SYNC_SIZE > len(data):
-        raise MalformedInput("Avro container truncated (in the header sync marker)")
-    if "avro.schema" not in header:
-        raise MalformedInput("Avro container header has no avro.schema")
-    codec = header.get("avro.codec", b"null").decode("ascii", "replace")
-    return (_parse_writer_schema(header["avro.schema"]), codec, data[pos:pos + _SYNC_SIZE],
-            pos + _SYNC_SIZE)
-
-
-def read_avro_ocf(data: bytes, *, max_records: int = MAX_RECORDS) -> tuple[str, list[Any]]:
-    """Decode an Avro object container file: (writer schema full name, records).
-
-    The writer schema is parsed once per distinct schema text and cached;
-    blocks of the ``null`` and ``deflate`` codecs are decoded here with it,
-    other codecs go through :func:`fastavro.reader`.
-
-    Raises
-    ------
-    MalformedInput
-        Truncated or corrupt containers (bad sync marker, short block, a
-        record that does not fit its block).
-    HostileInput
-        More than ``max_records`` records.
-    """
-    import fastavro
-
-    writer, codec, sync, pos = _ocf_header(data)
-    if codec not in ("null", "deflate"):
-        try:
-            records = list(fastavro.reader(io.BytesIO(data)))
-        except Exception as exc:  # fastavro's errors for corrupt input are untyped
-            raise MalformedInput(f"Avro container unreadable ({codec} codec): "
-                                 f"{type(exc).__name__}: {exc}"[:300]) from exc
-        if len(records) > max_records:
-            raise HostileInput(f"Avro container holds {len(records)} records (limit "
-                               f"{max_records})")
-        return writer.name, records
-    records: list[Any] = []
-    while pos < len(data):
-        count, pos = _read_long(data, pos)
-        block, pos = _read_bytes(data, pos, "a data block")
-        if data[pos:pos + _SYNC_SIZE] != sync:
-            raise MalformedInput("Avro container truncated or corrupt (sync marker mismatch "
-                                 f"after the block at record {len(records)})")
-        pos += _SYNC_SIZE
-        if count < 0:
-            raise MalformedInput(f"Avro block claims {count} records")
-        if len(records) + count > max_records:
-            raise HostileInput(f"Avro container holds {len(records) + count} records (limit "
-                               f"{max_records})")
-        if codec == "deflate":
-            try:
-                block = zlib.decompress(block, -15)
-            except zlib.error as exc:
-                raise MalformedInput(f"Avro deflate block corrupt: {exc}") from exc
-        stream = io.BytesIO(block)
-        for _ in range(count):
-            try:
-                records.append(fastavro.schemaless_reader(stream, writer.parsed))
-            except Exception as exc:  # EOFError, StopIteration, ValueError... all mean corrupt
-                raise MalformedInput(f"Avro record {len(records)} does not decode: "
-                                     f"{type(exc).__name__}: {exc}"[:300]) from exc
-        if stream.tell() != len(block):
-            raise MalformedInput(f"Avro block has {len(block) - stream.tell()} bytes after its "
-                                 f"{count} records")
-    if not records:
-        raise MalformedInput("Avro container holds no records")
-    return writer.name, records
-
-
-# -- revision ----------------------------------------------------------------------
 
 
 def superevent_date(superevent_id: str) -> datetime:
