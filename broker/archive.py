@@ -108,7 +108,9 @@ def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
     loc = alert.localization
     ra = getattr(loc, "ra_deg", None)
     dec = getattr(loc, "dec_deg", None)
-    radius = getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None)
+    radius = getattr(loc, "error_radius_deg", None)
+    if radius is None:  # an ellipse: its semi-major axis bounds the region
+        radius = getattr(loc, "semi_major_deg", None)
     document = alert.to_document()
     energy = alert.energy
     rights = alert.data_rights

@@ -191,7 +191,11 @@ class KafkaListener:
         self.messages = 0
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; reconnect with back-off on retryable failures."""
+        """Consume until ``stop`` is set; reconnect with back-off after any failure.
+
+        Nothing is committed for a batch that failed, so it is read again after
+        the reconnect; the archive's idempotency makes the repeat harmless.
+        """
         delay = 1.0
         while not stop.is_set():
             try:
@@ -199,12 +203,8 @@ class KafkaListener:
                 return
             except RetryableError as exc:
                 log.warning("Kafka listener: %s; reconnecting in %.0f s", exc, delay)
-            except Exception as exc:  # kafka-python raises its own tree for broker trouble
-                from kafka.errors import KafkaError
-
-                if not isinstance(exc, KafkaError):
-                    raise
-                log.warning("Kafka listener: %s; reconnecting in %.0f s", exc, delay)
+            except Exception:  # a listener must outlive anything one batch can throw
+                log.exception("Kafka listener failed; reconnecting in %.0f s", delay)
             stop.wait(delay)
             delay = min(delay * 2, 30.0)
 

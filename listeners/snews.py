@@ -280,7 +280,7 @@ def tier_alert(doc: Mapping[str, Any], tier: str, meta: MessageMeta, *,
     return _build_alert(
         id=meta.alert_ivorn(STREAM, local_id(event_id, 0)),
         source=meta.source, messenger="neutrino", facility=detector,
-        event_id=event_id, revision=0, alert_type="initial", role=_role(doc),
+        event_id=event_id, revision=0, alert_type="initial", role=_role(doc, meta),
         trigger_time=trigger_time, received_time=meta.received_at,
         localization=NoLocalization(), p_value=p_value,
         data_rights=TIER_DATA_RIGHTS, extra=extra,
@@ -321,7 +321,7 @@ def retraction_alert(doc: Mapping[str, Any], meta: MessageMeta) -> Alert:
     return _build_alert(
         id=meta.alert_ivorn(STREAM, local_id(event_id, revision)),
         source=meta.source, messenger="neutrino", facility=detector,
-        event_id=event_id, revision=revision, alert_type="retraction", role=_role(doc),
+        event_id=event_id, revision=revision, alert_type="retraction", role=_role(doc, meta),
         trigger_time=time, received_time=meta.received_at,
         localization=NoLocalization(), data_rights=TIER_DATA_RIGHTS, extra=extra,
     )
@@ -384,7 +384,7 @@ def coincidence_alert(doc: Mapping[str, Any], meta: MessageMeta) -> Alert:
         id=meta.alert_ivorn(STREAM, local_id(event_id, revision)),
         source=meta.source, messenger="neutrino", facility=FACILITY,
         event_id=event_id, revision=revision, alert_type=alert_type,
-        role="test" if is_test else "observation",
+        role="test" if is_test else _role(doc, meta),
         trigger_time=earliest, received_time=meta.received_at,
         localization=NoLocalization(), far_hz=far_hz, p_value=p_value,
         data_rights=ALERT_DATA_RIGHTS, provenance=Provenance(pipeline=CS_PIPELINE),
@@ -427,11 +427,21 @@ def _meta_flag(doc: Mapping[str, Any], key: str) -> bool:
     return parse_flag(value, field=key)
 
 
-def _role(doc: Mapping[str, Any]) -> str:
-    # A test that is also a drill is still a test: tests never mix with anything.
-    if _meta_flag(doc, "is_test"):
+_TEST_TOPIC = re.compile(r"test", re.IGNORECASE)
+_DRILL_TOPIC = re.compile(r"fire.?drill|drill", re.IGNORECASE)
+
+
+def _role(doc: Mapping[str, Any], meta: MessageMeta | None = None) -> str:
+    """test, drill or observation, from the message's flags and the topic's name.
+
+    SNEWS runs its fire drills on their own topics (``snews.alert-firedrill``);
+    a drill or test topic marks every message on it, whatever the flags say.
+    A test that is also a drill is still a test: tests never mix with anything.
+    """
+    topic = meta.source if meta is not None else ""
+    if _meta_flag(doc, "is_test") or _TEST_TOPIC.search(topic):
         return "test"
-    if _meta_flag(doc, "is_firedrill"):
+    if _meta_flag(doc, "is_firedrill") or _DRILL_TOPIC.search(topic):
         return "drill"
     return "observation"
 

@@ -98,7 +98,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lxml import etree
@@ -115,7 +115,14 @@ from alerts_schema.model import format_utc
 from broker.errors import NormalizationError, UnknownFormat
 from listeners import xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
-from listeners.common import finite_or_none, local_id, normalize_ra, parse_utc, rate_to_hz
+from listeners.common import (
+    finite_or_none,
+    local_id,
+    normalize_ra,
+    parse_utc,
+    rate_to_hz,
+    tai_minus_utc,
+)
 from listeners.detect import Format
 
 __all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "accepts", "handle", "looks_like_voevent",
@@ -498,9 +505,14 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
         raise NormalizationError(f"VOEvent {packet.ivorn} (role {packet.role}) has no event "
                                  "time in WhereWhen: a test or utility packet with nothing "
                                  "to alert on")
-    trigger_time = parse_utc(packet.time_text, field="WhereWhen ISOTime")
+    trigger_time, scale_note, scale_error_s = _to_utc(
+        parse_utc(packet.time_text, field="WhereWhen ISOTime"), packet.coord_system)
 
     fields = _family_fields(packet, packet_type, gcn, trigger_time)
+    if scale_error_s:
+        fields.trigger_time_error_s = max(fields.trigger_time_error_s or 0.0, scale_error_s)
+    if scale_note:
+        fields.extra["time_scale_note"] = scale_note
     localization = _localization(packet, fields)
     if (fields.role or packet.role) in ("test", "utility") and not _identifies_event(packet) \
             and isinstance(localization, NoLocalization):
@@ -954,10 +966,41 @@ def _meta_id(packet: _Packet) -> str | None:
     return None
 
 
+# Barycentric times differ from the geocentric arrival time by the light travel
+# time across the Earth's orbit, up to 499 s, which depends on the direction.
+_BARYCENTRIC_UNCERTAINTY_S = 500.0
+
+
+def _to_utc(time: datetime, coord_system: str | None) -> tuple[datetime, str | None, float]:
+    """The UTC instant of a WhereWhen time in the packet's time scale.
+
+    ``coord_system_id`` reads ``<time scale>-<frame>-<reference position>``
+    (``UTC-FK5-GEO``, ``TT-ICRS-TOPO``, ``TDB-ICRS-BARY``).  TAI, TT and GPS
+    times are converted with the leap-second table; TDB is taken as TT
+    (within 2 ms).  A barycentric time cannot be brought to the Earth without
+    the ephemeris, so it is kept with an uncertainty of 500 s and a note.
+    Returns (UTC time, note for ``extra`` or None, extra uncertainty in s).
+    """
+    parts = (coord_system or "UTC").upper().split("-")
+    scale, position = parts[0], parts[-1] if len(parts) > 1 else "GEO"
+    offset_s = {"UTC": None, "TAI": 0.0, "TT": 32.184, "TDB": 32.184, "GPS": -19.0}.get(scale)
+    utc = time
+    if offset_s is not None:
+        # TAI - UTC at the instant (the table is by UTC date; a second's slip at
+        # the boundary is below any coincidence window).
+        utc = time - timedelta(seconds=offset_s + tai_minus_utc(time))
+    if position == "BARY":
+        return utc, (f"time in {coord_system}: barycentric, kept to within "
+                     f"{_BARYCENTRIC_UNCERTAINTY_S:.0f} s"), _BARYCENTRIC_UNCERTAINTY_S
+    if scale not in ("UTC", "TAI", "TT", "TDB", "GPS"):
+        return utc, f"time scale {scale!r} of {coord_system} taken as UTC", 0.0
+    return utc, None, 0.0
+
+
 def _is_zero(value: str) -> bool:
     """GCN writes TrigID 0 (``000000``) for "no trigger number" (AGILE, INTEGRAL tests)."""
     text = value.strip()
-    return text.isdigit() and int(text) == 0
+    return bool(text) and set(text) == {"0"}
 
 
 def _identifies_event(packet: _Packet) -> bool:
@@ -1018,7 +1061,8 @@ def _typed(text: str | None) -> Any:
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
     if _INT.match(value):
-        return int(value)
+        # Past 18 digits it is an identifier, not a number (and int() stops at 4,300).
+        return int(value) if len(value.lstrip("+-")) <= 18 else value
     if _FLOAT.match(value) and ("." in value or "e" in value.lower()):
         number = float(value)
         if math.isfinite(number):

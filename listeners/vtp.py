@@ -16,7 +16,7 @@ import threading
 import time
 
 from broker.archive import RawMessage
-from broker.errors import InputError
+from broker.errors import ArchiveUnavailable, InputError
 from broker.ingest import Ingestor
 from listeners import xml_safe
 from listeners.vtp_protocol import FrameTooLarge, frame, read_frame, transport
@@ -60,9 +60,11 @@ class VTPSubscriber:
         self.events = 0
         self.connections = 0
         self.connected = threading.Event()
+        self._stop: threading.Event | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Receive until ``stop`` is set, reconnecting with back-off (1 s doubling to 30 s)."""
+        self._stop = stop
         delay = 1.0
         while not stop.is_set():
             try:
@@ -76,6 +78,8 @@ class VTPSubscriber:
             except (OSError, ConnectionError) as exc:
                 if not stop.is_set():
                     log.info("VTP: %s: %s; reconnecting in %.0f s", self.source, exc, delay)
+            except Exception:  # a listener must outlive anything one frame can throw
+                log.exception("VTP: %s failed; reconnecting in %.0f s", self.source, delay)
             finally:
                 self.connected.clear()
             if stop.wait(delay):
@@ -104,6 +108,21 @@ class VTPSubscriber:
             if reply:
                 sock.sendall(frame(reply))
 
+    def _archive(self, raw: RawMessage) -> None:
+        """Ingest one event, waiting out an archive outage rather than dropping it.
+
+        VTP has no replay: an event not archived now is lost, so the frame is
+        held (and not acknowledged) until the archive is back or we stop.
+        """
+        while True:
+            try:
+                self.ingestor.ingest([raw])
+                return
+            except ArchiveUnavailable as exc:
+                log.warning("VTP: archive unavailable (%s); holding %s", exc, raw.sha256[:12])
+                if self._stop is not None and self._stop.wait(2.0):
+                    raise ConnectionError("stopping with an event not archived") from exc
+
     def _handle(self, payload: bytes) -> bytes | None:
         """Archive a VOEvent or answer a Transport message; the reply to send, if any."""
         try:
@@ -124,7 +143,7 @@ class VTPSubscriber:
         # the bytes and quarantines what it cannot normalize, with the reason.
         raw = self.ingestor.receive(self.source, payload,
                                     transport={"vtp": {"peer": self.source}})
-        self.ingestor.ingest([raw])
+        self._archive(raw)
         self.events += 1
         ivorn = root.get("ivorn") if root is not None else None
         # Comet's subscribers ACK even refused events: a NAK would make the

@@ -457,3 +457,16 @@ def test_shared_scenarios() -> None:
 def test_shared_time_formats() -> None:
     for text in load(_shared("data-formats", "time_formats.json")):
         assert one({"detector_name": "JUNO", "neutrino_time": text}).trigger_time.year == 2023
+
+
+@pytest.mark.parametrize(("changes", "source", "role"), [
+    ({}, "snews.alert", "observation"),
+    ({"is_firedrill": True}, "snews.alert", "drill"),
+    ({"meta": {"is_firedrill": True}}, "snews.alert", "drill"),
+    ({}, "snews.alert-firedrill", "drill"),
+    ({"meta": {"is_test": True}}, "snews.alert-firedrill", "test"),
+    ({}, "snews.alert-test", "test"),
+])
+def test_coincidence_alert_roles(changes: dict[str, Any], source: str, role: str) -> None:
+    """Drills and tests are never observations, whether the flag or the topic says so."""
+    assert one(cs_alert(**changes), source=source).role == role

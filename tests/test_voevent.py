@@ -8,13 +8,14 @@ end runs every VOEvent in ../shared/samples when it is present.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from alerts_schema import Alert, validation_errors
-from broker.errors import HostileInput, NormalizationError, UnknownFormat
+from broker.errors import HostileInput, InputError, NormalizationError, UnknownFormat
 from listeners import voevent
 from listeners.base import MessageMeta, Normalized
 from listeners.common import SECONDS_PER_YEAR
@@ -553,3 +554,35 @@ def test_notices_of_one_trigger_on_different_topics_form_one_series() -> None:
     xrt = sample("XRT_Pos_655721-326.xml", "gcn.classic.voevent.SWIFT_XRT_POSITION")
     assert (bat.source, bat.event_id) == (xrt.source, xrt.event_id)
     assert bat.revision < xrt.revision
+
+
+@pytest.mark.parametrize("trig_id", ["²", "9" * 5000, "0" * 30])
+def test_odd_identifiers_are_clear_errors_or_alerts(trig_id: str) -> None:
+    """No identifier text may crash the normalizer with a bare ValueError."""
+    xml = (DATA / "BAT_GRB_Pos_655721-214.xml").read_bytes().replace(
+        b'name="TrigID" value="655721"', f'name="TrigID" value="{trig_id}"'.encode())
+    try:
+        result = voevent.normalize(xml, meta("gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK"))
+    except InputError as exc:
+        assert exc.reason
+    else:
+        for alert in result.alerts:
+            assert not validation_errors("alert", alert.to_document())
+
+
+@pytest.mark.parametrize(("system", "shift_s", "note"), [
+    ("UTC-FK5-GEO", 0.0, False),
+    ("TT-ICRS-TOPO", -(32.184 + 36), False),   # 2015: TAI - UTC = 36 s
+    ("TAI-ICRS-GEO", -36.0, False),
+    ("GPS-ICRS-GEO", -(36 - 19), False),
+    ("TDB-ICRS-BARY", -(32.184 + 36), True),
+])
+def test_time_scales_become_utc(system: str, shift_s: float, note: bool) -> None:
+    xml = (DATA / "BAT_GRB_Pos_655721-214.xml").read_bytes()
+    xml = re.sub(rb'coord_system_id="[^"]*"', f'coord_system_id="{system}"'.encode(), xml)
+    alert = voevent.normalize(xml, meta("gcn.classic.voevent.x")).alerts[0]
+    base = datetime(2015, 9, 15, 21, 18, 24, 860000, tzinfo=UTC)
+    assert abs((alert.trigger_time - base).total_seconds() - shift_s) < 1e-3
+    assert ("time_scale_note" in alert.extra) is note
+    if note:
+        assert alert.trigger_time_error_s == 500.0

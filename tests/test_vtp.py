@@ -134,3 +134,32 @@ def test_oversize_frame_is_quarantined_and_the_connection_dropped(
         worker.join(10)
     (entry,) = archive.list_quarantine()
     assert entry["truncated"] and "exceeds" in entry["reason"]
+
+
+def test_event_is_held_through_an_archive_outage(archive: Archive, ingestor: Ingestor,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """VTP has no replay: an event arriving while the archive is down waits, then lands."""
+    from broker.errors import ArchiveUnavailable
+
+    real = ingestor.ingest
+    outage = {"left": 3}
+
+    def flaky(raws):  # type: ignore[no-untyped-def]
+        if outage["left"]:
+            outage["left"] -= 1
+            raise ArchiveUnavailable("database restarting")
+        return real(raws)
+
+    monkeypatch.setattr(ingestor, "ingest", flaky)
+    port, thread, replies = _fake_peer([frame(_voevent(42))])
+    sub = VTPSubscriber("127.0.0.1", port, ingestor, local_ivo="ivo://test.mmbroker/sub")
+    stop = threading.Event()
+    worker = threading.Thread(target=sub.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        assert wait_for(lambda: archive.count_alerts() == 1, 30)
+        thread.join(10)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert outage["left"] == 0 and replies and b'role="ack"' in replies[0]
