@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
+
+import numpy as np
 
 from broker.errors import HostileInput, MalformedInput
 
@@ -65,23 +68,19 @@ def _finite_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_DELTA = np.zeros(256, dtype=np.int8)
+_DELTA[[ord("["), ord("{")]] = 1
+_DELTA[[ord("]"), ord("}")]] = -1
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _max_depth(data: bytes) -> int:
-    """Bracket nesting depth outside strings, found in one pass without decoding."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
+    """Bracket nesting depth outside strings, without decoding.
+
+    Strings are blanked by one regex pass and the brackets summed by numpy,
+    both at C speed (a byte loop in Python took a second for 16 MB).
+    """
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    depth = np.cumsum(_DELTA[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int32)
+    return int(depth.max()) if depth.size else 0
