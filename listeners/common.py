@@ -264,3 +264,43 @@ def rate_to_hz(value: Any, unit: str | None, *, field: str = "rate") -> float | 
     if key not in _RATE_UNITS_TO_HZ:
         raise NormalizationError(f"{field}: unit {unit!r} is not a rate unit (Hz, yr^-1, day^-1)")
     return number * _RATE_UNITS_TO_HZ[key]
+
+
+def survey_detection(meta: Any, *, stream: str, facility: str, event_id: str, ra_deg: float,
+                     dec_deg: float, error_radius_deg: float, containment: float,
+                     trigger_time: datetime, data_rights: str, pipeline: str,
+                     pipeline_version: str | None, extra: dict[str, Any], what: str) -> Any:
+    """The Alert of one optical survey detection (ZTF candidate, Rubin DIASource).
+
+    Survey detections are single-revision observations at a point; the
+    streams differ only in the values passed here.  ``what`` names the
+    detection in error reasons.
+
+    Raises
+    ------
+    NormalizationError
+        When a value breaks the Alert contract (first violation and its path).
+    """
+    from pydantic import ValidationError
+
+    from alerts_schema import Alert, DataRights, PointLocalization, Provenance
+
+    try:
+        return Alert(
+            schema_version="1.0",
+            id=meta.alert_ivorn(stream, local_id(event_id, 0)),
+            source=stream if meta.source == "file" else meta.source,
+            messenger="optical", facility=facility, event_id=event_id, revision=0,
+            alert_type="initial", role="observation", trigger_time=trigger_time,
+            localization=PointLocalization(ra_deg=normalize_ra(ra_deg), dec_deg=dec_deg,
+                                           error_radius_deg=error_radius_deg,
+                                           containment=containment),
+            data_rights=DataRights(level=data_rights),
+            provenance=Provenance(pipeline=pipeline, pipeline_version=pipeline_version,
+                                  reco_method="PSF-fit photometry on the difference image"),
+            extra=extra,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise NormalizationError(f"{what}: {first['msg']} at "
+                                 f"{'.'.join(map(str, first['loc']))}") from exc

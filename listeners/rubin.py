@@ -48,13 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from fastavro.schema import load_schema
-from pydantic import ValidationError
 
-from alerts_schema import SCHEMA_VERSION, Alert, DataRights, PointLocalization, Provenance
+from alerts_schema import Alert
 from broker.errors import ConfigurationError, InputError, MalformedInput, NormalizationError
 from listeners import avro
 from listeners.base import MessageMeta, Normalized
-from listeners.common import finite_or_none, local_id, normalize_ra, tai_mjd_to_utc
+from listeners.common import finite_or_none, survey_detection, tai_mjd_to_utc
 from listeners.detect import Format
 
 __all__ = [
@@ -385,31 +384,12 @@ def _alert(record: dict[str, Any], meta: MessageMeta, schema_name: str,
     time_key = "midpointMjdTai" if "midpointMjdTai" in source else "midPointTai"
     trigger_time = tai_mjd_to_utc(source.get(time_key), field=f"diaSource.{time_key}")
     event_id = str(dia_source_id)
-    try:
-        return Alert(
-            schema_version=SCHEMA_VERSION,
-            id=meta.alert_ivorn(STREAM, local_id(event_id, 0)),
-            source=STREAM if meta.source == "file" else meta.source,
-            messenger="optical",
-            facility=FACILITY,
-            event_id=event_id,
-            revision=0,
-            alert_type="initial",
-            role="observation",
-            trigger_time=trigger_time,
-            localization=PointLocalization(ra_deg=normalize_ra(ra), dec_deg=dec,
-                                           error_radius_deg=_error_radius_deg(source),
-                                           containment=CONTAINMENT),
-            data_rights=DataRights(level="public"),
-            provenance=Provenance(pipeline="Rubin Alert Production",
-                                  pipeline_version=schema_name or None,
-                                  reco_method="PSF-fit photometry on the difference image"),
-            extra=_extra(record, source, schema_name, schema_id),
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise NormalizationError(f"{what}: {first['msg']} at "
-                                 f"{'.'.join(map(str, first['loc']))}") from exc
+    return survey_detection(
+        meta, stream=STREAM, facility=FACILITY, event_id=event_id, ra_deg=ra, dec_deg=dec,
+        error_radius_deg=_error_radius_deg(source), containment=CONTAINMENT,
+        trigger_time=trigger_time, data_rights="public", pipeline="Rubin Alert Production",
+        pipeline_version=schema_name or None,
+        extra=_extra(record, source, schema_name, schema_id), what=what)
 
 
 def _error_radius_deg(source: dict[str, Any]) -> float:

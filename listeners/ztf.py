@@ -33,13 +33,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import ValidationError
-
-from alerts_schema import SCHEMA_VERSION, Alert, DataRights, PointLocalization, Provenance
+from alerts_schema import Alert
 from broker.errors import NormalizationError
 from listeners import avro
 from listeners.base import MessageMeta, Normalized
-from listeners.common import finite_or_none, jd_to_utc, local_id, normalize_ra
+from listeners.common import finite_or_none, jd_to_utc, survey_detection
 from listeners.detect import Format
 
 __all__ = [
@@ -144,30 +142,13 @@ def _alert(record: dict[str, Any], meta: MessageMeta, schema_name: str,
     trigger_time = jd_to_utc(candidate.get("jd"), field="candidate.jd")
     programid = candidate.get("programid")
     event_id = str(candid)
-    try:
-        return Alert(
-            schema_version=SCHEMA_VERSION,
-            id=meta.alert_ivorn(STREAM, local_id(event_id, 0)),
-            source=STREAM if meta.source == "file" else meta.source,
-            messenger="optical",
-            facility=FACILITY,
-            event_id=event_id,
-            revision=0,
-            alert_type="initial",
-            role="observation",
-            trigger_time=trigger_time,
-            localization=PointLocalization(ra_deg=normalize_ra(ra), dec_deg=dec,
-                                           error_radius_deg=ERROR_RADIUS_DEG,
-                                           containment=CONTAINMENT),
-            data_rights=DataRights(level="public" if programid == PUBLIC_PROGRAM_ID
-                                   else "proprietary"),
-            provenance=Provenance(pipeline="ZTF alert pipeline (IPAC)",
-                                  reco_method="PSF-fit photometry on the difference image"),
-            extra=_extra(record, candidate, candid, schema_name, raw_only),
-        )
-    except ValidationError as exc:
-        raise NormalizationError(f"ZTF alert {candid}: {exc.errors()[0]['msg']} at "
-                                 f"{'.'.join(map(str, exc.errors()[0]['loc']))}") from exc
+    return survey_detection(
+        meta, stream=STREAM, facility=FACILITY, event_id=event_id, ra_deg=ra, dec_deg=dec,
+        error_radius_deg=ERROR_RADIUS_DEG, containment=CONTAINMENT, trigger_time=trigger_time,
+        data_rights="public" if programid == PUBLIC_PROGRAM_ID else "proprietary",
+        pipeline="ZTF alert pipeline (IPAC)", pipeline_version=None,
+        extra=_extra(record, candidate, candid, schema_name, raw_only),
+        what=f"ZTF alert {candid}")
 
 
 def _extra(record: dict[str, Any], candidate: dict[str, Any], candid: int, schema_name: str,
