@@ -118,3 +118,22 @@ def test_tokens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert listed["name"] == "km3" and token not in json.dumps(listed)
     assert main(["--db", db, "token", "revoke", str(listed["id"])]) == 0
     assert main(["--db", db, "token", "revoke", str(listed["id"])]) == 1
+
+
+def test_streams_shows_health_and_heartbeats(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "streams.sqlite3")
+    data = Path(__file__).parent / "data"
+    assert main(["--db", db, "ingest", "--source", "gcn.heartbeat", "-f", "json",
+                 str(data / "gcn" / "gcn.heartbeat.example.json")]) == 0
+    assert main(["--db", db, "ingest", "--source", "gcn.notices.swift.bat.guano", "-f", "json",
+                 str(data / "gcn" / "notices__swift__bat__Guano.example.json"),
+                 str(tmp_path.joinpath("junk.json").write_bytes(b"{") and
+                     tmp_path / "junk.json")]) == 0
+    capsys.readouterr()
+    assert main(["--db", db, "streams", "-f", "json"]) == 0
+    rows = {r["stream"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["gcn.heartbeat"]["heartbeat_age_s"] is not None
+    guano = rows["gcn.notices.swift.bat.guano"]
+    assert (guano["messages"], guano["quarantined"]) == (2, 1)
+    assert guano["last_message_age_s"] < 60
