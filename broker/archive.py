@@ -23,12 +23,13 @@ from sqlalchemy import Engine, Select, and_, case, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from alerts_schema import Alert
+from alerts_schema import Alert, Coincidence
 from broker import migrate
 from broker.db import insert_ignoring_conflicts, is_sqlite, make_engine, transaction
 from broker.errors import IngestConflict, PermanentError
 from broker.models import (
     AlertRow,
+    CoincidenceMember,
     CoincidenceRow,
     QuarantineEntry,
     RawPayload,
@@ -82,6 +83,7 @@ class Outcome:
     ivorn: str | None = None
     alert_id: int | None = None
     reason: str | None = None
+    alert: Alert | None = None  # as archived (receipt fields set); None for failures
 
 
 RECEIPT_FIELDS = ("received_time", "raw_sha256", "raw_ref")
@@ -98,13 +100,17 @@ def content_sha256(document: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
-    """The ``alerts`` columns for ``alert`` received as ``raw``."""
-    alert = alert.model_copy(update={
+def with_receipt(alert: Alert, raw: RawMessage) -> Alert:
+    """``alert`` as the archive keeps it: when and in which bytes it arrived."""
+    return alert.model_copy(update={
         "received_time": raw.received_at,
         "raw_sha256": raw.sha256,
         "raw_ref": f"/api/v1/raw/{raw.sha256}",
     })
+
+
+def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
+    """The ``alerts`` columns for ``alert`` (with its receipt, see :func:`with_receipt`)."""
     loc = alert.localization
     ra = getattr(loc, "ra_deg", None)
     dec = getattr(loc, "dec_deg", None)
@@ -227,7 +233,9 @@ class Archive:
             if isinstance(result, PermanentError):
                 quarantine.append((raw, result))
                 continue
-            pending.extend((raw, a, alert_row_values(a, raw)) for a in result.alerts)
+            for received in result.alerts:
+                archived = with_receipt(received, raw)
+                pending.append((raw, archived, alert_row_values(archived, raw)))
             for sky in result.skymaps:
                 skymaps[sky.sha256] = {"sha256": sky.sha256, "data": sky.data,
                                        "format": sky.format, "size_bytes": len(sky.data),
@@ -256,7 +264,7 @@ class Archive:
                 if key in inserted and key not in claimed:
                     claimed.add(key)
                     outcomes.append(Outcome("archived", raw.source, raw.sha256, alert.id,
-                                            inserted[key]))
+                                            inserted[key], alert=alert))
                     continue
                 match = existing.get(key) or self._claimed_row(conn, key)
                 if match is None:
@@ -264,7 +272,7 @@ class Archive:
                         f"IVORN {alert.id} is already used by another alert")))
                 elif match[1] == values["content_sha256"]:
                     outcomes.append(Outcome("duplicate", raw.source, raw.sha256, alert.id,
-                                            match[0]))
+                                            match[0], alert=alert))
                 else:
                     quarantine.append((raw, IngestConflict(*key, match[1],
                                                            values["content_sha256"])))
@@ -353,6 +361,57 @@ class Archive:
             AlertRow.source == key[0], AlertRow.event_id == key[1],
             AlertRow.revision == key[2])).first()
         return (row.id, row.content_sha256) if row else None
+
+    def store_coincidences(self, results: Sequence[tuple[str, Coincidence]]) -> list[bool]:
+        """Store cross-match results, idempotently by result key; True for each new row.
+
+        ``results`` pairs each :class:`~alerts_schema.Coincidence` with its result
+        key (SHA-256 of member ids, member revisions and config hash): the same
+        result computed twice (a replay, a second worker) is stored once.  Members
+        are linked to their archived alert rows by IVORN.
+        """
+        if not results:
+            return []
+        table = CoincidenceRow.__table__
+        members = CoincidenceMember.__table__
+        new: list[bool] = []
+        with transaction(self.engine) as conn:
+            ivorns = {m.alert_id for _, c in results for m in c.members}
+            alert_ids = dict(conn.execute(select(AlertRow.ivorn, AlertRow.id)
+                                          .where(AlertRow.ivorn.in_(sorted(ivorns)))).all())
+            for key, coinc in sorted(results, key=lambda r: r[0]):
+                supersedes_id = None
+                if coinc.supersedes:
+                    supersedes_id = conn.execute(select(table.c.id).where(
+                        table.c.ivorn == coinc.supersedes)).scalar_one_or_none()
+                loc = coinc.localization
+                ra, dec = getattr(loc, "ra_deg", None), getattr(loc, "dec_deg", None)
+                rows = insert_ignoring_conflicts(conn, table, [{
+                    "ivorn": coinc.id, "result_key": key, "pairing": coinc.pairing,
+                    "state": coinc.state, "revision": coinc.revision,
+                    "supersedes_id": supersedes_id, "reference_time": coinc.reference_time,
+                    "ra_deg": ra, "dec_deg": dec,
+                    "hpx29": nested29(ra, dec) if ra is not None and dec is not None else None,
+                    "overlap": coinc.spatial_overlap.integral if coinc.spatial_overlap else None,
+                    "engine_version": coinc.engine_version, "config_hash": coinc.config_hash,
+                    "created_at": coinc.created_time, "document": coinc.to_document()}],
+                    returning=("id",))
+                new.append(bool(rows))
+                if rows:
+                    missing = [m.alert_id for m in coinc.members if m.alert_id not in alert_ids]
+                    if missing:
+                        raise PermanentError(f"coincidence {coinc.id} names alerts the archive "
+                                             f"does not hold: {', '.join(missing)}")
+                    conn.execute(members.insert(), [
+                        {"coincidence_id": rows[0][0], "alert_id": alert_ids[m.alert_id],
+                         "time_offset_s": m.time_offset_s} for m in coinc.members])
+        return new
+
+    def skymap(self, sha256: str) -> bytes | None:
+        """The sky map file stored under ``sha256``, or None."""
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(Skymap.data)
+                                .where(Skymap.sha256 == sha256)).scalar_one_or_none()
 
     # -- reads ----------------------------------------------------------------
 

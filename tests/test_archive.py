@@ -373,3 +373,23 @@ def test_a_row_the_database_refuses_costs_one_message(
     (entry,) = archive.list_quarantine()
     assert "the archive refused it" in entry["reason"] and "out of range" in entry["reason"]
     assert archive.count_alerts() == 4
+
+
+def test_coincidences_are_stored_once_with_their_members(archive: Archive) -> None:
+    import alerts_schema
+    from alerts_schema import Coincidence
+
+    ingestor = Ingestor(archive, authority="local.mmbroker")
+    examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
+    ingestor.ingest([RawMessage("file", examples[name]) for name in (
+        "alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json")])
+    coinc = Coincidence.model_validate_json(
+        alerts_schema.example_paths("coincidence")[0].read_bytes())
+    assert archive.store_coincidences([("k" * 64, coinc)]) == [True]
+    assert archive.store_coincidences([("k" * 64, coinc)]) == [False]  # same result key
+    (stored,) = archive.list_coincidences()
+    assert stored["id"] == coinc.id and len(stored["members"]) == 2
+    from broker.models import CoincidenceMember
+    with archive.engine.connect() as conn:
+        offsets = sorted(r.time_offset_s for r in conn.execute(select(CoincidenceMember)))
+    assert offsets == [0.0, 1.71]
