@@ -176,19 +176,24 @@ def _start_listeners(app: Any, settings: Settings) -> None:
 
 def _run_demo(app: Any, settings: Settings, console: Any) -> None:
     from broker import demo
-    from broker.ingest import Ingestor
 
-    ingestor = Ingestor(app.state.archive, authority=settings.ivorn_authority)
-    console.print("[bold cyan]demo[/]: replaying a neutrino trigger, a GRB and a GW alert "
-                  "(role=test)")
+    console.print("[bold cyan]demo[/]: replaying a neutrino trigger, a Fermi GBM burst and an "
+                  "LVK alert with its sky map (all role=test)")
 
-    def report(doc: dict[str, Any], outcome: Any) -> None:
-        console.print(f"[bold cyan]demo[/]: {doc['facility']:>8} {doc['messenger']:<18} "
-                      f"{doc['trigger_time']}  -> {outcome.status} {outcome.ivorn}")
+    def report(label: str, outcome: Any) -> None:
+        alert = outcome.alert
+        what = (f"{alert.facility:>8} {alert.messenger:<18} {format_time(alert)}"
+                if alert else label)
+        console.print(f"[bold cyan]demo[/]: {what} -> {outcome.status} "
+                      f"{outcome.ivorn or outcome.reason}")
 
-    demo.run(ingestor, report=report)
+    demo.run(app.state.ingestor, report=report)
     console.print("[bold cyan]demo[/]: done; list them with "
                   "`mmbroker alerts list --role test`")
+
+
+def format_time(alert: Any) -> str:
+    return alert.trigger_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _redact(url: str) -> str:
