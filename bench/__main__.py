@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query", "listeners")
+BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insert-single", type=int, default=500,
                    help="Alerts ingested one per transaction.")
     p.add_argument("--batch", type=int, default=500, help="Batch size.")
+    p.add_argument("--live", type=int, default=1_000_000,
+                   help="Live alerts in the index and cross-match benchmarks.")
     p.add_argument("--listener-messages", type=int, default=5000,
                    help="Messages per stream for the listener benchmark.")
     p.add_argument("--rebuild", action="store_true",
@@ -47,6 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]PostgreSQL skipped:[/] {reason}")
         backends = [b for b in backends if b != "postgresql"]
     figures = []
+    if "index" in args.benchmarks:
+        from bench.index_bench import bench_index
+
+        figures += bench_index(n_live=args.live)
+    if "overlap" in args.benchmarks:
+        from bench.overlap_bench import bench_overlap
+
+        figures += bench_overlap()
+    if "crossmatch" in args.benchmarks:
+        from bench.crossmatch_bench import bench_crossmatch
+
+        figures += bench_crossmatch(n_live=args.live)
     if "listeners" in args.benchmarks:
         figures += listeners_bench.bench_listeners(args.listener_messages, args.batch, backends)
     for backend in backends:

@@ -53,12 +53,13 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from broker.listening import configure_normalizers, make_ingestor
+        from broker.listening import configure_normalizers, make_pipeline
 
         app.state.archive = archive or Archive.open(settings.effective_database_url)
         app.state.settings = settings
         configure_normalizers(settings)
-        app.state.ingestor = make_ingestor(settings, app.state.archive)
+        # Every transport of this process feeds one pipeline: one cross-match state.
+        app.state.ingestor = make_pipeline(settings, app.state.archive)
         for hook in on_startup or []:
             hook(app)
         try:

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="VTP brokers `serve` subscribes to, host:port (JSON list or "
                     "comma-separated).")
+    crossmatch_config: Path | None = Field(
+        default=None, description="Cross-match pairings file (TOML); unset: the shipped "
+                                  "crossmatch/pairings.toml. Its SHA-256 goes into every "
+                                  "coincidence.")
     rubin_schema_dir: Path | None = Field(
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")

@@ -12,10 +12,14 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from broker.archive import Archive
 from broker.config import Settings
 from broker.ingest import Ingestor
+
+if TYPE_CHECKING:
+    from broker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +52,39 @@ def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
                     max_message_bytes=settings.max_message_bytes)
 
 
-def start(settings: Settings, archive: Archive, *, kafka_topics: list[str] | None = None,
+def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
+                  warm: bool = True) -> Pipeline:
+    """Ingest + cross-match for this process: one engine every transport shares.
+
+    ``replay`` runs the engine on event time instead of the wall clock (files
+    of past alerts); ``warm`` reloads the live window from the archive.
+    """
+    import time
+
+    from broker.pipeline import Pipeline
+    from crossmatch.config import load_config
+    from crossmatch.engine import Engine
+
+    engine = Engine(load_config(settings.crossmatch_config),
+                    authority=settings.ivorn_authority, skymap_loader=archive.skymap,
+                    clock=None if replay else time.time)
+    pipeline = Pipeline(make_ingestor(settings, archive), engine)
+    if warm:
+        log.info("cross-match warmed with %d alerts of the live window", pipeline.warm())
+    return pipeline
+
+
+def start(settings: Settings, archive: Archive, *, sink: Any = None,
+          kafka_topics: list[str] | None = None,
           kafka_config: Mapping[str, str] | None = None, vtp_peers: list[str] | None = None,
           since: datetime | None = None, filters: tuple[str, ...] = ()) -> Listeners:
     """Start a listener per Kafka cluster and per VTP peer; returns them running.
 
     Parameters
     ----------
+    sink
+        What the listeners hand their messages to (a :class:`Pipeline`, shared);
+        default: a new pipeline for ``archive``.
     kafka_topics, vtp_peers
         Default to the settings' ``kafka_topics`` and ``vtp_peers``.
     kafka_config
@@ -67,6 +97,7 @@ def start(settings: Settings, archive: Archive, *, kafka_topics: list[str] | Non
 
     configure_normalizers(settings)
     running = Listeners()
+    sink = sink if sink is not None else make_pipeline(settings, archive)
     topics = settings.kafka_topics if kafka_topics is None else kafka_topics
     peers = settings.vtp_peers if vtp_peers is None else vtp_peers
     if topics:
@@ -75,13 +106,12 @@ def start(settings: Settings, archive: Archive, *, kafka_topics: list[str] | Non
         if "bootstrap.servers" not in config and settings.kafka_bootstrap and \
                 "domain" not in config:
             config["bootstrap.servers"] = settings.kafka_bootstrap
-        worker = KafkaListener(KafkaSource(list(topics), config),
-                               make_ingestor(settings, archive),
+        worker = KafkaListener(KafkaSource(list(topics), config), sink,
                                batch_size=settings.ingest_batch_size, since=since)
         _spawn(running, worker, "kafka")
     for peer in peers:
         host, _, port = peer.rpartition(":")
-        worker = VTPSubscriber(host, int(port), make_ingestor(settings, archive),
+        worker = VTPSubscriber(host, int(port), sink,
                                local_ivo=f"ivo://{settings.ivorn_authority}/mmbroker",
                                filters=filters, max_frame_bytes=settings.max_message_bytes)
         _spawn(running, worker, f"vtp:{peer}")

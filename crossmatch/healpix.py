@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 MAX_ORDER = 29
+QUERY_DISC_MAX_ORDER = 27
 NSIDE_29 = 1 << MAX_ORDER
 NPIX_29 = 12 * (1 << (2 * MAX_ORDER))
 # Pixel side at order 0, in degrees: sqrt(4 pi / 12) rad.
@@ -54,10 +55,14 @@ def cone_ranges(ra_deg: float, dec_deg: float, radius_deg: float) -> list[tuple[
 
     if radius_deg >= 180:
         return [(0, NPIX_29 - 1)]
-    order = order_for_radius(radius_deg)
+    # healpy's inclusive query_disc aborts the process (SIGABRT) above order 27.
+    order = order_for_radius(radius_deg, max_order=QUERY_DISC_MAX_ORDER)
     vec = healpy.ang2vec(ra_deg, dec_deg, lonlat=True)
     pixels = healpy.query_disc(1 << order, vec, math.radians(max(radius_deg, 1e-9)),
                                inclusive=True, nest=True)
+    # For a disc smaller than a pixel query_disc may return nothing, even inclusive.
+    centre = healpy.ang2pix(1 << order, ra_deg, dec_deg, nest=True, lonlat=True)
+    pixels = np.union1d(pixels, [centre])
     shift = 2 * (MAX_ORDER - order)
     return merge_ranges((int(p) << shift, ((int(p) + 1) << shift) - 1) for p in np.sort(pixels))
 

@@ -38,6 +38,7 @@ __all__ = [
     "SR_TO_DEG2",
     "MultiOrderMap",
     "read_multiorder",
+    "repair_negative_density",
     "uniq_to_order_ipix",
 ]
 
@@ -325,7 +326,8 @@ def _check_tiling(order: np.ndarray, ipix: np.ndarray, uniq: np.ndarray) -> None
 # -- reading FITS ------------------------------------------------------------------
 
 
-def read_multiorder(data: bytes, *, max_bytes: int = MAX_FITS_BYTES) -> MultiOrderMap:
+def read_multiorder(data: bytes, *, max_bytes: int = MAX_FITS_BYTES,
+                    negative_tolerance: float = 0.0) -> MultiOrderMap:
     """Read a HEALPix sky map FITS file from bytes.
 
     Reads the first binary table with a ``UNIQ`` column (multi-order, NUNIQ
@@ -340,6 +342,12 @@ def read_multiorder(data: bytes, *, max_bytes: int = MAX_FITS_BYTES) -> MultiOrd
         The FITS file (or its gzip), bytes.
     max_bytes
         Largest size accepted after decompression, bytes.
+    negative_tolerance
+        0 (the default) rejects any negative density.  Above 0, negative
+        pixels (and healpy's ``UNSEEN`` marker) holding at most this fraction
+        of the map's positive probability are set to 0 and noted, as
+        smoothing leaves in some flat maps; see
+        :func:`repair_negative_density`.
 
     Returns
     -------
@@ -369,7 +377,67 @@ def read_multiorder(data: bytes, *, max_bytes: int = MAX_FITS_BYTES) -> MultiOrd
         raise MalformedInput(f"sky map FITS is truncated or padded: {len(data)} bytes is not a "
                              f"multiple of {_FITS_BLOCK}")
     uniq, dens, meta, notes = _read_table(data)
+    if negative_tolerance > 0:
+        dens, repaired = repair_negative_density(uniq, dens, negative_tolerance)
+        notes = (*notes, *repaired)
     return MultiOrderMap(uniq, dens, meta=meta, notes=notes)
+
+
+def repair_negative_density(uniq: np.ndarray, probdensity: np.ndarray, tolerance: float
+                            ) -> tuple[np.ndarray, list[str]]:
+    """Clip slightly negative densities to zero, or refuse when they are not slight.
+
+    Smoothing a map in spherical harmonics (as some flat GRB maps are made)
+    rings slightly below zero far from the source; such pixels carry no
+    information and are set to 0.  healpy's ``UNSEEN`` marker (-1.6375e30,
+    "no data") is likewise read as 0.
+
+    Parameters
+    ----------
+    uniq
+        NUNIQ index of each pixel (for its area).
+    probdensity
+        Density of each pixel, sr^-1.
+    tolerance
+        Largest fraction of the positive probability the negative pixels
+        may hold (sum of |density| * area); 0 accepts none.
+
+    Returns
+    -------
+    probdensity, notes
+        A repaired copy and what was done, for ``MultiOrderMap.notes``.
+
+    Raises
+    ------
+    MalformedInput
+        When the negative pixels hold more than ``tolerance``.
+    """
+    import healpy
+
+    dens = np.array(probdensity, dtype=np.float64, copy=True).ravel()
+    notes: list[str] = []
+    unseen = dens == healpy.UNSEEN
+    if unseen.any():
+        dens[unseen] = 0.0
+        notes.append(f"{int(unseen.sum())} UNSEEN pixels read as probability 0")
+    negative = dens < 0
+    if not negative.any():
+        return dens, notes
+    order, _ = uniq_to_order_ipix(np.asarray(uniq, dtype=np.int64).ravel())
+    if order.shape != dens.shape:
+        return dens, notes  # MultiOrderMap reports the mismatch
+    area = (math.pi / 3.0) / np.power(4.0, np.clip(order, 0, MAX_ORDER))
+    finite = np.isfinite(dens)
+    positive = float(np.dot(np.where(finite & ~negative, dens, 0.0), area))
+    lost = float(np.dot(np.where(finite & negative, -dens, 0.0), area))
+    if not lost <= tolerance * positive:
+        raise MalformedInput(f"sky map has {int(negative.sum())} negative PROBDENSITY values "
+                             f"holding {lost:.3g} against {positive:.3g} positive probability "
+                             f"(more than the {tolerance:g} tolerated)")
+    dens[negative] = 0.0
+    notes.append(f"{int(negative.sum())} negative pixels ({lost / positive:.2e} of the "
+                 "probability) clipped to 0")
+    return dens, notes
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:

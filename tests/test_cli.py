@@ -84,8 +84,18 @@ def test_ingest_then_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (entry,) = json.loads(capsys.readouterr().out)
     assert "invalid JSON" in entry["reason"]
 
+    # The examples are one scenario: the engine finds its three pairs while ingesting.
     assert main(["--db", db, "coincidences", "list", "-f", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    coincidences = {c["pairing"]: c for c in json.loads(capsys.readouterr().out)}
+    assert set(coincidences) == {"hen-grb", "gw_cbc-grb", "gw-hen"}
+    gw_grb = coincidences["gw_cbc-grb"]
+    assert [(m["facility"], m["time_offset_s"]) for m in gw_grb["members"]] == [
+        ("LVK", 0.0), ("Fermi", 1.71)]
+    assert {s["name"] for s in gw_grb["significance"]} == {"raven_temporal_far"}
+    hen_grb = coincidences["hen-grb"]
+    assert hen_grb["spatial_overlap"]["integral"] > 1  # the circles agree
+    for c in coincidences.values():
+        assert alerts_schema.validation_errors("coincidence", c) == []
 
 
 def test_ingest_shows_a_table_and_reasons(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import itertools
 
 import healpy
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,3 +78,11 @@ def test_separation_edge_cases() -> None:
     assert angular_separation_deg(0, 0, 180, 0) == 180.0
     assert abs(angular_separation_deg(359.9, 0, 0.1, 0) - 0.2) < 1e-9
     assert abs(angular_separation_deg(10, 90, 250, 90)) < 1e-9
+
+
+@pytest.mark.parametrize("radius", [0.0, 1e-12, 1e-9, 2e-7])
+def test_tiny_cones_do_not_abort(radius: float) -> None:
+    """healpy's query_disc aborts the process above order 27: tiny cones must not get there."""
+    ranges = cone_ranges(10.0, 20.0, radius)
+    pix = nested29(10.0, 20.0)
+    assert any(lo <= pix <= hi for lo, hi in ranges)
