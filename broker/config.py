@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         default=None, description="Cross-match pairings file (TOML); unset: the shipped "
                                   "crossmatch/pairings.toml. Its SHA-256 goes into every "
                                   "coincidence.")
+    crossmatch_live_window_s: float | None = Field(
+        default=None, gt=0,
+        description="Event time the cross-match engine keeps in memory, seconds; unset: the "
+                    "longest pairing window plus a day. Older partners are looked up in the "
+                    "archive.")
     rubin_schema_dir: Path | None = Field(
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")

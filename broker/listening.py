@@ -52,6 +52,24 @@ def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
                     max_message_bytes=settings.max_message_bytes)
 
 
+def archive_history(archive: Archive) -> Any:
+    """The engine's window into the past: a cone + time query on the archive."""
+    from datetime import UTC
+
+    from alerts_schema import Alert
+    from broker.archive import AlertQuery
+
+    def history(t_lo_s: float, t_hi_s: float, ra: float | None, dec: float | None,
+                radius: float | None) -> list[Alert]:
+        cone = (ra, dec, radius) if ra is not None and dec is not None and radius else None
+        docs = archive.list_alerts(AlertQuery(
+            since=datetime.fromtimestamp(t_lo_s, UTC), until=datetime.fromtimestamp(t_hi_s, UTC),
+            cone=cone, limit=200_000))
+        return [Alert.model_validate(d) for d in docs]
+
+    return history
+
+
 def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
                   warm: bool = True) -> Pipeline:
     """Ingest + cross-match for this process: one engine every transport shares.
@@ -67,7 +85,9 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
 
     engine = Engine(load_config(settings.crossmatch_config),
                     authority=settings.ivorn_authority, skymap_loader=archive.skymap,
-                    clock=None if replay else time.time)
+                    clock=None if replay else time.time,
+                    live_window_s=settings.crossmatch_live_window_s,
+                    history=archive_history(archive))
     pipeline = Pipeline(make_ingestor(settings, archive), engine)
     if warm:
         log.info("cross-match warmed with %d alerts of the live window", pipeline.warm())

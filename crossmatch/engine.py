@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 ENGINE_VERSION = "1.0.0"
 # I for two identical exact positions is infinite; JSON and the contract need a number.
 MAX_OVERLAP = 1e300
+EXPIRE_EVERY = 1000  # alerts processed between sweeps of the engine's own maps
 STREAM = "coincidence"
 
 EventKey = tuple[str, str]  # (source, event id): one physical event, all its revisions
@@ -108,12 +109,24 @@ class Engine:
     clock
         Wall clock in Unix seconds; None replays history, the newest event time
         seen standing in for "now" (``mmbroker ingest`` of old files).
+    live_window_s
+        How much event time the in-memory index keeps, seconds; default: the
+        longest pairing window plus a day.  Set it shorter when a stream is too
+        dense to hold for the longest window (Rubin fills 10 days with ~1e8
+        alerts): queries reaching further back go to ``history``.
+    history
+        ``(t_lo_s, t_hi_s, ra_deg, dec_deg, radius_deg) -> alerts`` from the
+        archive (the broker passes a cone + time query); positions None for a
+        time-only query.  Without it, results are limited to the live window.
     """
 
     config: CrossmatchConfig
     authority: str
     skymap_loader: Callable[[str], bytes | None] = lambda _sha: None
     clock: Callable[[], float] | None = time.time
+    live_window_s: float | None = None
+    history: Callable[[float, float, float | None, float | None, float | None],
+                      list[Alert]] | None = None
     index: LiveIndex = field(init=False)
     _events: dict[EventKey, Alert] = field(default_factory=dict, init=False)
     _by_ivorn: dict[str, EventKey] = field(default_factory=dict, init=False)
@@ -123,12 +136,14 @@ class Engine:
     _skymaps: dict[str, Any] = field(default_factory=dict, init=False)
     _detectors_on: dict[str, bool] = field(default_factory=dict, init=False)
 
+    _processed: int = field(default=0, init=False)
+
     def __post_init__(self) -> None:
         reach = max((max(abs(p.window_s[0]), abs(p.window_s[1])) for p in self.config.pairings),
                     default=0.0)
-        # Keep what any pairing can still reach from a new alert, plus a day of
-        # slack for late arrivals.
-        self.index = LiveIndex(window_s=reach + 86400.0)
+        # By default keep what any pairing can still reach from a new alert, plus
+        # a day of slack for late arrivals.
+        self.index = LiveIndex(window_s=self.live_window_s or reach + 86400.0)
 
     # -- inputs -------------------------------------------------------------------
 
@@ -171,6 +186,9 @@ class Engine:
             return [r for ident in sorted(self._of_event.get(key, ()))
                     if (r := self._retract(self._tracked[ident])) is not None]
         self._remember(alert, previous)
+        self._processed += 1
+        if self._processed % EXPIRE_EVERY == 0:
+            self._expire()
         results: list[Result] = []
         for ident in sorted(self._of_event.get(key, ())):
             tracked = self._tracked[ident]
@@ -200,6 +218,49 @@ class Engine:
             event_time_s=_epoch_s(alert.trigger_time), ra_deg=ra, dec_deg=dec,
             radius_deg=radius, payload=key),
             now_s=self.clock() if self.clock is not None else None)
+
+    def _expire(self) -> None:
+        """Forget events (and coincidences of only such events) the index has let go.
+
+        The index expires by itself; the engine's maps must follow it, or a
+        broker running for months would hold every alert it ever saw.
+        """
+        horizon = self.index.horizon_s
+        gone = {k for k, a in self._events.items() if _epoch_s(a.trigger_time) < horizon}
+        if not gone:
+            return
+        for key in gone:
+            alert = self._events.pop(key)
+            self._by_ivorn.pop(alert.id, None)
+            for ident in self._of_event.pop(key, ()):
+                tracked = self._tracked.get(ident)
+                if tracked is not None and all(k in gone or k not in self._events
+                                               for k in tracked.members):
+                    del self._tracked[ident]
+        self._by_ivorn = {i: k for i, k in self._by_ivorn.items() if k in self._events}
+
+    def _from_history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
+                      radius: float | None, live: list[IndexedAlert]) -> list[IndexedAlert]:
+        """The live results, plus the archive's for the part of the window the index lost."""
+        if self.history is None or self.index.covers(t_lo):
+            return live
+        known = {e.key for e in live}
+        found = list(live)
+        for past in self.history(t_lo, min(t_hi, self.index.horizon_s), ra, dec, radius):
+            if past.id in known:
+                continue
+            key = (past.source, past.event_id)
+            current = self._events.get(key)
+            if current is None or current.revision < past.revision:
+                self._events[key] = past  # known from now on, for the lifecycle
+                self._by_ivorn[past.id] = key
+            loc = past.localization
+            found.append(IndexedAlert(
+                key=past.id, stream=past.source, messenger=past.messenger,
+                facility=past.facility, role=role_class(past),
+                event_time_s=_epoch_s(past.trigger_time), ra_deg=getattr(loc, "ra_deg", None),
+                dec_deg=getattr(loc, "dec_deg", None), payload=key))
+        return found
 
     def _localization(self, alert: Alert) -> Any:
         sha = getattr(alert.localization, "skymap_sha256", None)
@@ -270,21 +331,27 @@ class Engine:
                     ) -> list[IndexedAlert]:
         """Index lookup: by sky when the pairing is spatial and the window long."""
         if not pairing.spatial or pairing.duration_s <= 3600:
-            return self.index.in_time(t_lo, t_hi)
+            return self._from_history(t_lo, t_hi, None, None, None,
+                                      self.index.in_time(t_lo, t_hi))
         loc = self._localization(alert)
+        level = pairing.credible_level or 0.9
         if isinstance(loc, SkyMap):
-            start, stop = loc.region(pairing.credible_level or 0.9)
+            start, stop = loc.region(level)
             ranges = np.column_stack((start, stop - 1)) if start.size else np.empty((0, 2))
-            return self.index.in_pixels(ranges, t_lo, t_hi) + [
+            live = self.index.in_pixels(ranges, t_lo, t_hi) + [
                 e for e in self.index.in_time(t_lo, t_hi) if e.hpx29 is None]
+            # The archive answers cones: the one around the map's peak holding its region.
+            ra, dec, radius = _bounding_cone(loc, level)
+            return self._from_history(t_lo, t_hi, ra, dec, radius, live)
         centre = getattr(alert.localization, "ra_deg", None), getattr(
             alert.localization, "dec_deg", None)
         if loc is None or centre[0] is None or centre[1] is None:
-            return self.index.in_time(t_lo, t_hi)
-        radius = loc.credible_radius_deg(pairing.credible_level or 0.9) \
-            if hasattr(loc, "credible_radius_deg") else 180.0
-        return self.index.in_cone(centre[0], centre[1], min(180.0, radius), t_lo, t_hi,
+            return self._from_history(t_lo, t_hi, None, None, None,
+                                      self.index.in_time(t_lo, t_hi))
+        radius = loc.credible_radius_deg(level) if hasattr(loc, "credible_radius_deg") else 180.0
+        live = self.index.in_cone(centre[0], centre[1], min(180.0, radius), t_lo, t_hi,
                                   add_entry_radius=True)
+        return self._from_history(t_lo, t_hi, centre[0], centre[1], min(180.0, radius), live)
 
     def _evaluate(self, pairing: Pairing, a: Alert, b: Alert
                   ) -> tuple[Overlap | None, list[Significance]] | None:
@@ -437,6 +504,21 @@ class Engine:
         if retracted:  # a retraction of the same members is its own result
             key = hashlib.sha256((key + ":retracted").encode()).hexdigest()
         return Result(key, coinc)
+
+
+def _bounding_cone(sky: SkyMap, level: float) -> tuple[float, float, float]:
+    """(ra, dec, radius) in degrees of a cone around the map's peak holding its region."""
+    centres = sky.centres
+    inside = np.nonzero(sky.credible_levels < level)[0]
+    peak = centres[int(np.argmax(sky.density))]
+    if inside.size == 0:
+        inside = np.array([int(np.argmax(sky.density))])
+    cos = np.clip(centres[inside] @ peak, -1.0, 1.0)
+    # Pixel centres lie inside their pixels: pad by the largest pixel's half-diagonal.
+    pad = np.degrees(np.sqrt(np.max(sky.area_sr[inside])))
+    ra, dec = (float(v) for v in np.degrees((np.arctan2(peak[1], peak[0]) % (2 * np.pi),
+                                              np.arcsin(peak[2]))))
+    return ra % 360.0, dec, float(min(180.0, np.degrees(np.arccos(cos.min())) + pad))
 
 
 def _detector(pairing: Pairing, alert: Alert) -> str:

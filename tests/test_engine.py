@@ -242,3 +242,39 @@ def test_identical_exact_positions_give_a_finite_overlap() -> None:
     (result,) = [r for r in results if r.coincidence.pairing == "hen-grb"]
     assert result.coincidence.spatial_overlap.integral == 1e300
     check(results)
+
+
+def test_engine_forgets_what_the_window_lets_go() -> None:
+    from crossmatch import engine as engine_module
+
+    e = Engine(CONFIG, authority="test.mmbroker", clock=None, live_window_s=3600.0)
+    feed(e, alert("gw", "S0"), alert("grb", "G0", 1.0))
+    for i in range(engine_module.EXPIRE_EVERY):
+        e.process(alert("nu", f"late{i}", 7200.0 + i, ra=float(i % 360)))
+    assert ("igwn.gwalert", "S0") not in e._events
+    assert not any(("igwn.gwalert", "S0") in t.members for t in e._tracked.values())
+    assert len(e._events) <= engine_module.EXPIRE_EVERY + 2
+
+
+def test_partners_beyond_the_live_window_come_from_history() -> None:
+    """A short memory still finds a neutrino-optical follow-up days later, via the archive."""
+    def optical(event_id: str, dt_s: float) -> Alert:
+        base = alert("nu", event_id, dt_s, radius=0.0003).to_document()
+        base.update(source="ztf", messenger="optical", facility="ZTF", instrument=None,
+                    id=f"ivo://test.mmbroker/ztf#{event_id}-0")
+        return Alert.model_validate(base)
+
+    neutrino = alert("nu", "N1", 0.0, radius=1.0)
+    later = optical("Z1", 2 * 86400.0)  # two days after, inside the 1 deg circle
+    asked: list[tuple[float, ...]] = []
+
+    def history(t_lo, t_hi, ra, dec, radius):  # type: ignore[no-untyped-def]
+        asked.append((t_lo, t_hi))
+        return [neutrino] if t_lo <= neutrino.trigger_time.timestamp() <= t_hi else []
+
+    e = Engine(CONFIG, authority="test.mmbroker", clock=None, live_window_s=3600.0,
+               history=history)
+    e.process(alert("gw", "S9", 2 * 86400.0 - 60))  # moves the index past the neutrino
+    results = e.process(later)
+    assert asked, "the engine did not ask the archive"
+    assert "hen-optical" in [r.coincidence.pairing for r in results]
