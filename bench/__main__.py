@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
         figures += bench_overlap()
     if "crossmatch" in args.benchmarks:
-        from bench.crossmatch_bench import bench_crossmatch
+        from bench.crossmatch_bench import bench_crossmatch, bench_skymap_vs_optical
 
         figures += bench_crossmatch(n_live=args.live)
+        figures += bench_skymap_vs_optical()
     if "listeners" in args.benchmarks:
         figures += listeners_bench.bench_listeners(args.listener_messages, args.batch, backends)
     for backend in backends:
