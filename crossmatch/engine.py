@@ -28,6 +28,7 @@ Results are idempotent per (member alert ids and revisions, config hash):
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import math
@@ -139,6 +140,9 @@ class Engine:
     _detectors_on: dict[str, bool] = field(default_factory=dict, init=False)
 
     _processed: int = field(default=0, init=False)
+    _by_time: list[tuple[float, EventKey]] = field(default_factory=list, init=False)
+    _ivorns_of: dict[EventKey, list[str]] = field(default_factory=lambda: defaultdict(list),
+                                                  init=False)
 
     def __post_init__(self) -> None:
         reach = max((max(abs(p.window_s[0]), abs(p.window_s[1])) for p in self.config.pairings),
@@ -180,7 +184,7 @@ class Engine:
         previous = self._events.get(key)
         if previous is not None and previous.revision >= alert.revision:
             return []  # an older revision arriving late changes nothing
-        self._by_ivorn[alert.id] = key
+        self._note_ivorn(alert.id, key)
         if alert.alert_type == "retraction":
             self._events[key] = alert
             if previous is not None:
@@ -208,7 +212,8 @@ class Engine:
         if previous is not None:
             self.index.remove(previous.id)
         self._events[key] = alert
-        self._by_ivorn[alert.id] = key
+        self._note_ivorn(alert.id, key)
+        heapq.heappush(self._by_time, (_epoch_s(alert.trigger_time), key))
         if alert.alert_type == "retraction":
             return
         loc = alert.localization
@@ -221,25 +226,34 @@ class Engine:
             radius_deg=radius, payload=key),
             now_s=self.clock() if self.clock is not None else None)
 
+    def _note_ivorn(self, ivorn: str, key: EventKey) -> None:
+        if self._by_ivorn.get(ivorn) != key:
+            self._by_ivorn[ivorn] = key
+            self._ivorns_of[key].append(ivorn)
+
     def _expire(self) -> None:
         """Forget events (and coincidences of only such events) the index has let go.
 
         The index expires by itself; the engine's maps must follow it, or a
-        broker running for months would hold every alert it ever saw.
+        broker running for months would hold every alert it ever saw.  A heap
+        by event time makes each sweep cost what it removes, not the window.
         """
         horizon = self.index.horizon_s
-        gone = {k for k, a in self._events.items() if _epoch_s(a.trigger_time) < horizon}
-        if not gone:
-            return
+        gone: set[EventKey] = set()
+        while self._by_time and self._by_time[0][0] < horizon:
+            _, key = heapq.heappop(self._by_time)
+            alert = self._events.get(key)
+            if alert is not None and _epoch_s(alert.trigger_time) < horizon:
+                gone.add(key)  # (a later revision may have moved it inside: kept)
         for key in gone:
-            alert = self._events.pop(key)
-            self._by_ivorn.pop(alert.id, None)
+            self._events.pop(key)
+            for ivorn in self._ivorns_of.pop(key, ()):
+                self._by_ivorn.pop(ivorn, None)
             for ident in self._of_event.pop(key, ()):
                 tracked = self._tracked.get(ident)
                 if tracked is not None and all(k in gone or k not in self._events
                                                for k in tracked.members):
                     del self._tracked[ident]
-        self._by_ivorn = {i: k for i, k in self._by_ivorn.items() if k in self._events}
 
     def _from_history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
                       radius: float | None, live: list[IndexedAlert]) -> list[IndexedAlert]:
@@ -255,7 +269,8 @@ class Engine:
             current = self._events.get(key)
             if current is None or current.revision < past.revision:
                 self._events[key] = past  # known from now on, for the lifecycle
-                self._by_ivorn[past.id] = key
+                self._note_ivorn(past.id, key)
+                heapq.heappush(self._by_time, (_epoch_s(past.trigger_time), key))
             loc = past.localization
             found.append(IndexedAlert(
                 key=past.id, stream=past.source, messenger=past.messenger,
