@@ -39,7 +39,8 @@ ArchiveDep = Annotated[Archive, Depends(get_archive)]
 
 
 def create_app(settings: Settings, *, archive: Archive | None = None,
-               on_startup: list[Any] | None = None) -> FastAPI:
+               on_startup: list[Any] | None = None,
+               on_shutdown: list[Any] | None = None) -> FastAPI:
     """Build the broker's HTTP application.
 
     Parameters
@@ -65,6 +66,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         try:
             yield
         finally:
+            for hook in on_shutdown or []:
+                hook(app)
             if archive is None:
                 app.state.archive.close()
 
@@ -75,9 +78,10 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         lifespan=lifespan,
     )
 
-    from broker import triggers_api
+    from broker import triggers_api, voevents_api
 
     app.include_router(triggers_api.router)
+    app.include_router(voevents_api.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -407,6 +407,33 @@ class Archive:
                          "time_offset_s": m.time_offset_s} for m in coinc.members])
         return new
 
+    def receipts(self, ivorns: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """How each alert revision arrived: row id, source, transport, raw hash, time."""
+        wanted = sorted(set(ivorns))
+        if not wanted:
+            return {}
+        with transaction(self.engine, readonly=True) as conn:
+            rows = conn.execute(select(
+                AlertRow.ivorn, AlertRow.id, AlertRow.source, AlertRow.transport,
+                AlertRow.raw_sha256, AlertRow.received_at).where(AlertRow.ivorn.in_(wanted)))
+            return {r.ivorn: {"id": r.id, "source": r.source, "transport": r.transport or {},
+                              "raw_sha256": r.raw_sha256, "received_at": r.received_at}
+                    for r in rows}
+
+    def previous_revision(self, source: str, event_id: str, revision: int) -> str | None:
+        """IVORN of the newest archived revision of the event below ``revision``."""
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(
+                select(AlertRow.ivorn).where(AlertRow.source == source,
+                                             AlertRow.event_id == event_id,
+                                             AlertRow.revision < revision)
+                .order_by(AlertRow.revision.desc()).limit(1)).scalar_one_or_none()
+
+    def coincidence_row_id(self, ivorn: str) -> int | None:
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(CoincidenceRow.id).where(
+                CoincidenceRow.ivorn == ivorn)).scalar_one_or_none()
+
     def skymap(self, sha256: str) -> bytes | None:
         """The sky map file stored under ``sha256``, or None."""
         with transaction(self.engine, readonly=True) as conn:
@@ -491,6 +518,11 @@ class Archive:
                  "error_class": q.error_class, "received_at": q.received_at.isoformat(),
                  "raw_sha256": q.raw_sha256, "truncated": q.truncated}
                 for q in conn.execute(stmt)]
+
+    def get_coincidence(self, ivorn: str) -> dict[str, Any] | None:
+        with transaction(self.engine, readonly=True) as conn:
+            return conn.execute(select(CoincidenceRow.document)
+                                .where(CoincidenceRow.ivorn == ivorn)).scalar_one_or_none()
 
     def list_coincidences(self, limit: int = 100) -> list[dict[str, Any]]:
         with transaction(self.engine, readonly=True) as conn:

@@ -165,7 +165,8 @@ def serve(
         hooks.append(lambda app: threading.Thread(
             target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
     console.print(f"[bold]mmbroker[/] archive: {_redact(settings.effective_database_url)}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_startup=hooks),
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_startup=hooks,
+                                                      on_shutdown=[_stop_listeners]),
                                            host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower()))
     server.run()
@@ -174,8 +175,24 @@ def serve(
 def _start_listeners(app: Any, settings: Settings) -> None:
     from broker import listening
 
+    if settings.comet:
+        from broker.comet_child import CometChild
+
+        app.state.comet = CometChild(settings)
+        app.state.comet.start()
     app.state.listeners = listening.start(settings, app.state.archive,
                                           sink=app.state.ingestor)
+    listening.start_delivery(settings, app.state.archive, app.state.ingestor,
+                             app.state.listeners)
+
+
+def _stop_listeners(app: Any) -> None:
+    running = getattr(app.state, "listeners", None)
+    if running is not None:
+        running.shutdown()
+    comet = getattr(app.state, "comet", None)
+    if comet is not None:
+        comet.stop()
 
 
 def _run_demo(app: Any, settings: Settings, console: Any) -> None:

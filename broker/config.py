@@ -86,6 +86,32 @@ class Settings(BaseSettings):
         description="Event time the cross-match engine keeps in memory, seconds; unset: the "
                     "longest pairing window plus a day. Older partners are looked up in the "
                     "archive.")
+    public_base_url: str | None = Field(
+        default=None, description="Base URL subscribers reach this broker's API at (links to "
+                                  "provenance and sky maps in VOEvents); unset: "
+                                  "http://<http_host>:<http_port>.")
+    author_ivorn: str | None = Field(
+        default=None, description="AuthorIVORN of published VOEvents; unset: "
+                                  "ivo://<ivorn_authority>/mmbroker.")
+    author_short_name: str = Field(default="mmbroker",
+                                   description="Who/Author/shortName of published VOEvents.")
+    contact_name: str | None = Field(default=None,
+                                     description="Who/Author/contactName of published VOEvents.")
+    contact_email: str | None = Field(
+        default=None, description="Who/Author/contactEmail of published VOEvents.")
+    comet: bool = Field(default=True,
+                        description="Run a Comet broker as a child process of `mmbroker serve` "
+                                    "and publish VOEvents through it over VTP.")
+    comet_subscriber_whitelist: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1/32"],
+        description="Networks (CIDR, comma-separated) allowed to subscribe to the Comet "
+                    "broker's broadcast port. Authors are always loopback only.")
+    kafka_output_xml_topic: str = Field(
+        default="mmbroker.voevent", description="Kafka topic for published VOEvent XML "
+                                                "(when MMBROKER_KAFKA_BOOTSTRAP is set).")
+    kafka_output_json_topic: str = Field(
+        default="mmbroker.voevent.json", description="Kafka topic for the JSON form of "
+                                                     "published VOEvents.")
     rubin_schema_dir: Path | None = Field(
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")
@@ -107,7 +133,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
-    @field_validator("kafka_topics", "vtp_peers", mode="before")
+    @field_validator("kafka_topics", "vtp_peers", "comet_subscriber_whitelist", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -132,6 +158,10 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @property
+    def effective_public_base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
 
     @property
     def effective_kafka_group_id(self) -> str:

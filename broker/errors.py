@@ -25,7 +25,8 @@ Two branches tell a caller what to do next:
         │   ├── UnknownFormat        no normalizer recognizes the bytes
         │   ├── MalformedInput       recognized, but not parseable (bad JSON, XML, Avro)
         │   ├── HostileInput         entities, oversize frames, pickles, bombs
-        │   └── NormalizationError   parseable, but lacks what an Alert needs
+        │   ├── NormalizationError   parseable, but lacks what an Alert needs
+        │   └── OwnPublication       our own VOEvent, come back from a peer or our topic
         ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
         └── IngestConflict           same (source, event id, revision), other content
 """
@@ -41,6 +42,7 @@ __all__ = [
     "MMBrokerError",
     "MalformedInput",
     "NormalizationError",
+    "OwnPublication",
     "PermanentError",
     "RetryableError",
     "SchemaValidationError",
@@ -93,6 +95,14 @@ class HostileInput(InputError):
 
 class NormalizationError(InputError):
     """The message parses but lacks what an Alert needs, or holds impossible values."""
+
+
+class OwnPublication(InputError):
+    """A VOEvent this broker published came back (via a VTP peer or its own Kafka topic).
+
+    It is kept (quarantine, with this reason) but never becomes an alert again,
+    so it can never be cross-matched or published a second time.
+    """
 
 
 class SchemaValidationError(PermanentError):

@@ -52,6 +52,38 @@ def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
                     max_message_bytes=settings.max_message_bytes)
 
 
+def delivery_targets(settings: Settings) -> list[str]:
+    """Where published VOEvents go: Comet over VTP, and Kafka when configured."""
+    targets = ["vtp"] if settings.comet else []
+    if settings.kafka_bootstrap:
+        targets += ["kafka-xml", "kafka-json"]
+    return targets
+
+
+def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline,
+                   running: Listeners) -> None:
+    """A delivery loop per enabled target, in ``running``'s threads."""
+    from broker.senders import DeliveryLoop, KafkaSender, VTPSender
+
+    wake = pipeline.publisher.wake if pipeline.publisher else None
+    senders: list[Any] = []
+    if settings.comet:
+        senders.append(VTPSender("127.0.0.1", settings.vtp_receive_port))
+    if settings.kafka_bootstrap:
+        senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_xml_topic))
+        senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_json_topic,
+                                   as_json=True, document=_document_of(archive)))
+    for sender in senders:
+        _spawn(running, DeliveryLoop(archive, sender, wake=wake), f"deliver-{sender.target}")
+
+
+def _document_of(archive: Archive) -> Any:
+    def document(ivorn: str) -> dict[str, Any] | None:
+        return archive.get_alert(ivorn) or archive.get_coincidence(ivorn)
+
+    return document
+
+
 def archive_history(archive: Archive) -> Any:
     """The engine's window into the past: a cone + time query on the archive."""
     from datetime import UTC
@@ -71,11 +103,14 @@ def archive_history(archive: Archive) -> Any:
 
 
 def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
-                  warm: bool = True) -> Pipeline:
+                  warm: bool = True, targets: list[str] | None = None) -> Pipeline:
     """Ingest + cross-match for this process: one engine every transport shares.
 
     ``replay`` runs the engine on event time instead of the wall clock (files
-    of past alerts); ``warm`` reloads the live window from the archive.
+    of past alerts); ``warm`` reloads the live window from the archive;
+    ``targets`` are the delivery targets VOEvents are queued for (None: the
+    ones the settings enable, see :func:`delivery_targets`; [] archives them
+    without sending).
     """
     import time
 
@@ -88,7 +123,11 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
                     clock=None if replay else time.time,
                     live_window_s=settings.crossmatch_live_window_s,
                     history=archive_history(archive))
-    pipeline = Pipeline(make_ingestor(settings, archive), engine)
+    from broker.publisher import Publisher
+
+    publisher = Publisher(archive, settings, delivery_targets(settings)
+                          if targets is None else targets)
+    pipeline = Pipeline(make_ingestor(settings, archive), engine, publisher)
     if warm:
         log.info("cross-match warmed with %d alerts of the live window", pipeline.warm())
     return pipeline

@@ -1,10 +1,11 @@
-"""The in-process bus: ingest -> cross-match -> store coincidences.
+"""The in-process bus: ingest -> cross-match -> store coincidences -> publish.
 
 :class:`Pipeline` has the Ingestor's interface (``receive`` and ``ingest``),
 so every transport feeds it unchanged; ``mmbroker serve`` builds one.  Each
 newly archived alert revision goes to the cross-match engine, and the
 coincidences it returns are stored in the archive in the same call, before
-the transport acknowledges or commits.
+the transport acknowledges or commits; then the publisher queues the VOEvents
+of new detector triggers and new coincidence revisions in the outbox.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts_schema import Alert, Coincidence
 from broker.archive import AlertQuery, Archive, Outcome, RawMessage, utcnow
 from broker.ingest import Ingestor
 from crossmatch.engine import Engine, Result
+
+if TYPE_CHECKING:
+    from broker.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,11 @@ class Pipeline:
         :meth:`warm`).
     """
 
-    def __init__(self, ingestor: Ingestor, engine: Engine) -> None:
+    def __init__(self, ingestor: Ingestor, engine: Engine,
+                 publisher: Publisher | None = None) -> None:
         self.ingestor = ingestor
         self.engine = engine
+        self.publisher = publisher
         # Listener threads share one engine: its live window is one state.
         self._engine_lock = threading.Lock()
         self.archive: Archive = ingestor.archive
@@ -61,6 +67,7 @@ class Pipeline:
         outcomes = self.ingestor.ingest(messages)
         fresh = [o.alert for o in outcomes if o.status == "archived" and o.alert is not None]
         if not fresh:
+            self.coincidences = []
             return outcomes
         snews = any(a.messenger == "neutrino" and a.source.startswith("snews") for a in fresh)
         status = self._snews_status() if snews else None
@@ -73,12 +80,16 @@ class Pipeline:
                     results.extend(self.engine.process(alert))
                 except Exception:  # a cross-match bug must not stop ingest
                     log.exception("cross-match failed on %s", alert.id)
+        stored: list[Result] = []
         if results:
             new = self.archive.store_coincidences([(r.key, r.coincidence) for r in results])
-            for result, stored in zip(results, new, strict=True):
-                if stored:
+            for result, is_new in zip(results, new, strict=True):
+                if is_new:
+                    stored.append(result)
                     log.info("coincidence %s (%s, %s)", result.coincidence.id,
                              result.coincidence.pairing, result.coincidence.state)
+        if self.publisher is not None:
+            self.publisher.publish(fresh, stored)
         self.coincidences = results
         return outcomes
 

@@ -112,7 +112,7 @@ from alerts_schema import (
     Provenance,
 )
 from alerts_schema.model import format_utc
-from broker.errors import NormalizationError, UnknownFormat
+from broker.errors import NormalizationError, OwnPublication, UnknownFormat
 from listeners import xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import (
@@ -488,6 +488,11 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
     """
     root = xml_safe.parse(data, max_bytes=MAX_VOEVENT_BYTES)
     packet = _read(root)
+    if packet.authority == meta.authority:
+        # Our own publication, echoed by a peer or read back from our own topic:
+        # it must not become an alert (and so never be published again).
+        raise OwnPublication(f"{packet.ivorn} is this broker's own VOEvent, come back from "
+                             f"{meta.source}: kept, not re-ingested")
     source, stream = _source_and_stream(packet, meta)
 
     packet_type = packet.integer("Packet_Type")

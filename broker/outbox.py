@@ -1,0 +1,169 @@
+"""The transactional outbox: VOEvents committed with their deliveries, then sent.
+
+A VOEvent row (its IVORN unique, its bytes final), its provenance document and
+one ``deliveries`` row per target are inserted in one transaction: either all
+of it is in the archive, or none.  Sender loops then take due deliveries,
+send the stored bytes, and mark them sent or schedule a retry with back-off.
+
+Exactly once, as a subscriber sees it:
+
+* an IVORN is inserted once (``ON CONFLICT DO NOTHING``): a second attempt to
+  publish it, under any circumstances, queues nothing;
+* a redelivery sends the same stored bytes, so a subscriber that dedups on the
+  IVORN or on the bytes (Comet does the latter) sees one event;
+* a delivery is marked sent only after the target acknowledged it; a crash
+  between the two sends the same bytes again, which the two rules above make
+  harmless.
+
+Several sender processes may share the outbox: on PostgreSQL due rows are
+claimed with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from broker.archive import Archive, utcnow
+from broker.db import insert_ignoring_conflicts, transaction
+from broker.models import Delivery, ProvenanceDoc, VOEventRow
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A VOEvent ready to queue: its IVORN, bytes, and what it came from."""
+
+    ivorn: str
+    xml: bytes
+    role: str
+    provenance: dict[str, Any]  # PROV-JSON
+    alert_id: int | None = None
+    coincidence_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Due:
+    """One delivery to attempt."""
+
+    delivery_id: int
+    voevent_id: int
+    ivorn: str
+    target: str
+    xml: bytes
+    attempts: int
+
+
+def backoff_s(attempts: int, max_backoff_s: float = MAX_BACKOFF_S) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: 1, 2, 4, ... up to ``max_backoff_s``."""
+    return min(max_backoff_s, 2.0 ** max(0, attempts - 1))
+
+
+def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str]) -> list[bool]:
+    """Insert VOEvents, provenance and deliveries in one transaction; True where new.
+
+    An IVORN already in the archive is not queued again (False): exactly-once
+    starts here.
+    """
+    if not items:
+        return []
+    now = utcnow()
+    new: list[bool] = []
+    with transaction(archive.engine) as conn:
+        for item in sorted(items, key=lambda i: i.ivorn):
+            rows = insert_ignoring_conflicts(conn, VOEventRow.__table__, [{
+                "ivorn": item.ivorn, "xml": item.xml,
+                "sha256": hashlib.sha256(item.xml).hexdigest(), "role": item.role,
+                "alert_id": item.alert_id, "coincidence_id": item.coincidence_id,
+                "created_at": now}], returning=("id",))
+            new.append(bool(rows))
+            if not rows:
+                continue
+            voevent_id = rows[0][0]
+            insert_ignoring_conflicts(conn, ProvenanceDoc.__table__, [{
+                "subject_ivorn": item.ivorn, "voevent_id": voevent_id,
+                "document": item.provenance, "created_at": now}])
+            if targets:
+                conn.execute(Delivery.__table__.insert(), [
+                    {"voevent_id": voevent_id, "target": target, "state": "pending",
+                     "attempts": 0, "next_attempt_at": now} for target in sorted(targets)])
+    return new
+
+
+def claim_due(archive: Archive, target: str, *, limit: int = 50,
+              now: datetime | None = None) -> list[Due]:
+    """Deliveries to ``target`` due now, oldest first (claimed on PostgreSQL)."""
+    now = now or utcnow()
+    d, v = Delivery.__table__, VOEventRow.__table__
+    stmt = (select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts)
+            .join(v, v.c.id == d.c.voevent_id)
+            .where(d.c.target == target, d.c.state == "pending", d.c.next_attempt_at <= now)
+            .order_by(d.c.next_attempt_at, d.c.id).limit(limit))
+    with transaction(archive.engine) as conn:
+        if conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True, of=d)
+        return [Due(*row) for row in conn.execute(stmt)]
+
+
+def mark_sent(archive: Archive, delivery_id: int) -> None:
+    d = Delivery.__table__
+    with transaction(archive.engine) as conn:
+        conn.execute(update(d).where(d.c.id == delivery_id).values(
+            state="sent", delivered_at=utcnow(), attempts=d.c.attempts + 1, last_error=None))
+
+
+def mark_failed_attempt(archive: Archive, delivery_id: int, attempts: int, error: str,
+                        *, max_backoff_s: float = MAX_BACKOFF_S) -> float:
+    """Schedule the next attempt with back-off; returns the delay in seconds."""
+    delay = backoff_s(attempts + 1, max_backoff_s)
+    d = Delivery.__table__
+    with transaction(archive.engine) as conn:
+        conn.execute(update(d).where(d.c.id == delivery_id).values(
+            attempts=attempts + 1, last_error=error[:2000],
+            next_attempt_at=utcnow() + timedelta(seconds=delay)))
+    return delay
+
+
+def status(archive: Archive, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Per VOEvent (newest first): its IVORN and each target's delivery state."""
+    d, v = Delivery.__table__, VOEventRow.__table__
+    with transaction(archive.engine, readonly=True) as conn:
+        ids = [r.id for r in conn.execute(select(v.c.id).order_by(v.c.id.desc()).limit(limit))]
+        rows = conn.execute(
+            select(v.c.id, v.c.ivorn, v.c.created_at, d.c.target, d.c.state, d.c.attempts,
+                   d.c.last_error, d.c.delivered_at)
+            .join(d, d.c.voevent_id == v.c.id, isouter=True)
+            .where(v.c.id.in_(ids)).order_by(v.c.id.desc(), d.c.target)).all()
+    out: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        entry = out.setdefault(r.id, {"ivorn": r.ivorn, "created_at": r.created_at,
+                                      "targets": {}})
+        if r.target:
+            entry["targets"][r.target] = {"state": r.state, "attempts": r.attempts,
+                                          "last_error": r.last_error,
+                                          "delivered_at": r.delivered_at}
+    return list(out.values())
+
+
+def pending_count(archive: Archive) -> int:
+    """Deliveries not yet sent (the outbox depth)."""
+    d = Delivery.__table__
+    with transaction(archive.engine, readonly=True) as conn:
+        return conn.execute(select(func.count()).select_from(d)
+                            .where(d.c.state == "pending")).scalar_one()
+
+
+def published(archive: Archive, ivorn: str) -> bool:
+    """Whether this broker has already issued a VOEvent with ``ivorn``."""
+    v = VOEventRow.__table__
+    with transaction(archive.engine, readonly=True) as conn:
+        return conn.execute(select(v.c.id).where(v.c.ivorn == ivorn)).first() is not None

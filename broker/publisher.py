@@ -1,0 +1,184 @@
+"""The publisher: detector triggers and coincidences become VOEvents with provenance, queued.
+
+What is published:
+
+* every newly archived revision of an internal detector trigger (stream
+  ``detector``), under the alert's own IVORN, citing the revision it
+  supersedes (or retracts);
+* every newly stored coincidence revision, under its own IVORN, citing its
+  members (followup) and the revision it supersedes (or retracts).
+
+Each VOEvent is built (:mod:`broker.voevent_build`), checked against the
+VOEvent 2.0 XSD and the frame limit, given its W3C PROV document
+(:mod:`broker.provenance`), and queued in the outbox (:mod:`broker.outbox`)
+in one transaction.  One that fails the checks is not queued; the failure is
+logged and counted, and the alert or coincidence stays in the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import quote
+
+from alerts_schema import Alert
+from broker import outbox
+from broker.archive import Archive, utcnow
+from broker.config import Settings
+from crossmatch.engine import ENGINE_VERSION, Result
+
+log = logging.getLogger(__name__)
+
+TRIGGER_STREAM = "detector"
+
+
+@dataclass
+class Publisher:
+    """Build and queue the VOEvents of one ingest batch.
+
+    Parameters
+    ----------
+    archive
+        The outbox and the alerts' receipts live here.
+    settings
+        Authority, author, base URL.
+    targets
+        Delivery targets every VOEvent is queued for (``vtp``, ``kafka-xml``,
+        ``kafka-json``); empty: archive only.
+    """
+
+    archive: Archive
+    settings: Settings
+    targets: Sequence[str] = ()
+    wake: threading.Event = field(default_factory=threading.Event)
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        from broker.voevent_build import Who
+
+        s = self.settings
+        self.who = Who(author_ivorn=s.author_ivorn or f"ivo://{s.ivorn_authority}/mmbroker",
+                       short_name=s.author_short_name, contact_name=s.contact_name,
+                       contact_email=s.contact_email, publisher=s.author_short_name)
+        self.base_url = s.effective_public_base_url
+
+    def provenance_url(self, ivorn: str) -> str:
+        return f"{self.base_url}/api/v1/voevents/{quote(ivorn, safe='')}/provenance"
+
+    def skymap_url(self, sha256: str) -> str:
+        return f"{self.base_url}/api/v1/skymaps/{sha256}"
+
+    def publish(self, alerts: Sequence[Alert], coincidences: Sequence[Result]) -> int:
+        """Queue the VOEvents of newly archived triggers and stored coincidences; how many."""
+        started = utcnow()
+        outgoing = []
+        for alert in alerts:
+            if alert.source == TRIGGER_STREAM:
+                item = self._guarded(alert.id, lambda a=alert: self._trigger(a, started))
+                if item is not None:
+                    outgoing.append(item)
+        for result in coincidences:
+            item = self._guarded(result.coincidence.id,
+                                 lambda r=result: self._coincidence(r, started))
+            if item is not None:
+                outgoing.append(item)
+        if not outgoing:
+            return 0
+        new = outbox.queue(self.archive, outgoing, self.targets)
+        if any(new):
+            self.wake.set()
+        return sum(new)
+
+    def _guarded(self, ivorn: str, build: object) -> outbox.Outgoing | None:
+        from broker.voevent_build import PublishError
+
+        try:
+            return build()  # type: ignore[operator]
+        except PublishError as exc:
+            # Not sent, and said: the alert or coincidence is archived regardless.
+            self.failures += 1
+            log.error("VOEvent %s not published: %s", ivorn, exc)
+            return None
+
+    def _trigger(self, alert: Alert, started: datetime) -> outbox.Outgoing:
+        from broker import provenance, voevent_build
+
+        previous = self.archive.previous_revision(alert.source, alert.event_id, alert.revision)
+        retraction = alert.alert_type == "retraction"
+        xml = voevent_build.build_trigger(
+            alert, who=self.who, provenance_url=self.provenance_url(alert.id),
+            supersedes=None if retraction else previous,
+            retracts=previous if retraction else None)
+        receipts = self.archive.receipts([alert.id])
+        doc = provenance.build(
+            alert.id, "trigger", [_input(alert, receipts.get(alert.id, {}))],
+            activity_started=started, activity_ended=utcnow(), engine_version=ENGINE_VERSION,
+            config_hash=None, parameters={"conversion": "detector trigger to VOEvent 2.0"},
+            broker_id=self.who.author_ivorn, broker_version=_version(), supersedes=previous,
+            voevent_sha256=_sha(xml))
+        return outbox.Outgoing(alert.id, xml, alert.role, _prov_json(doc),
+                               alert_id=receipts.get(alert.id, {}).get("id"))
+
+    def _coincidence(self, result: Result, started: datetime) -> outbox.Outgoing:
+        from broker import provenance, voevent_build
+
+        coinc = result.coincidence
+        ids = [m.alert_id for m in coinc.members]
+        members = [Alert.model_validate(d) for d in
+                   (self.archive.get_alert(i) for i in ids) if d is not None]
+        xml = voevent_build.build_coincidence(
+            coinc, members, who=self.who, provenance_url=self.provenance_url(coinc.id),
+            skymap_url_for=self.skymap_url)
+        receipts = self.archive.receipts(ids)
+        doc = provenance.build(
+            coinc.id, "coincidence", [_input(m, receipts.get(m.id, {})) for m in members],
+            activity_started=started, activity_ended=utcnow(),
+            engine_version=coinc.engine_version, config_hash=coinc.config_hash,
+            parameters={"pairing": coinc.pairing, "state": coinc.state,
+                        "revision": coinc.revision},
+            broker_id=self.who.author_ivorn, broker_version=_version(),
+            supersedes=coinc.supersedes, voevent_sha256=_sha(xml))
+        return outbox.Outgoing(coinc.id, xml, _role(members), _prov_json(doc),
+                               coincidence_id=self.archive.coincidence_row_id(coinc.id))
+
+
+def _input(alert: Alert, receipt: dict) -> object:
+    from broker.provenance import InputAlert
+
+    prov = alert.provenance
+    return InputAlert(
+        ivorn=alert.id, source=alert.source, transport=receipt.get("transport") or {},
+        raw_sha256=receipt.get("raw_sha256") or alert.raw_sha256 or "",
+        received_time=receipt.get("received_at") or alert.received_time,
+        revision=alert.revision, pipeline=prov.pipeline if prov else None,
+        pipeline_version=prov.pipeline_version if prov else None,
+        reco_method=prov.reco_method if prov else None, cuts=prov.cuts if prov else None,
+        source_ivorn=alert.source_ivorn)
+
+
+def _role(members: Sequence[Alert]) -> str:
+    roles = {m.role for m in members}
+    return "observation" if roles <= {"observation", "prediction"} else "test"
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _prov_json(doc: object) -> dict:
+    import json
+
+    from broker.provenance import serialize
+
+    return json.loads(serialize(doc, "json"))
+
+
+def _version() -> str:
+    import broker
+
+    return broker.__version__

@@ -1,0 +1,190 @@
+"""Delivery targets: a Comet broker over VTP, and Kafka output topics; the loop feeding them.
+
+A sender's ``send(ivorn, xml)`` returns only once the target has accepted the
+event (VTP ``ack``; Kafka acks=all) and raises otherwise; the
+:class:`DeliveryLoop` marks the delivery sent or schedules a retry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from broker import outbox
+from broker.archive import Archive
+from broker.errors import InputError, RetryableError
+from listeners import xml_safe
+from listeners.vtp_protocol import COMET_MAX_FRAME_BYTES, frame, read_frame
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(RetryableError):
+    """The target refused or could not be reached; the delivery will be retried."""
+
+
+class Sender(Protocol):
+    target: str
+
+    def send(self, ivorn: str, xml: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class VTPSender:
+    """Submit VOEvents to a VTP receiver (Comet's ``--receive`` port) as an author.
+
+    One connection per event, as Comet's own ``comet-sendvo``: Comet answers
+    each submission with an ``ack`` or a ``nak`` and expects the author to go.
+    """
+
+    target = "vtp"
+
+    def __init__(self, host: str, port: int, *, timeout_s: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        if len(xml) > COMET_MAX_FRAME_BYTES:
+            raise DeliveryError(f"{ivorn}: {len(xml)} bytes is over Comet's frame limit")
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.timeout_s) as s:
+                s.settimeout(self.timeout_s)
+                s.sendall(frame(xml))
+                reply = read_frame(s, max_bytes=1 << 16, keep_going=lambda: True)
+        except (OSError, ConnectionError) as exc:
+            raise DeliveryError(f"VTP {self.host}:{self.port}: {exc}") from exc
+        try:
+            root = xml_safe.parse(reply, max_bytes=1 << 16)
+        except InputError as exc:
+            raise DeliveryError(f"VTP {self.host}:{self.port} answered garbage: {exc}") from exc
+        role = root.get("role")
+        if role != "ack":
+            reason = " ".join(t.strip() for t in root.itertext() if t.strip())[:300]
+            raise DeliveryError(f"VTP {self.host}:{self.port} answered {role}: {reason}")
+
+    def close(self) -> None:
+        pass
+
+
+class KafkaSender:
+    """Publish VOEvents to a Kafka topic: the XML as is, or a JSON form of it.
+
+    Idempotent producer with ``acks=all``; the message key is the IVORN, so
+    every revision of an event lands in one partition, in order.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, as_json: bool = False,
+                 document: Callable[[str], dict[str, Any] | None] | None = None,
+                 timeout_s: float = 10.0, config: dict[str, Any] | None = None) -> None:
+        self.target = f"kafka-{'json' if as_json else 'xml'}"
+        self.topic = topic
+        self.as_json = as_json
+        self.document = document
+        self.timeout_s = timeout_s
+        self._bootstrap = [b.strip() for b in bootstrap.split(",") if b.strip()]
+        self._config = config or {}
+        self._producer: Any = None
+
+    def _producer_or_connect(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            try:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True,
+                    max_in_flight_requests_per_connection=5, retries=5, linger_ms=0,
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                    max_block_ms=int(self.timeout_s * 1000), **self._config)
+            except Exception as exc:  # kafka-python raises NoBrokersAvailable and kin
+                raise DeliveryError(f"Kafka {','.join(self._bootstrap)}: {exc}") from exc
+        return self._producer
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        payload = xml
+        if self.as_json:
+            doc = self.document(ivorn) if self.document else None
+            payload = json.dumps({"ivorn": ivorn, "voevent_xml": xml.decode("utf-8"),
+                                  "document": doc}, separators=(",", ":")).encode()
+        producer = self._producer_or_connect()
+        try:
+            producer.send(self.topic, key=ivorn.encode(), value=payload).get(
+                timeout=self.timeout_s)
+        except Exception as exc:
+            self.close()  # reconnect next time: the cluster may have changed under us
+            raise DeliveryError(f"Kafka topic {self.topic}: {type(exc).__name__}: {exc}") \
+                from exc
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=2)
+            except Exception:  # closing a producer whose broker is gone may raise
+                log.debug("Kafka producer close failed", exc_info=True)
+            self._producer = None
+
+
+class DeliveryLoop:
+    """Send due deliveries of one target until stopped.
+
+    Parameters
+    ----------
+    archive
+        Where the outbox lives.
+    sender
+        The target's sender.
+    poll_s
+        How often to look for due deliveries when idle, seconds.
+    max_backoff_s
+        Longest wait between attempts at a target that is down, seconds.
+    wake
+        Set by the publisher when it queues something, so delivery starts at
+        once instead of at the next poll.
+    """
+
+    def __init__(self, archive: Archive, sender: Sender, *, poll_s: float = 0.5,
+                 wake: threading.Event | None = None,
+                 max_backoff_s: float = outbox.MAX_BACKOFF_S) -> None:
+        self.archive = archive
+        self.sender = sender
+        self.poll_s = poll_s
+        self.max_backoff_s = max_backoff_s
+        self.wake = wake or threading.Event()
+        self.sent = 0
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                due = outbox.claim_due(self.archive, self.sender.target)
+            except RetryableError as exc:
+                log.warning("outbox unavailable: %s", exc)
+                due = []
+            for item in due:
+                if stop.is_set():
+                    break
+                try:
+                    self.sender.send(item.ivorn, item.xml)
+                except DeliveryError as exc:
+                    delay = outbox.mark_failed_attempt(self.archive, item.delivery_id,
+                                                       item.attempts, str(exc),
+                                                       max_backoff_s=self.max_backoff_s)
+                    log.warning("%s: %s; retry in %.0f s", self.sender.target, exc, delay)
+                    break  # the target is down: keep the order, wait for the back-off
+                except Exception as exc:  # an unexpected failure must not end delivery
+                    log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
+                    outbox.mark_failed_attempt(self.archive, item.delivery_id, item.attempts,
+                                               f"{type(exc).__name__}: {exc}",
+                                               max_backoff_s=self.max_backoff_s)
+                    break
+                else:
+                    outbox.mark_sent(self.archive, item.delivery_id)
+                    self.sent += 1
+            if not due:
+                self.wake.wait(self.poll_s)
+                self.wake.clear()
+        self.sender.close()

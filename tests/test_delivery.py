@@ -1,0 +1,142 @@
+"""Delivery from the outbox: real Comet broker and subscriber, real Kafka-protocol broker.
+
+Never lost, never twice: VOEvents queued while a target is down are delivered
+once it is back, each exactly once as the subscriber sees it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from broker import outbox
+from broker.archive import Archive
+from broker.senders import DeliveryLoop, KafkaSender, VTPSender
+from tests.servers import (
+    comet_broker,
+    comet_send,
+    comet_subscriber,
+    saved_ivorns,
+    tansu,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(300)
+TEMPLATE = (Path(__file__).parent / "data" / "voevents" / "BAT_GRB_Pos_655721-214.xml"
+            ).read_bytes()
+
+
+def voevent(n: int) -> tuple[str, bytes]:
+    ivorn = f"ivo://test.mmbroker/delivery#ev{n}"
+    xml = re.sub(rb'ivorn="[^"]+"', f'ivorn="{ivorn}"'.encode(), TEMPLATE, count=1)
+    return ivorn, xml
+
+
+def queue(archive: Archive, ns: range, targets: list[str]) -> None:
+    items = [outbox.Outgoing(i, x, "observation", {"entity": {}})
+             for i, x in (voevent(n) for n in ns)]
+    assert all(outbox.queue(archive, items, targets))
+
+
+def run(loop: DeliveryLoop) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    return thread, stop
+
+
+_probes = iter(range(10_000, 20_000))
+
+
+def connected(saved: Path, receive_port: int) -> bool:
+    """Whether the subscriber is receiving: a probe event sent now is saved.
+
+    Every probe has new bytes: Comet refuses bytes it has seen (its dedup).
+    """
+    ivorn, xml = voevent(next(_probes))
+    try:
+        comet_send(receive_port, xml)
+    except RuntimeError:
+        return False
+    return wait_for(lambda: ivorn in saved_ivorns(saved), 3)
+
+
+def test_queued_once_per_ivorn(archive: Archive) -> None:
+    queue(archive, range(3), ["vtp", "kafka-xml"])
+    again = outbox.queue(archive, [outbox.Outgoing(*voevent(1), "observation", {})], ["vtp"])
+    assert again == [False]
+    assert outbox.pending_count(archive) == 6
+    assert {t for s in outbox.status(archive) for t in s["targets"]} == {"vtp", "kafka-xml"}
+
+
+def test_comet_down_for_30_s_loses_and_doubles_nothing(tmp_path: Path, archive: Archive) -> None:
+    with comet_broker(tmp_path) as (receive, broadcast):
+        pass  # learn two free ports, then leave them unused: Comet is "down"
+    loop = DeliveryLoop(archive, VTPSender("127.0.0.1", receive, timeout_s=2.0),
+                        poll_s=0.2, max_backoff_s=4.0)
+    thread, stop = run(loop)
+    try:
+        queue(archive, range(100), ["vtp"])
+        time.sleep(30)  # the outage, with all 100 waiting in the outbox
+        assert loop.sent == 0 and outbox.pending_count(archive) == 100
+        failing = outbox.status(archive, limit=1)[0]["targets"]["vtp"]
+        assert failing["attempts"] >= 1 and "VTP" in failing["last_error"]
+        with comet_broker(tmp_path, receive_port=receive, broadcast_port=broadcast), \
+                comet_subscriber(tmp_path, broadcast) as saved:
+            assert wait_for(lambda: connected(saved, receive), 30), "subscriber never up"
+            assert wait_for(lambda: outbox.pending_count(archive) == 0, 60)
+            expected = {voevent(n)[0] for n in range(100)}
+            assert wait_for(lambda: expected <= set(saved_ivorns(saved)), 30)
+            counts = Counter(i for i in saved_ivorns(saved) if i in expected)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(counts) == 100 and set(counts.values()) == {1}
+
+
+def _consume(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, bytes]]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id="check",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             max_poll_interval_ms=3000, session_timeout_ms=6000)
+    got: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend((r.key, r.value) for r in records)
+        # and nothing more arrives after the last one
+        for records in consumer.poll(timeout_ms=1500).values():
+            got.extend((r.key, r.value) for r in records)
+    finally:
+        consumer.close()
+    return got
+
+
+def test_kafka_down_loses_and_doubles_nothing(tmp_path: Path, archive: Archive) -> None:
+    with tansu(tmp_path) as bootstrap:
+        pass  # a free port for a broker that is down
+    port = int(bootstrap.rsplit(":", 1)[1])
+    loop = DeliveryLoop(archive, KafkaSender(bootstrap, "mmbroker.voevent", timeout_s=2.0),
+                        poll_s=0.2, max_backoff_s=4.0)
+    thread, stop = run(loop)
+    try:
+        queue(archive, range(100), ["kafka-xml"])
+        time.sleep(10)
+        assert loop.sent == 0 and outbox.pending_count(archive) == 100
+        with tansu(tmp_path, port=port) as same:
+            assert same == bootstrap
+            assert wait_for(lambda: outbox.pending_count(archive) == 0, 90)
+            got = _consume(bootstrap, "mmbroker.voevent", 100)
+    finally:
+        stop.set()
+        thread.join(10)
+    keys = Counter(k.decode() for k, _ in got)
+    assert set(keys) == {voevent(n)[0] for n in range(100)} and set(keys.values()) == {1}
+    assert all(v == voevent(int(k.decode().rsplit("ev", 1)[1]))[1] for k, v in got)
