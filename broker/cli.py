@@ -34,6 +34,8 @@ coinc_app = typer.Typer(help="Query coincidences found by the cross-match engine
 quarantine_app = typer.Typer(help="Inspect input that could not be normalized.",
                              no_args_is_help=True)
 token_app = typer.Typer(help="Manage API bearer tokens.", no_args_is_help=True)
+voevents_app = typer.Typer(help="VOEvents this broker published, and their delivery.",
+                           no_args_is_help=True)
 crossmatch_app = typer.Typer(help="Cross-match configuration and calibration.",
                              no_args_is_help=True)
 listen_app = typer.Typer(help="Run one input listener in the foreground (Ctrl-C stops it "
@@ -43,6 +45,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(coinc_app, name="coincidences")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(token_app, name="token")
+app.add_typer(voevents_app, name="voevents")
 app.add_typer(listen_app, name="listen")
 app.add_typer(crossmatch_app, name="crossmatch")
 
@@ -396,6 +399,30 @@ def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Opti
     archive.close()
     _emit(rows, ["id", "received_at", "source", "error_class", "reason"], fmt,
           title="quarantine")
+
+
+# -- published VOEvents ---------------------------------------------------------
+
+@voevents_app.command("list")
+def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
+                  fmt: FormatOption = OutputFormat.table) -> None:
+    """Published VOEvents, newest first, with each delivery target's state."""
+    from broker import outbox
+
+    archive = _archive(ctx)
+    entries = outbox.status(archive, limit=limit)
+    pending = outbox.pending_count(archive)
+    archive.close()
+    rows = [{"ivorn": e["ivorn"], "created_at": e["created_at"].isoformat(),
+             **{f"{t}": (f"{d['state']} ({d['attempts']} attempts)"
+                         + (f": {d['last_error'][:60]}" if d["last_error"] else ""))
+                for t, d in e["targets"].items()}} for e in entries]
+    targets = sorted({t for e in entries for t in e["targets"]})
+    if fmt is OutputFormat.table:
+        typer.echo(f"{pending} deliveries pending", err=True)
+    _emit(rows, ["ivorn", "created_at", *targets], fmt, documents=[
+        {**e, "created_at": e["created_at"].isoformat()} for e in entries],
+        title="published VOEvents")
 
 
 # -- cross-match ----------------------------------------------------------------

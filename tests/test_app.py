@@ -20,6 +20,7 @@ from broker.archive import Archive, RawMessage
 from broker.config import get_settings
 from broker.ingest import Ingestor
 from tests.conftest import free_port
+from tests.servers import wait_for
 
 
 def test_health_and_metrics(db_url: str) -> None:
@@ -68,9 +69,11 @@ def test_serve_demo_archives_the_scenario(tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "demo.sqlite3"
     exe = Path(sys.executable).with_name("mmbroker")
+    env = {**os.environ, "MMBROKER_LOG_LEVEL": "WARNING",
+           "MMBROKER_VTP_RECEIVE_PORT": str(free_port()),
+           "MMBROKER_VTP_BROADCAST_PORT": str(free_port())}
     proc = subprocess.Popen([str(exe), "--db", str(db), "serve", "--demo", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "MMBROKER_LOG_LEVEL": "WARNING"})
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -89,9 +92,17 @@ def test_serve_demo_archives_the_scenario(tmp_path: Path) -> None:
         from broker.archive import AlertQuery
 
         docs = archive.list_alerts(AlertQuery(role="test"))
-        archive.close()
         assert sorted(d["messenger"] for d in docs) == ["gamma_ray", "gravitational_wave",
                                                         "neutrino"]
+        # ...and ends with the coincidence VOEvents accepted by the built-in Comet.
+        from broker.outbox import status
+
+        def delivered() -> set[str]:
+            return {e["ivorn"].split("#")[1].split("-")[0] for e in status(archive)
+                    if e["targets"].get("vtp", {}).get("state") == "sent"}
+
+        assert wait_for(lambda: {"gw_cbc", "gw", "hen"} <= delivered(), 60), status(archive)
+        archive.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

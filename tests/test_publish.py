@@ -1,0 +1,229 @@
+"""Publishing end to end: `mmbroker serve` with its Comet child, a real Comet subscriber.
+
+A detector trigger POSTed to the broker reaches the subscriber as a
+schema-valid VOEvent under the same IVORN; its update cites ``supersedes``, its
+retraction ``retraction``.  Our own VOEvents fed back through VTP and Kafka
+are never published again.  A coincidence's provenance names its inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import alerts_schema
+from broker.voevent_build import validate
+from tests.conftest import free_port, mmbroker
+from tests.servers import comet_subscriber, saved_ivorns, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+TRACK = json.loads(next(p for p in alerts_schema.example_paths("trigger")
+                        if "track-single" in p.name).read_text())
+
+
+def _http(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
+    """`mmbroker serve` on free ports, its Comet child included, and a write token.
+
+    A test adds environment with ``@pytest.mark.serve_env.with_args(fn)``,
+    ``fn(ports, tmp_path) -> dict``.
+    """
+    ports = {"http": free_port(), "receive": free_port(), "broadcast": free_port()}
+    env = {**os.environ, "MMBROKER_DATA_DIR": str(tmp_path / "data"),
+           "MMBROKER_HTTP_PORT": str(ports["http"]),
+           "MMBROKER_VTP_RECEIVE_PORT": str(ports["receive"]),
+           "MMBROKER_VTP_BROADCAST_PORT": str(ports["broadcast"]),
+           "MMBROKER_LOG_LEVEL": "WARNING"}
+    marker = request.node.get_closest_marker("serve_env")
+    if marker is not None:
+        env.update(marker.args[0](ports, tmp_path))
+    db = str(tmp_path / "broker.sqlite3")
+    token = mmbroker("--db", db, "token", "create", "--scope", "write:triggers",
+                     env=env).stdout.strip()
+    exe = Path(sys.executable).with_name("mmbroker")
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(exe), "--db", db, "serve"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{ports['http']}"
+    try:
+        assert wait_for(lambda: _up(base), 60), (tmp_path / "serve.log").read_text()
+        yield {"base": base, "token": token, "ports": ports, "db": db, "env": env,
+               "tmp": tmp_path}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def _up(base: str) -> bool:
+    try:
+        return _http(f"{base}/health")[0] == 200
+    except OSError:
+        return False
+
+
+def _subscribe(broker: dict[str, object]) -> object:
+    return comet_subscriber(broker["tmp"], broker["ports"]["broadcast"])  # type: ignore[arg-type]
+
+
+def _post(broker: dict[str, object], trigger: dict) -> dict:
+    status, body = _http(f"{broker['base']}/api/v1/triggers", json.dumps(trigger).encode(),
+                         broker["token"])  # type: ignore[arg-type]
+    assert status == 201, body
+    return json.loads(body)
+
+
+def _connected(broker: dict[str, object], saved: Path) -> bool:
+    """Post a throwaway test trigger and see whether the subscriber saves it."""
+    probe = {**TRACK, "event_id": f"PROBE-{time.monotonic_ns()}", "real": False}
+    ivorn = _post(broker, probe)["id"]
+    return wait_for(lambda: ivorn in saved_ivorns(saved), 5)
+
+
+def test_trigger_update_retraction_reach_a_comet_subscriber(broker: dict[str, object]) -> None:
+    with _subscribe(broker) as saved:
+        assert wait_for(lambda: _connected(broker, saved), 60), "subscriber never received"
+        first = _post(broker, {**TRACK, "event_id": "E2E-1"})
+        update = _post(broker, {**TRACK, "event_id": "E2E-1", "revision": 1, "p_astro": 0.6})
+        retraction = _post(broker, {**TRACK, "event_id": "E2E-1", "revision": 2,
+                                    "retraction": True})
+        wanted = [first["id"], update["id"], retraction["id"]]
+        assert wait_for(lambda: set(wanted) <= set(saved_ivorns(saved)), 30)
+        files = {re.search(rb'ivorn="([^"]+)"', p.read_bytes()).group(1).decode(): p.read_bytes()
+                 for p in saved.iterdir()}
+    for ivorn in wanted:
+        assert validate(files[ivorn]) == []
+        assert saved_ivorns(saved).count(ivorn) == 1
+        status, sent = _http(f"{broker['base']}/api/v1/voevents/{quote(ivorn, safe='')}")
+        assert status == 200 and sent == files[ivorn]  # byte for byte what was sent
+    assert re.search(rb'<EventIVORN cite="supersedes">' + re.escape(first["id"].encode()),
+                     files[update["id"]])
+    assert re.search(rb'<EventIVORN cite="retraction">' + re.escape(update["id"].encode()),
+                     files[retraction["id"]])
+    assert b'role="observation"' in files[first["id"]]
+
+
+@pytest.fixture
+def kafka_for_loop(tmp_path: Path) -> Iterator[str]:
+    from tests.servers import tansu
+
+    with tansu(tmp_path) as bootstrap:
+        _loop_bootstrap.append(bootstrap)
+        yield bootstrap
+
+
+_loop_bootstrap: list[str] = []
+
+
+def _loop_env(ports: dict[str, int], _tmp: Path) -> dict[str, str]:
+    # The broker listens to itself: its own Comet broadcast over VTP, and its own
+    # Kafka output topic.
+    return {"MMBROKER_VTP_PEERS": f"127.0.0.1:{ports['broadcast']}",
+            "MMBROKER_KAFKA_BOOTSTRAP": _loop_bootstrap[-1],
+            "MMBROKER_KAFKA_TOPICS": "mmbroker.voevent",
+            "KAFKA_AUTO_OFFSET_RESET": "earliest",
+            "KAFKA_MAX_POLL_INTERVAL_MS": "3000", "KAFKA_SESSION_TIMEOUT_MS": "6000"}
+
+
+@pytest.mark.serve_env.with_args(_loop_env)
+def test_own_voevents_fed_back_are_not_published_again(kafka_for_loop: str,
+                                                       broker: dict[str, object]) -> None:
+    """Published over VTP and Kafka, read back over both: never published a second time."""
+    from broker.archive import Archive
+
+    ivorn = _post(broker, {**TRACK, "event_id": "LOOP-1"})["id"]
+    archive = Archive.open(f"sqlite:///{broker['db']}", upgrade=False)
+    try:
+        def echoes() -> list[dict]:
+            return [q for q in archive.list_quarantine(limit=100)
+                    if q["error_class"] == "OwnPublication"]
+
+        # One echo from our Comet broadcast, one from our Kafka XML topic.
+        assert wait_for(lambda: len(echoes()) >= 2, 90), archive.list_quarantine()
+        sources = {q["source"] for q in echoes()}
+        assert "mmbroker.voevent" in sources and any(s.startswith("vtp:") for s in sources)
+        time.sleep(2)
+        assert _voevent_count(broker) == 1  # the trigger's, nothing more
+        assert archive.count_alerts() == 1  # the echoes did not become alerts
+        status, _ = _http(f"{broker['base']}/api/v1/voevents/{quote(ivorn, safe='')}")
+        assert status == 200
+    finally:
+        archive.close()
+
+
+def _voevent_count(broker: dict[str, object]) -> int:
+    from broker.archive import Archive
+    from broker.outbox import status
+
+    archive = Archive.open(f"sqlite:///{broker['db']}", upgrade=False)
+    try:
+        return len(status(archive, limit=100_000))
+    finally:
+        archive.close()
+
+
+def test_coincidence_provenance_names_inputs_hashes_and_config(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from broker import provenance
+    from broker.archive import Archive
+    from broker.config import get_settings
+    from broker.listening import make_pipeline
+    from broker.models import AlertRow
+    from crossmatch.config import load_config
+
+    url = f"sqlite:///{tmp_path / 'prov.sqlite3'}"
+    archive = Archive.open(url)
+    pipeline = make_pipeline(get_settings(database_url=url), archive, targets=[])
+    examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
+    from broker.archive import RawMessage
+
+    pipeline.ingest([RawMessage("file", examples[n]) for n in (
+        "alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json")])
+    (result,) = [r for r in pipeline.coincidences if r.coincidence.pairing == "gw_cbc-grb"]
+    from fastapi.testclient import TestClient
+
+    from broker.app import create_app
+
+    with TestClient(create_app(get_settings(database_url=url), archive=archive)) as client:
+        reply = client.get(f"/api/v1/voevents/{quote(result.coincidence.id, safe='')}"
+                           "/provenance", params={"format": "xml"})
+    assert reply.status_code == 200
+    doc = provenance.parse(reply.content, "xml")
+    text = provenance.serialize(doc, "provn").decode()
+    with archive.engine.connect() as conn:
+        hashes = dict(conn.execute(select(AlertRow.ivorn, AlertRow.raw_sha256)).all())
+    for member in result.coincidence.members:
+        assert hashes[member.alert_id] in text
+    assert load_config().config_hash in text
+    for fmt in ("json", "provn"):
+        assert provenance.parse(provenance.serialize(doc, fmt), fmt)
+    archive.close()
