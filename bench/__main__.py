@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch")
+BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch", "publish")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
 
         figures += bench_crossmatch(n_live=args.live)
         figures += bench_skymap_vs_optical()
+    if "publish" in args.benchmarks:
+        from bench.publish_bench import bench_publish
+
+        figures += bench_publish()
     if "listeners" in args.benchmarks:
         figures += listeners_bench.bench_listeners(args.listener_messages, args.batch, backends)
     for backend in backends:

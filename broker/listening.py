@@ -74,7 +74,10 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline,
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_json_topic,
                                    as_json=True, document=_document_of(archive)))
     for sender in senders:
-        _spawn(running, DeliveryLoop(archive, sender, wake=wake), f"deliver-{sender.target}")
+        loop = DeliveryLoop(archive, sender, wake=wake)
+        if pipeline.publisher is not None:
+            pipeline.publisher.handoffs.append(loop.offer)
+        _spawn(running, loop, f"deliver-{sender.target}")
 
 
 def _document_of(archive: Archive) -> Any:

@@ -68,16 +68,19 @@ def backoff_s(attempts: int, max_backoff_s: float = MAX_BACKOFF_S) -> float:
     return min(max_backoff_s, 2.0 ** max(0, attempts - 1))
 
 
-def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str]) -> list[bool]:
+def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
+          deliveries: list[Due] | None = None) -> list[bool]:
     """Insert VOEvents, provenance and deliveries in one transaction; True where new.
 
     An IVORN already in the archive is not queued again (False): exactly-once
-    starts here.
+    starts here.  ``deliveries``, when given, receives the queued deliveries
+    (for a hand-off to the senders once the transaction has committed).
     """
     if not items:
         return []
     now = utcnow()
     new: list[bool] = []
+    queued: list[Due] = []
     with transaction(archive.engine) as conn:
         for item in sorted(items, key=lambda i: i.ivorn):
             rows = insert_ignoring_conflicts(conn, VOEventRow.__table__, [{
@@ -93,9 +96,14 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str]) -
                 "subject_ivorn": item.ivorn, "voevent_id": voevent_id,
                 "document": item.provenance, "created_at": now}])
             if targets:
-                conn.execute(Delivery.__table__.insert(), [
+                rows = insert_ignoring_conflicts(conn, Delivery.__table__, [
                     {"voevent_id": voevent_id, "target": target, "state": "pending",
-                     "attempts": 0, "next_attempt_at": now} for target in sorted(targets)])
+                     "attempts": 0, "next_attempt_at": now} for target in sorted(targets)],
+                    returning=("id", "target"))
+                queued.extend(Due(delivery_id, voevent_id, item.ivorn, target, item.xml, 0)
+                              for delivery_id, target in rows)
+    if deliveries is not None:
+        deliveries.extend(queued)  # only now: the transaction has committed
     return new
 
 

@@ -89,7 +89,14 @@ class Pipeline:
                     log.info("coincidence %s (%s, %s)", result.coincidence.id,
                              result.coincidence.pairing, result.coincidence.state)
         if self.publisher is not None:
-            self.publisher.publish(fresh, stored)
+            by_sha = {m.sha256: m for m in messages}
+            receipts = {o.alert.id: {"id": o.alert_id, "source": o.alert.source,
+                                     "transport": dict(by_sha[o.raw_sha256].transport),
+                                     "raw_sha256": o.raw_sha256,
+                                     "received_at": by_sha[o.raw_sha256].received_at}
+                        for o in outcomes if o.status == "archived" and o.alert is not None
+                        and o.raw_sha256 in by_sha}
+            self.publisher.publish(fresh, stored, receipts)
         self.coincidences = results
         return outcomes
 

@@ -7,6 +7,7 @@ event (VTP ``ack``; Kafka acks=all) and raises otherwise; the
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import socket
@@ -99,6 +100,9 @@ class KafkaSender:
                 self._producer = KafkaProducer(
                     bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True,
                     max_in_flight_requests_per_connection=5, retries=5, linger_ms=0,
+                    # Find the cluster again within seconds once it is back: the
+                    # library's default back-off grows to 30 s.
+                    reconnect_backoff_max_ms=2000,
                     request_timeout_ms=int(self.timeout_s * 1000),
                     max_block_ms=int(self.timeout_s * 1000), **self._config)
             except Exception as exc:  # kafka-python raises NoBrokersAvailable and kin
@@ -116,7 +120,8 @@ class KafkaSender:
             producer.send(self.topic, key=ivorn.encode(), value=payload).get(
                 timeout=self.timeout_s)
         except Exception as exc:
-            self.close()  # reconnect next time: the cluster may have changed under us
+            # The producer is kept: it reconnects by itself, and a new producer per
+            # failed attempt would leak the sockets of its failed connections.
             raise DeliveryError(f"Kafka topic {self.topic}: {type(exc).__name__}: {exc}") \
                 from exc
 
@@ -156,14 +161,34 @@ class DeliveryLoop:
         self.max_backoff_s = max_backoff_s
         self.wake = wake or threading.Event()
         self.sent = 0
+        # Deliveries handed over by the publisher right after its commit: sent
+        # without reading the outbox back (the outbox remains the record, and
+        # the path for retries).  Ids sent recently, so a claim does not resend.
+        self._inbox: collections.deque[outbox.Due] = collections.deque()
+        self._done: collections.OrderedDict[int, None] = collections.OrderedDict()
+
+    def offer(self, items: list[outbox.Due]) -> None:
+        """Take this target's share of freshly committed deliveries, and wake up."""
+        mine = [i for i in items if i.target == self.sender.target]
+        if mine:
+            self._inbox.extend(mine)
+            self.wake.set()
+
+    def _next_batch(self) -> list[outbox.Due]:
+        if self._inbox:
+            batch = []
+            while self._inbox:
+                batch.append(self._inbox.popleft())
+            return batch
+        try:
+            return outbox.claim_due(self.archive, self.sender.target)
+        except RetryableError as exc:
+            log.warning("outbox unavailable: %s", exc)
+            return []
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            try:
-                due = outbox.claim_due(self.archive, self.sender.target)
-            except RetryableError as exc:
-                log.warning("outbox unavailable: %s", exc)
-                due = []
+            due = [i for i in self._next_batch() if i.delivery_id not in self._done]
             for item in due:
                 if stop.is_set():
                     break
@@ -182,6 +207,9 @@ class DeliveryLoop:
                                                max_backoff_s=self.max_backoff_s)
                     break
                 else:
+                    self._done[item.delivery_id] = None
+                    if len(self._done) > 10_000:
+                        self._done.popitem(last=False)
                     outbox.mark_sent(self.archive, item.delivery_id)
                     self.sent += 1
             if not due:

@@ -1,0 +1,178 @@
+"""Publishing latency: a trigger POSTed to `mmbroker serve` until a VTP subscriber has it.
+
+Beside it, in the same run and through the same Comet broker, the bare Comet
+hop: a VOEvent submitted over VTP straight to Comet's receiver until the same
+subscriber has it.  Both at ``rate_hz`` events per second.
+
+The subscriber is a VTP client connected to Comet's broadcast port (this
+project's VTP subscriber, which speaks the protocol as Comet's own does),
+recording when each IVORN arrives; Comet's stock subscriber can only report an
+event by writing a file or spawning a process, which would add its own delay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench._common import Figure, percentiles_ms
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Arrivals:
+    """A stand-in ingest sink for the VTP subscriber: notes when each IVORN arrives."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def receive(self, source: str, data: bytes, **_: Any) -> bytes:
+        match = re.search(rb'ivorn="([^"]+)"', data[:4096])
+        if match:
+            with self.lock:
+                self.at.setdefault(match.group(1).decode(), time.perf_counter())
+        return data
+
+    def ingest(self, _raws: Any) -> list[Any]:
+        return []
+
+
+def _wait(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
+    from listeners.vtp import VTPSubscriber
+
+    tmp = Path(tempfile.mkdtemp(prefix="mmbroker-bench-"))
+    ports = {"http": _free_port(), "receive": _free_port(), "broadcast": _free_port()}
+    env = {**os.environ, "MMBROKER_DATA_DIR": str(tmp / "data"),
+           "MMBROKER_HTTP_PORT": str(ports["http"]),
+           "MMBROKER_VTP_RECEIVE_PORT": str(ports["receive"]),
+           "MMBROKER_VTP_BROADCAST_PORT": str(ports["broadcast"]),
+           "MMBROKER_LOG_LEVEL": "WARNING"}
+    exe = Path(sys.executable).with_name("mmbroker")
+    db = str(tmp / "bench.sqlite3")
+    token = subprocess.run([str(exe), "--db", db, "token", "create", "--scope",
+                            "write:triggers"], env=env, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(exe), "--db", db, "serve"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{ports['http']}"
+    arrivals = _Arrivals()
+    stop = threading.Event()
+    try:
+        if not _wait(lambda: _health(base), 60):
+            raise RuntimeError(f"broker did not start; see {tmp / 'serve.log'}")
+        sub = VTPSubscriber("127.0.0.1", ports["broadcast"], arrivals,  # type: ignore[arg-type]
+                            local_ivo="ivo://bench.mmbroker/subscriber")
+        threading.Thread(target=sub.run, args=(stop,), daemon=True).start()
+        if not sub.connected.wait(20):
+            raise RuntimeError("subscriber did not connect")
+        # Warm-up, not counted: first connections, first queries, caches.
+        _bare_hop(ports["receive"], arrivals, 10, rate_hz)
+        _end_to_end(base, token, arrivals, 10, rate_hz)
+        bare = _bare_hop(ports["receive"], arrivals, n, rate_hz)
+        e2e = _end_to_end(base, token, arrivals, n, rate_hz)
+    finally:
+        stop.set()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    b50, b95, b99 = percentiles_ms(bare)
+    e50, e95, e99 = percentiles_ms(e2e)
+    note = f"{n} events at {rate_hz:g}/s; same Comet, same subscriber"
+    return [
+        Figure("publish", "sqlite", "bare Comet hop p50", b50, "ms", note),
+        Figure("publish", "sqlite", "bare Comet hop p99", b99, "ms", f"p95 {b95:.1f} ms"),
+        Figure("publish", "sqlite", "trigger POST -> subscriber p50", e50, "ms",
+               f"target <= 30 ms; {e50 / b50:.1f}x the bare hop (target <= 3x)"),
+        Figure("publish", "sqlite", "trigger POST -> subscriber p99", e99, "ms",
+               f"target <= 150 ms; p95 {e95:.1f} ms"),
+    ]
+
+
+def _health(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _bare_hop(receive_port: int, arrivals: _Arrivals, n: int, rate_hz: float) -> list[float]:
+    from broker.senders import VTPSender
+
+    template = (ROOT / "tests" / "data" / "voevents" / "BAT_GRB_Pos_655721-214.xml").read_bytes()
+    sender = VTPSender("127.0.0.1", receive_port)
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    for i in range(n):
+        time.sleep(max(0.0, start + i / rate_hz - time.perf_counter()))
+        ivorn = f"ivo://bench.mmbroker/bare#{time.time_ns()}-{i}"
+        xml = re.sub(rb'ivorn="[^"]+"', f'ivorn="{ivorn}"'.encode(), template, count=1)
+        sent[ivorn] = time.perf_counter()
+        sender.send(ivorn, xml)
+    _wait(lambda: all(i in arrivals.at for i in sent), 30)
+    return [arrivals.at[i] - t for i, t in sent.items() if i in arrivals.at]
+
+
+def _end_to_end(base: str, token: str, arrivals: _Arrivals, n: int, rate_hz: float
+                ) -> list[float]:
+    import alerts_schema
+
+    track = json.loads(next(p for p in alerts_schema.example_paths("trigger")
+                            if "track-single" in p.name).read_text())
+    sent: dict[str, float] = {}
+    threads = []
+    start = time.perf_counter()
+    stamp = time.time_ns()
+
+    def post(i: int) -> None:
+        body = json.dumps({**track, "event_id": f"BENCH-{stamp}-{i}"}).encode()
+        request = urllib.request.Request(f"{base}/api/v1/triggers", data=body, method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "Authorization": f"Bearer {token}"})
+        ivorn = f"ivo://local.mmbroker/detector#KM3NeT:BENCH-{stamp}-{i}-0"
+        sent[ivorn] = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            reply.read()
+
+    for i in range(n):
+        time.sleep(max(0.0, start + i / rate_hz - time.perf_counter()))
+        thread = threading.Thread(target=post, args=(i,), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(30)
+    _wait(lambda: all(i in arrivals.at for i in sent), 60)
+    missing = [i for i in sent if i not in arrivals.at]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {n} triggers never reached the subscriber")
+    return [arrivals.at[i] - t for i, t in sent.items()]
