@@ -175,6 +175,9 @@ class AlertQuery:
     role: str | None = None
     alert_type: str | None = None
     far_max_hz: float | None = None
+    pipeline: str | None = None
+    pipeline_version: str | None = None
+    reco_method: str | None = None
     cone: tuple[float, float, float] | None = None
     limit: int = 100
 
@@ -557,7 +560,9 @@ def _apply_filters(stmt: Select[Any], q: AlertQuery) -> Select[Any]:
         conditions.append(AlertRow.received_at >= q.received_since)
     for column, value in ((AlertRow.source, q.source), (AlertRow.messenger, q.messenger),
                           (AlertRow.facility, q.facility), (AlertRow.role, q.role),
-                          (AlertRow.alert_type, q.alert_type)):
+                          (AlertRow.alert_type, q.alert_type), (AlertRow.pipeline, q.pipeline),
+                          (AlertRow.pipeline_version, q.pipeline_version),
+                          (AlertRow.reco_method, q.reco_method)):
         if value is not None:
             conditions.append(column == value)
     if q.far_max_hz is not None:

@@ -328,6 +328,12 @@ def alerts_list(
     facility: Annotated[str | None, typer.Option(help="e.g. IceCube, Fermi, LVK.")] = None,
     role: Annotated[str | None, typer.Option(help="observation, test, drill, ...")] = None,
     far_max: Annotated[float | None, typer.Option(help="Largest FAR, in Hz.")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Provenance: the facility's "
+                                                      "pipeline.")] = None,
+    pipeline_version: Annotated[str | None, typer.Option(help="Provenance: its "
+                                                              "version.")] = None,
+    reco_method: Annotated[str | None, typer.Option(help="Provenance: reconstruction "
+                                                         "method.")] = None,
     cone: Annotated[str | None, typer.Option(help="RA,DEC,RADIUS in ICRS degrees.")] = None,
     limit: LimitOption = 50,
     fmt: FormatOption = OutputFormat.table,
@@ -346,7 +352,8 @@ def alerts_list(
         cone_t = (ra, dec, radius)
     query = AlertQuery(since=_parse_time(since), until=_parse_time(until), messenger=messenger,
                        source=source, facility=facility, role=role, far_max_hz=far_max,
-                       cone=cone_t, limit=limit)
+                       pipeline=pipeline, pipeline_version=pipeline_version,
+                       reco_method=reco_method, cone=cone_t, limit=limit)
     archive = _archive(ctx)
     docs = archive.list_alerts(query)
     archive.close()

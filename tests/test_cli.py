@@ -75,6 +75,11 @@ def test_ingest_then_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     csv_out = capsys.readouterr().out.strip().splitlines()
     assert csv_out[0].startswith("id,trigger_time,messenger") and len(csv_out) == 1 + 4
 
+    assert main(["--db", db, "alerts", "list", "-f", "json", "--pipeline", "online-track",
+                 "--reco-method", "JGandalf"]) == 0
+    (by_provenance,) = json.loads(capsys.readouterr().out)
+    assert by_provenance["id"] == neutrino["id"]
+
     assert main(["--db", db, "alerts", "show", neutrino["id"]]) == 0
     assert json.loads(capsys.readouterr().out)["id"] == neutrino["id"]
     assert main(["--db", db, "alerts", "show", "--raw", neutrino["id"]]) == 0
