@@ -382,7 +382,9 @@ class Archive:
             ivorns = {m.alert_id for _, c in results for m in c.members}
             alert_ids = dict(conn.execute(select(AlertRow.ivorn, AlertRow.id)
                                           .where(AlertRow.ivorn.in_(sorted(ivorns)))).all())
-            for key, coinc in sorted(results, key=lambda r: r[0]):
+            # In the order given: the engine's, so a revision is stored after the
+            # one it supersedes (and its supersedes link can be resolved).
+            for key, coinc in results:
                 supersedes_id = None
                 if coinc.supersedes:
                     supersedes_id = conn.execute(select(table.c.id).where(

@@ -176,23 +176,35 @@ def serve(
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
+    import threading
+
     from broker import listening
 
+    comet = None
     if settings.comet:
         from broker.comet_child import CometChild
 
-        app.state.comet = CometChild(settings)
-        app.state.comet.start()
+        # Comet first: a listener subscribed to it (or a peer relaying it) must
+        # find it up, since VTP replays nothing sent before a subscriber connects.
+        comet = app.state.comet = CometChild(settings)
+        try:
+            comet.start()
+        except (OSError, RuntimeError) as exc:  # never fatal: the outbox waits for it
+            typer.echo(f"warning: Comet did not start ({exc}); retrying in the background",
+                       err=True)
     app.state.listeners = listening.start(settings, app.state.archive,
                                           sink=app.state.ingestor)
     listening.start_delivery(settings, app.state.archive, app.state.ingestor,
                              app.state.listeners)
+    if comet is not None:
+        threading.Thread(target=comet.supervise, args=(app.state.listeners.stop,),
+                         name="comet-supervisor", daemon=True).start()
 
 
 def _stop_listeners(app: Any) -> None:
     running = getattr(app.state, "listeners", None)
     if running is not None:
-        running.shutdown()
+        running.shutdown()  # also ends the Comet supervisor
     comet = getattr(app.state, "comet", None)
     if comet is not None:
         comet.stop()
@@ -246,8 +258,9 @@ def ingest(
     settings = _settings(ctx)
     configure_normalizers(settings)
     archive = _archive(ctx)
-    # Files hold past alerts: the engine runs on their event times, not the clock.
-    ingestor = make_pipeline(settings, archive, replay=True, warm=False)
+    # Files hold past alerts: the engine runs on their event times, not the clock,
+    # and what they give rise to is archived, not sent to subscribers.
+    ingestor = make_pipeline(settings, archive, replay=True, warm=False, targets=[])
     size = batch_size or settings.ingest_batch_size
     report = IngestReport()
     path_of: dict[str, str] = {}

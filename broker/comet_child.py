@@ -13,6 +13,7 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +66,22 @@ class CometChild:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def supervise(self, stop: threading.Event, *, every_s: float = 5.0) -> None:
+        """Start Comet, and start it again whenever it has died, until ``stop``.
+
+        A broker whose Comet cannot start (its port taken, say) still ingests,
+        cross-matches and archives; VOEvents wait in the outbox, and the VTP
+        delivery loop sends them once Comet is up.
+        """
+        while not stop.is_set():
+            if not self.alive():
+                try:
+                    self.start()
+                except (OSError, RuntimeError) as exc:
+                    log.error("Comet: %s; trying again in %.0f s", exc, every_s)
+            stop.wait(every_s)
+        self.stop()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

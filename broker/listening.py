@@ -65,7 +65,6 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline,
     """A delivery loop per enabled target, in ``running``'s threads."""
     from broker.senders import DeliveryLoop, KafkaSender, VTPSender
 
-    wake = pipeline.publisher.wake if pipeline.publisher else None
     senders: list[Any] = []
     if settings.comet:
         senders.append(VTPSender("127.0.0.1", settings.vtp_receive_port))
@@ -73,11 +72,27 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline,
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_xml_topic))
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_json_topic,
                                    as_json=True, document=_document_of(archive)))
+    _spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
-        loop = DeliveryLoop(archive, sender, wake=wake)
+        loop = DeliveryLoop(archive, sender)  # its own wake event: offer() sets it
         if pipeline.publisher is not None:
             pipeline.publisher.handoffs.append(loop.offer)
         _spawn(running, loop, f"deliver-{sender.target}")
+
+
+class _Flusher:
+    """Every few seconds, store and publish what a failed round left behind."""
+
+    def __init__(self, pipeline: Pipeline, every_s: float = 5.0) -> None:
+        self.pipeline = pipeline
+        self.every_s = every_s
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.every_s):
+            try:
+                self.pipeline.flush()
+            except Exception:  # logged; the next tick tries again
+                log.exception("pipeline flush failed")
 
 
 def _document_of(archive: Archive) -> Any:

@@ -46,6 +46,12 @@ class Pipeline:
         self.publisher = publisher
         # Listener threads share one engine: its live window is one state.
         self._engine_lock = threading.Lock()
+        # Results not yet stored, and alerts and results not yet queued for
+        # publication, when the archive refused a round: retried, in order.
+        self._unstored: list[Result] = []
+        self._unpublished: list[Result] = []
+        self._unpublished_alerts: list[Alert] = []
+        self._receipts: dict[str, dict] = {}
         self.archive: Archive = ingestor.archive
         self.coincidences: list[Result] = []  # the latest batch's, for callers and tests
 
@@ -61,6 +67,9 @@ class Pipeline:
                         for d in self.archive.list_coincidences(limit=100_000)]
         with self._engine_lock:
             self.engine.warm(alerts, coincidences)
+        if self.publisher is not None:
+            # A crash between archiving and queueing left these unpublished.
+            self.publisher.sweep(since)
         return len(alerts)
 
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
@@ -71,7 +80,17 @@ class Pipeline:
             return outcomes
         snews = any(a.messenger == "neutrino" and a.source.startswith("snews") for a in fresh)
         status = self._snews_status() if snews else None
+        by_sha = {m.sha256: m for m in messages}
+        receipts = {o.alert.id: {"id": o.alert_id, "source": o.alert.source,
+                                 "transport": dict(by_sha[o.raw_sha256].transport),
+                                 "raw_sha256": o.raw_sha256,
+                                 "received_at": by_sha[o.raw_sha256].received_at}
+                    for o in outcomes if o.status == "archived" and o.alert is not None
+                    and o.raw_sha256 in by_sha}
         results: list[Result] = []
+        # One lock from cross-match to outbox: the engine's state, the order in
+        # which revisions are stored and the order in which they are published
+        # must be the same, whichever thread delivered the alerts.
         with self._engine_lock:
             if status is not None:
                 self.engine.set_detector_status(status)
@@ -80,25 +99,45 @@ class Pipeline:
                     results.extend(self.engine.process(alert))
                 except Exception:  # a cross-match bug must not stop ingest
                     log.exception("cross-match failed on %s", alert.id)
-        stored: list[Result] = []
-        if results:
-            new = self.archive.store_coincidences([(r.key, r.coincidence) for r in results])
-            for result, is_new in zip(results, new, strict=True):
-                if is_new:
-                    stored.append(result)
-                    log.info("coincidence %s (%s, %s)", result.coincidence.id,
-                             result.coincidence.pairing, result.coincidence.state)
-        if self.publisher is not None:
-            by_sha = {m.sha256: m for m in messages}
-            receipts = {o.alert.id: {"id": o.alert_id, "source": o.alert.source,
-                                     "transport": dict(by_sha[o.raw_sha256].transport),
-                                     "raw_sha256": o.raw_sha256,
-                                     "received_at": by_sha[o.raw_sha256].received_at}
-                        for o in outcomes if o.status == "archived" and o.alert is not None
-                        and o.raw_sha256 in by_sha}
-            self.publisher.publish(fresh, stored, receipts)
+            self._unstored.extend(results)
+            self._unpublished_alerts.extend(fresh)
+            self._receipts.update(receipts)
+            self._flush_locked()
         self.coincidences = results
         return outcomes
+
+    def flush(self) -> None:
+        """Store and publish what an earlier round could not (the archive was down)."""
+        with self._engine_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._unstored:
+            try:
+                new = self.archive.store_coincidences(
+                    [(r.key, r.coincidence) for r in self._unstored])
+            except Exception:  # kept, in order, for the next round: nothing is lost
+                log.exception("storing %d coincidence(s) failed; will retry",
+                              len(self._unstored))
+                return
+            for result, is_new in zip(self._unstored, new, strict=True):
+                if is_new:
+                    self._unpublished.append(result)
+                    log.info("coincidence %s (%s, %s)", result.coincidence.id,
+                             result.coincidence.pairing, result.coincidence.state)
+            self._unstored = []
+        if self.publisher is None:
+            self._unpublished, self._unpublished_alerts = [], []
+            return
+        if self._unpublished or self._unpublished_alerts:
+            try:
+                self.publisher.publish(self._unpublished_alerts, self._unpublished,
+                                       self._receipts)
+            except Exception:  # the outbox was unreachable: kept for the next round
+                log.exception("queueing VOEvents failed; will retry")
+                return
+            self._unpublished, self._unpublished_alerts = [], []
+            self._receipts = {}
 
     def _snews_status(self) -> dict[str, bool]:
         status = {}

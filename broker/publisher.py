@@ -108,15 +108,51 @@ class Publisher:
         return sum(new)
 
     def _guarded(self, ivorn: str, build: object) -> outbox.Outgoing | None:
+        from broker.errors import RetryableError
         from broker.voevent_build import PublishError
 
         try:
             return build()  # type: ignore[operator]
+        except RetryableError:
+            raise  # the archive is away: the whole round is retried
         except PublishError as exc:
             # Not sent, and said: the alert or coincidence is archived regardless.
             self.failures += 1
             log.error("VOEvent %s not published: %s", ivorn, exc)
             return None
+        except Exception:  # a builder bug costs this VOEvent, not the batch
+            self.failures += 1
+            log.exception("VOEvent %s not published: building it failed", ivorn)
+            return None
+
+    def sweep(self, since: datetime) -> int:
+        """Queue VOEvents for triggers and coincidences archived since ``since`` that have none.
+
+        A crash (or an archive outage that outlived a process) between archiving
+        and queueing leaves them unpublished; this runs when the pipeline starts.
+        """
+        from sqlalchemy import select
+
+        from alerts_schema import Coincidence
+        from broker.db import transaction
+        from broker.models import AlertRow, CoincidenceRow, VOEventRow
+        from crossmatch.engine import Result
+
+        with transaction(self.archive.engine, readonly=True) as conn:
+            published = select(VOEventRow.ivorn)
+            alerts = [Alert.model_validate(d) for d in conn.execute(
+                select(AlertRow.document).where(
+                    AlertRow.source == TRIGGER_STREAM, AlertRow.received_at >= since,
+                    AlertRow.ivorn.not_in(published)).order_by(AlertRow.id)).scalars()]
+            coincidences = [Result("", Coincidence.model_validate(d)) for d in conn.execute(
+                select(CoincidenceRow.document).where(
+                    CoincidenceRow.created_at >= since,
+                    CoincidenceRow.ivorn.not_in(published)).order_by(CoincidenceRow.id)
+            ).scalars()]
+        if alerts or coincidences:
+            log.warning("publishing %d trigger(s) and %d coincidence(s) left unpublished",
+                        len(alerts), len(coincidences))
+        return self.publish(alerts, coincidences)
 
     def _trigger(self, alert: Alert, started: datetime,
                  known: dict[str, dict]) -> outbox.Outgoing:

@@ -187,32 +187,53 @@ class DeliveryLoop:
             return []
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            due = [i for i in self._next_batch() if i.delivery_id not in self._done]
-            for item in due:
-                if stop.is_set():
-                    break
+        """Deliver until ``stop`` is set; nothing a database or target does ends the loop."""
+        try:
+            while not stop.is_set():
                 try:
-                    self.sender.send(item.ivorn, item.xml)
-                except DeliveryError as exc:
-                    delay = outbox.mark_failed_attempt(self.archive, item.delivery_id,
-                                                       item.attempts, str(exc),
-                                                       max_backoff_s=self.max_backoff_s)
-                    log.warning("%s: %s; retry in %.0f s", self.sender.target, exc, delay)
-                    break  # the target is down: keep the order, wait for the back-off
-                except Exception as exc:  # an unexpected failure must not end delivery
-                    log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
-                    outbox.mark_failed_attempt(self.archive, item.delivery_id, item.attempts,
-                                               f"{type(exc).__name__}: {exc}",
-                                               max_backoff_s=self.max_backoff_s)
-                    break
-                else:
-                    self._done[item.delivery_id] = None
-                    if len(self._done) > 10_000:
-                        self._done.popitem(last=False)
-                    outbox.mark_sent(self.archive, item.delivery_id)
-                    self.sent += 1
-            if not due:
-                self.wake.wait(self.poll_s)
-                self.wake.clear()
-        self.sender.close()
+                    due = self._deliver_some(stop)
+                except RetryableError as exc:
+                    log.warning("%s: outbox unavailable (%s); retrying", self.sender.target,
+                                exc)
+                    stop.wait(min(5.0, self.max_backoff_s))
+                    continue
+                except Exception:  # a delivery loop must outlive anything one round throws
+                    log.exception("%s: delivery round failed; retrying", self.sender.target)
+                    stop.wait(min(5.0, self.max_backoff_s))
+                    continue
+                if not due:
+                    self.wake.wait(self.poll_s)
+                    self.wake.clear()
+        finally:
+            self.sender.close()
+
+    def _deliver_some(self, stop: threading.Event) -> bool:
+        """Send one batch of due deliveries; whether there was anything to send."""
+        due = [i for i in self._next_batch() if i.delivery_id not in self._done]
+        for item in due:
+            if stop.is_set():
+                break
+            try:
+                self.sender.send(item.ivorn, item.xml)
+            except DeliveryError as exc:
+                delay = outbox.mark_failed_attempt(self.archive, item.delivery_id,
+                                                   item.attempts, str(exc),
+                                                   max_backoff_s=self.max_backoff_s)
+                log.warning("%s: %s; retry in %.0f s", self.sender.target, exc, delay)
+                break  # the target is down: keep the order, wait for the back-off
+            except RetryableError:
+                raise
+            except Exception as exc:  # an unexpected failure of one send
+                log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
+                outbox.mark_failed_attempt(self.archive, item.delivery_id, item.attempts,
+                                           f"{type(exc).__name__}: {exc}",
+                                           max_backoff_s=self.max_backoff_s)
+                break
+            # Remembered before the outbox is updated: if marking fails, a later
+            # claim must not send the same delivery again from this process.
+            self._done[item.delivery_id] = None
+            if len(self._done) > 10_000:
+                self._done.popitem(last=False)
+            outbox.mark_sent(self.archive, item.delivery_id)
+            self.sent += 1
+        return bool(due)

@@ -65,10 +65,27 @@ def voevent(request: Request, ivorn: str) -> Any:
                              "description": "The sky map file as received."},
                        404: {"description": "No sky map with this hash."}})
 def skymap(request: Request, sha256: str) -> Any:
-    """A sky map file by the SHA-256 of its bytes."""
+    """A sky map file by the SHA-256 of its bytes, when a public alert references it.
+
+    Maps of embargoed (until the embargo ends) or proprietary alerts are not
+    served here; the answer is the same 404 as for an unknown hash, so the
+    endpoint does not reveal which maps exist.
+    """
+    from sqlalchemy import and_, or_
+
+    from broker.archive import utcnow
+    from broker.models import AlertRow
+
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise HTTPException(404, "not a SHA-256")
-    data = request.app.state.archive.skymap(sha256)
+    archive = request.app.state.archive
+    with transaction(archive.engine, readonly=True) as conn:
+        public = conn.execute(select(AlertRow.id).where(
+            AlertRow.skymap_sha256 == sha256,
+            or_(AlertRow.data_rights == "public",
+                and_(AlertRow.data_rights == "embargoed", AlertRow.embargo_until <= utcnow()))
+        ).limit(1)).first()
+    data = archive.skymap(sha256) if public is not None else None
     if data is None:
         raise HTTPException(404, f"no sky map {sha256}")
     return Response(bytes(data), media_type="application/fits",

@@ -87,6 +87,7 @@ class _Tracked:
     revision: int = 0
     ivorn: str = ""
     retracted: bool = False
+    series: str = ""                # IVORN without the revision: fixed for life
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Engine:
         """
         for alert in sorted(alerts, key=lambda a: (a.revision, a.trigger_time)):
             self._remember(alert)
+        by_series: dict[str, str] = {}
         for coinc in sorted(coincidences, key=lambda c: c.revision):
             keys = tuple(self._by_ivorn.get(m.alert_id) for m in coinc.members)
             if any(k is None for k in keys):
@@ -172,9 +174,13 @@ class Engine:
             if pairing is None:
                 continue
             members = tuple(k for k in keys if k is not None)
-            ident = _identity(pairing, members)
+            series = coinc.id.rsplit("-", 1)[0]
+            # One coincidence per IVORN series: an N-fold group that grew keeps the
+            # identity (and the series) of its first revision.
+            ident = by_series.get(series) or _identity(pairing, members)
+            by_series[series] = ident
             self._tracked[ident] = _Tracked(ident, pairing, members, coinc.revision, coinc.id,
-                                            coinc.state == "retracted")
+                                            coinc.state == "retracted", series)
             for k in members:
                 self._of_event[k].add(ident)
 
@@ -553,8 +559,10 @@ class Engine:
         ordered = sorted(members, key=lambda m: tracked.members.index((m.source, m.event_id)))
         reference = ordered[0]
         t0 = _epoch_s(reference.trigger_time)
-        tracked.ivorn = (f"ivo://{self.authority}/{STREAM}#{tracked.pairing.name}-"
-                         f"{tracked.ident[:12]}-{tracked.revision}")
+        if not tracked.series:
+            tracked.series = (f"ivo://{self.authority}/{STREAM}#{tracked.pairing.name}-"
+                              f"{tracked.ident[:12]}")
+        tracked.ivorn = f"{tracked.series}-{tracked.revision}"
         coinc = Coincidence(
             schema_version="1.0", id=tracked.ivorn, pairing=tracked.pairing.name,
             state="retracted" if retracted else ("new" if first else "updated"),

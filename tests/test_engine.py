@@ -319,3 +319,26 @@ def test_batched_sky_map_overlaps_equal_the_overlap_module() -> None:
     for ivorn, integral in expected.items():
         got = results[ivorn].coincidence.spatial_overlap.integral
         assert got == pytest.approx(integral, rel=1e-6)
+
+
+def test_a_grown_nfold_group_keeps_its_series_across_a_restart() -> None:
+    messages = _scenarios()["3 coincident message, out of order"]
+
+    def sn_alerts(e: Engine) -> list[Result]:
+        out, received = [], T0
+        for message in messages:
+            received += timedelta(seconds=1)
+            meta = MessageMeta("snews.observation", received, "test.mmbroker")
+            for a in snews.normalize(json.dumps(message).encode(), meta).alerts:
+                out.extend(e.process(a))
+        return out
+
+    first = engine()
+    results = [r for r in sn_alerts(first) if r.coincidence.pairing == "sn_nfold"]
+    assert [r.coincidence.revision for r in results] == [0, 1]  # grew from 2 to 3
+    series = results[0].coincidence.id.rsplit("-", 1)[0]
+    restarted = engine()
+    restarted.warm(list(first._events.values()), [r.coincidence for r in results])
+    assert len({t.series for t in restarted._tracked.values()}) == 1
+    (tracked,) = restarted._tracked.values()
+    assert tracked.series == series and tracked.revision == 1

@@ -227,3 +227,76 @@ def test_coincidence_provenance_names_inputs_hashes_and_config(tmp_path: Path) -
     for fmt in ("json", "provn"):
         assert provenance.parse(provenance.serialize(doc, fmt), fmt)
     archive.close()
+
+
+def test_nothing_is_lost_when_storing_or_building_fails(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive outage after ingest is retried; a broken builder costs only its VOEvent."""
+    from broker import voevent_build
+    from broker.archive import Archive, RawMessage
+    from broker.config import get_settings
+    from broker.errors import ArchiveUnavailable
+    from broker.listening import make_pipeline
+    from broker.outbox import status
+
+    url = f"sqlite:///{tmp_path / 'robust.sqlite3'}"
+    archive = Archive.open(url)
+    pipeline = make_pipeline(get_settings(database_url=url), archive, targets=[])
+    examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
+    real_store = archive.store_coincidences
+    monkeypatch.setattr(archive, "store_coincidences",
+                        lambda *_a: (_ for _ in ()).throw(ArchiveUnavailable("restarting")))
+    real_build = voevent_build.build_coincidence
+    broken = {"gw-hen"}
+
+    def build(coinc, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if coinc.pairing in broken:
+            raise AttributeError("'module' object has no attribute 'Iterable'")
+        return real_build(coinc, *args, **kwargs)
+
+    monkeypatch.setattr(voevent_build, "build_coincidence", build)
+    pipeline.ingest([RawMessage("file", examples[n]) for n in (
+        "alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json",
+        "alert-neutrino-trigger.example.json")])
+    assert archive.list_coincidences() == []  # the outage: nothing stored yet...
+    monkeypatch.setattr(archive, "store_coincidences", real_store)
+    pipeline.flush()  # ...and the next round stores and publishes them
+    stored = {c["pairing"] for c in archive.list_coincidences()}
+    assert stored == {"gw_cbc-grb", "gw-hen", "hen-grb"}
+    published = {e["ivorn"].split("#")[1].rsplit("-", 2)[0] for e in status(archive)
+                 if "/coincidence#" in e["ivorn"]}
+    assert published == {"gw_cbc-grb", "hen-grb"}  # the broken one alone is missing
+    assert any("/detector#" in e["ivorn"] for e in status(archive))  # and the trigger
+    assert pipeline.publisher.failures == 1
+    archive.close()
+
+
+def test_skymaps_are_served_only_for_public_alerts(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+
+    from fastapi.testclient import TestClient
+
+    from broker.app import create_app
+    from broker.archive import Archive
+    from broker.config import get_settings
+    from broker.demo import scenario_messages
+    from broker.ingest import Ingestor
+
+    url = f"sqlite:///{tmp_path / 'maps.sqlite3'}"
+    archive = Archive.open(url)
+    (gw,) = [raw for label, raw, _ in scenario_messages() if label == "gw"]
+    doc = json.loads(gw.data)
+    sha = hashlib.sha256(base64.b64decode(doc["event"]["skymap"])).hexdigest()
+    Ingestor(archive, authority="local.mmbroker").ingest([gw])
+    with TestClient(create_app(get_settings(database_url=url), archive=archive)) as client:
+        reply = client.get(f"/api/v1/skymaps/{sha}")
+        assert reply.status_code == 200 and reply.content.startswith(b"SIMPLE")
+        with archive.engine.begin() as conn:
+            from sqlalchemy import update
+
+            from broker.models import AlertRow
+            conn.execute(update(AlertRow).values(data_rights="proprietary"))
+        assert client.get(f"/api/v1/skymaps/{sha}").status_code == 404
+        assert client.get(f"/api/v1/skymaps/{'0' * 64}").status_code == 404
+    archive.close()
