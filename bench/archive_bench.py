@@ -38,7 +38,7 @@ def bench_insert(backend: str, n_batch: int, n_single: int, batch: int) -> list[
     figures = []
     for mode, n, size in (("batch", n_batch, batch), ("single", n_single, 1)):
         docs = alert_documents(n, seed=1 if mode == "batch" else 2, prefix=mode)
-        raws = [RawMessage("bench", json.dumps(d).encode()) for d in docs]
+        raws = [RawMessage("file", json.dumps(d).encode()) for d in docs]
         start = time.perf_counter()
         for i in range(0, n, size):
             ingestor.ingest(raws[i:i + size])
@@ -46,8 +46,43 @@ def bench_insert(backend: str, n_batch: int, n_single: int, batch: int) -> list[
         figures.append(Figure("archive insert", backend, f"{mode} (x{size}) alerts/s",
                               n / elapsed, "alerts/s", f"{n} alerts, {elapsed:.2f} s"))
     assert archive.count_alerts() == n_batch + n_single
+    figures.append(_store_coincidences(archive, backend, n_batch, batch))
     archive.close()
     return figures
+
+
+def _store_coincidences(archive: Any, backend: str, n: int, batch: int) -> Figure:
+    """Coincidences/s stored in batches of ``batch``, each pairing two archived alerts.
+
+    Every other one is a revision superseding the one before it, so the
+    supersedes links are resolved too, as when a sky map update re-pairs.
+    """
+    from sqlalchemy import select
+
+    import alerts_schema
+    from alerts_schema import Coincidence
+    from broker.models import AlertRow
+
+    with archive.engine.connect() as conn:
+        ivorns = list(conn.execute(select(AlertRow.ivorn).order_by(AlertRow.id).limit(n + 1))
+                      .scalars())
+    template = Coincidence.model_validate_json(
+        alerts_schema.example_paths("coincidence")[0].read_bytes())
+    members = template.members
+    results = []
+    for i in range(n):
+        ivorn = f"ivo://bench.mmbroker/coincidence#{i // 2}-{i % 2}"
+        results.append((f"{i:064x}", template.model_copy(update={
+            "id": ivorn, "revision": i % 2, "state": "updated" if i % 2 else "new",
+            "supersedes": results[-1][1].id if i % 2 else None,
+            "members": [members[0].model_copy(update={"alert_id": ivorns[i]}),
+                        members[1].model_copy(update={"alert_id": ivorns[i + 1]})]})))
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        assert all(archive.store_coincidences(results[i:i + batch]))
+    elapsed = time.perf_counter() - start
+    return Figure("archive insert", backend, f"coincidences (x{batch})/s", n / elapsed,
+                  "coinc/s", f"{n} coincidences, half superseding, {elapsed:.2f} s")
 
 
 def _bulk_rows(n: int, seed: int = 7) -> tuple[list[str], Any]:

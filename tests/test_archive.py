@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -393,3 +394,36 @@ def test_coincidences_are_stored_once_with_their_members(archive: Archive) -> No
     with archive.engine.connect() as conn:
         offsets = sorted(r.time_offset_s for r in conn.execute(select(CoincidenceMember)))
     assert offsets == [0.0, 1.71]
+
+
+def test_coincidence_revisions_link_to_what_they_supersede(archive: Archive) -> None:
+    import alerts_schema
+    from alerts_schema import Coincidence
+    from broker.models import CoincidenceRow
+
+    ingestor = Ingestor(archive, authority="local.mmbroker")
+    examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
+    ingestor.ingest([RawMessage("file", examples[name]) for name in (
+        "alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json")])
+    first = Coincidence.model_validate_json(
+        alerts_schema.example_paths("coincidence")[0].read_bytes())
+    revisions = [first]
+    for n in (1, 2, 3):
+        revisions.append(first.model_copy(update={
+            "id": f"{first.id}-r{n}", "revision": first.revision + n, "state": "updated",
+            "supersedes": revisions[-1].id}))
+    # The first two in one batch (the second supersedes one stored in the same
+    # call), a repeat of the second and the third in the next, the last alone.
+    assert archive.store_coincidences([("a" * 64, revisions[0]),
+                                       ("b" * 64, revisions[1])]) == [True, True]
+    assert archive.store_coincidences([("b" * 64, revisions[1]),
+                                       ("c" * 64, revisions[2])]) == [False, True]
+    assert archive.store_coincidences([("d" * 64, revisions[3]),
+                                       ("e" * 64, revisions[3])]) == [True, False]
+    with archive.engine.connect() as conn:
+        rows = {r.ivorn: r for r in conn.execute(select(CoincidenceRow))}
+    assert len(rows) == 4
+    assert rows[first.id].supersedes_id is None
+    for earlier, later in itertools.pairwise(revisions):
+        assert rows[later.id].supersedes_id == rows[earlier.id].id
+    assert all(len(c["members"]) == 2 for c in archive.list_coincidences())
