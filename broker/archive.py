@@ -453,10 +453,14 @@ class Archive:
                                              AlertRow.revision < revision)
                 .order_by(AlertRow.revision.desc()).limit(1)).scalar_one_or_none()
 
-    def coincidence_row_id(self, ivorn: str) -> int | None:
+    def coincidence_row_ids(self, ivorns: Iterable[str]) -> dict[str, int]:
+        """Row ids of the stored coincidence revisions among ``ivorns``."""
+        wanted = sorted(set(ivorns))
+        if not wanted:
+            return {}
         with transaction(self.engine, readonly=True) as conn:
-            return conn.execute(select(CoincidenceRow.id).where(
-                CoincidenceRow.ivorn == ivorn)).scalar_one_or_none()
+            return dict(conn.execute(select(CoincidenceRow.ivorn, CoincidenceRow.id)
+                                     .where(CoincidenceRow.ivorn.in_(wanted))).all())
 
     def skymap(self, sha256: str) -> bytes | None:
         """The sky map file stored under ``sha256``, or None."""
@@ -478,6 +482,15 @@ class Archive:
         with transaction(self.engine, readonly=True) as conn:
             return conn.execute(select(AlertRow.document)
                                 .where(AlertRow.ivorn == ivorn)).scalar_one_or_none()
+
+    def get_alerts(self, ivorns: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Documents of the archived alert revisions among ``ivorns``, by IVORN."""
+        wanted = sorted(set(ivorns))
+        if not wanted:
+            return {}
+        with transaction(self.engine, readonly=True) as conn:
+            return dict(conn.execute(select(AlertRow.ivorn, AlertRow.document)
+                                     .where(AlertRow.ivorn.in_(wanted))).all())
 
     def raw_payload(self, sha256: str) -> bytes | None:
         with transaction(self.engine, readonly=True) as conn:

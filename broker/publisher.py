@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from alerts_schema import Alert
 from broker import outbox
-from broker.archive import Archive, utcnow
+from broker.archive import Archive, sha256_hex, utcnow
 from broker.config import Settings
 from crossmatch.engine import ENGINE_VERSION, Result
 
@@ -92,9 +92,18 @@ class Publisher:
                                      lambda a=alert: self._trigger(a, started, known))
                 if item is not None:
                     outgoing.append(item)
+        if coincidences:
+            # Looked up once for the whole round, not per coincidence: a sky map
+            # meeting an optical survey hands over thousands at once.
+            ids = {m.alert_id for r in coincidences for m in r.coincidence.members}
+            lookups = _Lookups(
+                documents=self.archive.get_alerts(ids),
+                receipts={**self.archive.receipts(ids - known.keys()), **known},
+                row_ids=self.archive.coincidence_row_ids(
+                    r.coincidence.id for r in coincidences))
         for result in coincidences:
             item = self._guarded(result.coincidence.id,
-                                 lambda r=result: self._coincidence(r, started))
+                                 lambda r=result: self._coincidence(r, started, lookups))
             if item is not None:
                 outgoing.append(item)
         if not outgoing:
@@ -172,31 +181,40 @@ class Publisher:
             activity_started=started, activity_ended=utcnow(), engine_version=ENGINE_VERSION,
             config_hash=None, parameters={"conversion": "detector trigger to VOEvent 2.0"},
             broker_id=self.who.author_ivorn, broker_version=_version(), supersedes=previous,
-            voevent_sha256=_sha(xml))
+            voevent_sha256=sha256_hex(xml))
         return outbox.Outgoing(alert.id, xml, alert.role, _prov_json(doc),
                                alert_id=receipts.get(alert.id, {}).get("id"))
 
-    def _coincidence(self, result: Result, started: datetime) -> outbox.Outgoing:
+    def _coincidence(self, result: Result, started: datetime,
+                     lookups: _Lookups) -> outbox.Outgoing:
         from broker import provenance, voevent_build
 
         coinc = result.coincidence
-        ids = [m.alert_id for m in coinc.members]
-        members = [Alert.model_validate(d) for d in
-                   (self.archive.get_alert(i) for i in ids) if d is not None]
+        members = [Alert.model_validate(lookups.documents[m.alert_id])
+                   for m in coinc.members if m.alert_id in lookups.documents]
         xml = voevent_build.build_coincidence(
             coinc, members, who=self.who, provenance_url=self.provenance_url(coinc.id),
             skymap_url_for=self.skymap_url)
-        receipts = self.archive.receipts(ids)
         doc = provenance.build(
-            coinc.id, "coincidence", [_input(m, receipts.get(m.id, {})) for m in members],
+            coinc.id, "coincidence",
+            [_input(m, lookups.receipts.get(m.id, {})) for m in members],
             activity_started=started, activity_ended=utcnow(),
             engine_version=coinc.engine_version, config_hash=coinc.config_hash,
             parameters={"pairing": coinc.pairing, "state": coinc.state,
                         "revision": coinc.revision},
             broker_id=self.who.author_ivorn, broker_version=_version(),
-            supersedes=coinc.supersedes, voevent_sha256=_sha(xml))
+            supersedes=coinc.supersedes, voevent_sha256=sha256_hex(xml))
         return outbox.Outgoing(coinc.id, xml, _role(members), _prov_json(doc),
-                               coincidence_id=self.archive.coincidence_row_id(coinc.id))
+                               coincidence_id=lookups.row_ids.get(coinc.id))
+
+
+@dataclass(frozen=True)
+class _Lookups:
+    """What the coincidences of one publishing round need from the archive, by IVORN."""
+
+    documents: dict[str, dict]
+    receipts: dict[str, dict]
+    row_ids: dict[str, int]
 
 
 def _input(alert: Alert, receipt: dict) -> object:
@@ -216,12 +234,6 @@ def _input(alert: Alert, receipt: dict) -> object:
 def _role(members: Sequence[Alert]) -> str:
     roles = {m.role for m in members}
     return "observation" if roles <= {"observation", "prediction"} else "test"
-
-
-def _sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _prov_json(doc: object) -> dict:
