@@ -474,7 +474,7 @@ def crossmatch_calibrate(
     docs = archive.list_alerts(AlertQuery(since=_parse_time(since), until=_parse_time(until),
                                           role="observation", limit=10_000_000))
     alerts = [Alert.model_validate(d) for d in docs]
-    gate = _spatial_gate(archive) if spatial else None
+    gate = _spatial_gate(archive, config) if spatial else None
     try:
         results = calibrate_alerts(config, alerts, n_scrambles=scrambles, seed=seed,
                                    pairings=pairing or None, spatial_gate=gate)
@@ -488,30 +488,12 @@ def crossmatch_calibrate(
           title="cross-match calibration (ratio = observed / predicted)")
 
 
-def _spatial_gate(archive: Any) -> Any:
-    """The engine's own sky test, for scrambled pairs of spatial pairings."""
-    from crossmatch.localization import from_alert
-    from crossmatch.overlap import overlap
+def _spatial_gate(archive: Any, config: Any) -> Any:
+    """The engine's own sky test (sky maps from the archive), for scrambled pairs."""
+    from crossmatch.engine import Engine
 
-    cache: dict[str, Any] = {}
-
-    def localization(alert: Any) -> Any:
-        sha = getattr(alert.localization, "skymap_sha256", None)
-        if sha is None:
-            return from_alert(alert, {})
-        if sha not in cache:
-            data = archive.skymap(sha)
-            cache[sha] = from_alert(alert, {sha: data}) if data else None
-        return cache[sha]
-
-    def gate(pairing: Any, a: Any, b: Any) -> bool:
-        la, lb = localization(a), localization(b)
-        if la is None or lb is None:
-            return True  # time-only, as the engine treats an unlocalized member
-        result = overlap(la, lb, credible_level=pairing.credible_level)
-        return not result.gated and result.integral > 0
-
-    return gate
+    engine = Engine(config, authority="calibration.mmbroker", skymap_loader=archive.skymap)
+    return lambda pairing, a, b: engine.sky_test(pairing, a, b)[0]
 
 
 # -- listeners, stream health -------------------------------------------------

@@ -436,22 +436,34 @@ class Engine:
                 return None
             sky = precomputed
         elif pairing.spatial:
-            loc_a, loc_b = self._localization(a), self._localization(b)
-            if loc_a is not None and loc_b is not None:
-                result = overlap(loc_a, loc_b, credible_level=pairing.credible_level)
-                if result.gated or result.integral <= 0:
-                    return None
-                integral, log10, method = result.integral, result.log10_integral, result.method
-                if not math.isfinite(integral):  # two identical exact positions
-                    integral, log10 = MAX_OVERLAP, math.log10(MAX_OVERLAP)
-                    method += " (capped: identical exact positions)"
-                sky = Overlap(integral=integral, log10_integral=log10, method=method,
-                              credible_level=pairing.credible_level)
+            passes, sky = self.sky_test(pairing, a, b)
+            if not passes:
+                return None
         figures = compute_figures(
             pairing, self.config, far_a_hz=a.far_hz, far_b_hz=b.far_hz,
             overlap=sky.integral if sky else None, offset_s=dt,
             p_values=[p for p in (a.p_value, b.p_value) if p is not None] or None)
         return sky, [f.to_significance() for f in figures]
+
+    def sky_test(self, pairing: Pairing, a: Alert, b: Alert) -> tuple[bool, Overlap | None]:
+        """Whether two alerts' localizations agree under ``pairing``, and their overlap.
+
+        False when one lies outside the other's credible region or they do not
+        overlap.  An unlocalized member (or a sky map the archive does not
+        hold) passes with no overlap: the pair is then judged on time alone.
+        """
+        loc_a, loc_b = self._localization(a), self._localization(b)
+        if loc_a is None or loc_b is None:
+            return True, None
+        result = overlap(loc_a, loc_b, credible_level=pairing.credible_level)
+        if result.gated or result.integral <= 0:
+            return False, None
+        integral, log10, method = result.integral, result.log10_integral, result.method
+        if not math.isfinite(integral):  # two identical exact positions
+            integral, log10 = MAX_OVERLAP, math.log10(MAX_OVERLAP)
+            method += " (capped: identical exact positions)"
+        return True, Overlap(integral=integral, log10_integral=log10, method=method,
+                             credible_level=pairing.credible_level)
 
     def _nfold(self, pairing: Pairing, alert: Alert) -> list[Result]:
         """Distinct detectors whose triggers all fall within tau: at least ``nfold_min``.
