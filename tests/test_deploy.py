@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,4 +22,8 @@ def test_systemd_unit_uses_existing_commands() -> None:
     unit = (DEPLOY / "systemd" / "mmbroker.service").read_text()
     assert "ExecStart=/opt/mmbroker/venv/bin/mmbroker serve" in unit
     assert "mmbroker db upgrade" in unit
-    assert "password" not in unit.lower().replace("with a password", "")
+    # Secrets come from a root-only EnvironmentFile, never the unit itself.
+    assert "EnvironmentFile=-/etc/mmbroker/secrets.env" in unit
+    settings = [line for line in unit.splitlines() if line.startswith("Environment=")]
+    assert settings and not any(re.search(r"PASSWORD|TOKEN|SECRET|://[^/@\s]+:[^@\s]*@",
+                                          line, re.IGNORECASE) for line in settings)

@@ -6,18 +6,23 @@ format sniffer and the bounded JSON decoder must hold by themselves.
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from broker.archive import Archive, RawMessage
 from broker.ingest import Ingestor
 
+# Unpickling this creates the file below: proof, if it exists, that a pickle ran.
+PWNED = Path(tempfile.gettempdir()) / f"mmbroker-pwned-{os.getpid()}"
+
 
 class _Evil:
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        import os
-        return (os.system, ("touch /tmp/mmbroker-pwned",))
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (PWNED,))
 
 
 CORPUS = {
@@ -47,9 +52,9 @@ CORPUS = {
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
-def test_hostile_input_is_quarantined(name: str, ingestor: Ingestor, archive: Archive,
-                                      tmp_path: object) -> None:
+def test_hostile_input_is_quarantined(name: str, ingestor: Ingestor, archive: Archive) -> None:
     data, expected = CORPUS[name]
+    PWNED.unlink(missing_ok=True)
     (outcome,) = ingestor.ingest([RawMessage("file", data)])
     assert outcome.status == "quarantined"
     assert expected.lower() in outcome.reason.lower(), outcome.reason
@@ -57,12 +62,17 @@ def test_hostile_input_is_quarantined(name: str, ingestor: Ingestor, archive: Ar
     assert entry["reason"] == outcome.reason
     assert archive.raw_payload(entry["raw_sha256"]) == data
     assert archive.count_alerts() == 0
+    assert not PWNED.exists(), "a pickle was unpickled"
 
 
-def test_no_pickle_was_executed() -> None:
-    from pathlib import Path
-
-    assert not Path("/tmp/mmbroker-pwned").exists()
+def test_the_evil_pickle_would_run_if_loaded() -> None:
+    """The control: the corpus pickles do what the check above looks for."""
+    PWNED.unlink(missing_ok=True)
+    try:
+        pickle.loads(CORPUS["pickle-protocol-2"][0])
+        assert PWNED.exists()
+    finally:
+        PWNED.unlink(missing_ok=True)
 
 
 def test_oversize_message_keeps_its_head(archive: Archive) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,27 +39,32 @@ def _docs(n: int, seed: int) -> list[bytes]:
     return [json.dumps(d).encode() for d in alert_documents(n, seed=seed)]
 
 
-def _run_listener(listener: KafkaListener) -> tuple[threading.Thread, threading.Event]:
+def _consumer(kafka: str, group: str) -> dict[str, str]:
+    return {"bootstrap.servers": kafka, "group.id": group, "auto.offset.reset": "earliest",
+            **FAST_JOIN}
+
+
+@contextlib.contextmanager
+def _running(listener: KafkaListener) -> Iterator[None]:
+    """The listener on a thread for the block, stopped (and seen to stop) after it."""
     stop = threading.Event()
     thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
     thread.start()
-    return thread, stop
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_messages_are_archived_with_their_offsets(kafka: str, archive: Archive,
                                                   ingestor: Ingestor) -> None:
     produce(kafka, "mmbroker.alerts", [*_docs(50, seed=1), b"not an alert", b"\x80\x04pickle"])
-    source = KafkaSource(["mmbroker.alerts"], {"bootstrap.servers": kafka, "group.id": "t1",
-                                          "auto.offset.reset": "earliest", **FAST_JOIN})
-    listener = KafkaListener(source, ingestor, batch_size=20)
-    thread, stop = _run_listener(listener)
-    try:
+    source = KafkaSource(["mmbroker.alerts"], _consumer(kafka, "t1"))
+    with _running(KafkaListener(source, ingestor, batch_size=20)):
         assert wait_for(lambda: archive.count_alerts() == 50
                         and archive.count_quarantined() == 2, 60)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
     with archive.engine.connect() as conn:
         from sqlalchemy import select
 
@@ -75,42 +82,28 @@ def test_messages_are_archived_with_their_offsets(kafka: str, archive: Archive,
 def test_offsets_are_committed_so_a_restart_reads_nothing_twice(
         kafka: str, archive: Archive, ingestor: Ingestor) -> None:
     produce(kafka, "mmbroker.commit", _docs(30, seed=2))
-    config = {"bootstrap.servers": kafka, "group.id": "t2", "auto.offset.reset": "earliest",
-              **FAST_JOIN}
+    config = _consumer(kafka, "t2")
     first = KafkaListener(KafkaSource(["mmbroker.commit"], config), ingestor)
-    thread, stop = _run_listener(first)
-    assert wait_for(lambda: first.messages == 30, 60)
-    stop.set()
-    thread.join(30)
+    with _running(first):
+        assert wait_for(lambda: first.messages == 30, 60)
     produce(kafka, "mmbroker.commit", _docs(10, seed=3))
     second = KafkaListener(KafkaSource(["mmbroker.commit"], config), ingestor)
-    thread, stop = _run_listener(second)
-    try:
+    with _running(second):
         assert wait_for(lambda: second.messages == 10, 60)
-    finally:
-        stop.set()
-        thread.join(30)
     assert archive.count_alerts() == 40
     assert second.messages == 10  # the first 30 were not read again
 
 
 def test_replay_from_a_timestamp(kafka: str, archive: Archive, ingestor: Ingestor) -> None:
     produce(kafka, "mmbroker.replay", _docs(20, seed=4))
-    config = {"bootstrap.servers": kafka, "group.id": "t3", "auto.offset.reset": "earliest",
-              **FAST_JOIN}
+    config = _consumer(kafka, "t3")
     first = KafkaListener(KafkaSource(["mmbroker.replay"], config), ingestor)
-    thread, stop = _run_listener(first)
-    assert wait_for(lambda: first.messages == 20, 60)
-    stop.set()
-    thread.join(30)
+    with _running(first):
+        assert wait_for(lambda: first.messages == 20, 60)
     replay = KafkaListener(KafkaSource(["mmbroker.replay"], config), ingestor,
                            since=datetime(2000, 1, 1, tzinfo=UTC))
-    thread, stop = _run_listener(replay)
-    try:
+    with _running(replay):
         assert wait_for(lambda: replay.messages == 20, 60)
-    finally:
-        stop.set()
-        thread.join(30)
     assert archive.count_alerts() == 20  # replayed, and every one a duplicate
 
 

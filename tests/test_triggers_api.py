@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -109,7 +108,3 @@ def test_openapi_documents_the_trigger_schema(client: TestClient) -> None:
     assert set(trigger["required"]) >= {"event_id", "detector", "real", "time"}
     assert "#/$defs/" not in json.dumps(spec)
     assert {"401", "403", "413", "415", "422"} <= set(post["responses"])
-
-
-def test_trigger_file_path_is_the_examples_folder() -> None:
-    assert Path(alerts_schema.example_paths("trigger")[0]).name.startswith("trigger-")
