@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +31,6 @@ def percentiles_ms(samples_s: list[float]) -> tuple[float, float, float]:
     ordered = sorted(samples_s)
     q = statistics.quantiles(ordered, n=100, method="inclusive")
     return 1000 * statistics.median(ordered), 1000 * q[94], 1000 * q[98]
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def machine() -> str:
