@@ -74,6 +74,28 @@ def test_queued_once_per_ivorn(archive: Archive) -> None:
     assert {t for s in outbox.status(archive) for t in s["targets"]} == {"vtp", "kafka-xml"}
 
 
+def test_one_round_queues_new_ivorns_once_and_hands_back_their_deliveries(
+        archive: Archive) -> None:
+    queue(archive, range(1), ["vtp"])
+    items = [outbox.Outgoing(*voevent(n), "observation", {"entity": {}}) for n in (3, 0, 2, 3)]
+    handed: list[outbox.Due] = []
+    # In the caller's order: ev0 was queued before, the second ev3 repeats the first.
+    assert outbox.queue(archive, items, ["vtp", "kafka-xml"], handed) == [
+        True, False, True, False]
+    assert [(d.ivorn.rsplit("#", 1)[1], d.target) for d in handed] == [
+        ("ev2", "kafka-xml"), ("ev2", "vtp"), ("ev3", "kafka-xml"), ("ev3", "vtp")]
+    assert all(d.xml == dict(voevent(n) for n in (2, 3))[d.ivorn] for d in handed)
+    assert outbox.pending_count(archive) == 5
+    (entry,) = [s for s in outbox.status(archive) if s["ivorn"].endswith("ev3")]
+    assert sorted(entry["targets"]) == ["kafka-xml", "vtp"]
+    from sqlalchemy import select
+
+    from broker.models import ProvenanceDoc
+    with archive.engine.connect() as conn:
+        subjects = sorted(conn.execute(select(ProvenanceDoc.subject_ivorn)).scalars())
+    assert [s.rsplit("#", 1)[1] for s in subjects] == ["ev0", "ev2", "ev3"]
+
+
 def test_comet_down_for_30_s_loses_and_doubles_nothing(tmp_path: Path, archive: Archive) -> None:
     with comet_broker(tmp_path) as (receive, broadcast):
         pass  # learn two free ports, then leave them unused: Comet is "down"
