@@ -2,7 +2,8 @@
 
 ``insert``: alerts/s through the real ingest path (raw bytes committed, the
 Alert JSON normalized and validated, the row archived), in batches of
-``--batch`` and one message per transaction.
+``--batch`` and one message per transaction; then coincidences stored in
+batches, and 2,000 of them published (VOEvent and PROV built, outbox queued).
 
 ``query``: p50/p95/p99 of cone + time-range queries (the Archive API the REST
 and CLI use, first 100 rows newest first) over ``--rows`` synthetic alerts,
@@ -46,12 +47,14 @@ def bench_insert(backend: str, n_batch: int, n_single: int, batch: int) -> list[
         figures.append(Figure("archive insert", backend, f"{mode} (x{size}) alerts/s",
                               n / elapsed, "alerts/s", f"{n} alerts, {elapsed:.2f} s"))
     assert archive.count_alerts() == n_batch + n_single
-    figures.append(_store_coincidences(archive, backend, n_batch, batch))
+    stored, results = _store_coincidences(archive, backend, n_batch, batch)
+    figures += [stored, _queue_voevents(archive, backend, results[:2000])]
     archive.close()
     return figures
 
 
-def _store_coincidences(archive: Any, backend: str, n: int, batch: int) -> Figure:
+def _store_coincidences(archive: Any, backend: str, n: int, batch: int
+                        ) -> tuple[Figure, list[Any]]:
     """Coincidences/s stored in batches of ``batch``, each pairing two archived alerts.
 
     Every other one is a revision superseding the one before it, so the
@@ -82,7 +85,23 @@ def _store_coincidences(archive: Any, backend: str, n: int, batch: int) -> Figur
         assert all(archive.store_coincidences(results[i:i + batch]))
     elapsed = time.perf_counter() - start
     return Figure("archive insert", backend, f"coincidences (x{batch})/s", n / elapsed,
-                  "coinc/s", f"{n} coincidences, half superseding, {elapsed:.2f} s")
+                  "coinc/s", f"{n} coincidences, half superseding, {elapsed:.2f} s"), results
+
+
+def _queue_voevents(archive: Any, backend: str, results: list[tuple[str, Any]]) -> Figure:
+    """Coincidence VOEvents built (VOEvent 2.0 + PROV) and queued for VTP, in one round."""
+    from broker.config import Settings
+    from broker.publisher import Publisher
+    from crossmatch.engine import Result
+
+    publisher = Publisher(archive, Settings(), targets=("vtp",))
+    start = time.perf_counter()
+    queued = publisher.publish([], [Result(key, c) for key, c in results])
+    elapsed = time.perf_counter() - start
+    assert queued == len(results) and publisher.failures == 0
+    return Figure("archive insert", backend, "coincidence VOEvents queued/s",
+                  len(results) / elapsed, "VOEvent/s",
+                  f"{len(results)} in one round, {elapsed:.2f} s")
 
 
 def _bulk_rows(n: int, seed: int = 7) -> tuple[list[str], Any]:
