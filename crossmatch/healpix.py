@@ -40,7 +40,8 @@ def order_for_radius(radius_deg: float, *, max_order: int = MAX_ORDER) -> int:
     """
     if radius_deg <= 0:
         return max_order
-    order = math.floor(math.log2(_ORDER0_SIDE_DEG / (radius_deg / 2)))
+    # A difference of logs: the quotient overflows for subnormal radii (hypothesis found 1e-311).
+    order = math.floor(math.log2(_ORDER0_SIDE_DEG) - math.log2(radius_deg) + 1)
     return max(0, min(max_order, order))
 
 

@@ -72,6 +72,14 @@ def test_order_for_radius() -> None:
     assert order_for_radius(0) == MAX_ORDER
     assert order_for_radius(180) == 0
     assert order_for_radius(1.0) > order_for_radius(10.0)
+    # Subnormal radii once overflowed to an infinite order (found by hypothesis).
+    assert order_for_radius(2.225073858507e-311) == MAX_ORDER
+    assert order_for_radius(5e-324) == MAX_ORDER
+    side0_deg = np.degrees(np.sqrt(np.pi / 3))
+    for radius in np.geomspace(1e-9, 50.0, 200):  # pixels half to one radius across
+        order = order_for_radius(float(radius))
+        if 0 < order < MAX_ORDER:
+            assert radius / 2 <= side0_deg / 2.0**order * (1 + 1e-12) < radius * (1 + 1e-12)
 
 
 def test_separation_edge_cases() -> None:
