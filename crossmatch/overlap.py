@@ -555,8 +555,10 @@ def raster_order(sigma_rad: float, radius_rad: float) -> int:
     """
     if not math.isfinite(sigma_rad):
         order = 0
-    else:
-        order = math.ceil(math.log2(_SIDE0_RAD * _RASTER_PER_SIGMA / sigma_rad))
+    elif sigma_rad <= 0:
+        order = _MAX_QUERY_ORDER
+    else:  # a difference of logs: the quotient overflows for subnormal widths
+        order = math.ceil(math.log2(_SIDE0_RAD * _RASTER_PER_SIGMA) - math.log2(sigma_rad))
     order = int(np.clip(order, 0, _MAX_QUERY_ORDER))
     cap_fraction = 0.5 * float(1.0 - math.cos(min(radius_rad, math.pi)))
     while order > 0 and 12 * 4**order * cap_fraction > _RASTER_BUDGET:

@@ -26,7 +26,7 @@ from crossmatch.localization import (
     gbm_mixture,
     unit_vector,
 )
-from crossmatch.overlap import Overlap, contains, credible_level_at, overlap
+from crossmatch.overlap import Overlap, contains, credible_level_at, overlap, raster_order
 from tests.conftest import SAMPLES
 from tests.test_skymap import fisher_map, uniq_of
 
@@ -600,3 +600,11 @@ def test_sample_gate_and_peak(sample_maps: dict[str, SkyMap]) -> None:
     if a is not None and c is not None:
         assert overlap(a, c).gated  # 90% regions on different parts of the sky
         assert 0 < overlap(a, c, credible_level=None).integral < 1e-3
+
+
+def test_raster_order_for_degenerate_widths() -> None:
+    """Finest order for widths at or below zero or subnormal, coarsest for infinite."""
+    assert raster_order(1e-3, 0.01) > raster_order(1e-1, 0.01)
+    for sigma_rad in (0.0, 5e-324, 2.2e-311):
+        assert raster_order(sigma_rad, 1e-9) == 27  # healpy's inclusive query limit
+    assert raster_order(math.inf, 1.0) == 0
