@@ -11,14 +11,17 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import broker
 from broker import migrate
 from broker.archive import Archive
 from broker.config import Settings
+from broker.ratelimit import RateLimiter
 
 
 class Health(BaseModel):
@@ -58,6 +61,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
         app.state.archive = archive or Archive.open(settings.effective_database_url)
         app.state.settings = settings
+        app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_s,
+                                             settings.api_rate_limit_burst)
         configure_normalizers(settings)
         # Every transport of this process feeds one pipeline: one cross-match state.
         app.state.ingestor = make_pipeline(settings, app.state.archive)
@@ -78,10 +83,22 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         lifespan=lifespan,
     )
 
-    from broker import triggers_api, voevents_api
+    from broker import query_api, scs, triggers_api, voevents_api
 
     app.include_router(triggers_api.router)
+    app.include_router(query_api.router)
     app.include_router(voevents_api.router)
+    app.include_router(scs.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Errors as JSON, except on the cone search, whose clients expect a VOTable."""
+        if request.url.path.startswith("/scs"):
+            from broker.tabular import MEDIA_TYPES, error_votable
+
+            return Response(error_votable(str(exc.detail)), status_code=exc.status_code,
+                            media_type=MEDIA_TYPES["votable"], headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -90,7 +107,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
             spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
                                routes=app.routes)
             spec.setdefault("components", {}).setdefault("schemas", {}).update(
-                triggers_api.openapi_components())
+                {**triggers_api.openapi_components(), **query_api.openapi_components()})
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Engine, Select, and_, bindparam, case, func, or_, select, tuple_
+from sqlalchemy import Engine, bindparam, case, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -37,7 +37,8 @@ from broker.models import (
     Skymap,
     StreamHealth,
 )
-from crossmatch.healpix import angular_separation_deg, cone_ranges, nested29
+from broker.query import ARCHIVIST, AlertQuery, search_alerts
+from crossmatch.healpix import nested29
 from listeners.base import Normalized
 
 Status = Literal["archived", "duplicate", "quarantined", "heartbeat"]
@@ -101,6 +102,16 @@ def content_sha256(document: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def coincidence_far_hz(document: dict[str, Any]) -> float | None:
+    """The smallest false-alarm rate (Hz) among a coincidence document's significance figures.
+
+    None when no figure is in Hz (a coincidence judged by p-value alone).
+    """
+    rates = [float(s["value"]) for s in document.get("significance") or ()
+             if s.get("unit") == "Hz" and s.get("value") is not None]
+    return min(rates) if rates else None
+
+
 def with_receipt(alert: Alert, raw: RawMessage) -> Alert:
     """``alert`` as the archive keeps it: when and in which bytes it arrived."""
     return alert.model_copy(update={
@@ -158,29 +169,6 @@ def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
         "transport": dict(raw.transport) or None,
         "document": document,
     }
-
-
-@dataclass(frozen=True)
-class AlertQuery:
-    """Filters for :meth:`Archive.list_alerts`; None means no filter.
-
-    Times are UTC; ``cone`` is (ra_deg, dec_deg, radius_deg) in ICRS degrees.
-    """
-
-    since: datetime | None = None
-    until: datetime | None = None
-    received_since: datetime | None = None
-    source: str | None = None
-    messenger: str | None = None
-    facility: str | None = None
-    role: str | None = None
-    alert_type: str | None = None
-    far_max_hz: float | None = None
-    pipeline: str | None = None
-    pipeline_version: str | None = None
-    reco_method: str | None = None
-    cone: tuple[float, float, float] | None = None
-    limit: int = 100
 
 
 class Archive:
@@ -384,6 +372,7 @@ class Archive:
         table = CoincidenceRow.__table__
         rows = []
         for key, coinc in results:
+            document = coinc.to_document()
             loc = coinc.localization
             ra, dec = getattr(loc, "ra_deg", None), getattr(loc, "dec_deg", None)
             rows.append({
@@ -392,8 +381,9 @@ class Archive:
                 "reference_time": coinc.reference_time, "ra_deg": ra, "dec_deg": dec,
                 "hpx29": nested29(ra, dec) if ra is not None and dec is not None else None,
                 "overlap": coinc.spatial_overlap.integral if coinc.spatial_overlap else None,
+                "far_hz": coincidence_far_hz(document),
                 "engine_version": coinc.engine_version, "config_hash": coinc.config_hash,
-                "created_at": coinc.created_time, "document": coinc.to_document()})
+                "created_at": coinc.created_time, "document": document})
         # A fixed number of statements whatever the batch size: the engine hands
         # over thousands of results at once when a sky map meets an optical survey.
         with transaction(self.engine) as conn:
@@ -498,43 +488,13 @@ class Archive:
                                 .where(RawPayload.sha256 == sha256)).scalar_one_or_none()
 
     def list_alerts(self, query: AlertQuery) -> list[dict[str, Any]]:
-        """Alert documents matching ``query``, newest event first.
+        """Alert documents matching ``query``, newest event first, whatever their data rights.
 
-        A cone is answered from the order-29 HEALPix index as integer ranges,
-        then filtered by exact angular separation.
+        The broker's own read (CLI, cross-match history); the API answers
+        callers through :mod:`broker.query` with their :class:`~broker.query.Viewer`.
         """
-        return [row.document for row in self._iter_alert_rows(query)]
-
-    def _iter_alert_rows(self, query: AlertQuery) -> Iterator[Any]:
-        stmt = select(AlertRow.id, AlertRow.event_time, AlertRow.ra_deg, AlertRow.dec_deg,
-                      AlertRow.document)
-        stmt = _apply_filters(stmt, query)
-        order = (AlertRow.event_time.desc(), AlertRow.id.desc())
-        if query.cone is None:
-            with transaction(self.engine, readonly=True) as conn:
-                yield from conn.execute(stmt.order_by(*order).limit(query.limit))
-            return
-        ra, dec, radius = query.cone
-        stmt = stmt.where(or_(*(AlertRow.hpx29.between(lo, hi)
-                                for lo, hi in cone_ranges(ra, dec, radius))))
-        # Page through candidates until `limit` survive the exact filter.
-        yielded, page, after = 0, max(2 * query.limit, 64), None
         with transaction(self.engine, readonly=True) as conn:
-            while yielded < query.limit:
-                paged = stmt
-                if after is not None:
-                    paged = paged.where(or_(AlertRow.event_time < after[0], and_(
-                        AlertRow.event_time == after[0], AlertRow.id < after[1])))
-                rows = conn.execute(paged.order_by(*order).limit(page)).all()
-                for row in rows:
-                    if angular_separation_deg(ra, dec, row.ra_deg, row.dec_deg) <= radius:
-                        yield row
-                        yielded += 1
-                        if yielded >= query.limit:
-                            return
-                if len(rows) < page:
-                    return
-                after = (rows[-1].event_time, rows[-1].id)
+            return [row.document for row in search_alerts(conn, query, ARCHIVIST).rows]
 
     def stream_health(self) -> list[dict[str, Any]]:
         """Every stream's and detector's health row, ordered by stream then detector."""
@@ -582,26 +542,6 @@ def _index_positions(rows: list[dict[str, Any]]) -> None:
                       np.array([r["dec_deg"] for r in located]))
     for row, pixel in zip(located, np.atleast_1d(pixels), strict=True):
         row["hpx29"] = int(pixel)
-
-
-def _apply_filters(stmt: Select[Any], q: AlertQuery) -> Select[Any]:
-    conditions = []
-    if q.since is not None:
-        conditions.append(AlertRow.event_time >= q.since)
-    if q.until is not None:
-        conditions.append(AlertRow.event_time <= q.until)
-    if q.received_since is not None:
-        conditions.append(AlertRow.received_at >= q.received_since)
-    for column, value in ((AlertRow.source, q.source), (AlertRow.messenger, q.messenger),
-                          (AlertRow.facility, q.facility), (AlertRow.role, q.role),
-                          (AlertRow.alert_type, q.alert_type), (AlertRow.pipeline, q.pipeline),
-                          (AlertRow.pipeline_version, q.pipeline_version),
-                          (AlertRow.reco_method, q.reco_method)):
-        if value is not None:
-            conditions.append(column == value)
-    if q.far_max_hz is not None:
-        conditions.append(AlertRow.far_hz <= q.far_max_hz)
-    return stmt.where(*conditions) if conditions else stmt
 
 
 def _reason(err: Exception) -> str:

@@ -599,8 +599,9 @@ def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
 @token_app.command("create")
 def token_create(
     ctx: typer.Context,
-    scope: Annotated[list[str], typer.Option(help="A scope: read:embargoed, write:triggers, "
-                                                  "ack or admin. Repeat for several.")],
+    scope: Annotated[list[str], typer.Option(help="A scope: read:embargoed, read:proprietary, "
+                                                  "write:triggers, ack or admin. Repeat for "
+                                                  "several.")],
     name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "unnamed",
     expires_days: Annotated[float | None, typer.Option(min=0, help="Lifetime in days.")] = None,
 ) -> None:

@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     kafka_output_json_topic: str = Field(
         default="mmbroker.voevent.json", description="Kafka topic for the JSON form of "
                                                      "published VOEvents.")
+    api_rate_limit_per_s: float = Field(
+        default=50.0, ge=0,
+        description="Sustained requests per second the query API allows one caller (a token, "
+                    "or a client address when anonymous); 0 turns rate limiting off.")
+    api_rate_limit_burst: int = Field(
+        default=200, ge=1,
+        description="Requests one caller may make at once before api_rate_limit_per_s applies "
+                    "(token-bucket size).")
     rubin_schema_dir: Path | None = Field(
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")

@@ -136,7 +136,8 @@ class CoincidenceRow(Base):
     """One coincidence revision found by the cross-match engine."""
 
     __tablename__ = "coincidences"
-    __table_args__ = (Index(None, "created_at"), Index(None, "pairing", "created_at"))
+    __table_args__ = (Index(None, "created_at"), Index(None, "pairing", "created_at"),
+                      Index(None, "hpx29"), Index(None, "reference_time"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     ivorn: Mapped[str] = mapped_column(String(512), unique=True)
@@ -152,6 +153,8 @@ class CoincidenceRow(Base):
     dec_deg: Mapped[float | None] = mapped_column(Float)
     hpx29: Mapped[int | None] = mapped_column(BigInteger)
     overlap: Mapped[float | None] = mapped_column(Float, doc="I = 4 pi * integral p1 p2 dOmega")
+    far_hz: Mapped[float | None] = mapped_column(
+        Float, doc="Smallest false-alarm rate among the significance figures in Hz.")
     engine_version: Mapped[str] = mapped_column(String(64))
     config_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -184,6 +187,18 @@ class VOEventRow(Base):
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"))
     coincidence_id: Mapped[int | None] = mapped_column(ForeignKey("coincidences.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class VOEventCitation(Base):
+    """One ``Citations/EventIVORN`` of a VOEvent this broker issued."""
+
+    __tablename__ = "voevent_citations"
+    __table_args__ = (Index(None, "cited_ivorn"),)
+
+    voevent_id: Mapped[int] = mapped_column(
+        ForeignKey("voevents.id", ondelete="CASCADE"), primary_key=True)
+    cited_ivorn: Mapped[str] = mapped_column(String(512), primary_key=True)
+    cite: Mapped[str] = mapped_column(String(16), doc="followup, supersedes or retraction")
 
 
 class Delivery(Base):

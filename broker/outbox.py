@@ -32,7 +32,8 @@ from sqlalchemy import func, select, update
 
 from broker.archive import Archive, utcnow
 from broker.db import insert_ignoring_conflicts, transaction
-from broker.models import Delivery, ProvenanceDoc, VOEventRow
+from broker.models import Delivery, ProvenanceDoc, VOEventCitation, VOEventRow
+from broker.voevent_build import citations_of
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
     ordered = sorted(items, key=lambda i: i.ivorn)  # rows locked in one order by every writer
     queued: list[Due] = []
     with transaction(archive.engine) as conn:
-        # A fixed three statements per round, however many VOEvents it holds.
+        # A fixed four statements per round, however many VOEvents it holds.
         inserted = {ivorn: row_id for row_id, ivorn in insert_ignoring_conflicts(
             conn, VOEventRow.__table__, [{
                 "ivorn": item.ivorn, "xml": item.xml,
@@ -100,6 +101,9 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
             "subject_ivorn": item.ivorn, "voevent_id": voevent_id,
             "document": item.provenance, "created_at": now}
             for voevent_id, item in stored.items()])
+        insert_ignoring_conflicts(conn, VOEventCitation.__table__, [
+            {"voevent_id": voevent_id, "cited_ivorn": ivorn, "cite": cite}
+            for voevent_id, item in stored.items() for ivorn, cite in citations_of(item.xml)])
         if targets:
             rows = insert_ignoring_conflicts(conn, Delivery.__table__, [
                 {"voevent_id": voevent_id, "target": target, "state": "pending",

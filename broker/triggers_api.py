@@ -82,17 +82,9 @@ async def post_trigger(
 
 def openapi_components() -> dict[str, Any]:
     """The trigger JSON Schema as OpenAPI components (``Trigger`` and its ``$defs``)."""
-    import copy
-    import json
+    from alerts_schema.openapi import components
 
-    from alerts_schema import load_schema
-
-    schema = copy.deepcopy(load_schema("trigger"))
-    defs = schema.pop("$defs", {})
-    for key in ("$schema", "$id"):
-        schema.pop(key, None)
-    text = json.dumps({"Trigger": schema, **{f"Trigger{k}": v for k, v in defs.items()}})
-    return json.loads(text.replace('"#/$defs/', '"#/components/schemas/Trigger'))
+    return components("trigger")
 
 
 def _ingest(request: Request, body: bytes, token: TokenInfo) -> Any:

@@ -327,6 +327,20 @@ def _add_citations(voevent: Any, cited: Sequence[tuple[str, str]], description: 
     _sub(citations, "Description", description)
 
 
+def citations_of(xml: bytes) -> list[tuple[str, str]]:
+    """(IVORN, cite) of every ``Citations/EventIVORN`` of a VOEvent, in document order.
+
+    For VOEvents this broker built (the outbox records them for the
+    ``cites`` / ``cited_by`` query filters); parsed with the hardened parser
+    all the same.
+    """
+    from listeners.xml_safe import parse
+
+    root = parse(xml, max_bytes=max(len(xml), 1))
+    return [((element.text or "").strip(), element.get("cite", ""))
+            for element in root.iterfind("Citations/EventIVORN")]
+
+
 def _set_who(voevent: Any, who: Who, date: datetime) -> None:
     # set_who drops microseconds (as the VOEvent spec wants) and expects no ivo:// prefix.
     vp.set_who(voevent, date=date, author_ivorn=who.author_ivorn.removeprefix("ivo://"))

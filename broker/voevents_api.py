@@ -3,20 +3,25 @@
 ``GET /api/v1/voevents/{ivorn}`` returns the VOEvent byte for byte as it was
 sent; ``.../provenance?format=json|xml|provn`` its W3C PROV document;
 ``GET /api/v1/skymaps/{sha256}`` a sky map file by its content hash (VOEvents
-carry sky maps by reference to this URL, never inline).  What the broker has
-published is public.
+carry sky maps by reference to this URL, never inline).  Each answers for the
+caller's data rights (:mod:`broker.query`): a VOEvent of an alert the caller
+may not see is "not found", as is a sky map no visible alert references.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
+from broker import query as q
 from broker.db import transaction
-from broker.models import ProvenanceDoc, VOEventRow
+from broker.models import AlertRow, CoincidenceRow, ProvenanceDoc, VOEventRow
+from broker.query_api import ViewerDep, provenance_response
 
 router = APIRouter(prefix="/api/v1", tags=["voevents"])
 
@@ -26,64 +31,61 @@ router = APIRouter(prefix="/api/v1", tags=["voevents"])
                                          "text/provenance-notation": {}},
                              "description": "The W3C PROV document."},
                        404: {"description": "No VOEvent with this IVORN."}})
-def voevent_provenance(request: Request, ivorn: str,
+def voevent_provenance(request: Request, ivorn: str, who: ViewerDep,
                        format: Literal["json", "xml", "provn"] = Query(
                            "json", description="PROV-JSON, PROV-XML or PROV-N.")) -> Any:
     """The provenance of a published VOEvent."""
-    from broker import provenance
-
     archive = request.app.state.archive
     with transaction(archive.engine, readonly=True) as conn:
+        _visible_voevent(conn, ivorn, who)
         doc = conn.execute(select(ProvenanceDoc.document)
                            .where(ProvenanceDoc.subject_ivorn == ivorn)).scalar_one_or_none()
     if doc is None:
         raise HTTPException(404, f"no provenance for {ivorn}")
-    import json
+    return provenance_response(doc, ivorn, format)
 
-    parsed = provenance.parse(json.dumps(doc).encode(), "json")
-    return Response(provenance.serialize(parsed, format),
-                    media_type=provenance.MEDIA_TYPES[format])
+
+def _visible_voevent(conn: Connection, ivorn: str, who: q.Viewer) -> bytes:
+    """The VOEvent's bytes if it exists and the caller may see what it announces; else 404."""
+    now = datetime.now(UTC)
+    xml = conn.execute(
+        select(VOEventRow.xml)
+        .outerjoin(AlertRow, AlertRow.id == VOEventRow.alert_id)
+        .outerjoin(CoincidenceRow, CoincidenceRow.id == VOEventRow.coincidence_id)
+        .where(VOEventRow.ivorn == ivorn, q.voevent_visible(who, now))).scalar_one_or_none()
+    if xml is None:
+        raise HTTPException(404, f"no VOEvent {ivorn}")
+    return bytes(xml)
 
 
 @router.get("/voevents/{ivorn:path}", response_class=Response,
             responses={200: {"content": {"text/xml": {}},
                              "description": "The VOEvent, byte for byte as sent."},
                        404: {"description": "No VOEvent with this IVORN."}})
-def voevent(request: Request, ivorn: str) -> Any:
+def voevent(request: Request, ivorn: str, who: ViewerDep) -> Any:
     """A VOEvent this broker published, exactly as it was sent."""
     archive = request.app.state.archive
     with transaction(archive.engine, readonly=True) as conn:
-        xml = conn.execute(select(VOEventRow.xml)
-                           .where(VOEventRow.ivorn == ivorn)).scalar_one_or_none()
-    if xml is None:
-        raise HTTPException(404, f"no VOEvent {ivorn}")
-    return Response(bytes(xml), media_type="text/xml")
+        xml = _visible_voevent(conn, ivorn, who)
+    return Response(xml, media_type="text/xml")
 
 
 @router.get("/skymaps/{sha256}", response_class=Response,
             responses={200: {"content": {"application/fits": {}},
                              "description": "The sky map file as received."},
                        404: {"description": "No sky map with this hash."}})
-def skymap(request: Request, sha256: str) -> Any:
-    """A sky map file by the SHA-256 of its bytes, when a public alert references it.
+def skymap(request: Request, sha256: str, who: ViewerDep) -> Any:
+    """A sky map file by the SHA-256 of its bytes, when an alert the caller may see cites it.
 
-    Maps of embargoed (until the embargo ends) or proprietary alerts are not
-    served here; the answer is the same 404 as for an unknown hash, so the
-    endpoint does not reveal which maps exist.
+    The answer for a map only hidden alerts cite is the same 404 as for an
+    unknown hash, so the endpoint does not reveal which maps exist.
     """
-    from sqlalchemy import and_, or_
-
-    from broker.archive import utcnow
-    from broker.models import AlertRow
-
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise HTTPException(404, "not a SHA-256")
     archive = request.app.state.archive
     with transaction(archive.engine, readonly=True) as conn:
         public = conn.execute(select(AlertRow.id).where(
-            AlertRow.skymap_sha256 == sha256,
-            or_(AlertRow.data_rights == "public",
-                and_(AlertRow.data_rights == "embargoed", AlertRow.embargo_until <= utcnow()))
+            AlertRow.skymap_sha256 == sha256, q.alert_visible(who, datetime.now(UTC))
         ).limit(1)).first()
     data = archive.skymap(sha256) if public is not None else None
     if data is None:

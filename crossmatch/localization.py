@@ -30,7 +30,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, TypeAlias
@@ -978,26 +978,36 @@ def from_alert(alert: Alert, skymap_bytes: Mapping[str, bytes]) -> Localization 
         return Ellipse.from_axes(loc.ra_deg, loc.dec_deg, a, b, loc.position_angle_deg,
                                  loc.containment)
     if kind == "skymap":
-        sha = loc.skymap_sha256
-        with _cache_lock:
-            cached = _skymap_cache.get(sha)
-            if cached is not None:
-                _skymap_cache.move_to_end(sha)
-                return cached
-        data = skymap_bytes.get(sha)
-        if data is None:
-            return None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha:
-            raise MalformedInput(f"sky map bytes have SHA-256 {digest}, not the {sha} the "
-                                 "alert cites")
-        sky = SkyMap.from_fits(bytes(data))
-        with _cache_lock:
-            _skymap_cache[sha] = sky
-            while len(_skymap_cache) > _CACHE_SIZE:
-                _skymap_cache.popitem(last=False)
-        return sky
+        return skymap_by_hash(loc.skymap_sha256, skymap_bytes.get)
     raise ValueError(f"unknown localization kind {kind!r}")
+
+
+def skymap_by_hash(sha256: str, load: Callable[[str], bytes | None]) -> SkyMap | None:
+    """The sky map with content hash ``sha256``, from a small in-process cache or ``load``.
+
+    ``load(sha256)`` gives the file's bytes or None (then None is returned);
+    bytes that do not hash to ``sha256`` raise
+    :class:`~broker.errors.MalformedInput`.  Reading a large map takes tens
+    of ms, so the cross-match engine and the query API share the cache.
+    """
+    with _cache_lock:
+        cached = _skymap_cache.get(sha256)
+        if cached is not None:
+            _skymap_cache.move_to_end(sha256)
+            return cached
+    data = load(sha256)
+    if data is None:
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise MalformedInput(f"sky map bytes have SHA-256 {digest}, not the {sha256} the "
+                             "alert cites")
+    sky = SkyMap.from_fits(bytes(data))
+    with _cache_lock:
+        _skymap_cache[sha256] = sky
+        while len(_skymap_cache) > _CACHE_SIZE:
+            _skymap_cache.popitem(last=False)
+    return sky
 
 
 # -- small helpers -------------------------------------------------------------------------

@@ -1,0 +1,666 @@
+"""Archive queries: filters, data rights, sky regions and keyset pagination.
+
+The three lists the API serves (alerts, coincidences, VOEvents) are answered
+by :func:`search_alerts`, :func:`search_coincidences` and
+:func:`search_voevents` from a query (what to match), a :class:`Viewer` (what
+the caller may see) and an optional cursor (where the previous page ended).
+
+Data rights
+    One SQL condition per resource (:func:`alert_visible`), inside every
+    statement a caller's request runs, counts included: a row the caller may
+    not see never leaves the database.  Public alerts are visible to
+    everyone; embargoed ones to ``read:embargoed`` until ``embargo_until``,
+    then to everyone; proprietary ones only to ``read:proprietary``
+    (``admin`` holds both).  A coincidence is visible when all its members
+    are; a VOEvent when its alert or coincidence is.
+
+Pagination
+    Keyset: rows come newest first by (time, id) and a cursor holds the last
+    row's key, so paging neither skips nor repeats a row however many new
+    ones arrive meanwhile.  A cursor also holds a fingerprint of its query's
+    filters and is refused under other filters.
+
+Sky
+    A cone or a stored sky map's credible region becomes a few order-29
+    HEALPix index ranges for the SQL (the ``hpx29`` index) and an exact test
+    in numpy on the candidates, paged until the page is full.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.orm import aliased
+
+from broker.errors import MMBrokerError
+from broker.models import (
+    AlertRow,
+    CoincidenceMember,
+    CoincidenceRow,
+    Skymap,
+    VOEventCitation,
+    VOEventRow,
+)
+from crossmatch.healpix import angular_separation_deg, cone_ranges
+
+MAX_LIMIT = 1000
+"""Most rows one page may hold (the API's ``limit`` cap)."""
+MAX_SQL_RANGES = 64
+"""Most HEALPix ranges one sky region puts into SQL; finer detail is tested in numpy."""
+
+
+class QueryError(MMBrokerError, ValueError):
+    """A query that cannot be answered as asked (bad cursor, region, unknown sky map)."""
+
+
+# -- who is asking ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The scopes of the caller a query answers for (none: anonymous)."""
+
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def embargoed(self) -> bool:
+        """May read embargoed alerts before their release time."""
+        return bool(self.scopes & {"read:embargoed", "admin"})
+
+    @property
+    def proprietary(self) -> bool:
+        """May read proprietary alerts."""
+        return bool(self.scopes & {"read:proprietary", "admin"})
+
+
+ANONYMOUS = Viewer()
+ARCHIVIST = Viewer(frozenset({"admin"}))
+"""Sees everything: the broker's own reads (CLI, cross-match history)."""
+
+
+def alert_visible(viewer: Viewer, now: datetime, alert: Any = AlertRow
+                  ) -> ColumnElement[bool]:
+    """SQL condition: ``alert`` (the alerts table or an alias of it) is visible to ``viewer``."""
+    if viewer.embargoed and viewer.proprietary:
+        return true()
+    allowed = [alert.data_rights == "public",
+               and_(alert.data_rights == "embargoed", alert.embargo_until.is_not(None),
+                    alert.embargo_until <= now)]
+    if viewer.embargoed:
+        allowed.append(alert.data_rights == "embargoed")
+    if viewer.proprietary:
+        allowed.append(alert.data_rights == "proprietary")
+    return or_(*allowed)
+
+
+def coincidence_visible(viewer: Viewer, now: datetime, coincidence: Any = CoincidenceRow
+                        ) -> ColumnElement[bool]:
+    """SQL condition: every member alert of ``coincidence`` is visible to ``viewer``."""
+    if viewer.embargoed and viewer.proprietary:
+        return true()
+    member, alert = aliased(CoincidenceMember), aliased(AlertRow)
+    hidden = (select(member.alert_id).join(alert, alert.id == member.alert_id)
+              .where(member.coincidence_id == coincidence.id,
+                     ~alert_visible(viewer, now, alert)))
+    return ~exists(hidden)
+
+
+# -- sky regions ---------------------------------------------------------------------------
+
+
+class Region(Protocol):
+    """A part of the sky a query keeps rows inside."""
+
+    def sql_ranges(self) -> list[tuple[int, int]]:
+        """Inclusive order-29 NESTED ranges covering the region (and perhaps more)."""
+
+    def contains(self, ra_deg: np.ndarray, dec_deg: np.ndarray, hpx29: np.ndarray
+                 ) -> np.ndarray:
+        """Exact membership of positions (ICRS degrees, and their order-29 pixels)."""
+
+
+@dataclass(frozen=True)
+class Cone:
+    """Positions within ``radius_deg`` of (``ra_deg``, ``dec_deg``), ICRS degrees."""
+
+    ra_deg: float
+    dec_deg: float
+    radius_deg: float
+
+    def __post_init__(self) -> None:
+        values = (self.ra_deg, self.dec_deg, self.radius_deg)
+        if not all(np.isfinite(v) for v in values):
+            raise QueryError("cone centre and radius must be finite numbers")
+        if not -90 <= self.dec_deg <= 90:
+            raise QueryError(f"cone dec {self.dec_deg} deg is outside [-90, 90]")
+        if not 0 <= self.radius_deg <= 180:
+            raise QueryError(f"cone radius {self.radius_deg} deg is outside [0, 180]")
+        object.__setattr__(self, "ra_deg", float(self.ra_deg) % 360.0)
+
+    def sql_ranges(self) -> list[tuple[int, int]]:
+        return coarsen(cone_ranges(self.ra_deg, self.dec_deg, self.radius_deg))
+
+    def contains(self, ra_deg: np.ndarray, dec_deg: np.ndarray, hpx29: np.ndarray
+                 ) -> np.ndarray:
+        sep = angular_separation_deg(self.ra_deg, self.dec_deg, ra_deg, dec_deg)
+        return np.asarray(sep <= self.radius_deg)
+
+
+@dataclass(frozen=True)
+class CredibleRegion:
+    """The ``level`` credible region of the stored sky map ``skymap_sha256``."""
+
+    skymap_sha256: str
+    level: float
+    skymap: Any = field(compare=False, repr=False)  # crossmatch.localization.SkyMap
+
+    def sql_ranges(self) -> list[tuple[int, int]]:
+        start, stop = self.skymap.region(self.level)
+        return coarsen(zip(start.tolist(), (stop - 1).tolist(), strict=True))
+
+    def contains(self, ra_deg: np.ndarray, dec_deg: np.ndarray, hpx29: np.ndarray
+                 ) -> np.ndarray:
+        levels = self.skymap.credible_level_at_nested29(hpx29.astype(np.int64))
+        return np.asarray(levels) < self.level
+
+
+def credible_region(conn: Connection, skymap_sha256: str, level: float) -> CredibleRegion:
+    """The credible region of a sky map held in the archive.
+
+    Raises
+    ------
+    QueryError
+        For a level outside (0, 1] or a map the archive does not hold.
+    """
+    from crossmatch.localization import skymap_by_hash
+
+    if not 0 < level <= 1:
+        raise QueryError(f"credible level {level} is outside (0, 1]")
+
+    def load(sha256: str) -> bytes | None:
+        data = conn.execute(select(Skymap.data).where(Skymap.sha256 == sha256)
+                            ).scalar_one_or_none()
+        return None if data is None else bytes(data)
+
+    sky = skymap_by_hash(skymap_sha256, load)
+    if sky is None:
+        raise QueryError(f"the archive holds no sky map {skymap_sha256}")
+    return CredibleRegion(skymap_sha256, float(level), sky)
+
+
+def coarsen(ranges: Iterable[tuple[int, int]], most: int = MAX_SQL_RANGES
+            ) -> list[tuple[int, int]]:
+    """At most ``most`` inclusive ranges covering ``ranges`` (sorted, disjoint).
+
+    The narrowest gaps are closed first, so what the SQL over-selects is as
+    little sky as the budget allows.
+    """
+    spans = list(ranges)
+    if len(spans) <= most:
+        return spans
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    ends = np.array([e for _, e in spans], dtype=np.int64)
+    gaps = starts[1:] - ends[:-1]
+    keep = np.sort(np.argsort(gaps, kind="stable")[len(gaps) - (most - 1):])
+    new_starts = np.concatenate((starts[:1], starts[keep + 1]))
+    new_ends = np.concatenate((ends[keep], ends[-1:]))
+    return list(zip(new_starts.tolist(), new_ends.tolist(), strict=True))
+
+
+# -- the queries ---------------------------------------------------------------------------
+
+
+def _values(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) or None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)  # the API documents naive times as UTC
+
+
+class _Query:
+    """Shared normalization: sequences of accepted values, UTC times, cone tuples."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.type.startswith("tuple[str, ...]"):
+                object.__setattr__(self, f.name, _values(value))
+            elif isinstance(value, datetime):
+                object.__setattr__(self, f.name, _utc(value))
+        cone = getattr(self, "cone", None)
+        if cone is not None and not isinstance(cone, Cone):
+            object.__setattr__(self, "cone", Cone(*cone))
+        if not 1 <= self.limit <= 10_000_000:  # type: ignore[attr-defined]
+            raise QueryError(f"limit must be positive, not {self.limit}")  # type: ignore
+
+    def regions(self) -> list[Region]:
+        return [r for r in (getattr(self, "cone", None), getattr(self, "region", None))
+                if r is not None]
+
+    def fingerprint(self) -> str:
+        """A short hash of the filters (not the limit): what a cursor belongs to."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, CredibleRegion):
+                return [value.skymap_sha256, value.level]
+            if isinstance(value, Cone):
+                return [value.ra_deg, value.dec_deg, value.radius_deg]
+            if isinstance(value, datetime):
+                return value.isoformat()
+            return value
+
+        filters = {f.name: plain(getattr(self, f.name))
+                   for f in dataclasses.fields(self) if f.name != "limit"}  # type: ignore
+        text = json.dumps([type(self).__name__, filters], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class AlertQuery(_Query):
+    """Filters on alerts; None means no filter.  Several values of one filter are ORed.
+
+    Times are UTC (naive times are taken as UTC); ``cone`` is (ra_deg,
+    dec_deg, radius_deg) in ICRS degrees; ``far_max_hz`` in Hz; energies in
+    GeV, applied to ``energy_gev``.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    received_since: datetime | None = None
+    received_until: datetime | None = None
+    source: tuple[str, ...] | str | None = None
+    messenger: tuple[str, ...] | str | None = None
+    facility: tuple[str, ...] | str | None = None
+    instrument: tuple[str, ...] | str | None = None
+    role: tuple[str, ...] | str | None = None
+    alert_type: tuple[str, ...] | str | None = None
+    data_rights: tuple[str, ...] | str | None = None
+    event_id: str | None = None
+    far_max_hz: float | None = None
+    energy_min_gev: float | None = None
+    energy_max_gev: float | None = None
+    pipeline: tuple[str, ...] | str | None = None
+    pipeline_version: tuple[str, ...] | str | None = None
+    reco_method: tuple[str, ...] | str | None = None
+    ivorn_prefix: str | None = None
+    ivorn_contains: str | None = None
+    cone: Cone | tuple[float, float, float] | None = None
+    region: CredibleRegion | None = None
+    limit: int = 100
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        a = AlertRow
+        out = _time_range(a.event_time, self.since, self.until)
+        out += _time_range(a.received_at, self.received_since, self.received_until)
+        out += _in(((a.source, self.source), (a.messenger, self.messenger),
+                    (a.facility, self.facility), (a.instrument, self.instrument),
+                    (a.role, self.role), (a.alert_type, self.alert_type),
+                    (a.data_rights, self.data_rights), (a.pipeline, self.pipeline),
+                    (a.pipeline_version, self.pipeline_version),
+                    (a.reco_method, self.reco_method)))
+        if self.event_id is not None:
+            out.append(a.event_id == self.event_id)
+        if self.far_max_hz is not None:
+            out.append(a.far_hz <= self.far_max_hz)
+        if self.energy_min_gev is not None:
+            out.append(a.energy_gev >= self.energy_min_gev)
+        if self.energy_max_gev is not None:
+            out.append(a.energy_gev <= self.energy_max_gev)
+        out += _ivorn_text(a.ivorn, self.ivorn_prefix, self.ivorn_contains)
+        return out
+
+
+@dataclass(frozen=True)
+class CoincidenceQuery(_Query):
+    """Filters on coincidences; None means no filter.
+
+    ``since``/``until`` bound the reference (event) time, ``created_*`` when
+    the engine found it.  ``messenger``, ``source``, ``facility`` and
+    ``role`` match when any member alert has the value; ``member`` is a
+    member alert's IVORN.  ``far_max_hz`` applies to the smallest FAR among
+    the significance figures (Hz).
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    created_since: datetime | None = None
+    created_until: datetime | None = None
+    pairing: tuple[str, ...] | str | None = None
+    state: tuple[str, ...] | str | None = None
+    messenger: tuple[str, ...] | str | None = None
+    source: tuple[str, ...] | str | None = None
+    facility: tuple[str, ...] | str | None = None
+    role: tuple[str, ...] | str | None = None
+    member: str | None = None
+    far_max_hz: float | None = None
+    config_hash: tuple[str, ...] | str | None = None
+    engine_version: tuple[str, ...] | str | None = None
+    ivorn_prefix: str | None = None
+    ivorn_contains: str | None = None
+    cone: Cone | tuple[float, float, float] | None = None
+    region: CredibleRegion | None = None
+    limit: int = 100
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        c = CoincidenceRow
+        out = _time_range(c.reference_time, self.since, self.until)
+        out += _time_range(c.created_at, self.created_since, self.created_until)
+        out += _in(((c.pairing, self.pairing), (c.state, self.state),
+                    (c.config_hash, self.config_hash), (c.engine_version, self.engine_version)))
+        if self.far_max_hz is not None:
+            out.append(c.far_hz <= self.far_max_hz)
+        out += _ivorn_text(c.ivorn, self.ivorn_prefix, self.ivorn_contains)
+        member, alert = aliased(CoincidenceMember), aliased(AlertRow)
+        for column, values in (("messenger", self.messenger), ("source", self.source),
+                               ("facility", self.facility), ("role", self.role)):
+            if values is not None:
+                out.append(exists(select(member.alert_id)
+                                  .join(alert, alert.id == member.alert_id)
+                                  .where(member.coincidence_id == c.id,
+                                         getattr(alert, column).in_(values))))
+        if self.member is not None:
+            out.append(exists(select(member.alert_id).join(alert, alert.id == member.alert_id)
+                              .where(member.coincidence_id == c.id,
+                                     alert.ivorn == self.member)))
+        return out
+
+
+@dataclass(frozen=True)
+class VOEventQuery(_Query):
+    """Filters on the VOEvents this broker issued (voeventdb's names where they mean the same).
+
+    ``authored_since``/``authored_until`` bound when it was issued;
+    ``ref_exact`` keeps VOEvents citing that IVORN, ``ref_contains`` those
+    citing an IVORN containing the text, ``ref_any`` those citing anything
+    (True) or nothing (False); ``cited`` those some other VOEvent cites (or
+    not); ``cited_by`` those the VOEvent with that IVORN cites.  ``stream``
+    is the IVORN's stream part (``authority/stream``); ``kind`` alert or
+    coincidence.  The cone applies to the alert's or coincidence's position.
+    """
+
+    authored_since: datetime | None = None
+    authored_until: datetime | None = None
+    role: tuple[str, ...] | str | None = None
+    kind: str | None = None
+    stream: str | None = None
+    ivorn_prefix: str | None = None
+    ivorn_contains: str | None = None
+    ref_exact: str | None = None
+    ref_contains: str | None = None
+    ref_any: bool | None = None
+    cited: bool | None = None
+    cited_by: str | None = None
+    cone: Cone | tuple[float, float, float] | None = None
+    limit: int = 100
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        v = VOEventRow
+        out = _time_range(v.created_at, self.authored_since, self.authored_until)
+        out += _in(((v.role, self.role),))
+        out += _ivorn_text(v.ivorn, self.ivorn_prefix, self.ivorn_contains)
+        if self.stream is not None:
+            out.append(v.ivorn.startswith("ivo://" + self.stream.removeprefix("ivo://") + "#",
+                                          autoescape=True))
+        if self.kind == "alert":
+            out.append(v.alert_id.is_not(None))
+        elif self.kind == "coincidence":
+            out.append(v.coincidence_id.is_not(None))
+        elif self.kind is not None:
+            raise QueryError(f"kind must be alert or coincidence, not {self.kind!r}")
+        cite = aliased(VOEventCitation)
+        if self.ref_exact is not None:
+            out.append(exists(select(cite.voevent_id).where(
+                cite.voevent_id == v.id, cite.cited_ivorn == self.ref_exact)))
+        if self.ref_contains is not None:
+            out.append(exists(select(cite.voevent_id).where(
+                cite.voevent_id == v.id,
+                cite.cited_ivorn.contains(self.ref_contains, autoescape=True))))
+        if self.ref_any is not None:
+            any_ref = exists(select(cite.voevent_id).where(cite.voevent_id == v.id))
+            out.append(any_ref if self.ref_any else ~any_ref)
+        if self.cited is not None:
+            citing = exists(select(cite.voevent_id).where(cite.cited_ivorn == v.ivorn))
+            out.append(citing if self.cited else ~citing)
+        if self.cited_by is not None:
+            citer = aliased(VOEventRow)
+            out.append(v.ivorn.in_(select(cite.cited_ivorn)
+                                   .join(citer, citer.id == cite.voevent_id)
+                                   .where(citer.ivorn == self.cited_by)))
+        return out
+
+
+def _time_range(column: Any, since: datetime | None, until: datetime | None
+                ) -> list[ColumnElement[bool]]:
+    out = []
+    if since is not None:
+        out.append(column >= since)
+    if until is not None:
+        out.append(column <= until)
+    return out
+
+
+def _in(pairs: Iterable[tuple[Any, tuple[str, ...] | str | None]]) -> list[ColumnElement[bool]]:
+    return [column.in_(values) for column, values in pairs if values is not None]
+
+
+def _ivorn_text(column: Any, prefix: str | None, contains: str | None
+                ) -> list[ColumnElement[bool]]:
+    out = []
+    if prefix is not None:
+        out.append(column.startswith(prefix, autoescape=True))
+    if contains is not None:
+        out.append(column.contains(contains, autoescape=True))
+    return out
+
+
+# -- cursors -------------------------------------------------------------------------------
+
+
+def encode_cursor(fingerprint: str, key: tuple[datetime, int]) -> str:
+    """An opaque cursor after the row with sort key ``key``."""
+    text = json.dumps([fingerprint, key[0].isoformat(), key[1]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str) -> tuple[datetime, int]:
+    """The sort key a cursor holds, if it belongs to the query with ``fingerprint``."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        owner, when, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        key = (datetime.fromisoformat(when), int(row_id))
+    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise QueryError("not a cursor this API issued") from exc
+    if owner != fingerprint:
+        raise QueryError("this cursor belongs to a query with other filters; "
+                         "pass the same filters as the first page")
+    if key[0].tzinfo is None:
+        raise QueryError("not a cursor this API issued")
+    return key
+
+
+# -- running a query -----------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    """One page of rows, the cursor of the next (None on the last) and the total if asked."""
+
+    rows: list[Row[Any]]
+    next_cursor: str | None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How a resource is selected, ordered and placed on the sky."""
+
+    select: Callable[[], Any]
+    visible: Callable[[Viewer, datetime], ColumnElement[bool]]
+    time: Any
+    id: Any
+    ra: Any = None
+    dec: Any = None
+    hpx29: Any = None
+
+
+_ALERTS = _Spec(lambda: select(AlertRow.__table__), alert_visible, AlertRow.event_time,
+                AlertRow.id, AlertRow.ra_deg, AlertRow.dec_deg, AlertRow.hpx29)
+_COINCIDENCES = _Spec(lambda: select(CoincidenceRow.__table__), coincidence_visible,
+                      CoincidenceRow.created_at, CoincidenceRow.id, CoincidenceRow.ra_deg,
+                      CoincidenceRow.dec_deg, CoincidenceRow.hpx29)
+
+
+def _voevent_select() -> Any:
+    return (select(VOEventRow.id, VOEventRow.ivorn, VOEventRow.role, VOEventRow.sha256,
+                   func.length(VOEventRow.xml).label("size_bytes"), VOEventRow.alert_id,
+                   VOEventRow.coincidence_id, VOEventRow.created_at,
+                   func.coalesce(AlertRow.ivorn, CoincidenceRow.ivorn).label("subject_ivorn"),
+                   _VOEVENT_RA.label("ra_deg"), _VOEVENT_DEC.label("dec_deg"))
+            .outerjoin(AlertRow, AlertRow.id == VOEventRow.alert_id)
+            .outerjoin(CoincidenceRow, CoincidenceRow.id == VOEventRow.coincidence_id))
+
+
+def voevent_visible(viewer: Viewer, now: datetime) -> ColumnElement[bool]:
+    """SQL condition on VOEvents outer-joined to alerts and coincidences: visible to ``viewer``."""
+    if viewer.embargoed and viewer.proprietary:
+        return true()
+    return or_(and_(VOEventRow.alert_id.is_(None), VOEventRow.coincidence_id.is_(None)),
+               and_(VOEventRow.alert_id.is_not(None), alert_visible(viewer, now)),
+               and_(VOEventRow.coincidence_id.is_not(None), coincidence_visible(viewer, now)))
+
+
+_VOEVENT_RA = func.coalesce(AlertRow.ra_deg, CoincidenceRow.ra_deg)
+_VOEVENT_DEC = func.coalesce(AlertRow.dec_deg, CoincidenceRow.dec_deg)
+_VOEVENTS = _Spec(_voevent_select, voevent_visible, VOEventRow.created_at, VOEventRow.id,
+                  _VOEVENT_RA, _VOEVENT_DEC, func.coalesce(AlertRow.hpx29, CoincidenceRow.hpx29))
+
+
+def search_alerts(conn: Connection, query: AlertQuery, viewer: Viewer, *,
+                  cursor: str | None = None, count: bool = False,
+                  now: datetime | None = None) -> Page:
+    """Alert rows matching ``query`` that ``viewer`` may see, newest event first."""
+    return _search(conn, _ALERTS, query, viewer, cursor, count, now)
+
+
+def search_coincidences(conn: Connection, query: CoincidenceQuery, viewer: Viewer, *,
+                        cursor: str | None = None, count: bool = False,
+                        now: datetime | None = None) -> Page:
+    """Coincidence rows matching ``query`` that ``viewer`` may see, newest found first."""
+    return _search(conn, _COINCIDENCES, query, viewer, cursor, count, now)
+
+
+def search_voevents(conn: Connection, query: VOEventQuery, viewer: Viewer, *,
+                    cursor: str | None = None, count: bool = False,
+                    now: datetime | None = None) -> Page:
+    """VOEvents matching ``query`` that ``viewer`` may see, newest first.
+
+    Each row has the VOEvent's columns (not its bytes), ``size_bytes``,
+    ``subject_ivorn`` (its alert or coincidence) and that subject's position.
+    """
+    return _search(conn, _VOEVENTS, query, viewer, cursor, count, now)
+
+
+def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: str | None,
+            count: bool, now: datetime | None) -> Page:
+    now = now or datetime.now(UTC)
+    fingerprint = query.fingerprint()
+    conditions = [spec.visible(viewer, now), *query.conditions()]
+    regions: list[Region] = query.regions()
+    for region in regions:
+        ranges = region.sql_ranges()
+        conditions.append(or_(*(spec.hpx29.between(lo, hi) for lo, hi in ranges))
+                          if ranges else false())
+    base = spec.select().where(*conditions)
+    total = _count(conn, spec, conditions, regions) if count else None
+    if cursor:
+        after_time, after_id = decode_cursor(cursor, fingerprint)
+        base = base.where(or_(spec.time < after_time,
+                              and_(spec.time == after_time, spec.id < after_id)))
+    order = (spec.time.desc(), spec.id.desc())
+    want = query.limit + 1  # one more than the page: is there a next page?
+    if not regions:
+        rows = list(conn.execute(base.order_by(*order).limit(want)))
+    else:
+        rows = _exact(conn, base, order, spec, regions, want)
+    next_cursor = None
+    if len(rows) > query.limit:
+        rows = rows[:query.limit]
+        last = rows[-1]._mapping
+        next_cursor = encode_cursor(fingerprint, (last[spec.time.key], last[spec.id.key]))
+    return Page(rows, next_cursor, total)
+
+
+def _keep(regions: Sequence[Region], ra: np.ndarray, dec: np.ndarray, hpx: np.ndarray
+          ) -> np.ndarray:
+    keep = np.ones(ra.shape, dtype=bool)
+    for region in regions:
+        keep &= region.contains(ra, dec, hpx)
+    return keep
+
+
+def _exact(conn: Connection, base: Any, order: tuple[Any, ...], spec: _Spec,
+           regions: Sequence[Region], want: int) -> list[Row[Any]]:
+    """Candidates from the SQL ranges, in order, kept by the exact test until ``want``."""
+    kept: list[Row[Any]] = []
+    batch = max(2 * want, 64)
+    stmt = base.add_columns(spec.hpx29.label("_hpx29")).order_by(*order)
+    after = None
+    while len(kept) < want:
+        paged = stmt if after is None else stmt.where(or_(
+            spec.time < after[0], and_(spec.time == after[0], spec.id < after[1])))
+        rows = conn.execute(paged.limit(batch)).all()
+        if rows:
+            ra = np.array([r._mapping["ra_deg"] for r in rows], dtype=float)
+            dec = np.array([r._mapping["dec_deg"] for r in rows], dtype=float)
+            hpx = np.array([r._mapping["_hpx29"] for r in rows], dtype=np.int64)
+            kept += [r for r, k in zip(rows, _keep(regions, ra, dec, hpx), strict=True) if k]
+        if len(rows) < batch:
+            break
+        last = rows[-1]._mapping
+        after = (last[spec.time.key], last[spec.id.key])
+    return kept[:want]
+
+
+def _count(conn: Connection, spec: _Spec, conditions: list[ColumnElement[bool]],
+           regions: Sequence[Region]) -> int:
+    """Rows matching, ignoring the cursor and limit (sky regions tested exactly)."""
+    counted = spec.select().where(*conditions).subquery()
+    if not regions:
+        return conn.execute(select(func.count()).select_from(counted)).scalar_one()
+    stmt = spec.select().where(*conditions).with_only_columns(
+        spec.ra, spec.dec, spec.hpx29)
+    total = 0
+    for chunk in conn.execute(stmt).partitions(50_000):
+        arr = np.array([tuple(r) for r in chunk], dtype=float).reshape(-1, 3)
+        total += int(_keep(regions, arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int64)).sum())
+    return total
+
+
+def citations(conn: Connection, voevent_ids: Iterable[int]) -> dict[int, list[dict[str, str]]]:
+    """Citations of each VOEvent among ``voevent_ids``: [{ivorn, cite}], by row id."""
+    wanted = sorted(set(voevent_ids))
+    out: dict[int, list[dict[str, str]]] = {i: [] for i in wanted}
+    if wanted:
+        for vid, ivorn, cite in conn.execute(
+                select(VOEventCitation.voevent_id, VOEventCitation.cited_ivorn,
+                       VOEventCitation.cite).where(VOEventCitation.voevent_id.in_(wanted))
+                .order_by(VOEventCitation.voevent_id, VOEventCitation.cited_ivorn)):
+            out[vid].append({"ivorn": ivorn, "cite": cite})
+    return out
