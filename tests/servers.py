@@ -164,3 +164,24 @@ def saved_ivorns(saved: Path) -> list[str]:
         if match:
             out.append(match.group(1).decode())
     return out
+
+
+@contextlib.contextmanager
+def live_app(app: object, *, timeout_s: float = 20.0) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port (in a thread); its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    try:
+        if not wait_for(lambda: server.started, timeout_s):
+            raise TimeoutError(f"uvicorn did not start on port {port} in {timeout_s} s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
