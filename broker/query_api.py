@@ -66,6 +66,25 @@ def viewer(request: Request,
 ViewerDep = Annotated[q.Viewer, Depends(viewer)]
 
 
+def known_params(request: Request) -> None:
+    """400 for a query parameter the route does not take: a misspelt filter must not
+    silently return everything."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names: set[str] = set()
+    stack = [dependant]
+    while stack:
+        node = stack.pop()
+        names.update(p.alias for p in node.query_params)
+        stack.extend(node.dependencies)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        raise HTTPException(400, f"unknown query parameter(s) {', '.join(unknown)}; this "
+                                 f"route takes {', '.join(sorted(names))}")
+
+
 def _bad_query(exc: Exception) -> HTTPException:
     return HTTPException(400, str(exc))
 
@@ -240,7 +259,8 @@ def _list_responses(page_schema: str) -> dict[int | str, dict[str, Any]]:
 # -- alerts --------------------------------------------------------------------------------
 
 
-@router.get("/alerts", response_class=Response, responses=_list_responses("AlertPage"))
+@router.get("/alerts", response_class=Response, responses=_list_responses("AlertPage"),
+            dependencies=[Depends(known_params)])
 def list_alerts(
     request: Request, who: ViewerDep,
     sky: Annotated[Sky, Depends()], region: Annotated[Region, Depends()],
@@ -402,7 +422,7 @@ def alert_detail(request: Request, ivorn: str, who: ViewerDep) -> Any:
 
 
 @router.get("/coincidences", response_class=Response,
-            responses=_list_responses("CoincidencePage"))
+            responses=_list_responses("CoincidencePage"), dependencies=[Depends(known_params)])
 def list_coincidences(
     request: Request, who: ViewerDep,
     sky: Annotated[Sky, Depends()], region: Annotated[Region, Depends()],
@@ -517,7 +537,8 @@ def coincidence_detail(request: Request, ivorn: str, who: ViewerDep) -> Any:
 # -- VOEvents ------------------------------------------------------------------------------
 
 
-@router.get("/voevents", response_class=Response, responses=_list_responses("VOEventPage"))
+@router.get("/voevents", response_class=Response, responses=_list_responses("VOEventPage"),
+            dependencies=[Depends(known_params)])
 def list_voevents(
     request: Request, who: ViewerDep, sky: Annotated[Sky, Depends()],
     paging: Annotated[Paging, Depends()],

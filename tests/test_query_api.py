@@ -598,3 +598,15 @@ def test_pyvo_cone_search_of_a_live_server(archive: Archive) -> None:
         assert b"ivo://ivoa.net/std/ConeSearch" in capabilities and base.encode() in capabilities
         with urllib.request.urlopen(base + "/scs/availability", timeout=10) as r:
             assert b"<vosi:available>true</vosi:available>" in r.read()
+
+
+def test_a_misspelt_filter_is_refused_not_ignored(
+        world: tuple[TestClient, list[dict[str, Any]], str]) -> None:
+    client, _, _ = world
+    for route in ("/api/v1/alerts", "/api/v1/coincidences", "/api/v1/voevents"):
+        response = client.get(route, params={"messanger": "neutrino"})
+        assert response.status_code == 400 and "messanger" in response.json()["detail"]
+    assert client.get("/api/v1/alerts", params={"messenger": "neutrino", "ra": 1, "dec": 1,
+                                                "radius": 1, "level": 0.9, "cursor": None,
+                                                "count": "true", "format": "csv"}
+                      ).status_code == 200
