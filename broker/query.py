@@ -369,16 +369,13 @@ class CoincidenceQuery(_Query):
         out += _ivorn_text(c.ivorn, self.ivorn_prefix, self.ivorn_contains)
         member, alert = aliased(CoincidenceMember), aliased(AlertRow)
         for column, values in (("messenger", self.messenger), ("source", self.source),
-                               ("facility", self.facility), ("role", self.role)):
+                               ("facility", self.facility), ("role", self.role),
+                               ("ivorn", _values(self.member))):
             if values is not None:
                 out.append(exists(select(member.alert_id)
                                   .join(alert, alert.id == member.alert_id)
                                   .where(member.coincidence_id == c.id,
                                          getattr(alert, column).in_(values))))
-        if self.member is not None:
-            out.append(exists(select(member.alert_id).join(alert, alert.id == member.alert_id)
-                              .where(member.coincidence_id == c.id,
-                                     alert.ivorn == self.member)))
         return out
 
 
@@ -641,8 +638,8 @@ def _exact(conn: Connection, base: Any, order: tuple[Any, ...], spec: _Spec,
 def _count(conn: Connection, spec: _Spec, conditions: list[ColumnElement[bool]],
            regions: Sequence[Region]) -> int:
     """Rows matching, ignoring the cursor and limit (sky regions tested exactly)."""
-    counted = spec.select().where(*conditions).subquery()
     if not regions:
+        counted = spec.select().where(*conditions).subquery()
         return conn.execute(select(func.count()).select_from(counted)).scalar_one()
     stmt = spec.select().where(*conditions).with_only_columns(
         spec.ra, spec.dec, spec.hpx29)

@@ -320,11 +320,25 @@ def list_alerts(
 
 
 def _visible_alert(conn: Connection, ivorn: str, who: q.Viewer) -> Any:
-    row = conn.execute(select(AlertRow.__table__).where(
-        AlertRow.ivorn == ivorn, q.alert_visible(who, datetime.now(UTC)))).first()
+    """The alert row if it exists and ``who`` may see it; else 404 (the same either way)."""
+    return _visible(conn, AlertRow, q.alert_visible(who, datetime.now(UTC)), ivorn, "alert")
+
+
+def _visible(conn: Connection, model: Any, visible: Any, ivorn: str, what: str) -> Any:
+    row = conn.execute(select(model.__table__).where(model.ivorn == ivorn, visible)).first()
     if row is None:
-        raise HTTPException(404, f"no alert {ivorn}")
+        raise HTTPException(404, f"no {what} {ivorn}")
     return row
+
+
+def _provenance_links(conn: Connection, ivorn: str, base: str, path: str) -> dict[str, str]:
+    """Links to the provenance and VOEvent of ``ivorn`` when the broker published it."""
+    published = conn.execute(select(ProvenanceDoc.id).where(
+        ProvenanceDoc.subject_ivorn == ivorn)).first() is not None
+    if not published:
+        return {}
+    return {"provenance": base + path + "/provenance",
+            "voevent": f"{base}/api/v1/voevents/{quote(ivorn, safe='')}"}
 
 
 def _base(request: Request) -> str:
@@ -395,11 +409,10 @@ def alert_skymap_png(request: Request, ivorn: str, who: ViewerDep) -> Response:
     404: {"description": "No such alert (or not visible to the caller)."}})
 def alert_detail(request: Request, ivorn: str, who: ViewerDep) -> Any:
     """One alert revision: its document, its receipt and links to the rest."""
+    base, path = _base(request), f"/api/v1/alerts/{quote(ivorn, safe='')}"
     with _conn(request) as conn:
         row = _visible_alert(conn, ivorn, who)
-        has_prov = conn.execute(select(ProvenanceDoc.id).where(
-            ProvenanceDoc.subject_ivorn == ivorn)).first() is not None
-    base, path = _base(request), f"/api/v1/alerts/{quote(ivorn, safe='')}"
+        published = _provenance_links(conn, ivorn, base, path)
     transport = row.transport or {}
     if "http" in transport and "admin" not in who.scopes:
         transport = {"http": {}}  # who sent a trigger is the operators' business
@@ -408,9 +421,7 @@ def alert_detail(request: Request, ivorn: str, who: ViewerDep) -> Any:
         links["skymap"] = base + path + "/skymap"
     if row.loc_kind != "none":
         links["skymap_png"] = base + path + "/skymap.png"
-    if has_prov:
-        links["provenance"] = base + path + "/provenance"
-        links["voevent"] = f"{base}/api/v1/voevents/{quote(ivorn, safe='')}"
+    links.update(published)
     return {"alert": row.document,
             "receipt": {"raw_sha256": row.raw_sha256,
                         "received_at": row.received_at.isoformat().replace("+00:00", "Z"),
@@ -472,12 +483,9 @@ def list_coincidences(
 
 
 def _visible_coincidence(conn: Connection, ivorn: str, who: q.Viewer) -> Any:
-    row = conn.execute(select(CoincidenceRow.__table__).where(
-        CoincidenceRow.ivorn == ivorn,
-        q.coincidence_visible(who, datetime.now(UTC)))).first()
-    if row is None:
-        raise HTTPException(404, f"no coincidence {ivorn}")
-    return row
+    """The coincidence row if it exists and ``who`` may see all its members; else 404."""
+    return _visible(conn, CoincidenceRow, q.coincidence_visible(who, datetime.now(UTC)),
+                    ivorn, "coincidence")
 
 
 @router.get("/coincidences/{ivorn:path}/provenance", response_class=Response,
@@ -520,17 +528,14 @@ def coincidence_skymap_png(request: Request, ivorn: str, who: ViewerDep) -> Resp
     404: {"description": "No such coincidence (or not visible to the caller)."}})
 def coincidence_detail(request: Request, ivorn: str, who: ViewerDep) -> Any:
     """One coincidence revision, with links to its members, VOEvent and provenance."""
+    base, path = _base(request), f"/api/v1/coincidences/{quote(ivorn, safe='')}"
     with _conn(request) as conn:
         row = _visible_coincidence(conn, ivorn, who)
-        has_prov = conn.execute(select(ProvenanceDoc.id).where(
-            ProvenanceDoc.subject_ivorn == ivorn)).first() is not None
-    base, path = _base(request), f"/api/v1/coincidences/{quote(ivorn, safe='')}"
+        published = _provenance_links(conn, ivorn, base, path)
     links = {"self": base + path, "skymap_png": base + path + "/skymap.png"}
     for i, m in enumerate(row.document["members"]):
         links[f"member{i}"] = f"{base}/api/v1/alerts/{quote(m['alert_id'], safe='')}"
-    if has_prov:
-        links["provenance"] = base + path + "/provenance"
-        links["voevent"] = f"{base}/api/v1/voevents/{quote(ivorn, safe='')}"
+    links.update(published)
     return {"coincidence": row.document, "links": links}
 
 

@@ -25,6 +25,7 @@ from broker.app import create_app
 from broker.archive import Archive, RawMessage
 from broker.config import get_settings
 from broker.ingest import Ingestor
+from broker.query import AlertQuery
 from broker.tokens import create_token
 from crossmatch.healpix import angular_separation_deg
 
@@ -263,7 +264,6 @@ def test_format_negotiation(world: tuple[TestClient, list[dict[str, Any]], str])
             table = parse_single_table(io.BytesIO(response.content)).to_table()
             assert sorted(table["ivorn"]) == expected
             assert str(table["ra_deg"].unit) == "deg" and str(table["far_hz"].unit) == "Hz"
-            assert table["ra_deg"].meta.get("ucd", table["ra_deg"].description) is not None
     refused = client.get("/api/v1/alerts", headers={"Accept": "image/png"})
     assert refused.status_code == 406 and "application/x-votable+xml" in refused.text
 
@@ -471,7 +471,7 @@ def test_coincidence_and_voevent_filters(demo: tuple[TestClient, Archive, str]) 
     auth = {"Authorization": f"Bearer {admin}"}
     coincidences, total = _all(client, "/api/v1/coincidences", {}, admin)
     assert total == len(coincidences) >= 3
-    trigger = next(a for a in archive.list_alerts(__import__("broker.query").query.AlertQuery())
+    trigger = next(a for a in archive.list_alerts(AlertQuery())
                    if a["source"] == "detector")
     with_trigger = [c for c in coincidences
                     if any(m["alert_id"] == trigger["id"] for m in c["members"])]
@@ -541,12 +541,12 @@ def test_skymap_credible_region_filter(demo: tuple[TestClient, Archive, str]) ->
     from crossmatch.localization import SkyMap
 
     client, archive, admin = demo
-    docs = _archive_docs(archive, _documents(200, seed=5, prefix="r", rights=False))
-    gw = next(a for a in archive.list_alerts(__import__("broker.query").query.AlertQuery())
+    _archive_docs(archive, _documents(200, seed=5, prefix="r", rights=False))
+    gw = next(a for a in archive.list_alerts(AlertQuery())
               if a["messenger"] == "gravitational_wave")
     sha = gw["localization"]["skymap_sha256"]
     sky = SkyMap.from_fits(archive.skymap(sha) or b"")
-    every = archive.list_alerts(__import__("broker.query").query.AlertQuery(limit=10_000))
+    every = archive.list_alerts(AlertQuery(limit=10_000))
     for level in (0.5, 0.9, 0.999):
         expected = sorted(
             a["id"] for a in every if a["localization"].get("ra_deg") is not None
@@ -556,7 +556,6 @@ def test_skymap_credible_region_filter(demo: tuple[TestClient, Archive, str]) ->
         got, total = _all(client, "/api/v1/alerts", {"skymap": sha, "level": level}, admin)
         got_ids = sorted(a["id"] for a in got if a["localization"]["kind"] != "skymap")
         assert got_ids == expected and total == len(got)
-    assert len(docs) == 200
     assert any(a["source"] == "detector" for a in got)  # the trigger lies inside the map
 
 
