@@ -5,11 +5,17 @@ Alert JSON normalized and validated, the row archived), in batches of
 ``--batch`` and one message per transaction; then coincidences stored in
 batches, and 2,000 of them published (VOEvent and PROV built, outbox queued).
 
-``query``: p50/p95/p99 of cone + time-range queries (the Archive API the REST
-and CLI use, first 100 rows newest first) over ``--rows`` synthetic alerts,
-uniform on the sky over one year.  The table is bulk-loaded once per backend
-(COPY on PostgreSQL) and kept in ``bench/out`` / schema ``bench_query`` for
-later runs; ``--rebuild`` reloads it.
+``query``: p50/p95/p99 of cone + time-range queries over ``--rows`` synthetic
+alerts, uniform on the sky over one year, through the query path the API uses
+(``broker.query.search_alerts`` for an anonymous caller, data-rights condition
+included; every synthetic alert is public), first 100 rows newest first, one
+shape also counting every match.  Then the same archive over HTTP: the app
+served by uvicorn on loopback (rate limit off), the latency of a cone + one
+day ``GET /api/v1/alerts``, and requests/s of typical list calls (newest 100,
+JSON and VOTable) from a few keep-alive clients.  The table is bulk-loaded
+once per backend (COPY on PostgreSQL) and kept in ``bench/out`` / schema
+``bench_query`` for later runs; ``--rebuild`` reloads it.  The SQLite file is
+read through once before timing, so both backends are measured warm.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench._common import Figure, backend_url, percentiles_ms
+from bench._common import OUT, Figure, backend_url, percentiles_ms
 
 SPAN_S = 365.25 * 86400
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -186,7 +193,7 @@ def _load(archive: Any, n: int) -> float:
 
 
 def bench_query(backend: str, rows: int, queries: int, rebuild: bool) -> list[Figure]:
-    from broker.archive import AlertQuery, Archive
+    from broker.archive import Archive
 
     url = backend_url(backend, "query", recreate=rebuild)
     archive = Archive.open(url)
@@ -194,33 +201,264 @@ def bench_query(backend: str, rows: int, queries: int, rebuild: bool) -> list[Fi
     have = archive.count_alerts()
     if have != rows:
         archive.close()
-        archive = Archive.open(backend_url(backend, "query", recreate=True))
+        url = backend_url(backend, "query", recreate=True)
+        archive = Archive.open(url)
         seconds = _load(archive, rows)
         figures.append(Figure("bulk load", backend, "rows/s", rows / seconds, "rows/s",
                               f"{rows} rows in {seconds:.1f} s"))
-    rng = np.random.default_rng(99)
-    cases = {
-        "cone 2 deg x 1 day": (2.0, 1.0),
-        "cone 10 deg x 7 days": (10.0, 7.0),
-        "cone 0.5 deg x 30 days": (0.5, 30.0),
-    }
-    for label, (radius, days) in cases.items():
-        samples, found = [], 0
+    if backend == "sqlite":
+        _read_through(url)
+    try:
+        figures += _cone_queries(archive, backend, rows, queries)
+    finally:
+        archive.close()
+    figures += bench_http(url, backend, queries)
+    return figures
+
+
+QUERY_SHAPES = {  # label: (cone radius deg, window days, count=true)
+    "cone 2 deg x 1 day": (2.0, 1.0, False),
+    "cone 10 deg x 7 days": (10.0, 7.0, False),
+    "cone 0.5 deg x 30 days": (0.5, 30.0, False),
+    "cone 10 deg x 7 days, count": (10.0, 7.0, True),
+}
+
+
+def _read_through(url: str) -> None:
+    """Read the SQLite file once so the figures are of a warm page cache, as a running
+    broker's would be (ten warm-up queries touch too little of a 1.2 GB file)."""
+    from sqlalchemy.engine import make_url
+
+    path = make_url(url).database
+    if path:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def _random_cone(rng: np.random.Generator, days: float) -> tuple[float, float, datetime]:
+    """A cone centre uniform on the sky and a window start uniform in the year."""
+    ra = float(rng.uniform(0, 360))
+    dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
+    since = T0 + timedelta(seconds=float(rng.uniform(0, SPAN_S - days * 86400)))
+    return ra, dec, since
+
+
+def _cone_queries(archive: Any, backend: str, rows: int, queries: int) -> list[Figure]:
+    """The API's query path: ``search_alerts`` for an anonymous caller, one read
+    transaction per query (data-rights condition included; the synthetic
+    alerts are all public, so it filters nothing out)."""
+    from broker.db import transaction
+    from broker.query import ANONYMOUS, AlertQuery, search_alerts
+
+    rng = np.random.default_rng(99)  # the first three shapes draw the same cones as before
+    figures = []
+    for label, (radius, days, count) in QUERY_SHAPES.items():
+        samples, found, total = [], 0, 0
         for q in range(queries + 10):
-            ra = float(rng.uniform(0, 360))
-            dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
-            since = T0 + timedelta(seconds=float(rng.uniform(0, SPAN_S - days * 86400)))
+            ra, dec, since = _random_cone(rng, days)
             query = AlertQuery(cone=(ra, dec, radius), since=since,
                                until=since + timedelta(days=days), limit=100)
             start = time.perf_counter()
-            result = archive.list_alerts(query)
+            with transaction(archive.engine, readonly=True) as conn:
+                page = search_alerts(conn, query, ANONYMOUS, count=count)
+                result = [row.document for row in page.rows]
             if q >= 10:  # the first ten warm the caches
                 samples.append(time.perf_counter() - start)
                 found += len(result)
+                total += page.total or 0
         p50, p95, p99 = percentiles_ms(samples)
         note = f"{queries} queries over {rows} rows, {found / queries:.1f} rows/query"
+        if count:
+            note += f", total {total / queries:.1f}/query"
         figures.append(Figure("cone+time query", backend, f"{label} p50", p50, "ms", note))
-        figures.append(Figure("cone+time query", backend, f"{label} p95", p95, "ms"))
+        figures.append(Figure("cone+time query", backend, f"{label} p95", p95, "ms",
+                              "search_alerts, anonymous viewer"))
         figures.append(Figure("cone+time query", backend, f"{label} p99", p99, "ms"))
-    archive.close()
+    return figures
+
+
+# -- the same over HTTP ----------------------------------------------------------------------
+
+HTTP_THREADS = 4
+"""Concurrent keep-alive client connections of the requests/s figures."""
+HTTP_SECONDS = 10.0
+"""How long each requests/s figure is measured for."""
+LIST_CALLS = {  # label: query string
+    "list limit=100 (JSON)": "limit=100",
+    "list messenger=neutrino limit=100 (JSON)": "messenger=neutrino&limit=100",
+    "list limit=100 (VOTable)": "limit=100&format=votable",
+}
+
+
+def serve_api(url: str, port: int) -> None:
+    """Run the broker's app on the archive at ``url`` on 127.0.0.1:``port`` (no rate limit).
+
+    The benchmark's server process: ``python -c`` runs this so the server has
+    an interpreter (and GIL) of its own.
+    """
+    import logging
+
+    import uvicorn
+
+    from broker.app import create_app
+    from broker.config import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(database_url=url, api_rate_limit_per_s=0, comet=False,
+                        data_dir=OUT / "api", http_port=port)
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                access_log=False)
+
+
+def _start_server(url: str) -> tuple[Any, int]:
+    """The API server subprocess and its port, once /health answers."""
+    import http.client
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys; from bench.archive_bench import serve_api; "
+            "serve_api(sys.argv[1], int(sys.argv[2]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, str(port)],
+                            cwd=Path(__file__).parent.parent)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API server exited with status {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+        except OSError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("the API server did not answer /health within 300 s")
+
+
+def _get(conn: Any, path: str) -> bytes:
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
+    return body
+
+
+def _throughput(port: int, path: str, threads: int, seconds: float
+                ) -> tuple[float, list[float]]:
+    """Requests/s of ``threads`` keep-alive clients repeating ``path``, and the latencies."""
+    import http.client
+    import threading
+
+    barrier = threading.Barrier(threads + 1)
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            for _ in range(3):  # connect and warm
+                _get(conn, path)
+        except Exception as exc:  # reported after the run
+            errors.append(exc)
+        barrier.wait()
+        try:
+            while not (stop.is_set() or errors):
+                start = time.perf_counter()
+                _get(conn, path)
+                latencies[i].append(time.perf_counter() - start)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    done = [x for lat in latencies for x in lat]
+    return len(done) / elapsed, done
+
+
+def bench_http(url: str, backend: str, queries: int) -> list[Figure]:
+    """The API over HTTP on loopback: cone + time latency, and list calls' requests/s.
+
+    A uvicorn process serves ``create_app`` on the archive (rate limit off,
+    one worker); the clients are threads of this process using
+    ``http.client`` keep-alive connections.  Both share the machine's cores.
+    """
+    import http.client
+    import subprocess
+    from urllib.parse import urlencode
+
+    proc, port = _start_server(url)
+    figures = []
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        rng = np.random.default_rng(98)
+        samples, found = [], 0
+        for q in range(queries + 10):
+            ra, dec, since = _random_cone(rng, 1.0)
+            params = {"ra": f"{ra:.6f}", "dec": f"{dec:.6f}", "radius": 2,
+                      "since": since.isoformat().replace("+00:00", "Z"),
+                      "until": (since + timedelta(days=1)).isoformat().replace("+00:00", "Z")}
+            start = time.perf_counter()
+            body = _get(conn, "/api/v1/alerts?" + urlencode(params))
+            page = json.loads(body)
+            if q >= 10:
+                samples.append(time.perf_counter() - start)
+                found += len(page["items"])
+        conn.close()
+        p50, p95, p99 = percentiles_ms(samples)
+        label = "GET alerts cone 2 deg x 1 day"
+        figures += [
+            Figure("API over HTTP", backend, f"{label} p50", p50, "ms",
+                   f"{queries} requests, one client, {found / queries:.1f} rows/request"),
+            Figure("API over HTTP", backend, f"{label} p95", p95, "ms",
+                   "JSON body read and parsed"),
+            Figure("API over HTTP", backend, f"{label} p99", p99, "ms"),
+        ]
+        for label, query in LIST_CALLS.items():
+            path = "/api/v1/alerts?" + query
+            check = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            body = _get(check, path)
+            check.close()
+            size = len(body)
+            if "votable" in query:
+                assert body.lstrip().startswith(b"<?xml"), body[:100]
+            else:
+                assert json.loads(body)["items"], path
+            rate, latencies = _throughput(port, path, HTTP_THREADS, HTTP_SECONDS)
+            p50, p95, _ = percentiles_ms(latencies)
+            figures += [
+                Figure("API over HTTP", backend, f"{label} req/s", rate, "req/s",
+                       f"{HTTP_THREADS} keep-alive clients, {HTTP_SECONDS:.0f} s, "
+                       f"{len(latencies)} requests, {size / 1024:.0f} KiB each"),
+                Figure("API over HTTP", backend, f"{label} p50", p50, "ms",
+                       f"under {HTTP_THREADS} clients"),
+                Figure("API over HTTP", backend, f"{label} p95", p95, "ms"),
+            ]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return figures
