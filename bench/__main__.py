@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch", "publish")
+BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch", "publish",
+              "dashboard", "scaling", "soak")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK",
-                   help=f"Which to run: {', '.join(BENCHMARKS)} (default: all).")
+                   help=f"Which to run: {', '.join(BENCHMARKS)} (default: all but soak).")
     p.add_argument("--backend", action="append", choices=["sqlite", "postgresql"],
                    help="Archive backend(s) (default: both; PostgreSQL skipped if absent).")
     p.add_argument("--rows", type=int, default=1_000_000,
@@ -26,6 +27,14 @@ def parser() -> argparse.ArgumentParser:
                    help="Live alerts in the index and cross-match benchmarks.")
     p.add_argument("--listener-messages", type=int, default=5000,
                    help="Messages per stream for the listener benchmark.")
+    p.add_argument("--dashboard-rate", type=float, default=20.0,
+                   help="Alerts/s posted while the dashboard benchmark's page is open.")
+    p.add_argument("--dashboard-seconds", type=float, default=30.0,
+                   help="How long the dashboard benchmark posts alerts.")
+    p.add_argument("--scaling-alerts", type=int, default=4000,
+                   help="Alerts the scaling benchmark pushes through 1 and 2 workers.")
+    p.add_argument("--soak-minutes", type=float, default=30.0, help="Length of the soak.")
+    p.add_argument("--soak-rate", type=float, default=100.0, help="Alerts/s fed to the soak.")
     p.add_argument("--rebuild", action="store_true",
                    help="Reload the query benchmark's archive even if it has --rows rows.")
     return p
@@ -36,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if unknown := set(args.benchmarks) - set(BENCHMARKS):
         p.error(f"unknown benchmark(s) {sorted(unknown)}; known: {', '.join(BENCHMARKS)}")
-    args.benchmarks = args.benchmarks or list(BENCHMARKS)
+    # The soak runs only when named: it lasts --soak-minutes (30 by default).
+    args.benchmarks = args.benchmarks or [b for b in BENCHMARKS if b != "soak"]
     from rich.console import Console
     from rich.table import Table
 
@@ -66,6 +76,19 @@ def main(argv: list[str] | None = None) -> int:
         from bench.publish_bench import bench_publish
 
         figures += bench_publish()
+    if "dashboard" in args.benchmarks:
+        from bench.dashboard_bench import bench_dashboard
+
+        figures += bench_dashboard(rate_per_s=args.dashboard_rate,
+                                   seconds=args.dashboard_seconds)
+    if "scaling" in args.benchmarks:
+        from bench.stages_bench import bench_scaling
+
+        figures += bench_scaling(args.scaling_alerts)
+    if "soak" in args.benchmarks:
+        from bench.stages_bench import bench_soak
+
+        figures += bench_soak(args.soak_minutes, args.soak_rate)
     if "listeners" in args.benchmarks:
         figures += listeners_bench.bench_listeners(args.listener_messages, args.batch, backends)
     for backend in backends:

@@ -33,6 +33,13 @@ class Health(BaseModel):
     schema_revision: str | None = Field(description="Alembic revision the archive is at.")
 
 
+class Ready(BaseModel):
+    """Readiness of this process to take traffic."""
+
+    status: str = Field(description="ready, or not ready.")
+    checks: dict[str, str] = Field(description="Each check: ok, or what is wrong.")
+
+
 def get_archive(request: Request) -> Archive:
     """The archive the app was started with (a FastAPI dependency)."""
     return request.app.state.archive
@@ -43,7 +50,7 @@ ArchiveDep = Annotated[Archive, Depends(get_archive)]
 
 def create_app(settings: Settings, *, archive: Archive | None = None,
                on_startup: list[Any] | None = None,
-               on_shutdown: list[Any] | None = None) -> FastAPI:
+               on_shutdown: list[Any] | None = None, staged: bool = False) -> FastAPI:
     """Build the broker's HTTP application.
 
     Parameters
@@ -53,6 +60,9 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         opened (and migrated) at startup unless ``archive`` is given.
     on_startup
         Callables run with the app once the archive is open (e.g. the demo).
+    staged
+        The API stage of a staged deployment: posted triggers are archived and
+        announced to the match stage on Kafka instead of matched in this process.
     """
 
     @asynccontextmanager
@@ -64,13 +74,25 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_s,
                                              settings.api_rate_limit_burst)
         configure_normalizers(settings)
-        # Every transport of this process feeds one pipeline: one cross-match state.
-        app.state.ingestor = make_pipeline(settings, app.state.archive)
+        if staged:
+            from broker.notify import announcer
+
+            app.state.ingestor = announcer(settings, app.state.archive)
+        else:
+            # Every transport of this process feeds one pipeline: one cross-match state.
+            app.state.ingestor = make_pipeline(settings, app.state.archive)
+        from broker.livefeed import LiveFeed
+
+        app.state.live_feed = LiveFeed(app.state.archive, settings)
+        await app.state.live_feed.start()
         for hook in on_startup or []:
             hook(app)
+        app.state.draining = False
         try:
             yield
         finally:
+            app.state.draining = True
+            await app.state.live_feed.stop()
             for hook in on_shutdown or []:
                 hook(app)
             if archive is None:
@@ -83,8 +105,16 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         lifespan=lifespan,
     )
 
-    from broker import query_api, scs, triggers_api, voevents_api
+    from fastapi.staticfiles import StaticFiles
 
+    from broker import dashboard, query_api, scs, triggers_api, voevents_api
+    from broker.bodylimit import BodyLimit
+
+    app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes,
+                       limits={"/api/v1/triggers": triggers_api.MAX_TRIGGER_BYTES})
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.api)
+    app.mount("/static", StaticFiles(packages=[("broker", "static")]), name="static")
     app.include_router(triggers_api.router)
     app.include_router(query_api.router)
     app.include_router(voevents_api.router)
@@ -93,6 +123,10 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Errors as JSON, except on the cone search, whose clients expect a VOTable."""
+        if request.url.path.startswith(("/dashboard/alerts/", "/dashboard/coincidences/")):
+            from broker.dashboard import error_page
+
+            return error_page(request, exc)
         if request.url.path.startswith("/scs"):
             from broker.tabular import MEDIA_TYPES, error_votable
 
@@ -129,14 +163,33 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
                           database=f"{type(exc).__name__}: {exc}"[:300], schema_revision=None)
             return JSONResponse(body.model_dump(), status_code=503)
 
+    @app.get("/ready", response_model=Ready, tags=["operations"],
+             responses={503: {"model": Ready, "description": "Not ready: see checks."}})
+    def ready(request: Request, archive: ArchiveDep) -> Any:
+        """Whether this process should get traffic: archive reachable and at the schema this
+        code expects, listeners and live feed running, not shutting down (503 otherwise)."""
+        from broker.opsserver import ready_checks
+
+        checks = ready_checks(archive, getattr(request.app.state, "listeners", None))
+        feed = getattr(request.app.state, "live_feed", None)
+        checks["live_feed"] = "ok" if feed is not None and feed.running else "stopped"
+        if getattr(request.app.state, "draining", False):
+            checks["shutdown"] = "draining"
+        ok = all(v == "ok" for v in checks.values())
+        body = Ready(status="ready" if ok else "not ready", checks=checks)
+        return body if ok else JSONResponse(body.model_dump(), status_code=503)
+
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {}},
                               "description": "Prometheus text exposition format."}})
-    def metrics() -> Response:
-        """Prometheus metrics of this process."""
+    def metrics(archive: ArchiveDep) -> Response:
+        """Prometheus metrics of this process (and the outbox depth, read from the archive)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        from broker import outbox
         from broker.metrics import REGISTRY
+
+        outbox.export_pending(archive)
 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

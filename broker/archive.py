@@ -29,6 +29,7 @@ from broker import migrate
 from broker.db import insert_ignoring_conflicts, is_sqlite, make_engine, transaction
 from broker.errors import IngestConflict, PermanentError
 from broker.models import (
+    Acknowledgement,
     AlertRow,
     CoincidenceMember,
     CoincidenceRow,
@@ -89,6 +90,16 @@ class Outcome:
 
 
 RECEIPT_FIELDS = ("received_time", "raw_sha256", "raw_ref")
+RECEIPT_COLUMNS = (AlertRow.id, AlertRow.source, AlertRow.transport, AlertRow.raw_sha256,
+                   AlertRow.received_at)
+"""The alert columns :func:`receipt` reads."""
+
+
+def receipt(row: Any) -> dict[str, Any]:
+    """How an archived alert arrived (from a row with :data:`RECEIPT_COLUMNS`): row id,
+    source, transport, raw hash and received time, as the publisher takes them."""
+    return {"id": row.id, "source": row.source, "transport": row.transport or {},
+            "raw_sha256": row.raw_sha256, "received_at": row.received_at}
 
 
 def content_sha256(document: dict[str, Any]) -> str:
@@ -427,12 +438,9 @@ class Archive:
         if not wanted:
             return {}
         with transaction(self.engine, readonly=True) as conn:
-            rows = conn.execute(select(
-                AlertRow.ivorn, AlertRow.id, AlertRow.source, AlertRow.transport,
-                AlertRow.raw_sha256, AlertRow.received_at).where(AlertRow.ivorn.in_(wanted)))
-            return {r.ivorn: {"id": r.id, "source": r.source, "transport": r.transport or {},
-                              "raw_sha256": r.raw_sha256, "received_at": r.received_at}
-                    for r in rows}
+            rows = conn.execute(select(AlertRow.ivorn, *RECEIPT_COLUMNS)
+                                .where(AlertRow.ivorn.in_(wanted)))
+            return {r.ivorn: receipt(r) for r in rows}
 
     def previous_revision(self, source: str, event_id: str, revision: int) -> str | None:
         """IVORN of the newest archived revision of the event below ``revision``."""
@@ -454,9 +462,10 @@ class Archive:
 
     def skymap(self, sha256: str) -> bytes | None:
         """The sky map file stored under ``sha256``, or None."""
+        from broker.query import skymap_bytes
+
         with transaction(self.engine, readonly=True) as conn:
-            return conn.execute(select(Skymap.data)
-                                .where(Skymap.sha256 == sha256)).scalar_one_or_none()
+            return skymap_bytes(conn, sha256)
 
     # -- reads ----------------------------------------------------------------
 
@@ -502,6 +511,69 @@ class Archive:
         with transaction(self.engine, readonly=True) as conn:
             return [dict(r._mapping) for r in
                     conn.execute(select(table).order_by(table.c.stream, table.c.detector))]
+
+    def set_stream_connected(self, streams: Sequence[str], connected: bool,
+                             at: datetime | None = None) -> None:
+        """Record whether the listener of ``streams`` holds a connection (as of ``at``).
+
+        Only a change of state moves ``connection_changed_at``; a stream not
+        yet seen gets its health row here, so a dashboard lists it before its
+        first message.
+        """
+        at = at or utcnow()
+        table = StreamHealth.__table__
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.stream, table.c.detector],
+            set_={"connected": stmt.excluded.connected,
+                  "connection_changed_at": case(
+                      (table.c.connected.is_not_distinct_from(stmt.excluded.connected),
+                       table.c.connection_changed_at),
+                      else_=stmt.excluded.connection_changed_at)})
+        rows = [{"stream": s, "detector": "", "messages_total": 0, "quarantined_total": 0,
+                 "updated_at": at, "connected": connected, "connection_changed_at": at}
+                for s in sorted(set(streams))]
+        if rows:
+            with transaction(self.engine) as conn:
+                conn.execute(stmt, rows)
+
+    def mark_matched(self, ivorns: Sequence[str], at: datetime, *, number: bool = False
+                     ) -> int | None:
+        """Record that the cross-match engine had processed these alert revisions at ``at``.
+
+        With ``number``, also give them the next ``match_seq`` numbers in the order
+        given, in the same transaction (the match stage's order, see
+        :mod:`broker.matching`); returns the last number given.
+        """
+        if not ivorns:
+            return None
+        table = AlertRow.__table__
+        with transaction(self.engine) as conn:
+            if not number:
+                conn.execute(table.update().where(table.c.ivorn.in_(list(ivorns)),
+                                                  table.c.matched_at.is_(None))
+                             .values(matched_at=at))
+                return None
+            top = conn.execute(select(func.max(table.c.match_seq))).scalar() or 0
+            conn.execute(table.update().where(table.c.ivorn == bindparam("b_ivorn")).values(
+                match_seq=bindparam("b_seq"),
+                matched_at=func.coalesce(table.c.matched_at, bindparam("b_at"))),
+                [{"b_ivorn": ivorn, "b_seq": top + i, "b_at": at}
+                 for i, ivorn in enumerate(ivorns, start=1)])
+            return top + len(ivorns)
+
+    def acknowledge(self, coincidence_id: int, by: str, *, token_id: int | None = None,
+                    note: str | None = None, at: datetime | None = None) -> dict[str, Any]:
+        """Record a shifter's acknowledgement of a coincidence (the row must exist: a foreign
+        key; callers have already checked the caller may see it); returns the stored row."""
+        at = at or utcnow()
+        with transaction(self.engine) as conn:
+            table = Acknowledgement.__table__
+            ack_id = conn.execute(table.insert().values(
+                coincidence_id=coincidence_id, acked_by=by, token_id=token_id, acked_at=at,
+                note=note).returning(table.c.id)).scalar_one()
+        return {"id": ack_id, "coincidence_id": coincidence_id, "acked_by": by,
+                "acked_at": at, "note": note}
 
     def list_quarantine(self, limit: int = 100, source: str | None = None
                         ) -> list[dict[str, Any]]:

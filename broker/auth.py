@@ -5,28 +5,52 @@ Tokens are created with ``mmbroker token create`` and stored as SHA-256
 ``require_scope("write:triggers")``; ``admin`` holds every scope.  Failures
 answer 401 (no or unknown token, with ``WWW-Authenticate: Bearer``) or 403
 (a valid token without the scope), never saying which tokens exist.
+
+The dashboard signs a shifter in by storing their token in an HttpOnly,
+``SameSite=Strict`` cookie (:data:`SESSION_COOKIE`): a browser then sends it
+with every same-site request (pages, images, the live feed) and never with a
+request another site starts.  A bearer header wins over the cookie; a cookie
+whose token is no longer valid counts as no token at all, so a revoked
+shifter sees the public dashboard rather than errors.  The cookie is only
+honoured for reads and for acknowledging (:data:`COOKIE_WRITES`): every
+other write (triggers, tokens) needs the bearer header, and the dashboard's
+own writes also refuse requests another site started (:func:`same_origin`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from broker.tokens import TokenInfo, verify_token
 
+SESSION_COOKIE = "mmbroker_session"
+"""The cookie holding a signed-in dashboard user's token."""
+
+COOKIE_WRITES = re.compile(r"^/api/v1/coincidences/.+/acknowledgements$")
+"""The only non-read requests a sign-in cookie authenticates."""
+
 _bearer = HTTPBearer(auto_error=False, description="A token from `mmbroker token create`.")
+_session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
+                        description="The dashboard's sign-in cookie (a token).")
 
 
 def current_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[str | None, Depends(_session)] = None,
 ) -> TokenInfo | None:
-    """The caller's valid token, None for an anonymous caller; 401 for a bad token."""
+    """The caller's valid token, None for an anonymous caller; 401 for a bad bearer token."""
     if credentials is None:
-        return None
+        if not session or (request.method not in ("GET", "HEAD")
+                           and not COOKIE_WRITES.match(request.url.path)):
+            return None
+        return verify_token(request.app.state.archive, session)
     info = verify_token(request.app.state.archive, credentials.credentials)
     if info is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, expired or revoked token",
@@ -46,3 +70,17 @@ def require_scope(scope: str) -> Callable[..., TokenInfo]:
         return token
 
     return dependency
+
+
+def same_origin(request: Request) -> None:
+    """403 for a browser request another site started (login CSRF, forced sign-out,
+    acknowledging on a shifter's behalf).  Clients that are not browsers send
+    neither header and pass."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        if urlsplit(origin).netloc != request.headers.get("host", ""):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
+    elif origin == "null":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "request from an opaque origin refused")

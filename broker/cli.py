@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from broker import logs
+
 if TYPE_CHECKING:
     from broker.archive import Archive
     from broker.config import Settings
@@ -48,6 +50,11 @@ app.add_typer(token_app, name="token")
 app.add_typer(voevents_app, name="voevents")
 app.add_typer(listen_app, name="listen")
 app.add_typer(crossmatch_app, name="crossmatch")
+stage_app = typer.Typer(
+    help="Run one stage of the broker as its own process, joined to the others by Kafka "
+         "(MMBROKER_KAFKA_BOOTSTRAP) and sharing the archive (PostgreSQL). Run any number of "
+         "each; `mmbroker serve` runs them all in one process.", no_args_is_help=True)
+app.add_typer(stage_app, name="stage")
 
 
 class OutputFormat(StrEnum):
@@ -151,7 +158,6 @@ def serve(
 ) -> None:
     """Run the broker in one process: archive, API (/health, /metrics) and, with --demo, a
     scenario to watch."""
-    import logging
     import threading
 
     import uvicorn
@@ -160,19 +166,35 @@ def serve(
     from broker.app import create_app
 
     settings = _settings(ctx, http_host=host, http_port=port)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if demo:
+        # The demo's alerts are role=test and public: let its coincidence raise the
+        # alarm, and anyone watching see the streams' health.
+        roles = list(dict.fromkeys([*settings.alarm_roles, "test"]))
+        settings = settings.model_copy(update={"alarm_roles": roles, "health_scope": ""})
+    logs.configure(settings.log_level, settings.log_format)
     console = Console()
     hooks: list[Any] = [lambda app: _start_listeners(app, settings)]
     if demo:
         hooks.append(lambda app: threading.Thread(
             target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
     console.print(f"[bold]mmbroker[/] archive: {_redact(settings.effective_database_url)}")
+    if settings.http_port:
+        console.print(f"[bold]mmbroker[/] dashboard: http://{settings.http_host}:"
+                      f"{settings.http_port}/  (to acknowledge alarms, sign in with a token "
+                      "from `mmbroker token create --name YOUR-NAME --scope ack`)")
     server = uvicorn.Server(uvicorn.Config(create_app(settings, on_startup=hooks,
                                                       on_shutdown=[_stop_listeners]),
                                            host=settings.http_host, port=settings.http_port,
-                                           log_level=settings.log_level.lower()))
+                                           log_level=settings.log_level.lower(),
+                                           log_config=None,  # logs.configure's handlers
+                                           # Open dashboards hold event streams: end them
+                                           # (browsers reconnect) rather than wait forever.
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
     server.run()
+
+
+SHUTDOWN_GRACE_S = 10
+"""How long (s) `serve` lets open requests finish after SIGTERM or Ctrl-C."""
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
@@ -527,14 +549,12 @@ def listen_kafka(
 ) -> None:
     """Consume Kafka topics into the archive. Credentials come from KAFKA_* variables named
     as gcn-kafka names them (e.g. KAFKA_CLIENT___ID, KAFKA_CLIENT___SECRET, KAFKA_DOMAIN)."""
-    import logging
 
     from broker import listening
     from listeners.kafka import config_from_env
 
     settings = _settings(ctx, kafka_group_id=group_id)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     config = config_from_env()
     if bootstrap:
         config["bootstrap.servers"] = bootstrap
@@ -556,18 +576,129 @@ def listen_vtp(
         "--filter", help="XPath filter sent to the peer (VTP authenticate).")] = None,
 ) -> None:
     """Subscribe to VTP brokers (Comet or any VTP peer) and archive what they send."""
-    import logging
 
     from broker import listening
 
     settings = _settings(ctx, vtp_peers=remote)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     archive = _archive(ctx)
     running = listening.start(settings, archive, kafka_topics=[], vtp_peers=remote,
                               filters=tuple(filter_ or ()))
     _listen_until_signalled(running)
     archive.close()
+
+
+# -- stages ----------------------------------------------------------------------
+
+
+def _stage_ops(settings: Settings, archive: Any, running: Any) -> None:
+    if settings.ops_port:
+        from broker.opsserver import ready_checks, serve_ops
+
+        serve_ops(settings.http_host, settings.ops_port,
+                  lambda: ready_checks(archive, running), archive)
+
+
+def _stage_settings(ctx: typer.Context) -> Settings:
+    settings = _settings(ctx)
+    logs.configure(settings.log_level, settings.log_format)
+    if not settings.kafka_bootstrap:
+        _fail("the stages are joined by Kafka: set MMBROKER_KAFKA_BOOTSTRAP")
+    from broker.notify import ensure_topic
+
+    try:
+        ensure_topic(settings.kafka_bootstrap, settings.kafka_alerts_topic,  # type: ignore
+                     settings.kafka_alerts_partitions, settings.kafka_replication_factor)
+    except Exception as exc:  # the cluster may still be starting: the stage retries
+        typer.echo(f"warning: could not create {settings.kafka_alerts_topic}: {exc}",
+                   err=True)
+    return settings
+
+
+@stage_app.command("listen")
+def stage_listen(ctx: typer.Context) -> None:
+    """Archive what the input streams send (MMBROKER_KAFKA_TOPICS, MMBROKER_VTP_PEERS) and
+    announce each alert to the match stage."""
+    from broker import listening
+    from broker.notify import announcer
+
+    settings = _stage_settings(ctx)
+    archive = _archive(ctx)
+    sink = announcer(settings, archive)
+    running = listening.start(settings, archive, sink=sink)
+    _stage_ops(settings, archive, running)
+    _listen_until_signalled(running)
+    sink.close()
+    archive.close()
+
+
+@stage_app.command("match")
+def stage_match(ctx: typer.Context) -> None:
+    """Cross-match announced alerts, store coincidences and queue their VOEvents."""
+    from broker import listening
+    from broker.matching import MatchSink, MatchWorker, run_sweeper
+    from listeners.kafka import KafkaListener, KafkaSource, config_from_env
+
+    settings = _stage_settings(ctx)
+    archive = _archive(ctx)
+    listening.configure_normalizers(settings)
+    worker = MatchWorker(settings, archive)
+    worker.warm()
+    config = {"bootstrap.servers": settings.kafka_bootstrap or "",
+              "group.id": f"{settings.effective_kafka_group_id}.match",
+              "auto.offset.reset": "earliest",
+              **{k: v for k, v in config_from_env().items()
+                 if k not in ("bootstrap.servers", "group.id")}}
+    running = listening.Listeners()
+    listening._spawn(running, KafkaListener(KafkaSource([settings.kafka_alerts_topic], config),
+                                            MatchSink(worker),  # type: ignore[arg-type]
+                                            batch_size=settings.ingest_batch_size), "match")
+    import threading
+
+    sweeper = threading.Thread(target=run_sweeper, args=(worker, running.stop),
+                               name="match-sweep", daemon=True)
+    sweeper.start()
+    running.threads.append(sweeper)
+    _stage_ops(settings, archive, running)
+    _listen_until_signalled(running)
+    archive.close()
+
+
+@stage_app.command("publish")
+def stage_publish(ctx: typer.Context) -> None:
+    """Deliver queued VOEvents to Comet (VTP) and the Kafka output topics."""
+    from broker import listening
+
+    settings = _stage_settings(ctx)
+    archive = _archive(ctx)
+    running = listening.Listeners()
+    listening.start_delivery(settings, archive, None, running)
+    _stage_ops(settings, archive, running)
+    _listen_until_signalled(running)
+    archive.close()
+
+
+@stage_app.command("api")
+def stage_api(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address [MMBROKER_HTTP_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port [MMBROKER_HTTP_PORT].")] = None,
+) -> None:
+    """Serve the HTTP API and dashboard; posted triggers are archived and announced."""
+    import uvicorn
+
+    from broker.app import create_app
+
+    settings = _stage_settings(ctx)
+    settings = settings.model_copy(update={k: v for k, v in
+                                           (("http_host", host), ("http_port", port))
+                                           if v is not None})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, staged=True),
+                                           host=settings.http_host, port=settings.http_port,
+                                           log_level=settings.log_level.lower(),
+                                           log_config=None,
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    server.run()
 
 
 @app.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -31,6 +31,27 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("mmbroker", appauthor=False))
 
 
+SECRET_SETTINGS = ("database_url",)
+"""Settings that may hold credentials: also read from ``MMBROKER_<NAME>_FILE`` (owner-only)."""
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """``MMBROKER_<NAME>_FILE`` for the secret settings (see :mod:`broker.secretfiles`)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        from broker.secretfiles import secret_from_env
+
+        out = {}
+        for name in SECRET_SETTINGS:
+            env_name = f"MMBROKER_{name.upper()}"
+            if f"{env_name}_FILE" in os.environ:
+                out[name] = secret_from_env(env_name, os.environ)
+        return out
+
+
 class Settings(BaseSettings):
     """Every setting of the broker, with its default."""
 
@@ -47,6 +68,11 @@ class Settings(BaseSettings):
                     "mmbroker.sqlite3 in data_dir.")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
     http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP API port.")
+    ops_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Port on which `mmbroker stage listen|match|publish` serve /health, /ready "
+                    "and /metrics (0: none; the api stage and `serve` have them on the HTTP "
+                    "port).")
     vtp_receive_port: int = Field(default=8098, ge=0, le=65535,
                                   description="Comet's VTP receiver port (authors submit here).")
     vtp_broadcast_port: int = Field(default=8099, ge=0, le=65535,
@@ -64,6 +90,14 @@ class Settings(BaseSettings):
                                    description="Messages per archive transaction when "
                                                "ingesting in bulk.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text, or one JSON object per line (with "
+                                    "alert IVORNs and stream names as fields) for a log "
+                                    "shipper.")
+    http_max_body_bytes: int = Field(
+        default=65536, gt=0,
+        description="Largest request body the HTTP API accepts (bytes; 413 beyond it), except "
+                    "detector triggers, which have their own limit.")
     kafka_topics: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Kafka topics `serve` listens to (JSON list or comma-separated). The "
@@ -106,6 +140,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["127.0.0.1/32"],
         description="Networks (CIDR, comma-separated) allowed to subscribe to the Comet "
                     "broker's broadcast port. Authors are always loopback only.")
+    kafka_alerts_topic: str = Field(
+        default="mmbroker.alerts",
+        description="Kafka topic on which the listen stage announces archived alerts to the "
+                    "match stage (`mmbroker stage ...`).")
+    kafka_alerts_partitions: int = Field(
+        default=6, ge=1, le=1000,
+        description="Partitions of the alerts topic when the broker creates it: at least the "
+                    "number of match workers.")
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, le=10,
+        description="Replication of the topics the broker creates (3 in production, with "
+                    "min.insync.replicas one less).")
     kafka_output_xml_topic: str = Field(
         default="mmbroker.voevent", description="Kafka topic for published VOEvent XML "
                                                 "(when MMBROKER_KAFKA_BOOTSTRAP is set).")
@@ -120,6 +166,42 @@ class Settings(BaseSettings):
         default=200, ge=1,
         description="Requests one caller may make at once before api_rate_limit_per_s applies "
                     "(token-bucket size).")
+    alarm_far_hz: float = Field(
+        default=3.858e-7, gt=0,
+        description="A coincidence with a false-alarm rate at or below this (Hz; default one "
+                    "per month) raises the dashboard's alarm until a shifter acknowledges it.")
+    alarm_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["observation"],
+        description="Roles (comma-separated) of coincidences that raise the alarm; `serve "
+                    "--demo` adds test so the demo's coincidence is seen.")
+    alarm_window_s: float = Field(
+        default=86400.0, gt=0,
+        description="How long (s) after it was found an unacknowledged significant "
+                    "coincidence keeps the alarm up.")
+    stream_stale_after_s: float = Field(
+        default=900.0, gt=0,
+        description="A stream whose newest message or heartbeat is older than this (s) is "
+                    "shown stale (red) on the dashboard.")
+    stream_stale_overrides: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-stream stale ages, `stream=seconds` comma-separated (e.g. "
+                    "`gcn.heartbeat=10,snews=120`): heartbeat streams go red within seconds, "
+                    "quiet alert streams only after hours.")
+    streams: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Input streams (comma-separated) the dashboard always lists, even before "
+                    "their first message; configured Kafka topics and VTP peers are added.")
+    health_scope: str = Field(
+        default="read:embargoed",
+        description="Scope a dashboard viewer needs to see stream health and the latency "
+                    "figures, which would show that an embargoed alert arrived; empty: "
+                    "everyone (`serve --demo` does this).")
+    live_poll_s: float = Field(
+        default=0.25, gt=0, le=10,
+        description="How often (s) the dashboard's live feed looks for new rows in the "
+                    "archive; three small queries (one per table) per interval per process, "
+                    "whatever the number of "
+                    "browsers, and it sees what every process wrote.")
     rubin_schema_dir: Path | None = Field(
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")
@@ -133,7 +215,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings,
+                                                     _SecretFiles(settings_cls)]
         config_file = os.environ.get("MMBROKER_CONFIG_FILE")
         if config_file:
             if not Path(config_file).is_file():
@@ -141,7 +224,21 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
-    @field_validator("kafka_topics", "vtp_peers", "comet_subscriber_whitelist", mode="before")
+    @field_validator("stream_stale_overrides", mode="before")
+    @classmethod
+    def _stream_ages(cls, value: Any) -> Any:
+        if not isinstance(value, str) or value.lstrip().startswith("{"):
+            return json.loads(value) if isinstance(value, str) else value
+        ages = {}
+        for item in cls._comma_list(value):
+            stream, sep, age = item.rpartition("=")
+            if not sep or not stream:
+                raise ValueError(f"stale age {item!r} is not stream=seconds")
+            ages[stream.strip()] = float(age)
+        return ages
+
+    @field_validator("kafka_topics", "vtp_peers", "comet_subscriber_whitelist", "alarm_roles",
+                     "streams", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -166,6 +263,10 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    def stale_after_s(self, stream: str) -> float:
+        """The age (s) after which ``stream`` shows stale on the dashboard."""
+        return self.stream_stale_overrides.get(stream, self.stream_stale_after_s)
 
     @property
     def effective_public_base_url(self) -> str:

@@ -36,6 +36,8 @@ SKY_SIGMA_DEG = 4.0
 SCENARIO_OFFSETS_S = {  # event time after the first message's event time
     "trigger": 0.0, "grb": 25.215, "gw": 23.505,
 }
+LEAD_S = 30.0
+"""How long (s) before the replay starts the scenario's first event happened."""
 ARRIVAL_DELAYS_S = {  # replay time of each message after the start
     "trigger": 0.0, "grb": 1.5, "gw": 3.0,
 }
@@ -88,10 +90,16 @@ def gaussian_multiorder_fits(ra_deg: float, dec_deg: float, sigma_deg: float) ->
 
 
 def scenario_messages(now: datetime | None = None) -> list[tuple[str, RawMessage, float]]:
-    """(label, raw message, replay delay in s) of the scenario, first event at ``now``."""
+    """(label, raw message, replay delay in s) of the scenario, the first event
+    :data:`LEAD_S` before ``now``.
+
+    Replayed from ``now``, every message then arrives after its own event
+    time, as real ones do (the dashboard's latency figures stay positive).
+    """
     now = now or utcnow()
     stamp = now.strftime("%H%M%S")
-    when = {k: now + timedelta(seconds=v) for k, v in SCENARIO_OFFSETS_S.items()}
+    first = now - timedelta(seconds=LEAD_S)
+    when = {k: first + timedelta(seconds=v) for k, v in SCENARIO_OFFSETS_S.items()}
     ra, dec = CENTRE_DEG
 
     schemas = resources.files("alerts_schema").joinpath("examples")

@@ -119,7 +119,8 @@ class Ingestor:
         except PermanentError as exc:
             return exc
         except Exception as exc:  # a normalizer bug must not take the listener down
-            log.exception("normalizer crashed on a message from %s", message.source)
+            log.exception("normalizer crashed on a message from %s", message.source,
+                          extra={"stream": message.source, "raw_sha256": message.sha256})
             return InputError(f"normalizer error {type(exc).__name__}: {exc}")
         for alert in result.alerts:
             errors = validation_errors("alert", alert.to_document())

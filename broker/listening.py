@@ -60,9 +60,10 @@ def delivery_targets(settings: Settings) -> list[str]:
     return targets
 
 
-def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline,
+def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | None,
                    running: Listeners) -> None:
-    """A delivery loop per enabled target, in ``running``'s threads."""
+    """A delivery loop per enabled target, in ``running``'s threads (and, with a pipeline
+    in this process, its retry flusher; its publisher wakes the loops at once)."""
     from broker.senders import DeliveryLoop, KafkaSender, VTPSender
 
     senders: list[Any] = []
@@ -72,10 +73,11 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline,
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_xml_topic))
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_json_topic,
                                    as_json=True, document=_document_of(archive)))
-    _spawn(running, _Flusher(pipeline), "pipeline-flush")
+    if pipeline is not None:
+        _spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
         loop = DeliveryLoop(archive, sender)  # its own wake event: offer() sets it
-        if pipeline.publisher is not None:
+        if pipeline is not None and pipeline.publisher is not None:
             pipeline.publisher.handoffs.append(loop.offer)
         _spawn(running, loop, f"deliver-{sender.target}")
 

@@ -81,10 +81,11 @@ class AlertRow(Base):
         UniqueConstraint("source", "event_id", "revision"),
         Index(None, "event_time"),
         Index(None, "received_at"),
-        Index(None, "hpx29"),
+        Index(None, "hpx29", "event_time"),
         Index(None, "messenger", "event_time"),
         Index(None, "source_ivorn"),
         Index(None, "skymap_sha256"),
+        Index(None, "match_seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
@@ -130,6 +131,11 @@ class AlertRow(Base):
     transport: Mapped[dict[str, Any] | None] = mapped_column(
         Json, doc="Where the raw bytes came from: Kafka topic/partition/offset, VTP peer, file.")
     document: Mapped[dict[str, Any]] = mapped_column(Json, doc="The Alert as the schema has it.")
+    matched_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="When the cross-match engine had processed this revision.")
+    match_seq: Mapped[int | None] = mapped_column(
+        BigInteger,
+        doc="Order in which the match stage processed it (None: not by the match stage).")
 
 
 class CoincidenceRow(Base):
@@ -177,7 +183,8 @@ class VOEventRow(Base):
     """A VOEvent this broker issued, byte for byte as it is sent."""
 
     __tablename__ = "voevents"
-    __table_args__ = (Index(None, "created_at"),)
+    __table_args__ = (Index(None, "created_at"), Index(None, "alert_id"),
+                      Index(None, "coincidence_id"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     ivorn: Mapped[str] = mapped_column(String(512), unique=True)
@@ -266,6 +273,9 @@ class StreamHealth(Base):
         UTCDateTime, doc="The newest heartbeat's own timestamp.")
     heartbeat_status: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    connected: Mapped[bool | None] = mapped_column(
+        Boolean, doc="Whether the listener holds a connection (None: never reported).")
+    connection_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiToken(Base):
@@ -281,3 +291,19 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Acknowledgement(Base):
+    """A shifter's acknowledgement of a significant coincidence: who and when."""
+
+    __tablename__ = "acknowledgements"
+    __table_args__ = (Index(None, "coincidence_id"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    coincidence_id: Mapped[int] = mapped_column(
+        ForeignKey("coincidences.id", ondelete="CASCADE"))
+    acked_by: Mapped[str] = mapped_column(String(128), doc="The token's name.")
+    token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="SET NULL"))
+    acked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)

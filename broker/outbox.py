@@ -62,6 +62,7 @@ class Due:
     target: str
     xml: bytes
     attempts: int
+    created_at: datetime | None = None
 
 
 def backoff_s(attempts: int, max_backoff_s: float = MAX_BACKOFF_S) -> float:
@@ -111,7 +112,7 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
                 for voevent_id in stored for target in sorted(targets)],
                 returning=("id", "voevent_id", "target"))
             queued = sorted((Due(delivery_id, voevent_id, stored[voevent_id].ivorn, target,
-                                 stored[voevent_id].xml, 0)
+                                 stored[voevent_id].xml, 0, now)
                              for delivery_id, voevent_id, target in rows),
                             key=lambda d: (d.ivorn, d.target))
     if deliveries is not None:
@@ -124,7 +125,8 @@ def claim_due(archive: Archive, target: str, *, limit: int = 50,
     """Deliveries to ``target`` due now, oldest first (claimed on PostgreSQL)."""
     now = now or utcnow()
     d, v = Delivery.__table__, VOEventRow.__table__
-    stmt = (select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts)
+    stmt = (select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts,
+                   v.c.created_at)
             .join(v, v.c.id == d.c.voevent_id)
             .where(d.c.target == target, d.c.state == "pending", d.c.next_attempt_at <= now)
             .order_by(d.c.next_attempt_at, d.c.id).limit(limit))
@@ -134,11 +136,26 @@ def claim_due(archive: Archive, target: str, *, limit: int = 50,
         return [Due(*row) for row in conn.execute(stmt)]
 
 
-def mark_sent(archive: Archive, delivery_id: int) -> None:
+def mark_sent(archive: Archive, due: Due) -> None:
+    """Record a delivery as accepted by its target (and how long it waited, as a metric)."""
+    from broker.metrics import PUBLISH_SECONDS
+
     d = Delivery.__table__
+    now = utcnow()
     with transaction(archive.engine) as conn:
-        conn.execute(update(d).where(d.c.id == delivery_id).values(
-            state="sent", delivered_at=utcnow(), attempts=d.c.attempts + 1, last_error=None))
+        conn.execute(update(d).where(d.c.id == due.delivery_id).values(
+            state="sent", delivered_at=now, attempts=d.c.attempts + 1, last_error=None))
+    if due.created_at is not None:
+        PUBLISH_SECONDS.labels(due.target).observe(
+            max(0.0, (now - due.created_at).total_seconds()))
+
+
+def pending_by_target(archive: Archive) -> dict[str, int]:
+    """Deliveries waiting in the outbox, per target."""
+    d = Delivery.__table__
+    with transaction(archive.engine, readonly=True) as conn:
+        return dict(conn.execute(select(d.c.target, func.count()).where(d.c.state == "pending")
+                                 .group_by(d.c.target)).all())
 
 
 def mark_failed_attempt(archive: Archive, delivery_id: int, attempts: int, error: str,
@@ -174,12 +191,24 @@ def status(archive: Archive, *, limit: int = 100) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+def export_pending(archive: Archive) -> None:
+    """Set the ``mmbroker_outbox_pending`` gauge from the archive (when scraped); a
+    metrics scrape must answer while the archive is down, so failures are logged only."""
+    from broker.metrics import OUTBOX_PENDING
+
+    try:
+        pending = pending_by_target(archive)
+    except Exception:
+        log.debug("outbox depth unavailable", exc_info=True)
+        return
+    OUTBOX_PENDING.clear()
+    for target, n in pending.items():
+        OUTBOX_PENDING.labels(target).set(n)
+
+
 def pending_count(archive: Archive) -> int:
     """Deliveries not yet sent (the outbox depth)."""
-    d = Delivery.__table__
-    with transaction(archive.engine, readonly=True) as conn:
-        return conn.execute(select(func.count()).select_from(d)
-                            .where(d.c.state == "pending")).scalar_one()
+    return sum(pending_by_target(archive).values())
 
 
 def published(archive: Archive, ivorn: str) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from alerts_schema import Alert, Coincidence
 from broker.archive import AlertQuery, Archive, Outcome, RawMessage, utcnow
 from broker.ingest import Ingestor
+from broker.metrics import COINCIDENCES, MATCH_SECONDS
 from crossmatch.engine import Engine, Result
 
 if TYPE_CHECKING:
@@ -75,11 +76,6 @@ class Pipeline:
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         outcomes = self.ingestor.ingest(messages)
         fresh = [o.alert for o in outcomes if o.status == "archived" and o.alert is not None]
-        if not fresh:
-            self.coincidences = []
-            return outcomes
-        snews = any(a.messenger == "neutrino" and a.source.startswith("snews") for a in fresh)
-        status = self._snews_status() if snews else None
         by_sha = {m.sha256: m for m in messages}
         receipts = {o.alert.id: {"id": o.alert_id, "source": o.alert.source,
                                  "transport": dict(by_sha[o.raw_sha256].transport),
@@ -87,6 +83,29 @@ class Pipeline:
                                  "received_at": by_sha[o.raw_sha256].received_at}
                     for o in outcomes if o.status == "archived" and o.alert is not None
                     and o.raw_sha256 in by_sha}
+        self.match(fresh, receipts)
+        return outcomes
+
+    @property
+    def backlog(self) -> bool:
+        """Whether results or VOEvents are held in memory because the archive refused them
+        (stored and queued by the next round)."""
+        return bool(self._unstored or self._unpublished or self._unpublished_alerts)
+
+    def match(self, fresh: Sequence[Alert], receipts: dict[str, dict], *,
+              record_matched: bool = True) -> list[Result]:
+        """Cross-match archived alerts, store the coincidences and queue their VOEvents.
+
+        ``receipts`` (by alert IVORN: row id, source, transport, raw hash,
+        received time) are what the publisher and the latency metric need.
+        Returns the results.  ``matched_at`` is recorded for every alert unless
+        ``record_matched`` is False (the match stage records it with its numbers).
+        """
+        if not fresh:
+            self.coincidences = []
+            return []
+        snews = any(a.messenger == "neutrino" and a.source.startswith("snews") for a in fresh)
+        status = self._snews_status() if snews else None
         results: list[Result] = []
         # One lock from cross-match to outbox: the engine's state, the order in
         # which revisions are stored and the order in which they are published
@@ -98,13 +117,22 @@ class Pipeline:
                 try:
                     results.extend(self.engine.process(alert))
                 except Exception:  # a cross-match bug must not stop ingest
-                    log.exception("cross-match failed on %s", alert.id)
+                    log.exception("cross-match failed on %s", alert.id,
+                                  extra={"ivorn": alert.id})
+            matched_at = utcnow()
             self._unstored.extend(results)
             self._unpublished_alerts.extend(fresh)
             self._receipts.update(receipts)
             self._flush_locked()
+        for receipt in receipts.values():
+            MATCH_SECONDS.observe(max(0.0, (matched_at - receipt["received_at"]).total_seconds()))
+        if record_matched:
+            try:
+                self.archive.mark_matched([a.id for a in fresh], matched_at)
+            except Exception:  # a latency figure is not worth failing a batch for
+                log.exception("recording when %d alert(s) were matched failed", len(fresh))
         self.coincidences = results
-        return outcomes
+        return results
 
     def flush(self) -> None:
         """Store and publish what an earlier round could not (the archive was down)."""
@@ -122,9 +150,15 @@ class Pipeline:
                 return
             for result, is_new in zip(self._unstored, new, strict=True):
                 if is_new:
+                    COINCIDENCES.labels(result.coincidence.pairing,
+                                        result.coincidence.state).inc()
                     self._unpublished.append(result)
                     log.info("coincidence %s (%s, %s)", result.coincidence.id,
-                             result.coincidence.pairing, result.coincidence.state)
+                             result.coincidence.pairing, result.coincidence.state,
+                             extra={"ivorn": result.coincidence.id,
+                                    "pairing": result.coincidence.pairing,
+                                    "members": [m.alert_id for m in
+                                                result.coincidence.members]})
             self._unstored = []
         if self.publisher is None:
             self._unpublished, self._unpublished_alerts = [], []

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from alerts_schema import Alert
@@ -134,29 +135,37 @@ class Publisher:
             log.exception("VOEvent %s not published: building it failed", ivorn)
             return None
 
-    def sweep(self, since: datetime) -> int:
-        """Queue VOEvents for triggers and coincidences archived since ``since`` that have none.
+    def sweep(self, since: datetime, until: datetime | None = None) -> int:
+        """Queue VOEvents for triggers and coincidences archived between ``since`` and
+        ``until`` (default: now) that have none.
 
         A crash (or an archive outage that outlived a process) between archiving
-        and queueing leaves them unpublished; this runs when the pipeline starts.
+        and queueing leaves them unpublished; this runs when a pipeline starts,
+        and periodically in the match stage with ``until`` a little in the past,
+        so as not to publish what another worker is queueing right now.
         """
-        from sqlalchemy import select
+        from sqlalchemy import exists, select
 
         from alerts_schema import Coincidence
         from broker.db import transaction
         from broker.models import AlertRow, CoincidenceRow, VOEventRow
         from crossmatch.engine import Result
 
+        def unpublished(ivorn: Any) -> Any:
+            # An anti-join on the unique IVORN, not NOT IN over every VOEvent ever issued.
+            return ~exists(select(VOEventRow.id).where(VOEventRow.ivorn == ivorn))
+
+        until = until or utcnow()
         with transaction(self.archive.engine, readonly=True) as conn:
-            published = select(VOEventRow.ivorn)
             alerts = [Alert.model_validate(d) for d in conn.execute(
                 select(AlertRow.document).where(
                     AlertRow.source == TRIGGER_STREAM, AlertRow.received_at >= since,
-                    AlertRow.ivorn.not_in(published)).order_by(AlertRow.id)).scalars()]
+                    AlertRow.received_at <= until, unpublished(AlertRow.ivorn))
+                .order_by(AlertRow.id)).scalars()]
             coincidences = [Result("", Coincidence.model_validate(d)) for d in conn.execute(
                 select(CoincidenceRow.document).where(
-                    CoincidenceRow.created_at >= since,
-                    CoincidenceRow.ivorn.not_in(published)).order_by(CoincidenceRow.id)
+                    CoincidenceRow.created_at >= since, CoincidenceRow.created_at <= until,
+                    unpublished(CoincidenceRow.ivorn)).order_by(CoincidenceRow.id)
             ).scalars()]
         if alerts or coincidences:
             log.warning("publishing %d trigger(s) and %d coincidence(s) left unpublished",

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from broker import query as q
 from broker import tabular
 from broker.db import transaction
-from broker.query_api import viewer
+from broker.query_api import base_url, viewer
 
 router = APIRouter(tags=["ivoa"])
 
@@ -136,15 +136,11 @@ def cone_search(request: Request, who: Annotated[q.Viewer, Depends(viewer)]) -> 
         infos=infos))
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 @router.get("/scs/capabilities", response_class=Response, responses={
     200: {"content": {"text/xml": {}}, "description": "VOSI capabilities."}})
 def capabilities(request: Request) -> Response:
     """VOSI capabilities: the cone search, its availability and capabilities endpoints."""
-    base = _base(request)
+    base = base_url(request)
     body = f"""<?xml version="1.0" encoding="UTF-8"?>
 <vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"
     xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"

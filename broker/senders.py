@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from broker import outbox
 from broker.archive import Archive
 from broker.errors import InputError, RetryableError
+from broker.metrics import DELIVERIES
 from listeners import xml_safe
 from listeners.vtp_protocol import COMET_MAX_FRAME_BYTES, frame, read_frame
 
@@ -73,6 +74,27 @@ class VTPSender:
         pass
 
 
+def kafka_producer(bootstrap: str | list[str], timeout_s: float,
+                   config: dict[str, Any] | None = None) -> Any:
+    """The broker's Kafka producer: idempotent, ``acks=all``, in order per key.
+
+    Every producer the broker makes (VOEvent output, alert announcements) comes
+    from here, so none can be durable in one place and not in another.
+    """
+    from kafka import KafkaProducer
+
+    servers = [b.strip() for b in bootstrap.split(",") if b.strip()] \
+        if isinstance(bootstrap, str) else bootstrap
+    return KafkaProducer(
+        bootstrap_servers=servers, acks="all", enable_idempotence=True,
+        max_in_flight_requests_per_connection=5, retries=5, linger_ms=0,
+        # Find the cluster again within seconds once it is back: the library's
+        # default back-off grows to 30 s.
+        reconnect_backoff_max_ms=2000,
+        request_timeout_ms=int(timeout_s * 1000), max_block_ms=int(timeout_s * 1000),
+        **(config or {}))
+
+
 class KafkaSender:
     """Publish VOEvents to a Kafka topic: the XML as is, or a JSON form of it.
 
@@ -94,17 +116,8 @@ class KafkaSender:
 
     def _producer_or_connect(self) -> Any:
         if self._producer is None:
-            from kafka import KafkaProducer
-
             try:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True,
-                    max_in_flight_requests_per_connection=5, retries=5, linger_ms=0,
-                    # Find the cluster again within seconds once it is back: the
-                    # library's default back-off grows to 30 s.
-                    reconnect_backoff_max_ms=2000,
-                    request_timeout_ms=int(self.timeout_s * 1000),
-                    max_block_ms=int(self.timeout_s * 1000), **self._config)
+                self._producer = kafka_producer(self._bootstrap, self.timeout_s, self._config)
             except Exception as exc:  # kafka-python raises NoBrokersAvailable and kin
                 raise DeliveryError(f"Kafka {','.join(self._bootstrap)}: {exc}") from exc
         return self._producer
@@ -126,12 +139,18 @@ class KafkaSender:
                 from exc
 
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=2)
-            except Exception:  # closing a producer whose broker is gone may raise
-                log.debug("Kafka producer close failed", exc_info=True)
-            self._producer = None
+        close_producer(self._producer)
+        self._producer = None
+
+
+def close_producer(producer: Any, timeout_s: float = 2.0) -> None:
+    """Close a producer made by :func:`kafka_producer` (None: nothing to close)."""
+    if producer is None:
+        return
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception:  # closing a producer whose broker is gone may raise
+        log.debug("Kafka producer close failed", exc_info=True)
 
 
 class DeliveryLoop:
@@ -219,6 +238,7 @@ class DeliveryLoop:
                 delay = outbox.mark_failed_attempt(self.archive, item.delivery_id,
                                                    item.attempts, str(exc),
                                                    max_backoff_s=self.max_backoff_s)
+                DELIVERIES.labels(self.sender.target, "retry").inc()
                 log.warning("%s: %s; retry in %.0f s", self.sender.target, exc, delay)
                 break  # the target is down: keep the order, wait for the back-off
             except RetryableError:
@@ -234,6 +254,7 @@ class DeliveryLoop:
             self._done[item.delivery_id] = None
             if len(self._done) > 10_000:
                 self._done.popitem(last=False)
-            outbox.mark_sent(self.archive, item.delivery_id)
+            outbox.mark_sent(self.archive, item)
+            DELIVERIES.labels(self.sender.target, "sent").inc()
             self.sent += 1
         return bool(due)

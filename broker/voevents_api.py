@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection
 
 from broker import query as q
 from broker.db import transaction
-from broker.models import AlertRow, CoincidenceRow, ProvenanceDoc, VOEventRow
-from broker.query_api import ViewerDep, provenance_response
+from broker.models import AlertRow, CoincidenceRow, VOEventRow
+from broker.query_api import ViewerDep, provenance_or_404, provenance_response
 
 router = APIRouter(prefix="/api/v1", tags=["voevents"])
 
@@ -38,10 +38,7 @@ def voevent_provenance(request: Request, ivorn: str, who: ViewerDep,
     archive = request.app.state.archive
     with transaction(archive.engine, readonly=True) as conn:
         _visible_voevent(conn, ivorn, who)
-        doc = conn.execute(select(ProvenanceDoc.document)
-                           .where(ProvenanceDoc.subject_ivorn == ivorn)).scalar_one_or_none()
-    if doc is None:
-        raise HTTPException(404, f"no provenance for {ivorn}")
+        doc = provenance_or_404(conn, ivorn)
     return provenance_response(doc, ivorn, format)
 
 
@@ -87,7 +84,7 @@ def skymap(request: Request, sha256: str, who: ViewerDep) -> Any:
         public = conn.execute(select(AlertRow.id).where(
             AlertRow.skymap_sha256 == sha256, q.alert_visible(who, datetime.now(UTC))
         ).limit(1)).first()
-    data = archive.skymap(sha256) if public is not None else None
+        data = q.skymap_bytes(conn, sha256) if public is not None else None
     if data is None:
         raise HTTPException(404, f"no sky map {sha256}")
     return Response(bytes(data), media_type="application/fits",

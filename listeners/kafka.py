@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from typing import Any
 
 from broker.errors import ConfigurationError, RetryableError
 from broker.ingest import Ingestor
+from listeners.connection import ConnectionReporter, kafka_connected
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 # wait for the full max.poll.interval.ms; kafka-python's 300 s default means a
 # five-minute pause at every start.
 DEFAULT_MAX_POLL_INTERVAL_MS = 10_000
+LAG_EVERY_S = 10.0
+"""How often (s) the listener measures its partitions' lag (``mmbroker_kafka_consumer_lag``)."""
+CONNECTION_CHECK_S = 1.0
+"""How often (s) the listener reports whether it holds a broker connection."""
 
 _ENV_SPLIT = re.compile(r"_+")
 _ENV_REPLACE = {"_": ".", "__": "-", "___": "_"}
@@ -43,13 +49,18 @@ def config_from_env(env: Mapping[str, str] | None = None, prefix: str = "KAFKA_"
 
     ``KAFKA_BOOTSTRAP_SERVERS`` -> ``bootstrap.servers``; a double underscore
     stands for ``-`` and a triple one for ``_`` (Confluent's Docker rules).
+    ``KAFKA_<NAME>_FILE`` reads the value from a file only its owner may read
+    (:func:`broker.secretfiles.read_secret_file`): the way to pass passwords.
     """
+    from broker.secretfiles import secret_from_env
+
     env = os.environ if env is None else env
     config = {}
-    for key, value in env.items():
+    for key in env:
         if key.startswith(prefix) and len(key) > len(prefix):
-            name = _ENV_SPLIT.sub(lambda m: _ENV_REPLACE.get(m[0], m[0]), key[len(prefix):])
-            config[name.lower()] = value
+            base = key.removesuffix("_FILE")
+            name = _ENV_SPLIT.sub(lambda m: _ENV_REPLACE.get(m[0], m[0]), base[len(prefix):])
+            config[name.lower()] = secret_from_env(base, env)
     return config
 
 
@@ -189,6 +200,7 @@ class KafkaListener:
         self._rewound: set[Any] = set()
         self._to_rewind: set[Any] = set()
         self.messages = 0
+        self.connection = ConnectionReporter(ingestor, source.topics)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; reconnect with back-off after any failure.
@@ -205,6 +217,7 @@ class KafkaListener:
                 log.warning("Kafka listener: %s; reconnecting in %.0f s", exc, delay)
             except Exception:  # a listener must outlive anything one batch can throw
                 log.exception("Kafka listener failed; reconnecting in %.0f s", delay)
+            self.connection(False)
             stop.wait(delay)
             delay = min(delay * 2, 30.0)
 
@@ -226,11 +239,20 @@ class KafkaListener:
                     listener._to_rewind.update(tp for tp in assigned
                                                if tp not in listener._rewound)
 
+        checked = lag_at = 0.0
         try:
             consumer.subscribe(self.source.topics, listener=_Rewind())
             while not stop.is_set():
                 batches = consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000),
                                         max_records=self.batch_size)
+                if time.monotonic() - checked >= CONNECTION_CHECK_S:
+                    checked = time.monotonic()
+                    state = kafka_connected(consumer)
+                    if state is not None:
+                        self.connection(state)
+                    if state and time.monotonic() - lag_at >= LAG_EVERY_S:
+                        lag_at = time.monotonic()
+                        _record_lag(consumer)
                 if self._to_rewind:
                     # Records fetched before the seek are read again after it.
                     rewound = self._rewind(consumer)
@@ -278,6 +300,22 @@ class KafkaListener:
             self._rewound.add(tp)
         log.info("replaying %d partition(s) from %s", len(fresh), self.since.isoformat())
         return set(fresh)
+
+
+def _record_lag(consumer: Any) -> None:
+    """Set the lag gauge of every assigned partition: end offset minus position."""
+    from broker.metrics import KAFKA_LAG
+
+    try:
+        parts = list(consumer.assignment())
+        if not parts:
+            return
+        ends = consumer.end_offsets(parts)
+        for tp in parts:
+            KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(
+                max(0, ends[tp] - consumer.position(tp)))
+    except Exception:  # a metric is not worth failing a poll loop for
+        log.debug("could not measure consumer lag", exc_info=True)
 
 
 __all__ = ["KafkaListener", "KafkaSource", "config_from_env", "consumer_kwargs"]

@@ -19,6 +19,7 @@ from broker.archive import RawMessage
 from broker.errors import ArchiveUnavailable, InputError
 from broker.ingest import Ingestor
 from listeners import xml_safe
+from listeners.connection import ConnectionReporter
 from listeners.vtp_protocol import FrameTooLarge, frame, read_frame, transport
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class VTPSubscriber:
         self.events = 0
         self.connections = 0
         self.connected = threading.Event()
+        self.connection = ConnectionReporter(ingestor, [self.source])
         self._stop: threading.Event | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -72,6 +74,7 @@ class VTPSubscriber:
                     sock.settimeout(0.5)
                     self.connections += 1
                     self.connected.set()
+                    self.connection(True)
                     delay = 1.0
                     log.info("VTP: connected to %s", self.source)
                     self._session(sock, stop)
@@ -82,6 +85,7 @@ class VTPSubscriber:
                 log.exception("VTP: %s failed; reconnecting in %.0f s", self.source, delay)
             finally:
                 self.connected.clear()
+                self.connection(False)
             if stop.wait(delay):
                 return
             delay = min(delay * 2, 30.0)

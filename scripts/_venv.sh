@@ -9,3 +9,17 @@ ensure_venv() {
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
 }
+
+# The dashboard's end-to-end tests drive Debian's Chromium (Playwright talks to it;
+# no browser is downloaded). Installed with apt when missing and we may (root).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the dashboard tests..." >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: no chromium; the dashboard browser tests will be skipped" \
+         "(install Debian's chromium package)" >&2
+  fi
+}

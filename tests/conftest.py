@@ -8,6 +8,7 @@ the reason shown, unless ``MMBROKER_REQUIRE_PG=1`` (as in CI), where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -87,21 +88,31 @@ def pg_schema_url(schema: str) -> str:
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def pg_url(pg_available: None) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+@contextlib.contextmanager
+def pg_schema(prefix: str = "t") -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema; yields a URL whose search_path is it.  No
+    connection is kept while it is in use (a test may restart the server)."""
     from sqlalchemy import create_engine, text
 
-    schema = f"t_{uuid.uuid4().hex[:16]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
     try:
         yield pg_schema_url(schema)
     finally:
+        admin = create_engine(PG_URL)
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_available: None) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh, empty schema."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture
@@ -151,3 +162,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- the demo scenario through the real pipeline -----------------------------------
+
+
+def ingest_demo(archive: object, *, embargoed_until: str | None = None,
+                targets: tuple[str, ...] = ()) -> None:
+    """The demo's three alerts through the real pipeline (coincidences and VOEvents stored,
+    queued for ``targets``, nothing sent); the neutrino trigger embargoed until
+    ``embargoed_until`` if given."""
+    import json
+
+    from broker import demo
+    from broker.archive import RawMessage
+    from broker.config import get_settings
+    from broker.listening import make_pipeline
+
+    pipeline = make_pipeline(get_settings(comet=False), archive,  # type: ignore[arg-type]
+                             targets=list(targets))
+    messages = demo.scenario_messages()
+    if embargoed_until is not None:
+        label, raw, _ = messages[0]
+        trigger = json.loads(raw.data)
+        trigger["data_rights"] = {"level": "embargoed", "embargo_until": embargoed_until}
+        messages[0] = (label, RawMessage(raw.source, json.dumps(trigger).encode()), 0.0)
+    for _, message, _ in messages:
+        pipeline.ingest([message])
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text exposition (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                return sample.value
+    return None

@@ -50,6 +50,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
         proc.wait(timeout=timeout_s)
 
 
+# tansu makes a consumer group's first join wait out the session timeout (about 23 s with
+# kafka-python's defaults, over 30 s on a loaded machine): every consumer of a test joins fast.
+FAST_JOIN = {"max.poll.interval.ms": "3000", "session.timeout.ms": "6000"}
+#: :data:`FAST_JOIN` as the ``KAFKA_*`` environment of a broker process.
+FAST_JOIN_ENV = {"KAFKA_" + k.upper().replace(".", "_"): v for k, v in FAST_JOIN.items()}
+
+
 @contextlib.contextmanager
 def tansu(log_dir: Path, *, port: int | None = None) -> Iterator[str]:
     """A memory-only tansu broker; yields its bootstrap address ``127.0.0.1:PORT``."""

@@ -10,6 +10,7 @@ own server on the same archive.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -36,7 +37,8 @@ from broker.client import (
     ResultTruncated,
     Unauthorized,
 )
-from tests.conftest import PG_URL, free_port, pg_schema_url
+from tests.conftest import free_port, pg_schema
+from tests.servers import live_app
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,35 +106,6 @@ class Served:
         return {self.docs[i]["event_id"] for i in (*EMBARGOED, *PROPRIETARY)}
 
 
-class _Server:
-    """uvicorn serving ``app`` in a thread on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}",
-                                       daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
-
-
 def _settings(db_url: str, data_dir: Path, **overrides: Any) -> Any:
     from broker.config import get_settings
 
@@ -144,8 +117,17 @@ def _settings(db_url: str, data_dir: Path, **overrides: Any) -> Any:
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Served]:
     """The module's server, once per backend."""
-    from sqlalchemy import create_engine, text
+    tmp = tmp_path_factory.mktemp(f"client-{request.param}")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            db_url = f"sqlite:///{tmp / 'archive.sqlite3'}"
+        else:
+            request.getfixturevalue("pg_available")
+            db_url = stack.enter_context(pg_schema("t_client"))
+        yield from _serve(db_url, tmp)
 
+
+def _serve(db_url: str, tmp: Path) -> Iterator[Served]:
     from broker.app import create_app
     from broker.archive import Archive, RawMessage
     from broker.ingest import Ingestor
@@ -153,17 +135,6 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     from broker.tokens import create_token
     from tests.test_skymap import fisher_map, multiorder_fits
 
-    tmp = tmp_path_factory.mktemp(f"client-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{tmp / 'archive.sqlite3'}"
-    else:
-        request.getfixturevalue("pg_available")
-        schema = f"t_client_{os.getpid()}_{time.monotonic_ns() % 10**9}"
-        admin = create_engine(PG_URL)
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        db_url = pg_schema_url(schema)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MMBROKER_DATA_DIR", str(tmp / "data"))
         for var in ("MMBROKER_DATABASE_URL", "MMBROKER_CONFIG_FILE"):
@@ -185,15 +156,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                  ("alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json")])
             token, _ = create_token(archive, "client-tests",
                                     ["read:embargoed", "read:proprietary"])
-            with _Server(create_app(settings, archive=archive)) as server:
-                yield Served(server.url, token, archive, db_url, tmp / "data", docs, raw,
-                             sky_map)
+            with live_app(create_app(settings, archive=archive)) as url:
+                yield Served(url, token, archive, db_url, tmp / "data", docs, raw, sky_map)
         finally:
             archive.close()
-            if schema is not None:
-                with admin.begin() as conn:
-                    conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-                admin.dispose()
 
 
 def _event_ids(alerts: list[dict[str, Any]]) -> list[str]:
@@ -438,20 +404,20 @@ def test_rate_limited_then_retried(served: Served) -> None:
 
     settings = _settings(served.db_url, served.data_dir, api_rate_limit_per_s=1,
                          api_rate_limit_burst=2)
-    with _Server(create_app(settings, archive=served.archive)) as server:
-        impatient = Client(server.url, max_retries=0)
+    with live_app(create_app(settings, archive=served.archive)) as url:
+        impatient = Client(url, max_retries=0)
         impatient.count_alerts()
         impatient.count_alerts()
         with pytest.raises(RateLimited) as info:
             impatient.count_alerts()
         assert info.value.status == 429 and info.value.retry_after_s == 1.0
         assert "rate limit" in info.value.detail
-        patient = Client(server.url, max_retries=3)
+        patient = Client(url, max_retries=3)
         started = time.monotonic()
         assert patient.count_alerts() == served.client().count_alerts()
         assert time.monotonic() - started >= 0.5  # it waited for Retry-After
         # A token has its own bucket, and the cone search is limited too.
-        reader = Client(server.url, token=served.token, max_retries=0)
+        reader = Client(url, token=served.token, max_retries=0)
         reader.cone_search(*CONE)
         reader.cone_search(*CONE)
         with pytest.raises(RateLimited):

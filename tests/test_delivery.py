@@ -113,7 +113,8 @@ def test_comet_down_for_30_s_loses_and_doubles_nothing(tmp_path: Path, archive: 
             assert wait_for(lambda: connected(saved, receive), 30), "subscriber never up"
             assert wait_for(lambda: outbox.pending_count(archive) == 0, 60)
             expected = {voevent(n)[0] for n in range(100)}
-            assert wait_for(lambda: expected <= set(saved_ivorns(saved)), 30)
+            # Comet's dbm.dumb event store takes 20-80 events/s here, slower under load.
+            assert wait_for(lambda: expected <= set(saved_ivorns(saved)), 120)
             counts = Counter(i for i in saved_ivorns(saved) if i in expected)
     finally:
         stop.set()

@@ -27,3 +27,107 @@ def test_systemd_unit_uses_existing_commands() -> None:
     settings = [line for line in unit.splitlines() if line.startswith("Environment=")]
     assert settings and not any(re.search(r"PASSWORD|TOKEN|SECRET|://[^/@\s]+:[^@\s]*@",
                                           line, re.IGNORECASE) for line in settings)
+
+
+# -- the scaled-out deployment --------------------------------------------------------------
+
+yaml = pytest.importorskip("yaml")
+COMPOSE = DEPLOY / "compose"
+
+
+def _compose() -> dict:
+    return yaml.safe_load((COMPOSE / "compose.yaml").read_text())
+
+
+def test_kafka_is_kraft_with_production_replication() -> None:
+    services = _compose()["services"]
+    brokers = [s for name, s in services.items() if name.startswith("kafka-")]
+    assert len(brokers) == 3
+    for broker in brokers:
+        env = broker["environment"]
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert len({b["environment"]["KAFKA_NODE_ID"] for b in brokers}) == 3
+
+
+def test_every_topic_is_declared_with_replication_3_and_min_isr_2() -> None:
+    from broker.config import Settings
+
+    script = (COMPOSE / "topics.sh").read_text()
+    assert "--replication-factor 3" in script and "min.insync.replicas=2" in script
+    declared = set(re.findall(r"^\s+([\w.\-]+):\d+", script, re.MULTILINE))
+    s = Settings()
+    assert {s.kafka_alerts_topic, s.kafka_output_xml_topic, s.kafka_output_json_topic} <= declared
+
+
+def test_producers_are_idempotent_with_acks_all(tmp_path: Path) -> None:
+    """Every producer the broker makes (announcements, VOEvent output), connected to a real
+    Kafka-protocol broker, is idempotent and waits for every in-sync replica."""
+    from broker.notify import AnnouncingIngestor
+    from broker.senders import KafkaSender
+    from tests.servers import tansu
+
+    with tansu(tmp_path) as bootstrap:
+        announcer = AnnouncingIngestor(type("I", (), {"archive": None})(), bootstrap, "t")
+        sender = KafkaSender(bootstrap, "mmbroker.voevent")
+        producers = [announcer._connect(), sender._producer_or_connect()]
+        try:
+            for producer in producers:
+                assert producer.config["enable_idempotence"] is True
+                assert producer.config["acks"] in ("all", -1)
+        finally:
+            announcer.close()
+            sender.close()
+
+
+def test_postgres_ingest_role_commits_synchronously() -> None:
+    sql = (COMPOSE / "postgres-init.sql").read_text()
+    assert re.search(r"ALTER ROLE mmbroker_ingest SET synchronous_commit = on;", sql)
+    assert "PASSWORD '" not in sql.upper().replace('"', "'")
+
+
+def test_every_stage_runs_a_real_command_with_probes() -> None:
+    from typer.main import get_command
+
+    from broker.cli import app
+
+    stages = set(get_command(app).commands["stage"].commands)  # type: ignore[attr-defined]
+    assert stages == {"listen", "match", "publish", "api"}
+    services = _compose()["services"]
+    for name in stages:
+        assert services[name]["command"][:2] == ["stage", name]
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "mmbroker.yaml").read_text()))
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert set(deployments) == {f"mmbroker-{n}" for n in stages}
+    for name, d in deployments.items():
+        spec = d["spec"]["template"]["spec"]
+        main = spec["containers"][0]
+        assert main["args"][:2] == ["stage", name.removeprefix("mmbroker-")]
+        for c in spec["containers"]:
+            assert "readinessProbe" in c and "livenessProbe" in c, (name, c["name"])
+        assert main["readinessProbe"]["httpGet"]["path"] == "/ready"
+        # Liveness never depends on the database: the stages' /health answers for the
+        # process alone, the API's (which reports the archive) is replaced by a TCP check.
+        liveness = main["livenessProbe"]
+        assert liveness.get("httpGet", {}).get("path") == "/health" or "tcpSocket" in liveness
+        assert spec["volumes"][0]["secret"]["defaultMode"] == 0o400  # owner-only secrets
+    assert deployments["mmbroker-match"]["spec"]["replicas"] >= 2
+
+
+def test_no_secret_is_written_in_the_deploy_files() -> None:
+    for path in DEPLOY.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"://[^/@\s:]+:[^@\s/]+@", text.replace(
+                "CHANGE-ME@", "")), path  # a URL with a password (the README example aside)
+            assert not re.search(r"(?i)(password|secret)\s*[:=]\s*['\"][^'\"]+['\"]", text), path
+
+
+def test_systemd_stage_unit_runs_each_stage() -> None:
+    unit = (DEPLOY / "systemd" / "mmbroker-stage@.service").read_text()
+    assert "ExecStart=/opt/mmbroker/venv/bin/mmbroker stage %i" in unit
+    assert "MMBROKER_DATABASE_URL_FILE=" in unit and "TimeoutStopSec=" in unit

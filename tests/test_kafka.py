@@ -20,7 +20,7 @@ from broker.archive import Archive
 from broker.errors import ConfigurationError
 from broker.ingest import Ingestor
 from listeners.kafka import KafkaListener, KafkaSource, config_from_env, consumer_kwargs
-from tests.servers import produce, stop_process, tansu, wait_for
+from tests.servers import FAST_JOIN, FAST_JOIN_ENV, produce, stop_process, tansu, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -29,10 +29,6 @@ pytestmark = pytest.mark.timeout(240)
 def kafka(tmp_path: Path) -> str:
     with tansu(tmp_path) as bootstrap:
         yield bootstrap
-
-
-# tansu makes a group's first join wait the whole rebalance timeout (max.poll.interval.ms).
-FAST_JOIN = {"max.poll.interval.ms": "3000", "session.timeout.ms": "6000"}
 
 
 def _docs(n: int, seed: int) -> list[bytes]:
@@ -120,7 +116,7 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(
             [str(exe), "--db", db_url, "listen", "kafka", "--topic", "mmbroker.kill",
              "--group-id", "killer", "--from-beginning"],
             env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka,
-                 "KAFKA_MAX_POLL_INTERVAL_MS": "3000", "KAFKA_SESSION_TIMEOUT_MS": "6000",
+                 **FAST_JOIN_ENV,
                  "MMBROKER_INGEST_BATCH_SIZE": "7", "MMBROKER_LOG_LEVEL": "WARNING"})
 
     proc = start()

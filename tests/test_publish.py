@@ -25,7 +25,7 @@ import pytest
 import alerts_schema
 from broker.voevent_build import validate
 from tests.conftest import free_port, mmbroker
-from tests.servers import comet_subscriber, saved_ivorns, wait_for
+from tests.servers import FAST_JOIN_ENV, comet_subscriber, saved_ivorns, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 TRACK = json.loads(next(p for p in alerts_schema.example_paths("trigger")
@@ -150,7 +150,7 @@ def _loop_env(ports: dict[str, int], _tmp: Path) -> dict[str, str]:
             "MMBROKER_KAFKA_BOOTSTRAP": _loop_bootstrap[-1],
             "MMBROKER_KAFKA_TOPICS": "mmbroker.voevent",
             "KAFKA_AUTO_OFFSET_RESET": "earliest",
-            "KAFKA_MAX_POLL_INTERVAL_MS": "3000", "KAFKA_SESSION_TIMEOUT_MS": "6000"}
+            **FAST_JOIN_ENV}
 
 
 @pytest.mark.serve_env.with_args(_loop_env)

@@ -20,7 +20,7 @@ from listeners import gcn_json
 from listeners.base import MessageMeta
 from listeners.kafka import KafkaListener, KafkaSource
 from tests.conftest import SAMPLES, mmbroker
-from tests.servers import produce, tansu, wait_for
+from tests.servers import FAST_JOIN, produce, tansu, wait_for
 
 DATA = Path(__file__).parent / "data"
 
@@ -80,9 +80,7 @@ def test_samples_over_kafka_archive_as_if_ingested_directly(tmp_path: Path) -> N
                     keys=[b"k"] * sum(t == topic for t, _ in messages))
         listener = KafkaListener(
             KafkaSource(topics, {"bootstrap.servers": bootstrap, "group.id": "samples",
-                                 "auto.offset.reset": "earliest",
-                                 "max.poll.interval.ms": "3000",
-                                 "session.timeout.ms": "6000"}),
+                                 "auto.offset.reset": "earliest", **FAST_JOIN}),
             Ingestor(via_kafka, authority="test.mmbroker"), batch_size=50)
         stop = threading.Event()
         thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)

@@ -1,0 +1,161 @@
+"""The stages as separate processes on tansu and PostgreSQL: scaling and a soak.
+
+``python -m bench scaling``: alerts/s from the first input produced to the last alert
+numbered by the match stage, with 1 and then 2 ``listen`` + ``match`` workers, and
+the ratio.  ``python -m bench soak``: one ``listen`` + one ``match`` worker fed at
+``--soak-rate`` alerts/s for ``--soak-minutes``; resident memory of each worker and
+the receipt -> matched latency (p50, p99) per minute, first minute against last.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench._common import OUT, Figure
+
+
+def bench_scaling(alerts: int = 4000) -> list[Figure]:
+    from broker.archive import Archive
+    from tests.conftest import pg_schema
+    from tests.servers import produce, stop_process, tansu
+    from tests.stage_support import GRBS, TRIGGERS, inputs, numbered, stage_env, start_stage
+
+    pairs = alerts // 40
+    singles = (alerts - 2 * pairs) // 2
+    triggers, grbs = inputs(pairs, singles)
+    total = len(triggers) + len(grbs)
+    rates: dict[int, float] = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory(dir=OUT if OUT.exists() else None) as tmp, \
+                pg_schema("bench") as url, tansu(Path(tmp)) as bootstrap:
+            Archive.open(url).close()
+            env = stage_env(bootstrap, f"scaling-{workers}", pairs, singles,
+                            MMBROKER_LOG_LEVEL="WARNING")
+            # Input first, workers after: the figure is the stages' rate, not the producer's.
+            produce(bootstrap, TRIGGERS, triggers)
+            produce(bootstrap, GRBS, grbs)
+            archive = Archive.open(url, upgrade=False)
+            start = time.monotonic()
+            procs = [start_stage(stage, url, env, Path(tmp) / f"{stage}-{i}.log")
+                     for stage in ("listen", "match") for i in range(workers)]
+            try:
+                while numbered(archive) < total:
+                    if time.monotonic() - start > 900:
+                        raise RuntimeError(f"{workers} worker(s): only {numbered(archive)} "
+                                           f"of {total} matched in 900 s")
+                    time.sleep(0.5)
+                rates[workers] = total / (time.monotonic() - start)
+            finally:
+                archive.close()
+                for proc in procs:
+                    stop_process(proc, 20)
+    note = (f"{total} alerts ({pairs} planted pairs) already on tansu; start of the workers "
+            "-> last alert numbered; PostgreSQL; includes worker start-up")
+    return [Figure("stages", "postgresql", "1 listen + 1 match", rates[1], "alerts/s", note),
+            Figure("stages", "postgresql", "2 listen + 2 match", rates[2], "alerts/s"),
+            Figure("stages", "postgresql", "ratio 2 / 1", rates[2] / rates[1], "x",
+                   "2 cores shared by the workers, PostgreSQL and tansu")]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0) -> list[Figure]:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from broker.archive import Archive
+    from broker.models import AlertRow
+    from tests.conftest import pg_schema
+    from tests.dashboard_support import scenario
+    from tests.servers import stop_process, tansu
+    from tests.stage_support import GRBS, TRIGGERS, stage_env, start_stage
+
+    seconds = minutes * 60.0
+    with tempfile.TemporaryDirectory(dir=OUT if OUT.exists() else None) as tmp, \
+            pg_schema("bench") as url, tansu(Path(tmp)) as bootstrap:
+        Archive.open(url).close()
+        # The engine's default live window (longest pairing window plus a day): a soak is
+        # the steady state of a running broker, whose alerts are seconds old.
+        env = stage_env(bootstrap, "soak", 0, 0, MMBROKER_LOG_LEVEL="WARNING")
+        del env["MMBROKER_CROSSMATCH_LIVE_WINDOW_S"]
+        procs = {stage: start_stage(stage, url, env, Path(tmp) / f"{stage}.log")
+                 for stage in ("listen", "match")}
+        archive = Archive.open(url, upgrade=False)
+        stop = threading.Event()
+        sent = [0]
+
+        def feed() -> None:
+            from kafka import KafkaProducer
+
+            producer = KafkaProducer(bootstrap_servers=[bootstrap], acks="all", linger_ms=5)
+            start, k = time.monotonic(), 0
+            while not stop.is_set() and time.monotonic() - start < seconds:
+                due = int((time.monotonic() - start) * rate_per_s)
+                while k < due:
+                    # Alternating streams on a golden-angle spiral over the sky: near
+                    # neighbours in time and sky coincide now and then, as real ones do.
+                    dec = float(np.degrees(np.arcsin(2 * ((k * 0.6180339887) % 1) - 1)))
+                    trigger, grb = scenario(datetime.now(UTC), ra_deg=(137.50776 * k) % 360,
+                                            dec_deg=dec, grb_number=700_000_000 + k)
+                    if k % 2 == 0:
+                        producer.send(TRIGGERS, json.dumps(trigger).encode())
+                    else:
+                        producer.send(GRBS, grb)
+                    k += 1
+                producer.flush()
+                sent[0] = k
+                time.sleep(0.05)
+            producer.close()
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        samples: list[tuple[float, float, float, float, float]] = []
+        started = time.monotonic()
+        last_id = 0
+        try:
+            while feeder.is_alive():
+                time.sleep(60.0 if minutes >= 5 else 10.0)
+                with archive.engine.connect() as conn:
+                    rows = conn.execute(select(AlertRow.id, AlertRow.received_at,
+                                               AlertRow.matched_at).where(
+                        AlertRow.id > last_id, AlertRow.matched_at.is_not(None))
+                        .order_by(AlertRow.id)).all()
+                if rows:
+                    last_id = rows[-1].id
+                    lat = np.array([(r.matched_at - r.received_at).total_seconds()
+                                    for r in rows])
+                    samples.append((time.monotonic() - started, _rss_mb(procs["listen"].pid),
+                                    _rss_mb(procs["match"].pid), float(np.median(lat)),
+                                    float(np.percentile(lat, 99))))
+        finally:
+            stop.set()
+            feeder.join(60)
+            archive.close()
+            for proc in procs.values():
+                stop_process(proc, 20)
+    first, last = samples[0], samples[-1]
+    note = (f"{sent[0]} alerts at {rate_per_s:.0f}/s over {minutes:g} min, 1 listen + 1 match "
+            f"worker, PostgreSQL; {len(samples)} samples")
+    return [Figure("soak", "postgresql", "listen RSS first -> last", last[1], "MiB",
+                   f"{first[1]:.0f} -> {last[1]:.0f} MiB ({100 * (last[1] / first[1] - 1):+.1f}%)"
+                   ),
+            Figure("soak", "postgresql", "match RSS first -> last", last[2], "MiB",
+                   f"{first[2]:.0f} -> {last[2]:.0f} MiB ({100 * (last[2] / first[2] - 1):+.1f}%)"
+                   ),
+            Figure("soak", "postgresql", "received->matched p99, first sample", first[4] * 1e3,
+                   "ms", note),
+            Figure("soak", "postgresql", "received->matched p99, last sample", last[4] * 1e3,
+                   "ms", f"drift {100 * (last[4] / first[4] - 1):+.1f}%; p50 "
+                         f"{first[3] * 1e3:.0f} -> {last[3] * 1e3:.0f} ms")]

@@ -1,0 +1,246 @@
+"""The match stage: cross-match what the listen stage archived, with any number of workers.
+
+Workers consume the alerts topic (:mod:`broker.notify`) in one consumer
+group, so the alerts of one coincidence may reach different workers.  The
+archive is the shared index, and one lock makes the workers take turns:
+
+1. take the match lock (a PostgreSQL advisory lock; a file lock beside a
+   SQLite archive);
+2. catch the engine up: every alert another worker matched since this one
+   last held the lock (``alerts.match_seq`` above the last it knows, in that
+   order) and every coincidence stored since, loaded without matching again;
+3. match its own alerts that nobody has matched yet, store the coincidences
+   and queue their VOEvents;
+4. number them (``match_seq``), record ``matched_at``, release the lock; only
+   then is the Kafka offset committed.
+
+So every alert is matched against every alert matched before it, whichever
+worker matched that one, and a coincidence is found by the worker that holds
+its later member, once.  A worker killed at any point leaves its alerts
+unnumbered: the announcement is read again (or the sweep finds them), the
+same results are computed, and the archive stores each result once (result
+keys) and queues each VOEvent once (IVORNs); the sweep of unpublished results
+covers a death between storing and queueing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from alerts_schema import Alert, Coincidence
+from broker.archive import RECEIPT_COLUMNS, Archive, RawMessage, receipt, utcnow
+from broker.config import Settings
+from broker.db import transaction
+from broker.errors import ArchiveUnavailable, RetryableError
+from broker.models import AlertRow, CoincidenceRow
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x6D6D_626D
+"""The PostgreSQL advisory lock every match worker takes in turn ("mmbm")."""
+SWEEP_EVERY_S = 10.0
+"""How often (s) a worker looks for alerts nobody announced or matched, and results
+nobody published."""
+PUBLISH_SWEEP_EVERY_S = 60.0
+"""How often (s) a worker looks for stored results that have no VOEvent."""
+UNANNOUNCED_AFTER_S = 30.0
+"""An alert still unmatched this long (s) after it was archived is matched by the sweep."""
+
+
+@contextlib.contextmanager
+def match_lock(archive: Archive) -> Iterator[None]:
+    """Hold the match lock: one worker at a time, across processes and hosts.
+
+    PostgreSQL: a session advisory lock on a connection of its own, released
+    by the server if the worker dies.  SQLite: an exclusive ``flock`` on
+    ``<archive>.match-lock`` (one host, as SQLite itself).
+    """
+    if archive.engine.dialect.name == "postgresql":
+        with archive.engine.connect() as conn:
+            # Keyed by schema too: two brokers sharing a database do not wait on each other.
+            conn.exec_driver_sql(
+                f"SELECT pg_advisory_lock({LOCK_KEY}, hashtext(current_schema()))")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(
+                    f"SELECT pg_advisory_unlock({LOCK_KEY}, hashtext(current_schema()))")
+                conn.commit()
+        return
+    import fcntl
+
+    database = make_url(str(archive.engine.url)).database or ":memory:"
+    path = Path(database + ".match-lock") if database != ":memory:" else None
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class MatchWorker:
+    """One match worker: an engine kept in step with the archive's matching order.
+
+    Parameters
+    ----------
+    settings, archive
+        As for ``mmbroker serve``; the worker queues VOEvents for the targets the
+        settings enable (the publish stage delivers them).
+    """
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        from broker.listening import make_pipeline
+
+        self.archive = archive
+        self.pipeline = make_pipeline(settings, archive, warm=False)
+        self.seq = 0
+        self.coincidence_seen = 0
+        self._swept_publications = 0.0
+        self._lock = threading.Lock()  # the sweeper thread and the consumer share the engine
+
+    def warm(self, stop: threading.Event | None = None) -> None:
+        """Load the live window's matched alerts and stored coincidences into the engine,
+        waiting (1 s doubling to 30 s) while the archive is unreachable: a worker started
+        during a database restart must not die of it."""
+        delay = 1.0
+        while True:
+            try:
+                self._warm()
+                return
+            except (ArchiveUnavailable, OperationalError) as exc:
+                log.warning("match worker cannot reach the archive (%s); retrying in %.0f s",
+                            exc, delay)
+                if stop is not None and stop.wait(delay):
+                    return
+                if stop is None:
+                    time.sleep(delay)
+                delay = min(2 * delay, 30.0)
+
+    def _warm(self) -> None:
+        with self._lock, match_lock(self.archive):
+            engine = self.pipeline.engine
+            since = utcnow() - timedelta(seconds=engine.index.window_s)
+            with transaction(self.archive.engine, readonly=True) as conn:
+                self.seq = conn.execute(select(func.max(AlertRow.match_seq))).scalar() or 0
+                self.coincidence_seen = conn.execute(
+                    select(func.max(CoincidenceRow.id))).scalar() or 0
+                alerts = [Alert.model_validate(d) for d in conn.execute(
+                    select(AlertRow.document).where(AlertRow.event_time >= since,
+                                                    AlertRow.match_seq.is_not(None))
+                    .order_by(AlertRow.match_seq)).scalars()]
+                coincidences = [Coincidence.model_validate(d) for d in conn.execute(
+                    select(CoincidenceRow.document).order_by(CoincidenceRow.id)
+                    .where(CoincidenceRow.created_at >= since)).scalars()]
+            engine.warm(alerts, coincidences)
+            if self.pipeline.publisher is not None:
+                self.pipeline.publisher.sweep(since)
+        log.info("match worker warmed with %d alerts, at match_seq %d", len(alerts), self.seq)
+
+    def handle(self, ivorns: Sequence[str]) -> int:
+        """Match the alerts named that nobody has matched yet; how many this worker matched."""
+        wanted = sorted(set(ivorns))
+        if not wanted:
+            return 0
+        with self._lock, match_lock(self.archive):
+            self._catch_up()
+            with transaction(self.archive.engine, readonly=True) as conn:
+                # Unnumbered, not "unmatched": a worker killed between matching and
+                # numbering leaves matched_at set, and its alerts must be matched again.
+                rows = conn.execute(select(AlertRow.ivorn, AlertRow.document, *RECEIPT_COLUMNS)
+                                    .where(AlertRow.ivorn.in_(wanted),
+                                           AlertRow.match_seq.is_(None))
+                                    .order_by(AlertRow.event_time, AlertRow.id)).all()
+            if not rows:
+                return 0
+            alerts = [Alert.model_validate(r.document) for r in rows]
+            self.pipeline.match(alerts, {r.ivorn: receipt(r) for r in rows},
+                                record_matched=False)
+            if self.pipeline.backlog:
+                # Results held in memory only: not numbered, not committed; the next
+                # round stores them first (and a restart recomputes them).
+                raise RetryableError("the archive refused this round's results; retrying")
+            self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
+                                                 number=True) or self.seq
+            log.info("matched %d alert(s), match_seq up to %d", len(alerts), self.seq)
+        return len(alerts)
+
+    def _catch_up(self) -> None:
+        """Load into the engine what other workers matched and stored since this one (its
+        own coincidences of the last round too: loading them again changes nothing)."""
+        with transaction(self.archive.engine, readonly=True) as conn:
+            rows = conn.execute(select(AlertRow.match_seq, AlertRow.document).where(
+                AlertRow.match_seq > self.seq).order_by(AlertRow.match_seq)).all()
+            stored = conn.execute(select(CoincidenceRow.id, CoincidenceRow.document).where(
+                CoincidenceRow.id > self.coincidence_seen).order_by(CoincidenceRow.id)).all()
+        if rows or stored:
+            self.pipeline.engine.warm([Alert.model_validate(r.document) for r in rows],
+                                      [Coincidence.model_validate(c.document) for c in stored])
+        if rows:
+            self.seq = rows[-1].match_seq
+        if stored:
+            self.coincidence_seen = stored[-1].id
+
+    def sweep(self) -> int:
+        """Match alerts of the live window archived a while ago that no worker numbered (an
+        announcement lost between an archive commit and a crash), and publish what nobody
+        published."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=UNANNOUNCED_AFTER_S)
+        horizon = now - timedelta(seconds=self.pipeline.engine.index.window_s)
+        with transaction(self.archive.engine, readonly=True) as conn:
+            ivorns = list(conn.execute(select(AlertRow.ivorn).where(
+                AlertRow.match_seq.is_(None), AlertRow.received_at <= cutoff,
+                AlertRow.received_at >= horizon).order_by(AlertRow.id).limit(5000)).scalars())
+        done = self.handle(ivorns) if ivorns else 0
+        if done:
+            log.warning("the sweep matched %d alert(s) nobody had announced", done)
+        publisher = self.pipeline.publisher
+        if publisher is not None and time.monotonic() - self._swept_publications >= \
+                PUBLISH_SWEEP_EVERY_S:
+            self._swept_publications = time.monotonic()
+            with self._lock:
+                # Only results old enough that no live worker is still queueing them.
+                publisher.sweep(now - timedelta(hours=1), until=cutoff)
+        return done
+
+
+class MatchSink:
+    """What the match stage's Kafka listener hands announcements to (the ingestor
+    interface: ``receive`` and ``ingest``)."""
+
+    def __init__(self, worker: MatchWorker) -> None:
+        self.worker = worker
+        self.archive = worker.archive
+
+    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
+        return RawMessage(source, data, transport=kwargs.get("transport") or {})
+
+    def ingest(self, messages: Sequence[RawMessage]) -> list[Any]:
+        ivorns = [m.data.decode("utf-8", errors="replace") for m in messages if m.data]
+        self.worker.handle([i for i in ivorns if i.startswith("ivo://")])
+        return []
+
+
+def run_sweeper(worker: MatchWorker, stop: threading.Event) -> None:
+    """Sweep every :data:`SWEEP_EVERY_S` until ``stop``."""
+    while not stop.wait(SWEEP_EVERY_S):
+        try:
+            worker.sweep()
+        except Exception:  # the archive may be restarting: the next sweep retries
+            log.warning("match sweep failed; retrying", exc_info=True)

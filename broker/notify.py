@@ -1,0 +1,115 @@
+"""The listen stage's hand-over to the match stage: archived alerts announced on Kafka.
+
+When the stages run as separate processes (``mmbroker stage ...``), a
+listener archives what it receives and then announces each alert's IVORN on
+the alerts topic (``MMBROKER_KAFKA_ALERTS_TOPIC``), keyed by its stream so
+each stream's alerts stay in order on one partition.  The announcement is
+acknowledged by every in-sync replica (idempotent producer, ``acks=all``)
+before the listener commits its input offsets, so a crash in between only
+repeats work: the input is read again, the archive answers "duplicate", and
+the duplicate is announced again (the match stage skips what it has already
+matched, and sweeps the archive for anything never announced).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from broker.archive import Outcome, RawMessage
+from broker.errors import RetryableError
+
+log = logging.getLogger(__name__)
+
+ANNOUNCED = ("archived", "duplicate")
+"""Outcomes whose alert is announced (a duplicate may never have been)."""
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,
+                 config: dict[str, Any] | None = None) -> None:
+    """Create the alerts topic if it does not exist (``min.insync.replicas`` below
+    the replication factor, so one broker may be down)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **(config or {}))
+    try:
+        topic_config = {"min.insync.replicas": str(max(1, replication - 1))}
+        admin.create_topics([NewTopic(topic, partitions, replication,
+                                      topic_configs=topic_config)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+class AnnouncingIngestor:
+    """An ingestor whose archived alerts are announced on the alerts topic.
+
+    It has the :class:`~broker.ingest.Ingestor` interface (``receive``,
+    ``ingest``, ``archive``), so every transport feeds it unchanged.
+
+    Raises
+    ------
+    RetryableError
+        From :meth:`ingest` when the announcements were not acknowledged: the
+        caller must not commit its input, which is then read again.
+    """
+
+    def __init__(self, ingestor: Any, bootstrap: str, topic: str, *,
+                 timeout_s: float = 10.0, config: dict[str, Any] | None = None) -> None:
+        self.ingestor = ingestor
+        self.archive = ingestor.archive
+        self.topic = topic
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._config = config or {}
+        self._producer: Any = None
+
+    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
+        return self.ingestor.receive(source, data, **kwargs)
+
+    def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
+        outcomes = self.ingestor.ingest(messages)
+        ivorns = [(o.source, o.ivorn) for o in outcomes
+                  if o.status in ANNOUNCED and o.ivorn is not None]
+        if ivorns:
+            self.announce(ivorns)
+        return outcomes
+
+    def announce(self, ivorns: Sequence[tuple[str, str]]) -> None:
+        """Publish (stream, IVORN) pairs and wait until every replica has them."""
+        try:
+            producer = self._connect()
+            futures = [producer.send(self.topic, key=source.encode(), value=ivorn.encode())
+                       for source, ivorn in ivorns]
+            producer.flush(timeout=self._timeout_s)
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except Exception as exc:  # kafka-python's errors, timeouts: the input is read again
+            # The producer is kept: it reconnects by itself (see KafkaSender.send).
+            raise RetryableError(f"announcing {len(ivorns)} alert(s) on {self.topic} failed: "
+                                 f"{exc}") from exc
+
+    def _connect(self) -> Any:
+        if self._producer is None:
+            from broker.senders import kafka_producer
+
+            self._producer = kafka_producer(self._bootstrap, self._timeout_s, self._config)
+        return self._producer
+
+    def close(self) -> None:
+        from broker.senders import close_producer
+
+        close_producer(self._producer)
+        self._producer = None
+
+
+def announcer(settings: Any, archive: Any) -> AnnouncingIngestor:
+    """The ingestor of the listen and api stages: archive, then announce."""
+    from broker.listening import make_ingestor
+
+    return AnnouncingIngestor(make_ingestor(settings, archive), settings.kafka_bootstrap or "",
+                              settings.kafka_alerts_topic)
+

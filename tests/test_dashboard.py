@@ -1,0 +1,401 @@
+"""The dashboard's server side on both backends: state, live feed, sign-in, acknowledgements,
+stream health, latency chain and provenance drawing (the browser tests are in
+``test_dashboard_e2e.py``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from broker.app import create_app
+from broker.archive import Archive, RawMessage
+from broker.auth import SESSION_COOKIE
+from broker.config import Settings, get_settings
+from broker.ingest import Ingestor
+from broker.latency import STEPS, distribution, step_times
+from broker.models import AlertRow, Delivery, VOEventRow
+from broker.streamhealth import health_view
+from broker.tokens import create_token
+from tests.conftest import ingest_demo
+from tests.servers import live_app, wait_for
+
+FUTURE = "2099-01-01T00:00:00Z"
+
+
+def _settings(**kw: Any) -> Settings:
+    return get_settings(api_rate_limit_per_s=0, comet=False, live_poll_s=0.05,
+                        alarm_roles=["observation", "test"], **kw)
+
+
+@pytest.fixture
+def world(archive: Archive) -> Iterator[tuple[TestClient, Archive, dict[str, str]]]:
+    ingest_demo(archive, embargoed_until=FUTURE)
+    tokens = {name: create_token(archive, name, scopes)[0] for name, scopes in
+              (("alice", ["ack"]), ("bob", ["read:embargoed"]), ("admin", ["admin"]))}
+    with TestClient(create_app(_settings(), archive=archive)) as client:
+        yield client, archive, tokens
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_state_lists_rows_alarms_health_and_latency(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    client, _, tokens = world
+    admin = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()
+    assert [a["messenger"] for a in admin["alerts"]] == [
+        "gravitational_wave", "gamma_ray", "neutrino"]  # newest arrival first
+    assert {c["pairing"] for c in admin["coincidences"]} == {"hen-grb", "gw_cbc-grb", "gw-hen"}
+    assert all(c["significant"] and c["ack"] is None for c in admin["coincidences"])
+    assert {a["id"] for a in admin["alarms"]} == {c["id"] for c in admin["coincidences"]}
+    assert admin["user"] == {"name": "admin", "scopes": ["admin"], "can_ack": True}
+    assert admin["latency"]["alerts"] == 3
+    received = admin["latency"]["intervals"]["received->matched"]
+    assert received["count"] == 3 and 0 <= received["p50"] < 60
+    # The public sees neither the embargoed trigger nor the coincidences it is in.
+    public = client.get("/dashboard/state").json()
+    assert [a["messenger"] for a in public["alerts"]] == ["gravitational_wave", "gamma_ray"]
+    assert [c["pairing"] for c in public["coincidences"]] == ["gw_cbc-grb"]
+    assert [c["pairing"] for c in public["alarms"]] == ["gw_cbc-grb"]
+    assert public["user"]["name"] is None
+    # Health and latency would show that an embargoed alert arrived: not for the public.
+    assert public["health"] is None and public["latency"] is None
+    assert client.get("/dashboard/latency").status_code == 403
+    assert client.get("/dashboard/latency", headers=_auth(tokens["bob"])).json()["alerts"] == 3
+
+
+def test_acknowledging_needs_the_scope_and_is_recorded(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    client, _, tokens = world
+    alarms = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()["alarms"]
+    target = next(a for a in alarms if a["pairing"] == "gw_cbc-grb")
+    url = f"/api/v1/coincidences/{quote(target['ivorn'], safe='')}/acknowledgements"
+    assert client.post(url).status_code == 401
+    assert client.post(url, headers=_auth(tokens["bob"])).status_code == 403
+    hidden = next(a for a in alarms if a["pairing"] == "hen-grb")
+    hidden_url = f"/api/v1/coincidences/{quote(hidden['ivorn'], safe='')}/acknowledgements"
+    # alice may acknowledge, but not what she may not see (the embargoed trigger's).
+    assert client.post(hidden_url, headers=_auth(tokens["alice"])).status_code == 404
+    before = datetime.now(UTC)
+    reply = client.post(url, headers=_auth(tokens["alice"]), json={"note": "Swift ToO sent"})
+    assert reply.status_code == 201, reply.text
+    body = reply.json()
+    assert body["acked_by"] == "alice" and body["note"] == "Swift ToO sent"
+    acked_at = datetime.fromisoformat(body["acked_at"].replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= acked_at <= datetime.now(UTC)
+    assert client.post(url, headers=_auth(tokens["alice"]),
+                       json={"note": "x" * 2001}).status_code == 422
+    state = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()
+    assert target["id"] not in {a["id"] for a in state["alarms"]}
+    acked = next(c for c in state["coincidences"] if c["id"] == target["id"])
+    assert acked["ack"]["acked_by"] == "alice"
+    page = client.get(f"/dashboard/coincidences/{quote(target['ivorn'], safe='')}")
+    assert page.status_code == 200 and "alice at" in page.text and "Swift ToO sent" in page.text
+    missing = "/api/v1/coincidences/ivo%3A%2F%2Fx%2Fy%23z/acknowledgements"
+    assert client.post(missing, headers=_auth(tokens["alice"])).status_code == 404
+
+
+def test_signing_in_keeps_the_token_in_a_strict_httponly_cookie(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    client, _, tokens = world
+    bad = client.post("/dashboard/login", data={"token": "mmb_nope"}, follow_redirects=False)
+    assert bad.status_code == 401 and "Sign-in failed" in bad.text
+    good = client.post("/dashboard/login", data={"token": tokens["bob"], "next": "//evil.test/"},
+                       follow_redirects=False)
+    assert good.status_code == 303 and good.headers["location"] == "/"
+    cookie = good.headers["set-cookie"]
+    assert f"{SESSION_COOKIE}=" in cookie and "HttpOnly" in cookie
+    assert "samesite=strict" in cookie.lower()
+    # The cookie reads what the token may read (here the embargoed trigger), everywhere.
+    state = client.get("/dashboard/state").json()
+    assert state["user"]["name"] == "bob" and len(state["alerts"]) == 3
+    assert client.get("/api/v1/alerts").json()["items"][-1]["messenger"] == "neutrino"
+    assert "signed in as" in client.get("/").text
+    client.post("/dashboard/logout", follow_redirects=False)
+    client.cookies.clear()
+    assert client.get("/dashboard/state").json()["user"]["name"] is None
+    # A stale cookie is no token at all, not an error.
+    client.cookies.set(SESSION_COOKIE, "mmb_revoked")
+    assert client.get("/dashboard/state").status_code == 200
+
+
+def test_detail_pages_show_what_the_viewer_may_see(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    client, archive, tokens = world
+    with archive.engine.connect() as conn:
+        rows = {r.messenger: r.ivorn for r in conn.execute(
+            AlertRow.__table__.select().order_by(AlertRow.id))}
+    grb = client.get(f"/dashboard/alerts/{quote(rows['gamma_ray'], safe='')}")
+    assert grb.status_code == 200 and "skymap.png" in grb.text and "Fermi" in grb.text
+    hidden = client.get(f"/dashboard/alerts/{quote(rows['neutrino'], safe='')}")
+    assert hidden.status_code == 404 and "text/html" in hidden.headers["content-type"]
+    shown = client.get(f"/dashboard/alerts/{quote(rows['neutrino'], safe='')}",
+                       headers=_auth(tokens["bob"]))
+    assert shown.status_code == 200
+    assert "&lt;voe:VOEvent" in shown.text  # the trigger's own VOEvent, escaped
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="prov-graph"' in shown.text
+    unknown = client.get("/dashboard/coincidences/ivo%3A%2F%2Fnowhere%2Fx%231")
+    assert unknown.status_code == 404 and "no coincidence" in unknown.text
+
+
+def _events(url: str, headers: dict[str, str], stop: threading.Event,
+            out: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Read ``/dashboard/events`` as a browser would, until ``stop``; events go to ``out``.
+
+    A plain socket with a timeout (so ``stop`` is honoured) and a chunked-body
+    decoder: buffered HTTP readers cannot be read again after a timeout.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET /dashboard/events HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Accept: text/event-stream\r\n{extra}\r\n".encode())
+        sock.settimeout(0.2)
+        raw, body = b"", b""
+        head_done = False
+        while not stop.is_set():
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            raw += data
+            if not head_done:
+                if b"\r\n\r\n" not in raw:
+                    continue
+                head, raw = raw.split(b"\r\n\r\n", 1)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                head_done = True
+            while b"\r\n" in raw:  # chunks: size line, data, CRLF
+                size_line, rest = raw.split(b"\r\n", 1)
+                size = int(size_line, 16)
+                if len(rest) < size + 2:
+                    break
+                body += rest[:size]
+                raw = rest[size + 2:]
+            while b"\n\n" in body:
+                block, body = body.split(b"\n\n", 1)
+                fields = dict(line.split(": ", 1) for line in block.decode().split("\n")
+                              if ": " in line and not line.startswith(":"))
+                if "event" in fields:
+                    out.append((fields.get("id", ""), fields["event"],
+                                json.loads(fields["data"])))
+
+
+ROWS = ("alert", "coincidence", "ack")
+
+
+def _rows(events: list[Any]) -> list[Any]:
+    return [e for e in events if e[1] in ROWS]
+
+
+@pytest.mark.timeout(120)
+def test_the_live_feed_pushes_new_rows_only_to_those_who_may_see_them(
+        archive: Archive) -> None:
+    admin_token, _ = create_token(archive, "admin", ["admin"])
+    app = create_app(_settings(), archive=archive)
+    with live_app(app) as url:
+        stop = threading.Event()
+        public: list[Any] = []
+        admin: list[Any] = []
+        threads = [threading.Thread(target=_events, args=(url, {}, stop, public)),
+                   threading.Thread(target=_events, args=(url, _auth(admin_token), stop, admin))]
+        for t in threads:
+            t.start()
+        try:
+            assert wait_for(lambda: [e[1] for e in public[:1] + admin[:1]] == ["hello"] * 2, 10)
+            assert admin[0][2]["user"] == "admin" and public[0][2]["user"] is None
+            ingest_demo(archive, embargoed_until=FUTURE)
+            assert wait_for(lambda: len(_rows(admin)) >= 6, 20), admin
+            assert wait_for(lambda: len(_rows(public)) >= 3, 20), public
+            assert sorted(e[1] for e in _rows(admin)) == ["alert"] * 3 + ["coincidence"] * 3
+            pub = [e[2] for e in _rows(public)]
+            assert sorted(d.get("messenger") or d.get("pairing") for d in pub) == [
+                "gamma_ray", "gravitational_wave", "gw_cbc-grb"]
+            # An acknowledgement goes where its coincidence goes.
+            hidden = next(e[2] for e in _rows(admin) if e[2].get("pairing") == "hen-grb")
+            archive.acknowledge(hidden["id"], "alice")
+            assert wait_for(lambda: any(e[1] == "ack" for e in admin), 10)
+            seqs = [int(e[0].split("-")[1]) for e in _rows(admin)]
+            assert seqs == sorted(seqs)
+            # A browser reconnecting with Last-Event-ID gets what came after it...
+            replay: list[Any] = []
+            last = _rows(admin)[2][0]
+            again = threading.Thread(target=_events, args=(
+                url, {**_auth(admin_token), "Last-Event-ID": last}, stop, replay))
+            again.start()
+            threads.append(again)
+            assert wait_for(lambda: len(_rows(replay)) >= 4, 10), replay
+            assert [e[0] for e in _rows(replay)] == [e[0] for e in _rows(admin)[3:]]
+            # ...and one from another process's feed is told to reload its state.
+            stale: list[Any] = []
+            other = threading.Thread(target=_events, args=(
+                url, {"Last-Event-ID": "0badc0de-7"}, stop, stale))
+            other.start()
+            threads.append(other)
+            assert wait_for(lambda: [e[1] for e in stale[:2]] == ["hello", "reset"], 10), stale
+            # Stream health comes every second, to those with the scope only.
+            assert wait_for(lambda: any(s["stream"] == "igwn.gwalert" for e in admin
+                                        if e[1] == "health" for s in e[2]["streams"]), 10)
+            assert not any(e[1] == "health" for e in public)
+            assert not any(e[1] == "ack" for e in public)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+
+
+def test_the_feed_looks_again_for_ids_it_skipped() -> None:
+    """Ids need not commit in order: one skipped over is looked for until the grace ends."""
+    from sqlalchemy.dialects import sqlite
+
+    from broker.livefeed import GAP_GRACE_S, _Marks
+
+    marks = _Marks(10)
+    marks.advance([11, 12, 15], mono_s=0.0)
+    assert marks.last == 15 and sorted(marks.gaps) == [13, 14]
+    sql = str(marks.unseen(AlertRow.id).compile(dialect=sqlite.dialect(),
+                                                compile_kwargs={"literal_binds": True}))
+    assert "alerts.id > 15" in sql and "alerts.id BETWEEN 13 AND 14" in sql
+    marks.advance([14], mono_s=1.0)  # the late commit is found, and not looked for again
+    assert sorted(marks.gaps) == [13]
+    marks.advance([], mono_s=GAP_GRACE_S + 1)  # a rolled-back id is given up on
+    assert marks.gaps == {}
+
+
+def test_dashboard_writes_refuse_other_sites(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    client, _, tokens = world
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null"}):
+        reply = client.post("/dashboard/login", data={"token": tokens["alice"]},
+                            headers=headers, follow_redirects=False)
+        assert reply.status_code == 403, headers
+        assert client.post("/dashboard/logout", headers=headers,
+                           follow_redirects=False).status_code == 403
+    same = client.post("/dashboard/login", data={"token": tokens["alice"]},
+                       headers={"Origin": str(client.base_url)}, follow_redirects=False)
+    assert same.status_code == 303
+    alarms = client.get("/dashboard/state").json()["alarms"]
+    url = f"/api/v1/coincidences/{quote(alarms[0]['ivorn'], safe='')}/acknowledgements"
+    assert client.post(url, headers={"Origin": "https://evil.example"}).status_code == 403
+    # The cookie signs acknowledgements, never other writes such as triggers.
+    assert client.post("/api/v1/triggers", json={}).status_code == 401
+    assert client.post(url, json={}).status_code == 201
+
+
+def test_stream_health_states(archive: Archive) -> None:
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    settings = _settings(streams=["snews"], kafka_topics=["gcn.notices.fermi.gbm"],
+                         vtp_peers=["peer.example:8099"],
+                         stream_stale_overrides="gcn.heartbeat=10")
+    then = now - timedelta(seconds=30)
+    Ingestor(archive, authority="test.mmbroker").ingest([
+        RawMessage("gcn.heartbeat", b"{}", received_at=then),
+        RawMessage("igwn.gwalert", b"{}", received_at=then)])
+    archive.set_stream_connected(["vtp:peer.example:8099"], False,
+                                 at=now - timedelta(seconds=5))
+    view = {(r["stream"], r["detector"]): r for r in
+            health_view(archive, settings, deque(), 0.0, now=now)}
+    assert view[("gcn.heartbeat", "")]["state"] == "stale"  # 30 s > its 10 s
+    assert view[("igwn.gwalert", "")]["state"] == "ok"  # 30 s < the default 900 s
+    assert view[("igwn.gwalert", "")]["last_message_age_s"] == 30
+    assert view[("snews", "")]["state"] == "stale"  # configured, never heard from
+    assert view[("gcn.notices.fermi.gbm", "")]["messages_total"] == 0
+    assert view[("vtp:peer.example:8099", "")]["state"] == "disconnected"
+    assert view[("igwn.gwalert", "")]["quarantined_total"] == 1  # b"{}" is no GW alert
+
+
+def test_connection_changes_move_only_on_a_change(archive: Archive) -> None:
+    t0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    archive.set_stream_connected(["a", "b"], True, at=t0)
+    archive.set_stream_connected(["a"], True, at=t0 + timedelta(seconds=5))
+    archive.set_stream_connected(["b"], False, at=t0 + timedelta(seconds=7))
+    rows = {r["stream"]: r for r in archive.stream_health()}
+    assert rows["a"]["connected"] is True and rows["a"]["connection_changed_at"] == t0
+    assert rows["b"]["connected"] is False
+    assert rows["b"]["connection_changed_at"] == t0 + timedelta(seconds=7)
+
+
+def test_latency_chain_runs_forward(archive: Archive) -> None:
+    from broker import outbox
+
+    ingest_demo(archive, targets=("vtp",))
+    # Comet accepts every queued VOEvent (the outbox's own record of it).
+    for due in outbox.claim_due(archive, "vtp"):
+        outbox.mark_sent(archive, due)
+    with archive.engine.connect() as conn:
+        ids = [r.id for r in conn.execute(AlertRow.__table__.select())]
+        steps = step_times(conn, ids)
+        summary = distribution(conn)
+        sent = dict(conn.execute(select(VOEventRow.ivorn, Delivery.delivered_at)
+                                 .join(Delivery, Delivery.voevent_id == VOEventRow.id)).all())
+    assert len(steps) == 3
+    for s in steps.values():
+        reached = [s[name] for name in STEPS if s[name] is not None]
+        assert reached == sorted(reached), s  # each step after the one before
+        assert None not in reached and len(reached) == len(STEPS), s
+        assert s["acknowledged"] == sent[s["voevent_ivorn"]]
+    assert summary["intervals"]["matched->published"]["count"] == 3
+    assert summary["intervals"]["published->acknowledged"]["count"] == 3
+
+
+def test_provenance_graph_draws_every_record(world: tuple[TestClient, Archive, dict[str, str]]
+                                             ) -> None:
+    from broker.models import ProvenanceDoc
+    from broker.provenance_graph import to_svg
+
+    _, archive, _ = world
+    with archive.engine.connect() as conn:
+        docs = [r.document for r in conn.execute(ProvenanceDoc.__table__.select())]
+    assert docs
+    for doc in docs:
+        svg = ElementTree.fromstring(to_svg(doc))
+        ns = {"s": "http://www.w3.org/2000/svg"}
+        nodes = svg.findall(".//s:g", ns)
+        expected = sum(len(doc.get(k, {})) for k in ("entity", "activity", "agent"))
+        assert len(nodes) == expected
+        assert len(svg.findall("s:line", ns)) >= 3
+
+
+def test_stale_overrides_setting_parses() -> None:
+    s = get_settings(stream_stale_overrides="gcn.heartbeat=10, snews = 120")
+    assert s.stale_after_s("gcn.heartbeat") == 10 and s.stale_after_s("snews") == 120
+    assert s.stale_after_s("other") == s.stream_stale_after_s
+    from broker.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not stream=seconds"):
+        get_settings(stream_stale_overrides="gcn.heartbeat")
+
+
+def test_hostile_text_from_a_stream_is_shown_as_text(archive: Archive) -> None:
+    """A facility name carrying markup reaches pages escaped and the feed as plain JSON."""
+    from importlib import resources
+
+    trigger = json.loads(resources.files("alerts_schema").joinpath(
+        "examples", "trigger-track-single.example.json").read_text())
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    trigger.update(detector=hostile, event_id="HOSTILE-1")
+    outcome, = Ingestor(archive, authority="test.mmbroker").ingest(
+        [RawMessage("detector", json.dumps(trigger).encode())])
+    assert outcome.status == "archived", outcome
+    with TestClient(create_app(_settings(), archive=archive)) as client:
+        page = client.get(f"/dashboard/alerts/{quote(outcome.ivorn, safe='')}")
+        assert page.status_code == 200
+        assert hostile not in page.text and "&lt;script&gt;alert(" in page.text
+        state = client.get("/dashboard/state").json()
+        assert state["alerts"][0]["facility"] == hostile  # data, for textContent
+        assert "innerHTML" not in client.get("/static/dashboard.js").text

@@ -1,0 +1,215 @@
+"""The dashboard in real headless Chromium against a real running broker.
+
+``mmbroker serve`` runs as its own process with a Kafka listener on a real
+tansu broker and the built-in Comet; triggers are POSTed over HTTP and GRB
+notices produced to Kafka, as in production.  Screenshots of the main and
+a detail page go to ``test-artifacts/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.dashboard_support import (
+    ARTIFACTS,
+    REQUIRE_BROWSER,
+    Broker,
+    browser_missing,
+    chromium_page,
+    create_token,
+    running_broker,
+    scenario,
+    wait_until,
+)
+from tests.servers import FAST_JOIN_ENV, produce, tansu
+
+GRB_TOPIC = "gcn.notices.fermi.gbm"
+
+
+@pytest.fixture(autouse=True)
+def _needs_browser() -> None:
+    reason = browser_missing()
+    if reason is not None:
+        if REQUIRE_BROWSER:
+            pytest.fail(f"MMBROKER_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A broker listening to a Kafka topic, with a trigger poster's and a shifter's tokens."""
+    reason = browser_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    workdir = tmp_path_factory.mktemp("dashboard")
+    db = workdir / "broker.sqlite3"
+    poster = create_token(db, "poster", "write:triggers")
+    shifter = create_token(db, "alice", "ack")
+    with tansu(workdir) as bootstrap, running_broker(workdir, comet=True, env={
+            "MMBROKER_KAFKA_BOOTSTRAP": bootstrap, "MMBROKER_KAFKA_TOPICS": GRB_TOPIC,
+            "MMBROKER_LIVE_POLL_S": "0.2", "KAFKA_AUTO_OFFSET_RESET": "earliest",
+            **FAST_JOIN_ENV}) as broker:
+        yield {"broker": broker, "bootstrap": bootstrap, "poster": poster, "shifter": shifter}
+
+
+def _open(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#conn.live")
+
+
+def _sign_in(page: Any, token: str) -> None:
+    page.fill("#token", token)
+    page.click(".login button[type=submit]")
+    page.wait_for_selector("#user")
+    page.wait_for_selector("#conn.live")
+
+
+_moment = [datetime.now(UTC) - timedelta(minutes=30)]
+
+
+def _now() -> datetime:
+    """A fresh instant per scenario, so event ids never collide between tests."""
+    _moment[0] = max(_moment[0] + timedelta(seconds=1), datetime.now(UTC))
+    return _moment[0]
+
+
+@pytest.mark.timeout(180)
+def test_page_loads_clean_and_a_posted_alert_appears_within_2_s(world: dict[str, Any]) -> None:
+    broker: Broker = world["broker"]
+    with chromium_page() as (page, errors):
+        _open(page, broker.url + "/")
+        trigger, _ = scenario(_now(), ra_deg=40.0, dec_deg=10.0)
+        ivorn = broker.post_trigger(world["poster"], trigger)
+        posted = time.monotonic()
+        row = page.wait_for_selector(f'#alerts tr[data-ivorn="{ivorn}"]', timeout=2000)
+        shown_s = time.monotonic() - posted
+        assert shown_s < 2.0
+        assert trigger["event_id"] in row.inner_text()
+        assert page.evaluate("document.querySelectorAll('#alerts tbody tr').length") >= 1
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-main.png"), full_page=True)
+        assert errors == []
+
+
+@pytest.mark.timeout(240)
+def test_a_significant_coincidence_raises_the_alarm_until_acknowledged(
+        world: dict[str, Any]) -> None:
+    broker: Broker = world["broker"]
+    with chromium_page() as (page, errors):
+        _open(page, broker.url + "/")
+        _sign_in(page, world["shifter"])
+        trigger, grb = scenario(_now(), ra_deg=120.0, dec_deg=-40.0)
+        alert = broker.post_trigger(world["poster"], trigger)
+        produce(world["bootstrap"], GRB_TOPIC, [grb])
+        page.wait_for_selector("#alarm:not([hidden])", timeout=30_000)
+        ivorn = page.get_attribute("#alarm", "data-ivorn")
+        coincidence = broker.get(f"/api/v1/coincidences/{quote(ivorn, safe='')}")["coincidence"]
+        assert alert in [m["alert_id"] for m in coincidence["members"]]
+        assert "SIGNIFICANT" in page.inner_text("#alarm")
+        wait_until(lambda: "SIGNIFICANT COINCIDENCE" in page.title(), 3, "the tab title")
+        page.keyboard.press("m")  # mute and unmute from the keyboard
+        assert page.get_attribute("#mute", "aria-pressed") == "true"
+        page.click("#mute")
+        assert page.get_attribute("#mute", "aria-pressed") == "false"
+        # Other alarms of earlier tests may be up too: acknowledge until this one is gone.
+        for _ in range(10):
+            if page.is_hidden("#alarm"):
+                break
+            page.click("#ack-button")
+            page.wait_for_timeout(300)
+        page.wait_for_selector("#alarm", state="hidden", timeout=5000)
+        assert page.title() == "mmbroker"
+        from broker.archive import Archive
+        from broker.models import Acknowledgement
+
+        archive = Archive.open(f"sqlite:///{broker.db}", upgrade=False)
+        try:
+            with archive.engine.connect() as conn:
+                acks = conn.execute(Acknowledgement.__table__.select()).all()
+        finally:
+            archive.close()
+        assert acks and {a.acked_by for a in acks} == {"alice"}
+        assert all(abs((a.acked_at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds())
+                   < 120 for a in acks)
+        # A page opened now starts without the banner: the acknowledgement is shared.
+        page.reload()
+        page.wait_for_selector("#conn.live")
+        assert page.is_hidden("#alarm")
+        assert errors == []
+
+
+@pytest.mark.timeout(240)
+def test_the_detail_page_shows_the_sky_map_and_the_voevent(world: dict[str, Any]) -> None:
+    broker: Broker = world["broker"]
+    trigger, grb = scenario(_now(), ra_deg=250.0, dec_deg=30.0)
+    alert = broker.post_trigger(world["poster"], trigger)
+    produce(world["bootstrap"], GRB_TOPIC, [grb])
+
+    def coincidence() -> str | None:
+        items = broker.get("/api/v1/coincidences?limit=20")["items"]
+        found = [c["id"] for c in items if alert in [m["alert_id"] for m in c["members"]]]
+        return found[0] if found else None
+
+    wait_until(lambda: coincidence() is not None, 30, "the coincidence")
+    ivorn = coincidence()
+    assert ivorn is not None
+    with chromium_page() as (page, errors):
+        page.goto(f"{broker.url}/dashboard/coincidences/{quote(ivorn, safe='')}")
+        page.wait_for_function("document.querySelector('#skymap').complete && "
+                               "document.querySelector('#skymap').naturalWidth > 0")
+        assert page.evaluate("document.querySelector('#skymap').naturalWidth") >= 400
+        xml = page.inner_text("#voevent")
+        assert "<voe:VOEvent" in xml and ivorn in xml
+        assert page.locator("#provenance svg .node").count() >= 3
+        assert page.locator("table.members tbody tr").count() == 2
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-coincidence.png"), full_page=True)
+        page.click(f'a[href="/dashboard/alerts/{quote(alert, safe="")}"]')
+        page.wait_for_function("document.querySelector('#skymap').complete && "
+                               "document.querySelector('#skymap').naturalWidth > 0")
+        assert alert in page.inner_text("#voevent")
+        page.goto(f"{broker.url}/dashboard/alerts/{quote('ivo://nowhere/x#1', safe='')}")
+        assert "no alert" in page.inner_text("main")
+        errors = [e for e in errors if "404" not in e]  # the deliberate not-found page
+        assert errors == []
+
+
+@pytest.mark.timeout(240)
+def test_a_stopped_stream_turns_red(tmp_path: Path) -> None:
+    with tansu(tmp_path) as bootstrap, running_broker(tmp_path, env={
+            "MMBROKER_KAFKA_BOOTSTRAP": bootstrap, "MMBROKER_KAFKA_TOPICS": GRB_TOPIC,
+            "MMBROKER_LIVE_POLL_S": "0.2", "KAFKA_AUTO_OFFSET_RESET": "earliest", **FAST_JOIN_ENV,
+            "MMBROKER_STREAM_STALE_OVERRIDES": f"{GRB_TOPIC}=3600",
+            "MMBROKER_HEALTH_SCOPE": ""}) as broker, \
+                chromium_page() as (page, errors):
+        _, grb = scenario(_now(), ra_deg=10.0, dec_deg=-5.0)
+        produce(bootstrap, GRB_TOPIC, [grb])
+        _open(page, broker.url + "/")
+        row = f'#health tr[data-stream="{GRB_TOPIC}"][data-detector=""]'
+        page.wait_for_selector(f'{row}[data-state="ok"]', timeout=30_000)
+        green = page.eval_on_selector(f"{row} .state", "e => getComputedStyle(e).color")
+        stopped = _stop_tansu(tmp_path)
+        page.wait_for_selector(f'{row}[data-state="disconnected"]', timeout=30_000)
+        red = page.eval_on_selector(f"{row} .state", "e => getComputedStyle(e).color")
+        assert green != red and red.startswith("rgb(229, 72, 77")  # the page's --bad
+        assert "disconnected" in page.inner_text(row).lower()
+        assert stopped
+        assert errors == []
+
+
+def _stop_tansu(workdir: Path) -> bool:
+    """Kill the tansu broker of ``workdir`` (its stream stops, as a real outage would)."""
+    import subprocess
+
+    logs = list(workdir.glob("tansu-*.log"))
+    ports = [p.stem.split("-")[1] for p in logs]
+    out = subprocess.run(["pkill", "-f", "--", f"--listener-url tcp://127.0.0.1:{ports[0]}"],
+                         check=False)
+    return out.returncode == 0
