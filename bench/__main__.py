@@ -31,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
                    help="Alerts/s posted while the dashboard benchmark's page is open.")
     p.add_argument("--dashboard-seconds", type=float, default=30.0,
                    help="How long the dashboard benchmark posts alerts.")
-    p.add_argument("--scaling-alerts", type=int, default=4000,
+    p.add_argument("--scaling-alerts", type=int, default=8000,
                    help="Alerts the scaling benchmark pushes through 1 and 2 workers.")
     p.add_argument("--soak-minutes", type=float, default=30.0, help="Length of the soak.")
     p.add_argument("--soak-rate", type=float, default=100.0, help="Alerts/s fed to the soak.")

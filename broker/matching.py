@@ -10,7 +10,8 @@ archive is the shared index, and one lock makes the workers take turns:
    last held the lock (``alerts.match_seq`` above the last it knows, in that
    order) and every coincidence stored since, loaded without matching again;
 3. match its own alerts that nobody has matched yet, store the coincidences
-   and queue their VOEvents;
+   and queue their VOEvents (the triggers' own VOEvents, which depend on no
+   match, were queued before taking the lock);
 4. number them (``match_seq``), record ``matched_at``, release the lock; only
    then is the Kafka offset committed.
 
@@ -157,20 +158,37 @@ class MatchWorker:
         wanted = sorted(set(ivorns))
         if not wanted:
             return 0
+        # Unnumbered, not "unmatched": a worker killed between matching and numbering
+        # leaves matched_at set, and its alerts must be matched again.
+        with transaction(self.archive.engine, readonly=True) as conn:
+            rows = conn.execute(select(AlertRow.ivorn, AlertRow.document, *RECEIPT_COLUMNS)
+                                .where(AlertRow.ivorn.in_(wanted),
+                                       AlertRow.match_seq.is_(None))
+                                .order_by(AlertRow.event_time, AlertRow.id)).all()
+        if not rows:
+            return 0
+        alerts = [Alert.model_validate(r.document) for r in rows]
+        receipts = {r.ivorn: receipt(r) for r in rows}
+        publisher = self.pipeline.publisher
+        if publisher is not None:
+            # A trigger's own VOEvent depends on nothing matched: built and queued here,
+            # outside the match lock (most of a round's work: another worker matches
+            # meanwhile) and before it, so it is queued ahead of any coincidence citing
+            # it.  The outbox takes an IVORN once, so a round read again queues nothing.
+            publisher.publish(alerts, [], receipts)
         with self._lock, match_lock(self.archive):
             self._catch_up()
             with transaction(self.archive.engine, readonly=True) as conn:
-                # Unnumbered, not "unmatched": a worker killed between matching and
-                # numbering leaves matched_at set, and its alerts must be matched again.
-                rows = conn.execute(select(AlertRow.ivorn, AlertRow.document, *RECEIPT_COLUMNS)
-                                    .where(AlertRow.ivorn.in_(wanted),
-                                           AlertRow.match_seq.is_(None))
-                                    .order_by(AlertRow.event_time, AlertRow.id)).all()
-            if not rows:
+                # Another worker may have matched some since they were read (a
+                # rebalance, or the sweep).
+                still = set(conn.execute(select(AlertRow.ivorn).where(
+                    AlertRow.ivorn.in_([a.id for a in alerts]),
+                    AlertRow.match_seq.is_(None))).scalars())
+            alerts = [a for a in alerts if a.id in still]
+            if not alerts:
                 return 0
-            alerts = [Alert.model_validate(r.document) for r in rows]
-            self.pipeline.match(alerts, {r.ivorn: receipt(r) for r in rows},
-                                record_matched=False)
+            self.pipeline.match(alerts, {a.id: receipts[a.id] for a in alerts},
+                                record_matched=False, publish_alerts=False)
             if self.pipeline.backlog:
                 # Results held in memory only: not numbered, not committed; the next
                 # round stores them first (and a restart recomputes them).

@@ -2,8 +2,11 @@
 
 When the stages run as separate processes (``mmbroker stage ...``), a
 listener archives what it receives and then announces each alert's IVORN on
-the alerts topic (``MMBROKER_KAFKA_ALERTS_TOPIC``), keyed by its stream so
-each stream's alerts stay in order on one partition.  The announcement is
+the alerts topic (``MMBROKER_KAFKA_ALERTS_TOPIC``), keyed by its event (stream and
+event id), so the revisions of one event stay in order on one partition while the
+events of even a single stream spread over every partition, and so over every
+match worker (a stream key put all of a busy stream on one worker, idle the
+others: measured with two streams and two workers).  The announcement is
 acknowledged by every in-sync replica (idempotent producer, ``acks=all``)
 before the listener commits its input offsets, so a crash in between only
 repeats work: the input is read again, the archive answers "duplicate", and
@@ -44,6 +47,12 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,
         admin.close()
 
 
+def announcement_key(alert: Any) -> bytes:
+    """The Kafka key of an alert's announcement: its stream and event id (every
+    revision of an event on one partition, in order)."""
+    return f"{alert.source}\x1f{alert.event_id}".encode()
+
+
 class AnnouncingIngestor:
     """An ingestor whose archived alerts are announced on the alerts topic.
 
@@ -72,18 +81,18 @@ class AnnouncingIngestor:
 
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         outcomes = self.ingestor.ingest(messages)
-        ivorns = [(o.source, o.ivorn) for o in outcomes
-                  if o.status in ANNOUNCED and o.ivorn is not None]
+        ivorns = [(announcement_key(o.alert), o.ivorn) for o in outcomes
+                  if o.status in ANNOUNCED and o.ivorn is not None and o.alert is not None]
         if ivorns:
             self.announce(ivorns)
         return outcomes
 
-    def announce(self, ivorns: Sequence[tuple[str, str]]) -> None:
-        """Publish (stream, IVORN) pairs and wait until every replica has them."""
+    def announce(self, ivorns: Sequence[tuple[bytes, str]]) -> None:
+        """Publish (key, IVORN) pairs and wait until every replica has them."""
         try:
             producer = self._connect()
-            futures = [producer.send(self.topic, key=source.encode(), value=ivorn.encode())
-                       for source, ivorn in ivorns]
+            futures = [producer.send(self.topic, key=key, value=ivorn.encode())
+                       for key, ivorn in ivorns]
             producer.flush(timeout=self._timeout_s)
             for future in futures:
                 future.get(timeout=self._timeout_s)

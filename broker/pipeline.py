@@ -93,13 +93,15 @@ class Pipeline:
         return bool(self._unstored or self._unpublished or self._unpublished_alerts)
 
     def match(self, fresh: Sequence[Alert], receipts: dict[str, dict], *,
-              record_matched: bool = True) -> list[Result]:
+              record_matched: bool = True, publish_alerts: bool = True) -> list[Result]:
         """Cross-match archived alerts, store the coincidences and queue their VOEvents.
 
         ``receipts`` (by alert IVORN: row id, source, transport, raw hash,
         received time) are what the publisher and the latency metric need.
         Returns the results.  ``matched_at`` is recorded for every alert unless
         ``record_matched`` is False (the match stage records it with its numbers).
+        The triggers' own VOEvents are queued too unless ``publish_alerts`` is
+        False (the match stage queues them before it takes the match lock).
         """
         if not fresh:
             self.coincidences = []
@@ -121,7 +123,8 @@ class Pipeline:
                                   extra={"ivorn": alert.id})
             matched_at = utcnow()
             self._unstored.extend(results)
-            self._unpublished_alerts.extend(fresh)
+            if publish_alerts:
+                self._unpublished_alerts.extend(fresh)
             self._receipts.update(receipts)
             self._flush_locked()
         for receipt in receipts.values():

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 # wait for the full max.poll.interval.ms; kafka-python's 300 s default means a
 # five-minute pause at every start.
 DEFAULT_MAX_POLL_INTERVAL_MS = 10_000
+# How long a dead member keeps its partitions.  kafka-python's 45 s default holds
+# a killed worker's alerts back 45 s before another worker takes them over; tansu
+# also makes a group's first join wait about half of it (23 s measured).  10 s is
+# Kafka's pre-3.0 default and above every broker's group.min.session.timeout.ms;
+# heartbeats come from kafka-python's own thread, so a long batch does not miss them.
+DEFAULT_SESSION_TIMEOUT_MS = 10_000
 LAG_EVERY_S = 10.0
 """How often (s) the listener measures its partitions' lag (``mmbroker_kafka_consumer_lag``)."""
 CONNECTION_CHECK_S = 1.0
@@ -108,6 +114,7 @@ def consumer_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "latest",
         "max_poll_interval_ms": DEFAULT_MAX_POLL_INTERVAL_MS,
+        "session_timeout_ms": DEFAULT_SESSION_TIMEOUT_MS,
     }
     bootstrap = props.pop("bootstrap.servers", None)
     group = props.pop("group.id", None)

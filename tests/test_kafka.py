@@ -159,7 +159,11 @@ def test_consumer_kwargs_translation() -> None:
     assert kw["security_protocol"] == "SASL_SSL" and kw["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (kw["sasl_plain_username"], kw["sasl_plain_password"]) == ("u", "p")
     assert kw["auto_offset_reset"] == "earliest" and kw["enable_auto_commit"] is False
-    assert kw["max_poll_interval_ms"] == 10_000
+    assert kw["max_poll_interval_ms"] == 10_000 and kw["session_timeout_ms"] == 10_000
+    # The operator's values win over the defaults.
+    kw = consumer_kwargs({"bootstrap.servers": "h:1", "group.id": "g",
+                          "session.timeout.ms": "45000", "max.poll.interval.ms": "60000"})
+    assert (kw["session_timeout_ms"], kw["max_poll_interval_ms"]) == (45_000, 60_000)
 
 
 def test_gcn_shorthand_builds_an_oidc_provider() -> None:

@@ -59,10 +59,11 @@ def test_two_listen_and_two_match_workers_find_each_coincidence_once(
                 coincidences = conn.execute(select(CoincidenceRow.id, CoincidenceRow.pairing,
                                                    CoincidenceRow.ivorn)).all()
                 members = conn.execute(select(CoincidenceMember.coincidence_id,
-                                              AlertRow.source)
+                                              AlertRow.source, AlertRow.ivorn)
                                        .join(AlertRow, AlertRow.id == CoincidenceMember.alert_id)
                                        ).all()
-                voevents = conn.execute(select(VOEventRow.ivorn)).scalars().all()
+                queued = dict(conn.execute(select(VOEventRow.ivorn, VOEventRow.id)).all())
+                voevents = list(queued)
         finally:
             archive.close()
             for proc in procs:
@@ -80,4 +81,30 @@ def test_two_listen_and_two_match_workers_find_each_coincidence_once(
     published = [a.ivorn for a in alerts if "/detector#" in a.ivorn]
     assert len(published) == len(triggers)
     assert sorted(voevents) == sorted([c.ivorn for c in coincidences] + published)
+    # A trigger's VOEvent is queued (so delivered) before any coincidence citing it.
+    ivorn_of = {c.id: c.ivorn for c in coincidences}
+    for m in members:
+        if m.ivorn in queued:
+            assert queued[m.ivorn] < queued[ivorn_of[m.coincidence_id]], m
     assert all(p.returncode is not None for p in procs)
+
+
+def test_announcements_keep_an_event_together_and_spread_a_stream() -> None:
+    """Keyed by event: every revision of an event goes to one partition (in order), while
+    the events of one busy stream spread over every partition, so over every match
+    worker (a key per stream left one worker doing all of it)."""
+    from types import SimpleNamespace
+
+    from kafka.partitioner.default import murmur2
+
+    from broker.notify import announcement_key
+
+    partitions = list(range(4))
+
+    def partition(event_id: str, revision: int) -> int:
+        key = announcement_key(SimpleNamespace(source="gcn.fermi.gbm", event_id=event_id,
+                                               revision=revision))
+        return (murmur2(key) & 0x7FFFFFFF) % len(partitions)  # the Java client's and ours
+
+    assert {partition("bn261121001", r) for r in range(5)} == {partition("bn261121001", 0)}
+    assert {partition(f"bn2611{i:05d}", 0) for i in range(64)} == set(partitions)
