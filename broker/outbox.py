@@ -15,8 +15,12 @@ Exactly once, as a subscriber sees it:
   between the two sends the same bytes again, which the two rules above make
   harmless.
 
-Several sender processes may share the outbox: on PostgreSQL due rows are
-claimed with ``FOR UPDATE SKIP LOCKED``.
+Several sender processes may share the outbox (``mmbroker stage publish`` run
+more than once): a claim takes due rows with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (SQLite's writers take turns) and, in the same transaction, leases
+them for :data:`LEASE_S` by moving their next attempt forward, so no other
+sender picks them while this one sends.  A sender that dies mid-batch leaves
+the lease to run out, and another sends the same bytes again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from broker.voevent_build import citations_of
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 60.0
+LEASE_S = 60.0
+"""How long (s) a claimed delivery is another sender's to leave alone: far above the
+time a batch of sends takes (Comet acknowledges in 10-50 ms here)."""
 
 
 @dataclass(frozen=True)
@@ -121,19 +128,36 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
 
 
 def claim_due(archive: Archive, target: str, *, limit: int = 50,
-              now: datetime | None = None) -> list[Due]:
-    """Deliveries to ``target`` due now, oldest first (claimed on PostgreSQL)."""
+              now: datetime | None = None, lease_s: float = LEASE_S) -> list[Due]:
+    """Deliveries to ``target`` due now, oldest first, leased to the caller for
+    ``lease_s`` seconds (see the module docstring)."""
     now = now or utcnow()
     d, v = Delivery.__table__, VOEventRow.__table__
-    stmt = (select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts,
-                   v.c.created_at)
-            .join(v, v.c.id == d.c.voevent_id)
-            .where(d.c.target == target, d.c.state == "pending", d.c.next_attempt_at <= now)
+    pick = (select(d.c.id).where(d.c.target == target, d.c.state == "pending",
+                                 d.c.next_attempt_at <= now)
             .order_by(d.c.next_attempt_at, d.c.id).limit(limit))
     with transaction(archive.engine) as conn:
         if conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True, of=d)
-        return [Due(*row) for row in conn.execute(stmt)]
+            pick = pick.with_for_update(skip_locked=True)
+        ids = list(conn.execute(pick).scalars())
+        if not ids:
+            return []
+        conn.execute(update(d).where(d.c.id.in_(ids)).values(
+            next_attempt_at=now + timedelta(seconds=lease_s)))
+        rows = {row.id: row for row in conn.execute(
+            select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts,
+                   v.c.created_at).join(v, v.c.id == d.c.voevent_id).where(d.c.id.in_(ids)))}
+    return [Due(*rows[i]) for i in ids]
+
+
+def release(archive: Archive, delivery_ids: Sequence[int], at: datetime) -> None:
+    """End the lease of claimed deliveries not attempted: due again at ``at``."""
+    if not delivery_ids:
+        return
+    d = Delivery.__table__
+    with transaction(archive.engine) as conn:
+        conn.execute(update(d).where(d.c.id.in_(list(delivery_ids)),
+                                     d.c.state == "pending").values(next_attempt_at=at))
 
 
 def mark_sent(archive: Archive, due: Due) -> None:
@@ -159,14 +183,22 @@ def pending_by_target(archive: Archive) -> dict[str, int]:
 
 
 def mark_failed_attempt(archive: Archive, delivery_id: int, attempts: int, error: str,
-                        *, max_backoff_s: float = MAX_BACKOFF_S) -> float:
-    """Schedule the next attempt with back-off; returns the delay in seconds."""
+                        *, max_backoff_s: float = MAX_BACKOFF_S,
+                        behind: Sequence[int] = ()) -> float:
+    """Schedule the next attempt with back-off; returns the delay in seconds.
+
+    ``behind``: deliveries of the same claim not attempted, due again at the same
+    moment (their lease ended; their order after this one kept).
+    """
     delay = backoff_s(attempts + 1, max_backoff_s)
     d = Delivery.__table__
+    at = utcnow() + timedelta(seconds=delay)
     with transaction(archive.engine) as conn:
         conn.execute(update(d).where(d.c.id == delivery_id).values(
-            attempts=attempts + 1, last_error=error[:2000],
-            next_attempt_at=utcnow() + timedelta(seconds=delay)))
+            attempts=attempts + 1, last_error=error[:2000], next_attempt_at=at))
+        if behind:
+            conn.execute(update(d).where(d.c.id.in_(list(behind)),
+                                         d.c.state == "pending").values(next_attempt_at=at))
     return delay
 
 

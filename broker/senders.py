@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from broker import outbox
-from broker.archive import Archive
+from broker.archive import Archive, utcnow
 from broker.errors import InputError, RetryableError
 from broker.metrics import DELIVERIES
 from listeners import xml_safe
@@ -229,15 +229,19 @@ class DeliveryLoop:
     def _deliver_some(self, stop: threading.Event) -> bool:
         """Send one batch of due deliveries; whether there was anything to send."""
         due = [i for i in self._next_batch() if i.delivery_id not in self._done]
-        for item in due:
+        for n, item in enumerate(due):
+            # Claimed but not attempted when this round ends early: leased no more.
+            behind = [i.delivery_id for i in due[n + 1:]]
             if stop.is_set():
+                outbox.release(self.archive, [i.delivery_id for i in due[n:]], utcnow())
                 break
             try:
                 self.sender.send(item.ivorn, item.xml)
             except DeliveryError as exc:
                 delay = outbox.mark_failed_attempt(self.archive, item.delivery_id,
                                                    item.attempts, str(exc),
-                                                   max_backoff_s=self.max_backoff_s)
+                                                   max_backoff_s=self.max_backoff_s,
+                                                   behind=behind)
                 DELIVERIES.labels(self.sender.target, "retry").inc()
                 log.warning("%s: %s; retry in %.0f s", self.sender.target, exc, delay)
                 break  # the target is down: keep the order, wait for the back-off
@@ -247,7 +251,7 @@ class DeliveryLoop:
                 log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
                 outbox.mark_failed_attempt(self.archive, item.delivery_id, item.attempts,
                                            f"{type(exc).__name__}: {exc}",
-                                           max_backoff_s=self.max_backoff_s)
+                                           max_backoff_s=self.max_backoff_s, behind=behind)
                 break
             # Remembered before the outbox is updated: if marking fails, a later
             # claim must not send the same delivery again from this process.

@@ -77,6 +77,30 @@ def tansu(log_dir: Path, *, port: int | None = None) -> Iterator[str]:
         log.close()
 
 
+def consume(bootstrap: str, topic: str, n: int, timeout_s: float = 60.0
+            ) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) on ``topic`` from the start, once ``n`` distinct keys have come
+    (or ``timeout_s`` passed) and nothing more arrives for 1.5 s: doubles are kept."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id="check",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             **{k.replace(".", "_"): int(v) for k, v in FAST_JOIN.items()})
+    got: list[tuple[bytes, bytes]] = []
+    keys: set[bytes] = set()  # distinct: a double must not end the wait early
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(keys) < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend((r.key, r.value) for r in records)
+                keys.update(r.key for r in records)
+        while batch := consumer.poll(timeout_ms=1500):
+            got.extend((r.key, r.value) for records in batch.values() for r in records)
+    finally:
+        consumer.close()
+    return got
+
+
 def produce(bootstrap: str, topic: str, values: list[bytes], *, keys: list[bytes] | None = None
             ) -> None:
     """Produce ``values`` to ``topic`` (acks=all) and wait until all are acknowledged."""

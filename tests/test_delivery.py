@@ -21,6 +21,7 @@ from tests.servers import (
     comet_broker,
     comet_send,
     comet_subscriber,
+    consume,
     saved_ivorns,
     tansu,
     wait_for,
@@ -122,26 +123,6 @@ def test_comet_down_for_30_s_loses_and_doubles_nothing(tmp_path: Path, archive: 
     assert len(counts) == 100 and set(counts.values()) == {1}
 
 
-def _consume(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, bytes]]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id="check",
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             max_poll_interval_ms=3000, session_timeout_ms=6000)
-    got: list[tuple[bytes, bytes]] = []
-    deadline = time.monotonic() + 60
-    try:
-        while len(got) < n and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                got.extend((r.key, r.value) for r in records)
-        # and nothing more arrives after the last one
-        for records in consumer.poll(timeout_ms=1500).values():
-            got.extend((r.key, r.value) for r in records)
-    finally:
-        consumer.close()
-    return got
-
-
 _SENDER = """
 import signal, sys, threading
 from broker.archive import Archive
@@ -183,10 +164,39 @@ def test_kafka_down_loses_and_doubles_nothing(tmp_path: Path, db_url: str) -> No
         with tansu(tmp_path, port=port) as same:
             assert same == bootstrap
             assert wait_for(lambda: outbox.pending_count(archive) == 0, 90)
-            got = _consume(bootstrap, "mmbroker.voevent", 100)
+            got = consume(bootstrap, "mmbroker.voevent", 100)
     finally:
         stop_process(sender)
         archive.close()
     keys = Counter(k.decode() for k, _ in got)
     assert set(keys) == {voevent(n)[0] for n in range(100)} and set(keys.values()) == {1}
     assert all(v == voevent(int(k.decode().rsplit("ev", 1)[1]))[1] for k, v in got)
+
+
+def test_two_senders_share_the_outbox_and_send_each_delivery_once(tmp_path: Path,
+                                                                  db_url: str) -> None:
+    """``mmbroker stage publish`` run twice: a claim leases its deliveries, so the other
+    sender leaves them alone and each goes out once (a Kafka topic keeps every send,
+    where Comet would hide a double behind its own dedup)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import stop_process
+
+    archive = Archive.open(db_url)
+    queue(archive, range(400), ["kafka-xml"])
+    with tansu(tmp_path) as bootstrap:
+        senders = [subprocess.Popen([sys.executable, "-c", _SENDER, db_url, bootstrap],
+                                    env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                   for _ in range(2)]
+        try:
+            assert wait_for(lambda: outbox.pending_count(archive) == 0, 120)
+            got = consume(bootstrap, "mmbroker.voevent", 400)
+        finally:
+            for sender in senders:
+                stop_process(sender)
+            archive.close()
+    keys = Counter(k.decode() for k, _ in got)
+    assert set(keys) == {voevent(n)[0] for n in range(400)}
+    assert set(keys.values()) == {1}, [k for k, n in keys.items() if n > 1][:5]
