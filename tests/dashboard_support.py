@@ -128,10 +128,12 @@ def chromium_page(*, width: int = 1600, height: int = 1000) -> Iterator[tuple[An
             browser.close()
 
 
-def scenario(now: datetime, *, ra_deg: float = 196.8, dec_deg: float = -22.9
-             ) -> tuple[dict[str, Any], bytes]:
+def scenario(now: datetime, *, ra_deg: float = 196.8, dec_deg: float = -22.9,
+             grb_number: int | None = None) -> tuple[dict[str, Any], bytes]:
     """A neutrino trigger (JSON to POST) and a Fermi GBM notice (bytes for Kafka) that the
     cross-match pairs (hen-grb), both observations, events a few seconds before ``now``.
+    ``grb_number`` is the notice's trigger number (default: from ``now``, in 0.1 s steps,
+    so callers making more than ten a second pass their own).
 
     Built from the demo's templates (not its scenario, whose LVK sky map takes tens of
     ms to make: thousands of these feed the stage and chaos tests).
@@ -148,7 +150,8 @@ def scenario(now: datetime, *, ra_deg: float = 196.8, dec_deg: float = -22.9
                    event_id=f"E2E-{now:%Y%m%d%H%M%S%f}",
                    time=t0.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                    sent_time=(t0 + timedelta(seconds=0.3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-    number = str(600_000_000 + int(now.timestamp() * 10) % 100_000_000)
+    number = str(grb_number if grb_number is not None
+                 else 600_000_000 + int(now.timestamp() * 10) % 100_000_000)
     grb.update(id=[number, f"bn{now:%y%m%d}e2e"], alert_tense="current",
                trigger_time=(t0 + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
                alert_datetime=(t0 + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
