@@ -35,9 +35,11 @@ def parser() -> argparse.ArgumentParser:
                    help="Alerts the scaling benchmark pushes through 1 and 2 workers.")
     p.add_argument("--soak-minutes", type=float, default=30.0, help="Length of the soak.")
     p.add_argument("--soak-rate", type=float, default=100.0, help="Alerts/s fed to the soak.")
-    p.add_argument("--soak-window-s", type=float, default=600.0,
-                   help="The match engine's live window in the soak, s (0: the engine's "
-                        "default, 11 days); memory is also compared after it filled.")
+    p.add_argument("--soak-window-s", type=float, default=0.0,
+                   help="The match engine's live window in the soak, s (default 0: the "
+                        "engine's own, 11 days); a shorter one sends optical alerts' 10-day "
+                        "look-back to the archive, and memory is also compared after it "
+                        "filled.")
     p.add_argument("--rebuild", action="store_true",
                    help="Reload the query benchmark's archive even if it has --rows rows.")
     return p

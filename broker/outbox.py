@@ -152,12 +152,15 @@ def claim_due(archive: Archive, target: str, *, limit: int = 50,
 
 def release(archive: Archive, delivery_ids: Sequence[int], at: datetime) -> None:
     """End the lease of claimed deliveries not attempted: due again at ``at``."""
-    if not delivery_ids:
-        return
+    if delivery_ids:
+        with transaction(archive.engine) as conn:
+            _due_again(conn, delivery_ids, at)
+
+
+def _due_again(conn: Any, delivery_ids: Sequence[int], at: datetime) -> None:
     d = Delivery.__table__
-    with transaction(archive.engine) as conn:
-        conn.execute(update(d).where(d.c.id.in_(list(delivery_ids)),
-                                     d.c.state == "pending").values(next_attempt_at=at))
+    conn.execute(update(d).where(d.c.id.in_(list(delivery_ids)), d.c.state == "pending")
+                 .values(next_attempt_at=at))
 
 
 def mark_sent(archive: Archive, due: Due) -> None:
@@ -197,8 +200,7 @@ def mark_failed_attempt(archive: Archive, delivery_id: int, attempts: int, error
         conn.execute(update(d).where(d.c.id == delivery_id).values(
             attempts=attempts + 1, last_error=error[:2000], next_attempt_at=at))
         if behind:
-            conn.execute(update(d).where(d.c.id.in_(list(behind)),
-                                         d.c.state == "pending").values(next_attempt_at=at))
+            _due_again(conn, behind, at)
     return delay
 
 

@@ -230,35 +230,35 @@ class DeliveryLoop:
         """Send one batch of due deliveries; whether there was anything to send."""
         due = [i for i in self._next_batch() if i.delivery_id not in self._done]
         for n, item in enumerate(due):
-            # Claimed but not attempted when this round ends early: leased no more.
-            behind = [i.delivery_id for i in due[n + 1:]]
             if stop.is_set():
+                # Claimed but not attempted: leased no more.
                 outbox.release(self.archive, [i.delivery_id for i in due[n:]], utcnow())
                 break
             try:
                 self.sender.send(item.ivorn, item.xml)
             except DeliveryError as exc:
-                delay = outbox.mark_failed_attempt(self.archive, item.delivery_id,
-                                                   item.attempts, str(exc),
-                                                   max_backoff_s=self.max_backoff_s,
-                                                   behind=behind)
-                DELIVERIES.labels(self.sender.target, "retry").inc()
-                log.warning("%s: %s; retry in %.0f s", self.sender.target, exc, delay)
-                break  # the target is down: keep the order, wait for the back-off
+                error = str(exc)
             except RetryableError:
-                raise
+                raise  # the outbox itself is unreachable: the loop backs off
             except Exception as exc:  # an unexpected failure of one send
                 log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
-                outbox.mark_failed_attempt(self.archive, item.delivery_id, item.attempts,
-                                           f"{type(exc).__name__}: {exc}",
-                                           max_backoff_s=self.max_backoff_s, behind=behind)
-                break
-            # Remembered before the outbox is updated: if marking fails, a later
-            # claim must not send the same delivery again from this process.
-            self._done[item.delivery_id] = None
-            if len(self._done) > 10_000:
-                self._done.popitem(last=False)
-            outbox.mark_sent(self.archive, item)
-            DELIVERIES.labels(self.sender.target, "sent").inc()
-            self.sent += 1
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                # Remembered before the outbox is updated: if marking fails, a later
+                # claim must not send the same delivery again from this process.
+                self._done[item.delivery_id] = None
+                if len(self._done) > 10_000:
+                    self._done.popitem(last=False)
+                outbox.mark_sent(self.archive, item)
+                DELIVERIES.labels(self.sender.target, "sent").inc()
+                self.sent += 1
+                continue
+            # The target is down: this one and those behind it wait for the back-off,
+            # in their order.
+            delay = outbox.mark_failed_attempt(
+                self.archive, item.delivery_id, item.attempts, error,
+                max_backoff_s=self.max_backoff_s, behind=[i.delivery_id for i in due[n + 1:]])
+            DELIVERIES.labels(self.sender.target, "retry").inc()
+            log.warning("%s: %s; retry in %.0f s", self.sender.target, error, delay)
+            break
         return bool(due)
