@@ -40,8 +40,8 @@ from broker.latency import STEPS, distribution, durations_s, step_times
 from broker.livefeed import (
     ALERT_COLUMNS,
     COINCIDENCE_COLUMNS,
+    alarm_member_roles,
     alert_summary,
-    coincidence_role,
     coincidence_summaries,
     is_significant,
     json_default,
@@ -55,6 +55,7 @@ from broker.models import (
 )
 from broker.query_api import ViewerDep, provenance_doc, visible_alert, visible_coincidence
 from broker.tokens import TokenInfo, verify_token
+from crossmatch.engine import members_class
 
 router = APIRouter(tags=["dashboard"])
 api = APIRouter(prefix="/api/v1", tags=["dashboard"])
@@ -149,18 +150,21 @@ def _alarms(conn: Any, who: q.Viewer, now: datetime, settings: Any) -> list[dict
     """Significant coincidences of the alarm window nobody has acknowledged yet, newest
     revision only (an update or a retraction replaces the alarm of the revision before).
 
-    Acknowledged and superseded rows are left out in SQL, before the limit, so
-    that 100 handled alarms can never hide an unhandled one behind them.
+    Everything that decides an alarm (FAR, role, state) and the acknowledged and
+    superseded rows are left out in SQL, before the limit, so that 100 handled (or
+    never alarming) rows can never hide an unhandled alarm behind them.
     """
     since = now - timedelta(seconds=settings.alarm_window_s)
     newer = aliased(CoincidenceRow)
     superseded = exists(select(newer.id).where(newer.supersedes_id == CoincidenceRow.id))
     acked = exists(select(Acknowledgement.id).where(
         Acknowledgement.coincidence_id == CoincidenceRow.id))
+    # Members of one coincidence share a role class, so "any member" is "every member".
+    alarming = q.CoincidenceQuery(created_since=since, far_max_hz=settings.alarm_far_hz,
+                                  state=("new", "updated"), role=alarm_member_roles(settings))
     rows = conn.execute(select(*COINCIDENCE_COLUMNS).where(
-        q.coincidence_visible(who, now), CoincidenceRow.created_at >= since,
-        CoincidenceRow.far_hz <= settings.alarm_far_hz, CoincidenceRow.state != "retracted",
-        ~superseded, ~acked).order_by(CoincidenceRow.id.desc()).limit(100)).all()
+        q.coincidence_visible(who, now), *alarming.conditions(), ~superseded, ~acked)
+        .order_by(CoincidenceRow.id.desc()).limit(100)).all()
     return [d for d, _ in coincidence_summaries(conn, rows, settings) if d["significant"]]
 
 
@@ -230,7 +234,7 @@ def coincidence_page(request: Request, ivorn: str, token: TokenDep,
             Acknowledgement.coincidence_id == row.id).order_by(Acknowledgement.id)).all()
         steps = step_times(conn, [m.id for m in members])
         voevent, graph = _published(conn, row.ivorn, VOEventRow.coincidence_id == row.id)
-    role = coincidence_role([m.role for m in members])
+    role = members_class(m.role for m in members)
     summary = {"role": role, "significant": is_significant(row.far_hz, role, row.state,
                                                             settings)}
     return render("coincidence.html", user=_who(token), c=row, doc=row.document,

@@ -44,6 +44,7 @@ from broker.db import transaction
 from broker.models import Acknowledgement, AlertRow, CoincidenceMember, CoincidenceRow
 from broker.query import Viewer
 from broker.streamhealth import health_view
+from crossmatch.engine import OBSERVATION_ROLES, members_class
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,13 @@ def alert_summary(row: Any) -> dict[str, Any]:
             "data_rights": m["data_rights"]}
 
 
+def alarm_member_roles(settings: Settings) -> tuple[str, ...]:
+    """Member roles whose coincidences can alarm (``alarm_roles`` are role classes: the
+    ``observation`` class takes in predictions)."""
+    return tuple(sorted({r for c in settings.alarm_roles
+                         for r in (OBSERVATION_ROLES if c == "observation" else (c,))}))
+
+
 def is_significant(far_hz: float | None, role: str, state: str, settings: Settings) -> bool:
     """Whether a coincidence raises the alarm: FAR at or below the threshold, an alarming
     role, not retracted."""
@@ -132,18 +140,6 @@ COINCIDENCE_COLUMNS = (CoincidenceRow.id, CoincidenceRow.ivorn, CoincidenceRow.p
                        CoincidenceRow.created_at, CoincidenceRow.ra_deg, CoincidenceRow.dec_deg,
                        CoincidenceRow.far_hz, CoincidenceRow.overlap)
 """What :func:`coincidence_summaries` reads (not the document)."""
-ROLE_ORDER = ("observation", "test", "drill", "prediction", "utility")
-"""A coincidence takes the first of these among its members' roles."""
-
-
-def coincidence_role(roles: list[str]) -> str:
-    """The role a coincidence is shown and alarmed with: an observation if any member is."""
-    for role in ROLE_ORDER:
-        if role in roles:
-            return role
-    return min(roles) if roles else "observation"
-
-
 def member_rights(conn: Any, coincidence_ids: list[int]) -> dict[int, list[Any]]:
     """Each coincidence's member rows (messenger, role, facility, data rights), in id order."""
     members: dict[int, list[Any]] = {i: [] for i in coincidence_ids}
@@ -171,7 +167,7 @@ def coincidence_summaries(conn: Any, rows: list[Any], settings: Settings
     out = []
     for r in rows:
         ms = members[r.id]
-        role = coincidence_role([m.role for m in ms])
+        role = members_class(m.role for m in ms)
         data = {"id": r.id, "ivorn": r.ivorn, "pairing": r.pairing, "state": r.state,
                 "revision": r.revision, "supersedes_id": r.supersedes_id,
                 "reference_time": r.reference_time,

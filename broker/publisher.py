@@ -213,7 +213,8 @@ class Publisher:
                         "revision": coinc.revision},
             broker_id=self.who.author_ivorn, broker_version=_version(),
             supersedes=coinc.supersedes, voevent_sha256=sha256_hex(xml))
-        return outbox.Outgoing(coinc.id, xml, _role(members), _prov_json(doc),
+        return outbox.Outgoing(coinc.id, xml, voevent_build.coincidence_role(members),
+                               _prov_json(doc),
                                coincidence_id=lookups.row_ids.get(coinc.id))
 
 
@@ -238,11 +239,6 @@ def _input(alert: Alert, receipt: dict) -> object:
         pipeline_version=prov.pipeline_version if prov else None,
         reco_method=prov.reco_method if prov else None, cuts=prov.cuts if prov else None,
         source_ivorn=alert.source_ivorn)
-
-
-def _role(members: Sequence[Alert]) -> str:
-    roles = {m.role for m in members}
-    return "observation" if roles <= {"observation", "prediction"} else "test"
 
 
 def _prov_json(doc: object) -> dict:

@@ -763,8 +763,10 @@ def coincidence_role(members: Sequence[Alert]) -> str:
     Observations and tests are never matched together, so the members agree;
     ``prediction`` members count as observations, as :mod:`broker.publisher` has it.
     """
-    roles = {m.role for m in members}
-    return "observation" if roles <= {"observation", "prediction"} else "test"
+    from crossmatch.engine import members_class
+
+    return "observation" if members_class(m.role for m in members) == "observation" \
+        else "test"
 
 
 def build_coincidence(coinc: Coincidence, members: list[Alert], *, who: Who,

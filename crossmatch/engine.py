@@ -61,9 +61,20 @@ STREAM = "coincidence"
 EventKey = tuple[str, str]  # (source, event id): one physical event, all its revisions
 
 
+OBSERVATION_ROLES = ("observation", "prediction")
+"""Roles of the ``observation`` class: predictions are matched as observations."""
+
+
 def role_class(alert: Alert) -> str:
     """Alerts match only within their class: observations, tests, drills never mix."""
-    return "observation" if alert.role in ("observation", "prediction") else alert.role
+    return members_class([alert.role])
+
+
+def members_class(roles: Iterable[str]) -> str:
+    """The class the member roles of one coincidence share (see :func:`role_class`):
+    ``observation`` for observations and predictions, else the role itself."""
+    classes = {"observation" if r in OBSERVATION_ROLES else r for r in roles}
+    return min(classes) if classes else "observation"
 
 
 def result_key(members: Iterable[Alert], config_hash: str) -> str:

@@ -399,3 +399,40 @@ def test_hostile_text_from_a_stream_is_shown_as_text(archive: Archive) -> None:
         state = client.get("/dashboard/state").json()
         assert state["alerts"][0]["facility"] == hostile  # data, for textContent
         assert "innerHTML" not in client.get("/static/dashboard.js").text
+
+
+def test_rows_that_never_alarm_cannot_hide_an_alarm(archive: Archive) -> None:
+    """Drill coincidences with a small FAR never alarm (their role is not in
+    ``alarm_roles``), so nobody acknowledges them; 100 newer ones must not push the real
+    alarms out of the page's first state (the alarm query's limit)."""
+    from sqlalchemy import insert
+
+    from broker import query as q
+    from broker.dashboard import _alarms
+    from broker.db import transaction
+    from broker.models import CoincidenceMember, CoincidenceRow
+
+    ingest_demo(archive)
+    settings = get_settings(comet=False, alarm_roles=["observation", "test"])
+    now = datetime.now(UTC)
+    with transaction(archive.engine, readonly=True) as conn:
+        before = sorted(d["pairing"] for d in _alarms(conn, q.ARCHIVIST, now, settings))
+    assert before == ["gw-hen", "gw_cbc-grb", "hen-grb"]
+    with transaction(archive.engine) as conn:
+        alert = dict(conn.execute(select(AlertRow.__table__).limit(1)).one()._mapping)
+        alert.pop("id")
+        alert.update(role="drill", event_id="DRILL-1", ivorn=alert["ivorn"] + "-drill",
+                     match_seq=None)
+        drill = conn.execute(insert(AlertRow.__table__).values(**alert)).inserted_primary_key[0]
+        template = dict(conn.execute(select(CoincidenceRow.__table__).limit(1)).one()._mapping)
+        template.pop("id")
+        for i in range(120):
+            row = {**template, "ivorn": f"{template['ivorn']}-drill{i}", "result_key": f"d{i}",
+                   "supersedes_id": None, "created_at": now}
+            cid = conn.execute(insert(CoincidenceRow.__table__).values(**row)
+                               ).inserted_primary_key[0]
+            conn.execute(insert(CoincidenceMember.__table__).values(
+                coincidence_id=cid, alert_id=drill, time_offset_s=0.0))
+    with transaction(archive.engine, readonly=True) as conn:
+        after = sorted(d["pairing"] for d in _alarms(conn, q.ARCHIVIST, now, settings))
+    assert after == before
