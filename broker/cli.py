@@ -604,11 +604,12 @@ def _stage_settings(ctx: typer.Context) -> Settings:
     logs.configure(settings.log_level, settings.log_format)
     if not settings.kafka_bootstrap:
         _fail("the stages are joined by Kafka: set MMBROKER_KAFKA_BOOTSTRAP")
-    from broker.notify import ensure_topic
+    from broker.notify import bus_client_kwargs, ensure_topic
 
     try:
         ensure_topic(settings.kafka_bootstrap, settings.kafka_alerts_topic,  # type: ignore
-                     settings.kafka_alerts_partitions, settings.kafka_replication_factor)
+                     settings.kafka_alerts_partitions, settings.kafka_replication_factor,
+                     bus_client_kwargs())
     except Exception as exc:  # the cluster may still be starting: the stage retries
         typer.echo(f"warning: could not create {settings.kafka_alerts_topic}: {exc}",
                    err=True)
@@ -637,18 +638,15 @@ def stage_match(ctx: typer.Context) -> None:
     """Cross-match announced alerts, store coincidences and queue their VOEvents."""
     from broker import listening
     from broker.matching import MatchSink, MatchWorker, run_sweeper
-    from listeners.kafka import KafkaListener, KafkaSource, config_from_env
+    from broker.notify import bus_consumer_properties
+    from listeners.kafka import KafkaListener, KafkaSource
 
     settings = _stage_settings(ctx)
     archive = _archive(ctx)
     listening.configure_normalizers(settings)
     worker = MatchWorker(settings, archive)
     worker.warm()
-    config = {"bootstrap.servers": settings.kafka_bootstrap or "",
-              "group.id": f"{settings.effective_kafka_group_id}.match",
-              "auto.offset.reset": "earliest",
-              **{k: v for k, v in config_from_env().items()
-                 if k not in ("bootstrap.servers", "group.id")}}
+    config = bus_consumer_properties(settings, f"{settings.effective_kafka_group_id}.match")
     running = listening.Listeners()
     listening._spawn(running, KafkaListener(KafkaSource([settings.kafka_alerts_topic], config),
                                             MatchSink(worker),  # type: ignore[arg-type]

@@ -79,8 +79,10 @@ class Settings(BaseSettings):
                                     description="Comet's VTP broadcast port (subscribers "
                                                 "connect here).")
     kafka_bootstrap: str | None = Field(
-        default=None, description="Kafka bootstrap servers host:port[,host:port]. Unset: the "
-                                  "stages are joined by an in-process bus.")
+        default=None, description="The broker's own Kafka cluster, host:port[,host:port]: the "
+                                  "alerts topic joining the stages and the VOEvent output "
+                                  "topics (client properties from MMBROKER_BUS_KAFKA_*). "
+                                  "Unset: the stages are joined by an in-process bus.")
     ivorn_authority: str = Field(default="local.mmbroker", pattern=r"^[A-Za-z0-9._~-]+$",
                                  description="Authority part of every IVORN this broker issues.")
     max_message_bytes: int = Field(default=16 * 1024 * 1024, gt=0,

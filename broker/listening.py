@@ -70,8 +70,13 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | No
     if settings.comet:
         senders.append(VTPSender("127.0.0.1", settings.vtp_receive_port))
     if settings.kafka_bootstrap:
-        senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_xml_topic))
+        from broker.notify import bus_client_kwargs
+
+        bus = bus_client_kwargs()
+        senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_xml_topic,
+                                   config=bus))
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_json_topic,
+                                   config=bus,
                                    as_json=True, document=_document_of(archive)))
     if pipeline is not None:
         _spawn(running, _Flusher(pipeline), "pipeline-flush")

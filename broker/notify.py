@@ -17,7 +17,7 @@ matched, and sweeps the archive for anything never announced).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from broker.archive import Outcome, RawMessage
@@ -27,6 +27,36 @@ log = logging.getLogger(__name__)
 
 ANNOUNCED = ("archived", "duplicate")
 """Outcomes whose alert is announced (a duplicate may never have been)."""
+
+
+BUS_ENV_PREFIX = "MMBROKER_BUS_KAFKA_"
+"""Confluent-style properties of the broker's own Kafka cluster (``MMBROKER_KAFKA_BOOTSTRAP``:
+the alerts topic and the VOEvent output topics), e.g. ``MMBROKER_BUS_KAFKA_SECURITY_PROTOCOL``
+or ``MMBROKER_BUS_KAFKA_SASL_PASSWORD_FILE``.  Apart from ``KAFKA_*``, which belong to the
+input streams (GCN's credentials must never reach the broker's own cluster, nor its to them)."""
+
+
+def bus_properties(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``MMBROKER_BUS_KAFKA_*`` properties (Confluent-style)."""
+    from listeners.kafka import config_from_env
+
+    return config_from_env(env, prefix=BUS_ENV_PREFIX)
+
+
+def bus_client_kwargs(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """kafka-python keyword arguments of every producer and admin client on the broker's own
+    cluster."""
+    from listeners.kafka import client_kwargs
+
+    return client_kwargs(bus_properties(env))
+
+
+def bus_consumer_properties(settings: Any, group: str,
+                            env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Confluent-style properties of a consumer of the broker's own cluster, read from the
+    start of what its group never committed."""
+    return {**bus_properties(env), "bootstrap.servers": settings.kafka_bootstrap or "",
+            "group.id": group, "auto.offset.reset": "earliest"}
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,
@@ -120,5 +150,5 @@ def announcer(settings: Any, archive: Any) -> AnnouncingIngestor:
     from broker.listening import make_ingestor
 
     return AnnouncingIngestor(make_ingestor(settings, archive), settings.kafka_bootstrap or "",
-                              settings.kafka_alerts_topic)
+                              settings.kafka_alerts_topic, config=bus_client_kwargs())
 

@@ -91,8 +91,6 @@ def consumer_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
         For a missing ``group.id`` or bootstrap server, and for any property
         this translation does not know (rather than silently ignoring it).
     """
-    from listeners.oidc import OIDCTokenProvider
-
     props = dict(config)
     domain = props.pop("domain", None)
     client_id = props.pop("client_id", None)
@@ -125,7 +123,33 @@ def consumer_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
                                  "live under it, a random one would replay or skip alerts")
     kwargs["bootstrap_servers"] = [s.strip() for s in bootstrap.split(",") if s.strip()]
     kwargs["group_id"] = group
+    if "auto.offset.reset" in props:
+        reset = props.pop("auto.offset.reset")
+        kwargs["auto_offset_reset"] = {"smallest": "earliest", "largest": "latest"}.get(
+            reset, reset)
+    for prop, kwarg in (("max.poll.interval.ms", "max_poll_interval_ms"),
+                        ("session.timeout.ms", "session_timeout_ms"),
+                        ("fetch.max.bytes", "fetch_max_bytes"),
+                        ("max.partition.fetch.bytes", "max_partition_fetch_bytes")):
+        if prop in props:
+            kwargs[kwarg] = int(props.pop(prop))
+    return {**kwargs, **client_kwargs(props)}
 
+
+def client_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
+    """kafka-python keyword arguments any client takes (consumer, producer, admin) for
+    Confluent-style connection and security properties: ``client.id``,
+    ``security.protocol``, ``sasl.*`` (OAUTHBEARER through OIDC), ``ssl.*``.
+
+    Raises
+    ------
+    ConfigurationError
+        For any property this translation does not know (rather than ignoring it).
+    """
+    from listeners.oidc import OIDCTokenProvider
+
+    props = dict(config)
+    kwargs: dict[str, Any] = {}
     simple = {
         "client.id": "client_id",
         "security.protocol": "security_protocol",
@@ -134,22 +158,12 @@ def consumer_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
         "ssl.ca.location": "ssl_cafile",
         "ssl.certificate.location": "ssl_certfile",
         "ssl.key.location": "ssl_keyfile",
-        "auto.offset.reset": "auto_offset_reset",
     }
     for prop, kwarg in simple.items():
         if prop in props:
             kwargs[kwarg] = props.pop(prop)
     if "security_protocol" in kwargs:
         kwargs["security_protocol"] = kwargs["security_protocol"].upper()
-    if "auto_offset_reset" in kwargs:
-        kwargs["auto_offset_reset"] = {"smallest": "earliest", "largest": "latest"}.get(
-            kwargs["auto_offset_reset"], kwargs["auto_offset_reset"])
-    for prop, kwarg in (("max.poll.interval.ms", "max_poll_interval_ms"),
-                        ("session.timeout.ms", "session_timeout_ms"),
-                        ("fetch.max.bytes", "fetch_max_bytes"),
-                        ("max.partition.fetch.bytes", "max_partition_fetch_bytes")):
-        if prop in props:
-            kwargs[kwarg] = int(props.pop(prop))
     mechanism = props.pop("sasl.mechanisms", None) or props.pop("sasl.mechanism", None)
     if mechanism:
         kwargs["sasl_mechanism"] = mechanism.upper()

@@ -108,3 +108,29 @@ def test_announcements_keep_an_event_together_and_spread_a_stream() -> None:
 
     assert {partition("bn261121001", r) for r in range(5)} == {partition("bn261121001", 0)}
     assert {partition(f"bn2611{i:05d}", 0) for i in range(64)} == set(partitions)
+
+
+def test_the_broker_s_own_kafka_takes_its_own_credentials_not_the_input_streams() -> None:
+    """``KAFKA_*`` configure the input streams (GCN's OIDC credentials, say); the alerts
+    topic, the VOEvent output and the match stage's consumer use ``MMBROKER_BUS_KAFKA_*``."""
+    from broker.config import get_settings
+    from broker.notify import bus_client_kwargs, bus_consumer_properties
+    from listeners.kafka import consumer_kwargs
+
+    settings = get_settings(kafka_bootstrap="bus:9092", comet=False)
+    gcn = {"KAFKA_DOMAIN": "gcn.example", "KAFKA_CLIENT___ID": "cid",
+           "KAFKA_CLIENT___SECRET": "not-for-the-bus", "KAFKA_AUTO_OFFSET_RESET": "latest"}
+    consumer = consumer_kwargs(bus_consumer_properties(settings, "g.match", gcn))
+    assert consumer["bootstrap_servers"] == ["bus:9092"] and consumer["group_id"] == "g.match"
+    assert consumer["auto_offset_reset"] == "earliest"
+    assert not {k for k in consumer if k.startswith(("sasl", "security"))}
+    assert bus_client_kwargs(gcn) == {}
+    bus = {**gcn, "MMBROKER_BUS_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+           "MMBROKER_BUS_KAFKA_SASL_MECHANISMS": "SCRAM-SHA-512",
+           "MMBROKER_BUS_KAFKA_SASL_USERNAME": "mmbroker",
+           "MMBROKER_BUS_KAFKA_SASL_PASSWORD": "bus-secret"}
+    expected = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": "mmbroker", "sasl_plain_password": "bus-secret"}
+    assert bus_client_kwargs(bus) == expected
+    consumer = consumer_kwargs(bus_consumer_properties(settings, "g.match", bus))
+    assert {k: consumer[k] for k in expected} == expected
