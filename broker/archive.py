@@ -23,11 +23,12 @@ import numpy as np
 from sqlalchemy import Engine, bindparam, case, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from alerts_schema import Alert, Coincidence
 from broker import migrate
 from broker.db import insert_ignoring_conflicts, is_sqlite, make_engine, transaction
-from broker.errors import IngestConflict, PermanentError
+from broker.errors import IngestConflict, MatchOrderLost, PermanentError
 from broker.models import (
     Acknowledgement,
     AlertRow,
@@ -537,24 +538,38 @@ class Archive:
             with transaction(self.engine) as conn:
                 conn.execute(stmt, rows)
 
-    def mark_matched(self, ivorns: Sequence[str], at: datetime, *, number: bool = False
-                     ) -> int | None:
+    def mark_matched(self, ivorns: Sequence[str], at: datetime, *, number: bool = False,
+                     after: int | None = None) -> int | None:
         """Record that the cross-match engine had processed these alert revisions at ``at``.
 
         With ``number``, also give them the next ``match_seq`` numbers in the order
         given, in the same transaction (the match stage's order, see
-        :mod:`broker.matching`); returns the last number given.
+        :mod:`broker.matching`); returns the last number given.  ``after`` is the
+        number the caller's engine has caught up to: if the archive's newest number
+        is another, some worker numbered alerts the caller never matched against, and
+        :class:`~broker.errors.MatchOrderLost` is raised with nothing numbered.
         """
         if not ivorns:
             return None
+        if number:
+            try:
+                return self._number(ivorns, at, after)
+            except IntegrityError as exc:  # two rounds numbered at once: the unique index
+                raise MatchOrderLost(f"numbering collided: {exc.orig}") from exc
         table = AlertRow.__table__
         with transaction(self.engine) as conn:
-            if not number:
-                conn.execute(table.update().where(table.c.ivorn.in_(list(ivorns)),
-                                                  table.c.matched_at.is_(None))
-                             .values(matched_at=at))
-                return None
+            conn.execute(table.update().where(table.c.ivorn.in_(list(ivorns)),
+                                              table.c.matched_at.is_(None))
+                         .values(matched_at=at))
+        return None
+
+    def _number(self, ivorns: Sequence[str], at: datetime, after: int | None) -> int:
+        table = AlertRow.__table__
+        with transaction(self.engine) as conn:
             top = conn.execute(select(func.max(table.c.match_seq))).scalar() or 0
+            if after is not None and top != after:
+                raise MatchOrderLost(f"match_seq is at {top}, not {after}: another worker "
+                                     "numbered alerts this one did not match against")
             conn.execute(table.update().where(table.c.ivorn == bindparam("b_ivorn")).values(
                 match_seq=bindparam("b_seq"),
                 matched_at=func.coalesce(table.c.matched_at, bindparam("b_at"))),

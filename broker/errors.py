@@ -19,7 +19,8 @@ Two branches tell a caller what to do next:
     MMBrokerError
     ├── ConfigurationError           bad settings or files; fix and restart
     ├── RetryableError
-    │   └── ArchiveUnavailable       the database cannot be reached now
+    │   ├── ArchiveUnavailable       the database cannot be reached now
+    │   └── MatchOrderLost           another match worker numbered alerts meanwhile
     └── PermanentError
         ├── InputError               the message cannot become an Alert
         │   ├── UnknownFormat        no normalizer recognizes the bytes
@@ -41,6 +42,7 @@ __all__ = [
     "InputError",
     "MMBrokerError",
     "MalformedInput",
+    "MatchOrderLost",
     "NormalizationError",
     "OwnPublication",
     "PermanentError",
@@ -64,6 +66,13 @@ class RetryableError(MMBrokerError):
 
 class ArchiveUnavailable(RetryableError):
     """The archive database cannot be reached or is restarting."""
+
+
+class MatchOrderLost(RetryableError):
+    """A match worker's round was not the only one since it caught up: its match lock was
+    lost (a database restart drops advisory locks) and another worker numbered alerts it
+    never saw.  Nothing of the round is numbered; the worker rebuilds its engine and the
+    round is read again."""
 
 
 class PermanentError(MMBrokerError):

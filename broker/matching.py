@@ -13,7 +13,11 @@ archive is the shared index, and one lock makes the workers take turns:
    and queue their VOEvents (the triggers' own VOEvents, which depend on no
    match, were queued before taking the lock);
 4. number them (``match_seq``), record ``matched_at``, release the lock; only
-   then is the Kafka offset committed.
+   then is the Kafka offset committed.  The numbering refuses if the newest
+   number is not the one this worker caught up to (a database restart drops
+   the advisory lock, and another worker may have numbered alerts meanwhile):
+   the worker then rebuilds its engine from the archive and the round is read
+   again (:class:`~broker.errors.MatchOrderLost`).
 
 So every alert is matched against every alert matched before it, whichever
 worker matched that one, and a coincidence is found by the worker that holds
@@ -43,7 +47,7 @@ from alerts_schema import Alert, Coincidence
 from broker.archive import RECEIPT_COLUMNS, Archive, RawMessage, receipt, utcnow
 from broker.config import Settings
 from broker.db import transaction
-from broker.errors import ArchiveUnavailable, RetryableError
+from broker.errors import ArchiveUnavailable, MatchOrderLost, RetryableError
 from broker.models import AlertRow, CoincidenceRow
 
 log = logging.getLogger(__name__)
@@ -109,6 +113,7 @@ class MatchWorker:
         from broker.listening import make_pipeline
 
         self.archive = archive
+        self.settings = settings
         self.pipeline = make_pipeline(settings, archive, warm=False)
         self.seq = 0
         self.coincidence_seen = 0
@@ -135,22 +140,32 @@ class MatchWorker:
 
     def _warm(self) -> None:
         with self._lock, match_lock(self.archive):
-            engine = self.pipeline.engine
-            since = utcnow() - timedelta(seconds=engine.index.window_s)
-            with transaction(self.archive.engine, readonly=True) as conn:
-                self.seq = conn.execute(select(func.max(AlertRow.match_seq))).scalar() or 0
-                self.coincidence_seen = conn.execute(
-                    select(func.max(CoincidenceRow.id))).scalar() or 0
-                alerts = [Alert.model_validate(d) for d in conn.execute(
-                    select(AlertRow.document).where(AlertRow.event_time >= since,
-                                                    AlertRow.match_seq.is_not(None))
-                    .order_by(AlertRow.match_seq)).scalars()]
-                coincidences = [Coincidence.model_validate(d) for d in conn.execute(
-                    select(CoincidenceRow.document).order_by(CoincidenceRow.id)
-                    .where(CoincidenceRow.created_at >= since)).scalars()]
-            engine.warm(alerts, coincidences)
-            if self.pipeline.publisher is not None:
-                self.pipeline.publisher.sweep(since)
+            self._load()
+        if self.pipeline.publisher is not None:
+            # Outside the lock, and only what is old enough that no live round is still
+            # queueing it.
+            now = utcnow()
+            self.pipeline.publisher.sweep(
+                now - timedelta(seconds=self.pipeline.engine.index.window_s),
+                until=now - timedelta(seconds=UNANNOUNCED_AFTER_S))
+
+    def _load(self) -> None:
+        """Fill the engine from the archive: the live window's numbered alerts, in their
+        order, and its stored coincidences (the match lock held)."""
+        engine = self.pipeline.engine
+        since = utcnow() - timedelta(seconds=engine.index.window_s)
+        with transaction(self.archive.engine, readonly=True) as conn:
+            self.seq = conn.execute(select(func.max(AlertRow.match_seq))).scalar() or 0
+            self.coincidence_seen = conn.execute(
+                select(func.max(CoincidenceRow.id))).scalar() or 0
+            alerts = [Alert.model_validate(d) for d in conn.execute(
+                select(AlertRow.document).where(AlertRow.event_time >= since,
+                                                AlertRow.match_seq.is_not(None))
+                .order_by(AlertRow.match_seq)).scalars()]
+            coincidences = [Coincidence.model_validate(d) for d in conn.execute(
+                select(CoincidenceRow.document).order_by(CoincidenceRow.id)
+                .where(CoincidenceRow.created_at >= since)).scalars()]
+        engine.warm(alerts, coincidences)
         log.info("match worker warmed with %d alerts, at match_seq %d", len(alerts), self.seq)
 
     def handle(self, ivorns: Sequence[str]) -> int:
@@ -193,10 +208,25 @@ class MatchWorker:
                 # Results held in memory only: not numbered, not committed; the next
                 # round stores them first (and a restart recomputes them).
                 raise RetryableError("the archive refused this round's results; retrying")
-            self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
-                                                 number=True) or self.seq
+            try:
+                self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
+                                                     number=True, after=self.seq) or self.seq
+            except MatchOrderLost:
+                # This round matched against an incomplete past: start the engine again
+                # from the archive (these alerts are unnumbered: they come again).
+                log.warning("another match worker numbered alerts during this round (the "
+                            "match lock was lost); rebuilding the engine")
+                self._rebuild()
+                raise
             log.info("matched %d alert(s), match_seq up to %d", len(alerts), self.seq)
         return len(alerts)
+
+    def _rebuild(self) -> None:
+        """A fresh engine filled from the archive (the match lock held)."""
+        from broker.listening import make_pipeline
+
+        self.pipeline = make_pipeline(self.settings, self.archive, warm=False)
+        self._load()
 
     def _catch_up(self) -> None:
         """Load into the engine what other workers matched and stored since this one (its
@@ -240,11 +270,15 @@ class MatchWorker:
 
 class MatchSink:
     """What the match stage's Kafka listener hands announcements to (the ingestor
-    interface: ``receive`` and ``ingest``)."""
+    interface: ``receive`` and ``ingest``).
+
+    It has no ``archive``, so the listener records no stream health for the alerts
+    topic: that is the broker's own bus, not an input stream a shifter watches (its
+    backlog is the ``mmbroker_kafka_consumer_lag`` metric).
+    """
 
     def __init__(self, worker: MatchWorker) -> None:
         self.worker = worker
-        self.archive = worker.archive
 
     def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
         return RawMessage(source, data, transport=kwargs.get("transport") or {})
