@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -228,9 +229,18 @@ class DeliveryLoop:
 
     def _deliver_some(self, stop: threading.Event) -> bool:
         """Send one batch of due deliveries; whether there was anything to send."""
-        due = [i for i in self._next_batch() if i.delivery_id not in self._done]
+        batch = self._next_batch()
+        for item in batch:
+            if item.delivery_id in self._done:
+                # Sent by this process, but marking it failed (the archive was away):
+                # mark it now, or it would be claimed (and leased) again and again.
+                outbox.mark_sent(self.archive, item)
+        due = [i for i in batch if i.delivery_id not in self._done]
+        started = time.monotonic()
         for n, item in enumerate(due):
-            if stop.is_set():
+            # Well inside the lease: slow sends must not outlast it, or another sender
+            # would claim the rest and send them too.
+            if stop.is_set() or time.monotonic() - started > outbox.LEASE_S / 2:
                 # Claimed but not attempted: leased no more.
                 outbox.release(self.archive, [i.delivery_id for i in due[n:]], utcnow())
                 break

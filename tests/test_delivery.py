@@ -97,6 +97,73 @@ def test_one_round_queues_new_ivorns_once_and_hands_back_their_deliveries(
     assert [s.rsplit("#", 1)[1] for s in subjects] == ["ev0", "ev2", "ev3"]
 
 
+def test_a_claim_leases_its_deliveries_until_sent_released_or_expired(
+        archive: Archive) -> None:
+    from datetime import timedelta
+
+    from broker.archive import utcnow
+
+    queue(archive, range(3), ["vtp"])
+    now = utcnow()
+    first = outbox.claim_due(archive, "vtp", now=now)
+    assert [d.ivorn for d in first] == [voevent(n)[0] for n in range(3)]
+    assert outbox.claim_due(archive, "vtp", now=now) == []  # another sender gets nothing
+    outbox.mark_sent(archive, first[0])
+    outbox.release(archive, [first[1].delivery_id], now)
+    assert [d.ivorn for d in outbox.claim_due(archive, "vtp", now=now)] == [first[1].ivorn]
+    # A sender that died holding a claim: its lease runs out and another sends it.
+    later = now + timedelta(seconds=outbox.LEASE_S + 1)
+    assert {d.ivorn for d in outbox.claim_due(archive, "vtp", now=later)} == {
+        first[1].ivorn, first[2].ivorn}
+
+
+class _Recording:
+    """A sender that accepts everything (the loop's bookkeeping is what is tested here;
+    the real senders have their own tests against Comet and tansu)."""
+
+    target = "vtp"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        self.sent.append(ivorn)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_delivery_sent_but_not_marked_is_marked_not_sent_again(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from broker.errors import ArchiveUnavailable
+
+    queue(archive, range(2), ["vtp"])
+    sender = _Recording()
+    loop = DeliveryLoop(archive, sender)  # type: ignore[arg-type]
+    real_mark = outbox.mark_sent
+
+    def archive_away(_archive: Archive, _due: outbox.Due) -> None:
+        raise ArchiveUnavailable("restarting")
+
+    monkeypatch.setattr(outbox, "mark_sent", archive_away)
+    with pytest.raises(ArchiveUnavailable):
+        loop._deliver_some(threading.Event())
+    monkeypatch.setattr(outbox, "mark_sent", real_mark)
+    assert sender.sent == [voevent(0)[0]] and outbox.pending_count(archive) == 2
+    # Its lease over, the delivery is claimed again: marked sent, not sent twice.
+    from sqlalchemy import update
+
+    from broker.archive import utcnow
+    from broker.models import Delivery
+    with archive.engine.begin() as conn:
+        conn.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    loop._deliver_some(threading.Event())
+    assert sender.sent == [voevent(0)[0], voevent(1)[0]]
+    assert outbox.pending_count(archive) == 0
+
+
 def test_comet_down_for_30_s_loses_and_doubles_nothing(tmp_path: Path, archive: Archive) -> None:
     with comet_broker(tmp_path) as (receive, broadcast):
         pass  # learn two free ports, then leave them unused: Comet is "down"
@@ -132,7 +199,9 @@ loop = DeliveryLoop(archive, KafkaSender(sys.argv[2], "mmbroker.voevent", timeou
                     poll_s=0.2, max_backoff_s=4.0)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
+print("ready", flush=True)
 loop.run(stop)
+print(loop.sent, flush=True)
 """
 
 
@@ -185,18 +254,24 @@ def test_two_senders_share_the_outbox_and_send_each_delivery_once(tmp_path: Path
     from tests.servers import stop_process
 
     archive = Archive.open(db_url)
-    queue(archive, range(400), ["kafka-xml"])
     with tansu(tmp_path) as bootstrap:
         senders = [subprocess.Popen([sys.executable, "-c", _SENDER, db_url, bootstrap],
-                                    env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                                    env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                                    stdout=subprocess.PIPE, text=True)
                    for _ in range(2)]
         try:
+            # Both polling before anything is due, so both take a share.
+            assert [s.stdout.readline().strip() for s in senders] == ["ready", "ready"]
+            queue(archive, range(400), ["kafka-xml"])
             assert wait_for(lambda: outbox.pending_count(archive) == 0, 120)
             got = consume(bootstrap, "mmbroker.voevent", 400)
         finally:
+            shares = []
             for sender in senders:
                 stop_process(sender)
+                shares.append(int(sender.communicate()[0].strip() or 0))
             archive.close()
+    assert sum(shares) == 400 and min(shares) > 0, shares
     keys = Counter(k.decode() for k, _ in got)
     assert set(keys) == {voevent(n)[0] for n in range(400)}
     assert set(keys.values()) == {1}, [k for k, n in keys.items() if n > 1][:5]
