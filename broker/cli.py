@@ -595,7 +595,7 @@ def _stage_ops(settings: Settings, archive: Any, running: Any) -> None:
     if settings.ops_port:
         from broker.opsserver import ready_checks, serve_ops
 
-        serve_ops(settings.http_host, settings.ops_port,
+        serve_ops(settings.ops_host, settings.ops_port,
                   lambda: ready_checks(archive, running), archive)
 
 

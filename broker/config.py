@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         description="Port on which `mmbroker stage listen|match|publish` serve /health, /ready "
                     "and /metrics (0: none; the api stage and `serve` have them on the HTTP "
                     "port).")
+    ops_host: str = Field(
+        default="127.0.0.1",
+        description="Address the ops port listens on. Loopback by default; a container "
+                    "whose probes and Prometheus come from outside sets 0.0.0.0.")
     vtp_receive_port: int = Field(default=8098, ge=0, le=65535,
                                   description="Comet's VTP receiver port (authors submit here).")
     vtp_broadcast_port: int = Field(default=8099, ge=0, le=65535,

@@ -29,7 +29,10 @@ def read_secret_file(path: str | Path) -> str:
         raise ConfigurationError(
             f"secret file {p} is readable or writable by others (mode {mode & 0o777:o}); "
             f"make it the owner's only: chmod 600 {p}")
-    return p.read_text(encoding="utf-8").strip()
+    try:
+        return p.read_text(encoding="utf-8").strip()
+    except OSError as exc:  # e.g. owned by another user: say which file, not a traceback
+        raise ConfigurationError(f"secret file {p}: {exc.strerror}") from exc
 
 
 def secret_from_env(name: str, env: Mapping[str, str]) -> str | None:

@@ -114,8 +114,26 @@ def test_every_stage_runs_a_real_command_with_probes() -> None:
         # process alone, the API's (which reports the archive) is replaced by a TCP check.
         liveness = main["livenessProbe"]
         assert liveness.get("httpGet", {}).get("path") == "/health" or "tcpSocket" in liveness
-        assert spec["volumes"][0]["secret"]["defaultMode"] == 0o400  # owner-only secrets
+        # The secret from the Secret object into the environment: a secret volume's files
+        # are root's, unreadable by the image's user, and looser modes are refused.
+        (db,) = [e for e in main["env"] if e["name"] == "MMBROKER_DATABASE_URL"]
+        assert db["valueFrom"]["secretKeyRef"]["name"] == "mmbroker-secrets"
     assert deployments["mmbroker-match"]["spec"]["replicas"] >= 2
+    # Probes and Prometheus come from outside the pod or container; VOEvents link to an
+    # address subscribers can reach.
+    (config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]
+    env = dict(line.split("=", 1) for line in (COMPOSE / "mmbroker.env").read_text()
+               .splitlines() if line and not line.startswith("#"))
+    for settings in (config, env):
+        assert settings["MMBROKER_OPS_HOST"] == "0.0.0.0"
+        assert settings["MMBROKER_PUBLIC_BASE_URL"].startswith(("http://", "https://"))
+    # Comet takes submissions from the publisher beside it only.
+    comet = " ".join(services["comet"]["entrypoint"])
+    (sidecar,) = [c for c in deployments["mmbroker-publish"]["spec"]["template"]["spec"]
+                  ["containers"] if c["name"] == "comet"]
+    for command in (comet, " ".join(sidecar["command"])):
+        assert "--author-whitelist=127.0.0.1/32" in command
+        assert command.count("--author-whitelist") == 1
 
 
 def test_no_secret_is_written_in_the_deploy_files() -> None:
@@ -131,3 +149,57 @@ def test_systemd_stage_unit_runs_each_stage() -> None:
     unit = (DEPLOY / "systemd" / "mmbroker-stage@.service").read_text()
     assert "ExecStart=/opt/mmbroker/venv/bin/mmbroker stage %i" in unit
     assert "MMBROKER_DATABASE_URL_FILE=" in unit and "TimeoutStopSec=" in unit
+
+
+def test_the_postgres_init_script_lets_ingest_migrate_and_the_reader_only_read(
+        pg_available: None) -> None:
+    """The compose init script run on the real server (PostgreSQL 15 here, whose schema
+    public no longer lets everyone create): the ingest role can run the migrations and
+    write, commits synchronously, and the reader can read what it made but not write.
+    Roles and database get a unique suffix and are dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from broker.archive import Archive
+    from tests.conftest import PG_URL
+
+    suffix = uuid.uuid4().hex[:8]
+    database, ingest, reader = (f"mmbroker_{suffix}", f"mmbroker_ingest_{suffix}",
+                                f"mmbroker_reader_{suffix}")
+    sql = (COMPOSE / "postgres-init.sql").read_text()
+    sql = re.sub(r"\bmmbroker_ingest\b", ingest, sql)
+    sql = re.sub(r"\bmmbroker_reader\b", reader, sql)
+    sql = re.sub(r"\bDATABASE mmbroker\b", f"DATABASE {database}", sql)
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {database}"))
+    url = make_url(PG_URL).set(database=database)
+    owner = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with owner.connect() as conn:  # as the entrypoint runs it: in the new database
+            for statement in filter(str.strip, re.sub(r"--[^\n]*", "", sql).split(";")):
+                conn.execute(text(statement))
+        archive = Archive.open(url.set(username=ingest).render_as_string(hide_password=False))
+        try:
+            with archive.engine.connect() as conn:
+                assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+            assert archive.count_alerts() == 0
+        finally:
+            archive.close()
+        read = create_engine(url.set(username=reader))
+        try:
+            with read.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM alerts")).scalar() == 0
+                with pytest.raises(Exception, match="read-only"):
+                    conn.execute(text("DELETE FROM alerts"))
+        finally:
+            read.dispose()
+    finally:
+        owner.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            for role in (ingest, reader):
+                conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        admin.dispose()

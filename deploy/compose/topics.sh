@@ -8,6 +8,11 @@ TOPICS=(
   mmbroker.voevent.json:3      # the same as JSON
   km3net.triggers:3            # the detector's own triggers (when they come over Kafka)
 )
+# The brokers may still be electing a controller: wait (up to 2 min) until they answer.
+for _ in $(seq 60); do
+  /opt/kafka/bin/kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1 && break
+  sleep 2
+done
 for entry in "${TOPICS[@]}"; do
   topic=${entry%%:*}; partitions=${entry##*:}
   /opt/kafka/bin/kafka-topics.sh --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
