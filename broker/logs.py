@@ -4,9 +4,10 @@
 ``MMBROKER_LOG_FORMAT=json`` each record is a JSON object with ``time``
 (UTC, ISO 8601), ``level``, ``logger`` and ``message``, plus whatever the
 call site passed in ``extra`` (``ivorn``, ``alert_id``, ``stream``,
-``target`` ...), so a log shipper can index records by alert.  A filter on
-every handler replaces anything shaped like an API token (``mmb_...``) with
-``mmb_[redacted]``, whichever library logged it.
+``target`` ...), so a log shipper can index records by alert.  Both formats
+replace anything shaped like an API token (``mmb_...``) with
+``mmb_[redacted]`` in the finished line, tracebacks and ``extra`` fields
+included, whichever library logged it.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ TOKEN_PATTERN = re.compile(r"mmb_[A-Za-z0-9_\-]{8,}")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-class RedactTokens(logging.Filter):
-    """Replaces API tokens in a record's message and arguments."""
+def redact(text: str) -> str:
+    """``text`` with every API token replaced by ``mmb_[redacted]``."""
+    return TOKEN_PATTERN.sub("mmb_[redacted]", text) if "mmb_" in text else text
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "mmb_" in message:
-            record.msg = TOKEN_PATTERN.sub("mmb_[redacted]", message)
-            record.args = None
-        return True
+
+class TextFormatter(logging.Formatter):
+    """The plain text line, tokens redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JSONFormatter(logging.Formatter):
@@ -46,17 +48,16 @@ class JSONFormatter(logging.Formatter):
                 body[key] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
+        return redact(json.dumps(body, default=str))
 
 
 def configure(level: str, fmt: str = "text") -> None:
     """Set up the root logger (and uvicorn's) for this process."""
     handler = logging.StreamHandler()
-    handler.addFilter(RedactTokens())
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -62,14 +62,24 @@ def test_json_logs_carry_alert_ids_and_never_tokens() -> None:
         "log = logging.getLogger('broker.pipeline')\n"
         "log.info('coincidence %s', 'ivo://x/c#1', extra={'ivorn': 'ivo://x/c#1'})\n"
         "log.warning('rejected token %s', 'mmb_0123456789abcdefABCDEF')\n"
-        "logging.getLogger('uvicorn.access').info('GET /?t=mmb_zzzzzzzzzzzz 200')\n")
+        "logging.getLogger('uvicorn.access').info('GET /?t=mmb_zzzzzzzzzzzz 200')\n"
+        "try:\n"
+        "    raise ValueError('bad token mmb_yyyyyyyyyyyyyy')\n"
+        "except ValueError:\n"
+        "    log.exception('failed', extra={'token': 'mmb_xxxxxxxxxxxx'})\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stderr
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0]["ivorn"] == "ivo://x/c#1" and records[0]["level"] == "INFO"
     assert records[0]["time"].endswith("Z") and records[0]["logger"] == "broker.pipeline"
-    assert "mmb_0123456789" not in out and "mmb_zzzz" not in out
+    for secret in ("mmb_0123456789", "mmb_zzzz", "mmb_yyyy", "mmb_xxxx"):
+        assert secret not in out, secret
     assert records[1]["message"] == "rejected token mmb_[redacted]"
+    assert "ValueError: bad token mmb_[redacted]" in records[3]["exception"]
+    # The text format too.
+    text_out = subprocess.run([sys.executable, "-c", code.replace("'json'", "'text'")],
+                              capture_output=True, text=True, timeout=60, check=True).stderr
+    assert "mmb_yyyy" not in text_out and "bad token mmb_[redacted]" in text_out
 
 
 def test_request_bodies_have_a_ceiling(archive: Archive) -> None:
