@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x6D6D_626D
 """The PostgreSQL advisory lock every match worker takes in turn ("mmbm")."""
 SWEEP_EVERY_S = 10.0
-"""How often (s) a worker looks for alerts nobody announced or matched, and results
-nobody published."""
+"""How often (s) a worker looks for alerts nobody announced or matched (results nobody
+published: every :data:`PUBLISH_SWEEP_EVERY_S`)."""
 PUBLISH_SWEEP_EVERY_S = 60.0
 """How often (s) a worker looks for stored results that have no VOEvent."""
 UNANNOUNCED_AFTER_S = 30.0
