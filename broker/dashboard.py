@@ -39,6 +39,7 @@ from broker.db import transaction
 from broker.latency import STEPS, distribution, durations_s, step_times
 from broker.livefeed import (
     ALERT_COLUMNS,
+    ALERT_STATE,
     COINCIDENCE_COLUMNS,
     alarm_member_roles,
     alert_summary,
@@ -77,6 +78,8 @@ def _templates() -> Any:
     env.filters["iso"] = lambda t: "" if t is None else t.astimezone(UTC).strftime(
         "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     env.filters["q"] = lambda s: quote(str(s), safe="")
+    # The feed's names for an alert's state (new/updated/retracted), on every page.
+    env.filters["alert_state"] = lambda t: ALERT_STATE.get(t, t)
     env.filters["num"] = lambda v, fmt="{:.3g}": "" if v is None else fmt.format(v)
     return env
 

@@ -82,6 +82,9 @@ def health_view(archive: Archive, settings: Settings,
                     "last_message_age_s": None if message_age is None else round(message_age),
                     "heartbeat_age_s": None if heartbeat_age is None else round(heartbeat_age),
                     "heartbeat_status": r.get("heartbeat_status"),
+                    # How long the connection has been as it is (a shifter asks "since when").
+                    "connection_age_s": None if (age := _age_s(
+                        now, r.get("connection_changed_at"))) is None else round(age),
                     "messages_total": int(r.get("messages_total") or 0),
                     "messages_per_min": per_min,
                     "quarantined_total": int(r.get("quarantined_total") or 0),

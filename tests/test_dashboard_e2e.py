@@ -64,11 +64,12 @@ def _open(page: Any, url: str) -> None:
     page.wait_for_selector("#conn.live")
 
 
-def _sign_in(page: Any, token: str) -> None:
+def _sign_in(page: Any, token: str, *, live: bool = True) -> None:
     page.fill("#token", token)
     page.click(".login button[type=submit]")
     page.wait_for_selector("#user")
-    page.wait_for_selector("#conn.live")
+    if live:  # the live page's stream (detail pages have none)
+        page.wait_for_selector("#conn.live")
 
 
 _moment = [datetime.now(UTC) - timedelta(minutes=30)]
@@ -169,6 +170,11 @@ def test_the_detail_page_shows_the_sky_map_and_the_voevent(world: dict[str, Any]
         assert "<voe:VOEvent" in xml and ivorn in xml
         assert page.locator("#provenance svg .node").count() >= 3
         assert page.locator("table.members tbody tr").count() == 2
+        # Acknowledged from its own page by a signed-in shifter.
+        _sign_in(page, world["shifter"], live=False)
+        page.click("#ack-detail")
+        page.wait_for_selector("#acks li:has-text('alice at')")
+        assert "acknowledge failed" not in page.inner_text("#acks")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-coincidence.png"), full_page=True)
         page.click(f'a[href="/dashboard/alerts/{quote(alert, safe="")}"]')

@@ -1,13 +1,10 @@
 // mmbroker live dashboard: first rows from /dashboard/state, then server-sent events.
 // No framework and no external assets: the page must work on a control-room network.
-"use strict";
+import { ackCoincidence, enc, utc } from "./common.js";
 
 const MAX_ROWS = 500;
 const config = JSON.parse(document.getElementById("config").textContent);
 const state = { alerts: [], coincidences: [], alarms: new Map(), health: [], seen: {} };
-// When each alert row appeared (epoch ms), for the push-latency benchmark: kept only when
-// the page is told to (window.mmbrokerRecordArrivals), never over a 12-hour shift.
-window.mmbrokerArrivals = {};
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -22,12 +19,10 @@ const el = (tag, attrs = {}, ...children) => {
   }
   return node;
 };
-const utc = (iso) => (iso ? iso.replace("T", " ").replace(/(\.\d{3})\d*/, "$1").replace("Z", "") : "");
 const num = (v, digits = 3) => (v === null || v === undefined ? "" : Number(v).toPrecision(digits));
 const pos = (a) => (a.ra_deg === null || a.ra_deg === undefined ? "—"
   : `${a.ra_deg.toFixed(2)}, ${a.dec_deg.toFixed(2)}` +
     (a.error_radius_deg ? ` ± ${num(a.error_radius_deg, 2)}` : ""));
-const enc = encodeURIComponent;
 const age = (s) => (s === null || s === undefined ? "never"
   : s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`);
 
@@ -91,7 +86,6 @@ function addAlert(a) {
   remember("stream", a.source); remember("messenger", a.messenger); remember("role", a.role);
   state.alerts.unshift(a);
   state.alerts.length = Math.min(state.alerts.length, MAX_ROWS);
-  if (window.mmbrokerRecordArrivals) window.mmbrokerArrivals[a.ivorn] = Date.now();
   if (!passes(a)) return;
   const body = $("#alerts tbody");
   body.prepend(alertRow(a, true));
@@ -118,9 +112,9 @@ function renderHealth(streams) {
     const label = h.detector ? h.detector : h.stream;
     const tr = el("tr", { class: `h-${h.state}${h.detector ? " detector" : ""}`,
       "data-stream": h.stream, "data-detector": h.detector, "data-state": h.state });
-    const conn = h.connected === false && h.state !== "disconnected" ? " (disconnected)" : "";
     tr.append(el("td", { title: `stale after ${h.stale_after_s} s` }, label),
-      el("td", { class: "state" }, h.state + conn),
+      el("td", { class: "state" }, h.state === "disconnected" && h.connection_age_s !== null
+        ? `disconnected (${age(h.connection_age_s).replace(" ago", "")})` : h.state),
       el("td", {}, age(h.last_message_age_s)),
       el("td", {}, h.heartbeat_age_s === null ? "—" : `${age(h.heartbeat_age_s)}${h.heartbeat_status ? " " + h.heartbeat_status : ""}`),
       el("td", {}, h.detector ? "" : (h.messages_per_min ?? "")),
@@ -251,15 +245,10 @@ async function acknowledge() {
   const button = $("#ack-button");
   button.disabled = true;
   try {
-    const r = await fetch(`/api/v1/coincidences/${enc(banner.dataset.ivorn)}/acknowledgements`, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json" }, body: "{}" });
-    if (r.ok) {
-      const ack = await r.json();
-      cleared({ coincidence_id: Number(banner.dataset.id), acked_by: ack.acked_by, acked_at: ack.acked_at });
-    } else {
-      $("#alarm-detail").textContent += ` — acknowledge failed (${r.status})`;
-    }
+    const ack = await ackCoincidence(banner.dataset.ivorn);
+    cleared({ coincidence_id: Number(banner.dataset.id), acked_by: ack.acked_by, acked_at: ack.acked_at });
+  } catch (e) {
+    $("#alarm-detail").textContent += ` — acknowledge failed (${e.message})`;
   } finally { button.disabled = false; }
 }
 if (config.can_ack) $("#ack-button").addEventListener("click", acknowledge);
@@ -323,6 +312,7 @@ async function load() {
   }
   userChanged(s.user.name);
   for (const a of s.alerts) { remember("stream", a.source); remember("messenger", a.messenger); remember("role", a.role); }
+  for (const c of s.coincidences) { c.messengers.forEach((m) => remember("messenger", m)); remember("role", c.role); }
   state.alerts = s.alerts;
   state.coincidences = s.coincidences;
   renderAll();

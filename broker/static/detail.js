@@ -1,5 +1,5 @@
 // Detail pages: acknowledge a coincidence from its own page.
-"use strict";
+import { ackCoincidence, utc } from "./common.js";
 
 const button = document.getElementById("ack-detail");
 if (button) {
@@ -12,18 +12,11 @@ if (button) {
       list.append(item);
     };
     try {
-      const r = await fetch(`/api/v1/coincidences/${encodeURIComponent(button.dataset.ivorn)}/acknowledgements`, {
-        method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json" }, body: "{}" });
-      if (r.ok) {
-        const ack = await r.json();
-        list.querySelector(".muted")?.remove();
-        note(`${ack.acked_by} at ${ack.acked_at.replace("T", " ")}`);
-      } else {
-        note(`acknowledge failed (${r.status})`);
-      }
+      const ack = await ackCoincidence(button.dataset.ivorn);
+      list.querySelector(".muted")?.remove();
+      note(`${ack.acked_by} at ${utc(ack.acked_at)} UTC`);
     } catch (e) {
-      note("acknowledge failed: the broker did not answer");
+      note(`acknowledge failed: ${e.message}`);
     } finally {
       button.disabled = false;
     }
