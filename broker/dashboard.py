@@ -141,7 +141,7 @@ def state(request: Request, token: TokenDep, who: ViewerDep) -> Response:
             else None
     body = {"user": _who(token), "last_event_id": last_event_id, "alerts": alerts,
             "coincidences": coincidences, "alarms": alarms,
-            "health": feed.health if sees_health else None, "latency": latency}
+            "health": feed.current_health() if sees_health else None, "latency": latency}
     return Response(json.dumps(body, default=json_default), media_type="application/json")
 
 

@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -295,10 +296,11 @@ class LiveFeed:
                 # Only now: rows of a poll that failed are read again by the next one.
                 for kind, ids in seen.items():
                     self._marks[kind].advance(ids, loop.time())
-                if loop.time() - self._health_mono >= HEALTH_EVERY_S:
-                    self._health_mono = loop.time()
-                    self.health = await self._in_thread(
-                        health_view, self.archive, self.settings, self._totals, loop.time())
+                # Only while some page listens: an API replica nobody watches does
+                # not query the archive every second (a page's first state asks itself).
+                if self.subscribers and time.monotonic() - self._health_mono >= \
+                        HEALTH_EVERY_S:
+                    await self._in_thread(self.refresh_health)
                     event = self.health_event()
                     for queue in list(self.subscribers):
                         self._offer(queue, event)
@@ -336,6 +338,20 @@ class LiveFeed:
                              for m in rights_of[a.coincidence_id]]))
                 seen["ack"].append(a.id)
         return out, seen
+
+    def refresh_health(self) -> list[dict[str, Any]]:
+        """Compute the stream health now (a blocking archive read)."""
+        now = time.monotonic()
+        self.health = health_view(self.archive, self.settings, self._totals, now)
+        self._health_mono = now
+        return self.health
+
+    def current_health(self) -> list[dict[str, Any]]:
+        """The stream health, computed again unless the poller kept it fresh (it does so
+        only while a page listens)."""
+        if time.monotonic() - self._health_mono > 2 * HEALTH_EVERY_S:
+            return self.refresh_health()
+        return self.health
 
     def health_event(self) -> Event:
         """The current stream health as an event (no id: it is not replayed, only renewed)."""

@@ -444,3 +444,24 @@ def test_rows_that_never_alarm_cannot_hide_an_alarm(archive: Archive) -> None:
     with transaction(archive.engine, readonly=True) as conn:
         after = sorted(d["pairing"] for d in _alarms(conn, q.ARCHIVIST, now, settings))
     assert after == before
+
+
+def test_stream_health_is_read_only_while_someone_looks(archive: Archive) -> None:
+    """The poller leaves stream health alone while no page listens (an API replica
+    nobody watches must not query the archive every second); a page's first state
+    computes it on demand."""
+    import asyncio
+
+    from broker.livefeed import LiveFeed
+
+    Ingestor(archive, authority="test.mmbroker").ingest([RawMessage("igwn.gwalert", b"{}")])
+    feed = LiveFeed(archive, _settings())
+
+    async def idle() -> None:
+        await feed.start()
+        await asyncio.sleep(0.5)  # ten polls at live_poll_s = 0.05
+        await feed.stop()
+
+    asyncio.run(idle())
+    assert feed.health == []
+    assert [h["stream"] for h in feed.current_health()] == ["igwn.gwalert"]
