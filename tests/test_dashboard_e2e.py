@@ -28,7 +28,7 @@ from tests.dashboard_support import (
     scenario,
     wait_until,
 )
-from tests.servers import FAST_JOIN_ENV, produce, tansu
+from tests.servers import FAST_JOIN_ENV, produce, stop_tansu, tansu
 
 GRB_TOPIC = "gcn.notices.fermi.gbm"
 
@@ -201,21 +201,9 @@ def test_a_stopped_stream_turns_red(tmp_path: Path) -> None:
         row = f'#health tr[data-stream="{GRB_TOPIC}"][data-detector=""]'
         page.wait_for_selector(f'{row}[data-state="ok"]', timeout=30_000)
         green = page.eval_on_selector(f"{row} .state", "e => getComputedStyle(e).color")
-        stopped = _stop_tansu(tmp_path)
+        stop_tansu(bootstrap)  # the stream stops, as in a real outage
         page.wait_for_selector(f'{row}[data-state="disconnected"]', timeout=30_000)
         red = page.eval_on_selector(f"{row} .state", "e => getComputedStyle(e).color")
         assert green != red and red.startswith("rgb(229, 72, 77")  # the page's --bad
         assert "disconnected" in page.inner_text(row).lower()
-        assert stopped
         assert errors == []
-
-
-def _stop_tansu(workdir: Path) -> bool:
-    """Kill the tansu broker of ``workdir`` (its stream stops, as a real outage would)."""
-    import subprocess
-
-    logs = list(workdir.glob("tansu-*.log"))
-    ports = [p.stem.split("-")[1] for p in logs]
-    out = subprocess.run(["pkill", "-f", "--", f"--listener-url tcp://127.0.0.1:{ports[0]}"],
-                         check=False)
-    return out.returncode == 0
