@@ -111,14 +111,27 @@ def _queue_voevents(archive: Any, backend: str, results: list[tuple[str, Any]]) 
                   f"{len(results)} in one round, {elapsed:.2f} s")
 
 
-def _bulk_rows(n: int, seed: int = 7) -> tuple[list[str], Any]:
-    """Column names and a generator of row tuples for ``n`` synthetic alerts."""
+Cluster = tuple[float, float, float, int]
+"""(RA deg, Dec deg, radius deg, how many): synthetic alerts gathered inside one cone."""
+
+
+def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None
+               ) -> tuple[list[str], Any]:
+    """Column names and a generator of row tuples for ``n`` synthetic alerts, all over the
+    sky except the first ``cluster[3]``, which fall inside the ``cluster`` cone."""
     from broker.archive import sha256_hex
     from crossmatch.healpix import nested29
 
     rng = np.random.default_rng(seed)
     ra = rng.uniform(0, 360, n)
     dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    if cluster is not None:
+        c_ra, c_dec, c_radius, k = cluster
+        # Offsets inside a disc a little smaller than the cone (flat-sky: small radii).
+        r = 0.9 * c_radius * np.sqrt(rng.uniform(0, 1, k))
+        phi = rng.uniform(0, 2 * np.pi, k)
+        dec[:k] = c_dec + r * np.sin(phi)
+        ra[:k] = (c_ra + r * np.cos(phi) / np.cos(np.radians(c_dec))) % 360
     hpx = nested29(ra, dec)
     t = rng.uniform(0, SPAN_S, n)
     radius = np.exp(rng.uniform(np.log(0.01), np.log(10.0), n))
@@ -154,14 +167,15 @@ def _bulk_rows(n: int, seed: int = 7) -> tuple[list[str], Any]:
     return cols, rows
 
 
-def _load(archive: Any, n: int) -> float:
-    """Bulk-load ``n`` synthetic alerts; returns the seconds it took."""
+def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None) -> float:
+    """Bulk-load ``n`` synthetic alerts (see :func:`_bulk_rows`); returns the seconds it
+    took."""
     from sqlalchemy import text
 
     from broker.archive import RawMessage
 
     archive.store_raw([RawMessage("bulk", _BULK_RAW, received_at=T0)])
-    cols, rows = _bulk_rows(n)
+    cols, rows = _bulk_rows(n, cluster=cluster)
     start = time.perf_counter()
     raw = archive.engine.raw_connection()
     try:
@@ -203,7 +217,7 @@ def bench_query(backend: str, rows: int, queries: int, rebuild: bool) -> list[Fi
         archive.close()
         url = backend_url(backend, "query", recreate=True)
         archive = Archive.open(url)
-        seconds = _load(archive, rows)
+        seconds = load_synthetic(archive, rows)
         figures.append(Figure("bulk load", backend, "rows/s", rows / seconds, "rows/s",
                               f"{rows} rows in {seconds:.1f} s"))
     if backend == "sqlite":

@@ -31,7 +31,7 @@ def bench_dashboard(rows: int = 10_000, rate_per_s: float = 20.0, seconds: float
     import shutil
     import tempfile
 
-    from bench.archive_bench import _load
+    from bench.archive_bench import load_synthetic
     from broker.archive import Archive
     from tests.dashboard_support import (
         browser_missing,
@@ -46,7 +46,7 @@ def bench_dashboard(rows: int = 10_000, rate_per_s: float = 20.0, seconds: float
     try:
         db = workdir / "broker.sqlite3"
         archive = Archive.open(f"sqlite:///{db}")
-        _load(archive, rows)
+        load_synthetic(archive, rows)
         archive.close()
         token = create_token(db, "bench", "write:triggers")
         figures: list[Figure] = []

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import event, text
 
-from bench.archive_bench import SPAN_S, T0, _load
+from bench.archive_bench import SPAN_S, T0, load_synthetic
 from broker import query as query_module
 from broker.archive import Archive
 from broker.db import transaction
@@ -26,12 +26,15 @@ from broker.query import ANONYMOUS, AlertQuery, search_alerts
 from crossmatch.healpix import angular_separation_deg
 
 ROWS = 4000
+CLUSTER = (150.0, 25.0, 0.4, 60)
+"""60 of the alerts within 0.4 deg of one point: small cones must find (and page) rows."""
 
 
 @pytest.fixture
 def synthetic(archive: Archive) -> Iterator[tuple[Archive, np.ndarray, np.ndarray, np.ndarray]]:
-    """An archive of ROWS synthetic alerts over a year, and their id, RA, Dec (deg), time (s)."""
-    _load(archive, ROWS)
+    """An archive of ROWS synthetic alerts over a year (CLUSTER among them), and their id,
+    RA, Dec (deg), time (s)."""
+    load_synthetic(archive, ROWS, cluster=CLUSTER)
     with archive.engine.connect() as conn:
         rows = conn.execute(text("SELECT id, ra_deg, dec_deg, document FROM alerts")).all()
     ids = np.array([r[0] for r in rows])
@@ -76,20 +79,25 @@ def test_every_plan_gives_the_same_pages(
         if archive.engine.dialect.name != "sqlite":
             pytest.skip("the plan is only steered on SQLite")
         monkeypatch.setattr(query_module, "_sky_first", lambda *a: plan == "sky")
-    rng = np.random.default_rng(5)
+    ra, dec = CLUSTER[:2]
+    near = np.flatnonzero(angular_separation_deg(ra, dec, pos[:, 0], pos[:, 1]) <= CLUSTER[2])
     for radius, days in SHAPES:
-        ra, dec = float(rng.uniform(0, 360)), float(rng.uniform(-60, 60))
-        start_s = float(rng.uniform(0, SPAN_S - days * 86400))
+        # Every window holds the cluster's median alert: no shape may pass on empty pages.
+        middle = float(np.median(t[near]))
+        start_s = min(max(0.0, middle - days * 43200), SPAN_S - days * 86400)
         since = T0 + timedelta(seconds=start_s)
         query = AlertQuery(cone=(ra, dec, radius), since=since,
-                           until=since + timedelta(days=days), limit=25)
+                           until=since + timedelta(days=days), limit=4)
         inside = (angular_separation_deg(ra, dec, pos[:, 0], pos[:, 1]) <= radius) \
             & (t >= start_s) & (t <= start_s + days * 86400)
         order = np.lexsort((-ids[inside], -t[inside]))
         expected = ids[inside][order].tolist()
+        assert expected, (radius, days)
         got, total = _pages(archive, query)
         assert got == expected, (plan, radius, days)
         assert total == len(expected), (plan, radius, days)
+    # The small cones span pages: the steering is tried on more than one batch.
+    assert np.sum((t[near] >= middle - 100 * 86400) & (t[near] <= middle + 100 * 86400)) > 8
 
 
 def _plan_of_page_query(archive: Archive, query: AlertQuery) -> str:
