@@ -39,7 +39,7 @@ from broker.models import (
     Skymap,
     StreamHealth,
 )
-from broker.query import ARCHIVIST, AlertQuery, search_alerts
+from broker.query import ARCHIVIST, AlertQuery, search_alerts, skymap_bytes
 from crossmatch.healpix import nested29
 from listeners.base import Normalized
 
@@ -463,8 +463,6 @@ class Archive:
 
     def skymap(self, sha256: str) -> bytes | None:
         """The sky map file stored under ``sha256``, or None."""
-        from broker.query import skymap_bytes
-
         with transaction(self.engine, readonly=True) as conn:
             return skymap_bytes(conn, sha256)
 

@@ -233,8 +233,10 @@ class Settings(BaseSettings):
     @field_validator("stream_stale_overrides", mode="before")
     @classmethod
     def _stream_ages(cls, value: Any) -> Any:
-        if not isinstance(value, str) or value.lstrip().startswith("{"):
-            return json.loads(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("{"):
+            return json.loads(value)
         ages = {}
         for item in cls._comma_list(value):
             stream, sep, age = item.rpartition("=")

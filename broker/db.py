@@ -82,7 +82,8 @@ def _postgresql_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # psycopg prepares a statement after five runs and PostgreSQL then settles
     # on one generic plan for every parameter set: a cone query's plan depends
     # on how much sky and time it covers, and the shared plan made a 0.5 deg x
-    # 30 day cone 4x slower.  Custom plans keep the prepared statements (and
+    # 30 day cone 4x slower (bench/RESULTS.md, measured by turning preparing off
+    # with prepare_threshold=None).  Custom plans keep the prepared statements (and
     # their saved parse) for the ingest inserts.  Committed, so the pool's
     # rollback on check-in does not undo it.
     cur = dbapi_conn.cursor()
@@ -98,8 +99,9 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     # Reads through the OS page cache without copying each page into SQLite's
-    # own cache (which holds only a few MB by default): long time-ordered walks
-    # over a large archive are bound by that copying.
+    # own cache (which holds only a few MB by default), for long time-ordered
+    # walks over a large archive (one of five query-path changes measured
+    # together in bench/RESULTS.md, not apart).
     cur.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cur.close()
 

@@ -633,17 +633,16 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
         conditions.append(or_(*(spec.hpx29.between(lo, hi) for lo, hi in ranges))
                           if ranges else false())
     want = query.limit + 1  # one more than the page: is there a next page?
-    total = None
     span = _span(conn, spec) if regions else None
-    if count:
-        counted = conditions
-        if regions and _sky_first(span, spec, query, covered, None):
-            counted = [_unindex_time(c, spec.time) for c in conditions]
-        total = _count(conn, spec, counted, regions)
-    time = spec.time
-    if regions and _sky_first(span, spec, query, covered, want):
-        time = _unindexed(spec.time)
-        conditions = [_unindex_time(c, spec.time) for c in conditions]
+
+    def steered(rows_wanted: int | None) -> tuple[Any, list[ColumnElement[bool]]]:
+        """The time column and conditions for SQLite's cheaper plan (see _sky_first)."""
+        if regions and _sky_first(span, spec, query, covered, rows_wanted):
+            return _unindexed(spec.time), [_unindex_time(c, spec.time) for c in conditions]
+        return spec.time, conditions
+
+    total = _count(conn, spec, steered(None)[1], regions) if count else None
+    time, conditions = steered(want)
     base = spec.select().where(*conditions)
     if cursor:
         after_time, after_id = decode_cursor(cursor, fingerprint)
@@ -661,6 +660,8 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
         last = rows[-1]._mapping
         next_cursor = encode_cursor(fingerprint, (last[spec.time.key], last[spec.id.key]))
     return Page(rows, next_cursor, total)
+
+
 def _unindexed(column: Any) -> Any:
     """``+column``: the same value, but SQLite will not walk the column's index for it."""
     return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
@@ -701,7 +702,8 @@ def _sky_first(span: tuple[int, datetime, datetime] | None, spec: _Spec, query: 
 
     SQLite's planner prefers the time index whenever it also gives the
     order, and walks it through a whole window however little sky a cone
-    covers (a 0.5 deg cone over 30 days read ~80,000 rows for 100).  The
+    covers (a 0.5 deg cone over 30 days read about 82,000 rows for 1.6 matches in a
+    1,000,000-alert archive: bench/RESULTS.md).  The
     rows each plan reads are estimated from the archive's size and time
     span (:func:`_span`): the sky ranges read ``n * covered``; the time walk
     reads the window's ``n * window / span`` rows, or stops after
@@ -769,8 +771,8 @@ def _exact(conn: Connection, base: Any, order: tuple[Any, ...], time: Any, spec:
 
 def _id_in(conn: Connection, column: Any, ids: list[int]) -> ColumnElement[bool]:
     """``column IN ids``; on PostgreSQL one array parameter, so the statement text is the
-    same for every page (psycopg re-parsed each new ``IN (...)`` length: 1.2 ms a query
-    in a cProfile of the 10 deg x 7 day benchmark shape)."""
+    same for every page (psycopg parses each new ``IN (...)`` length again; a profile of
+    the 10 deg x 7 day benchmark shape showed it, not recorded as a figure)."""
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
     return column.in_(ids)

@@ -636,7 +636,8 @@ def _png(conn: Connection, title: str, alerts: Sequence[Mapping[str, Any]]) -> b
     """Mollweide PNG of alerts' localizations: the first held sky map, and every circle.
 
     Cached by subject and member revisions: a revision's localization never
-    changes, and rendering took 0.37-0.42 s for a 3-order LVK map with two circles.
+    changes, and rendering a multi-order LVK map takes a large share of a second (seen
+    in development, not benchmarked).
     """
     from broker.skymap_image import Marker, render_png
     from crossmatch.localization import skymap_by_hash

@@ -222,9 +222,12 @@ def live_app(app: object, *, timeout_s: float = 20.0) -> Iterator[str]:
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     try:
-        if not wait_for(lambda: server.started, timeout_s):
-            raise TimeoutError(f"uvicorn did not start on port {port} in {timeout_s} s")
+        # A server that died starting (port taken, app failing its lifespan) fails now.
+        wait_for(lambda: server.started or not thread.is_alive(), timeout_s)
+        if not server.started:
+            raise RuntimeError(f"uvicorn did not start on port {port} in {timeout_s} s")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout_s)
+        assert not thread.is_alive(), f"uvicorn on port {port} did not stop"

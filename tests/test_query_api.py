@@ -612,8 +612,10 @@ def test_the_python_client_knows_every_filter_of_every_list() -> None:
     lists = {"/api/v1/alerts": client.ALERT_FILTERS,
              "/api/v1/coincidences": client.COINCIDENCE_FILTERS,
              "/api/v1/voevents": client.VOEVENT_FILTERS}
+    seen = set()
     for route in router.routes:
         if getattr(route, "path", None) in lists:
+            seen.add(route.path)
             taken = set()
             stack = [route.dependant]  # type: ignore[attr-defined]
             while stack:
@@ -622,3 +624,41 @@ def test_the_python_client_knows_every_filter_of_every_list() -> None:
                 stack.extend(node.dependencies)
             assert set(lists[route.path]) == taken - {"limit", "cursor", "count", "format"}, \
                 route.path
+    assert seen == set(lists)  # every list was checked (a renamed route must not slip by)
+
+
+def test_the_live_feed_rule_and_the_sql_rule_see_the_same_rows(archive: Archive) -> None:
+    """``Viewer.may_see`` (the live feed, rows in memory) and ``alert_visible`` (every SQL
+    read) are one rule written twice: every rights level x embargo end x scope agrees."""
+    from datetime import UTC, datetime, timedelta
+    from itertools import product
+
+    from sqlalchemy import insert, select
+
+    from broker import query as q
+    from broker.db import transaction
+    from broker.models import AlertRow
+    from tests.conftest import ingest_demo
+
+    ingest_demo(archive)
+    now = datetime.now(UTC)
+    ends = {"none": None, "past": now - timedelta(hours=1), "future": now + timedelta(hours=1)}
+    with transaction(archive.engine) as conn:
+        template = dict(conn.execute(select(AlertRow.__table__).limit(1)).one()._mapping)
+        template.pop("id")
+        cases = {}
+        for rights, end in product(("public", "embargoed", "proprietary"), ends):
+            ivorn = f"{template['ivorn']}-{rights}-{end}"
+            row_id = conn.execute(insert(AlertRow.__table__).values(
+                {**template, "ivorn": ivorn, "event_id": ivorn, "match_seq": None,
+                 "data_rights": rights, "embargo_until": ends[end]})).inserted_primary_key[0]
+            cases[row_id] = (rights, ends[end])
+    for scopes in ((), ("read:embargoed",), ("read:proprietary",), ("admin",),
+                   ("read:embargoed", "read:proprietary")):
+        viewer = q.Viewer(frozenset(scopes))
+        with transaction(archive.engine, readonly=True) as conn:
+            by_sql = set(conn.execute(select(AlertRow.id).where(
+                AlertRow.id.in_(cases), q.alert_visible(viewer, now))).scalars())
+        by_feed = {i for i, (rights, end) in cases.items() if viewer.may_see(rights, end, now)}
+        assert by_sql == by_feed, scopes
+        assert 0 < len(by_sql) <= len(cases)

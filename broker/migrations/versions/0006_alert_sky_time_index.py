@@ -2,8 +2,8 @@
 
 A cone over a time window reads the alerts in the cone's order-29 ranges;
 with the event time in the same index entry, the time bound is checked
-without visiting the row (PostgreSQL, 1,000,000 alerts: a 10 deg x 7 day
-cone's candidate query 6.7 -> 1.7 ms).  The index still serves lookups by
+without visiting the row (one of the query-path changes measured together
+in bench/RESULTS.md).  The index still serves lookups by
 ``hpx29`` alone.
 
 Revision ID: 0006
