@@ -35,11 +35,10 @@ def parser() -> argparse.ArgumentParser:
                    help="Alerts the scaling benchmark pushes through 1 and 2 workers.")
     p.add_argument("--soak-minutes", type=float, default=30.0, help="Length of the soak.")
     p.add_argument("--soak-rate", type=float, default=100.0, help="Alerts/s fed to the soak.")
-    p.add_argument("--soak-window-s", type=float, default=0.0,
-                   help="The match engine's live window in the soak, s (default 0: the "
-                        "engine's own, 11 days); a shorter one sends optical alerts' 10-day "
-                        "look-back to the archive, and memory is also compared after it "
-                        "filled.")
+    p.add_argument("--soak-slack-s", type=float, default=0.0,
+                   help="The match engine's late-arrival slack in the soak, s (default 0: "
+                        "the engine's own, 3600 s): how long the survey feed is held in "
+                        "memory; memory and latency are also compared after it filled.")
     p.add_argument("--rebuild", action="store_true",
                    help="Reload the query benchmark's archive even if it has --rows rows.")
     return p
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if "soak" in args.benchmarks:
         from bench.stages_bench import bench_soak
 
-        figures += bench_soak(args.soak_minutes, args.soak_rate, args.soak_window_s or None)
+        figures += bench_soak(args.soak_minutes, args.soak_rate, args.soak_slack_s or None)
     if "listeners" in args.benchmarks:
         figures += listeners_bench.bench_listeners(args.listener_messages, args.batch, backends)
     for backend in backends:

@@ -46,7 +46,9 @@ def bench_crossmatch(n_live: int = 1_000_000, n_queries: int = 300, seed: int = 
     rng = np.random.default_rng(seed)
     span_s = 10 * 86400.0
     now = T0 + timedelta(seconds=span_s)
-    engine = Engine(load_config(), authority="bench.mmbroker", clock=lambda: now.timestamp())
+    # The slack holds all ten days of the survey in memory: the in-memory path is measured.
+    engine = Engine(load_config(), authority="bench.mmbroker", clock=lambda: now.timestamp(),
+                    late_slack_s=span_s)
     ra = rng.uniform(0, 360, n_live)
     dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n_live)))
     times = rng.uniform(0, span_s, n_live)
@@ -81,7 +83,7 @@ def bench_crossmatch(n_live: int = 1_000_000, n_queries: int = 300, seed: int = 
                 samples.append(time.perf_counter() - begin)
                 found += len(results)
         p50, _p95, p99 = percentiles_ms(samples)
-        note = (f"{n_queries} new neutrino alerts vs {len(engine.index)} live alerts; "
+        note = (f"{n_queries} new neutrino alerts vs {engine.live_alerts} live alerts; "
                 f"{found / n_queries:.1f} coincidences each")
         figures.append(Figure("crossmatch engine", "memory", f"{label} p50", p50, "ms", note))
         figures.append(Figure("crossmatch engine", "memory", f"{label} p99", p99, "ms",
@@ -112,7 +114,7 @@ def bench_skymap_vs_optical(n_optical: int = 100_000, repeats: int = 5, seed: in
     for r in range(repeats):
         engine = Engine(load_config(), authority="bench.mmbroker",
                         clock=lambda: (T0 + timedelta(seconds=span_s)).timestamp(),
-                        skymap_loader=lambda _sha: data)
+                        skymap_loader=lambda _sha: data, late_slack_s=span_s)
         engine.warm(optical, [])
         gw = Alert.model_validate({
             "schema_version": "1.0", "id": f"ivo://bench.mmbroker/igwn.gwalert#S{r}-0",

@@ -6,7 +6,7 @@ last alert numbered by the match stage; CPU seconds per 1,000 alerts of each sta
 busy the machine was, and the ratio.  ``python -m bench soak``: one ``listen`` + one
 ``match`` worker fed at ``--soak-rate`` alerts/s for ``--soak-minutes``; resident memory
 of each worker and the receipt -> matched latency (p50, p99) per minute, first minute
-against last, and from when the live window (``--soak-window-s``) was full.
+against last, and from when the late-arrival slack (``--soak-slack-s``) was full.
 """
 
 from __future__ import annotations
@@ -182,16 +182,16 @@ def _ztf_factory() -> Any:
 
 
 def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
-               window_s: float | None = None) -> list[Figure]:
+               slack_s: float | None = None) -> list[Figure]:
     """One listen + one match worker fed at ``rate_per_s`` for ``minutes``.
 
-    ``window_s`` is the match engine's live window (``MMBROKER_CROSSMATCH_LIVE_WINDOW_S``;
-    None: the engine's default, the longest pairing window plus a day, 11 days).  The
-    engine holds every alert of its window in memory, so resident memory grows by
-    design until the window is full; a soak shorter than the window cannot tell that
-    growth from a leak.  With a window shorter than the run, memory growth is also
-    reported from the first sample after the window filled, where a steady state
-    must be flat.
+    ``slack_s`` is the match engine's late-arrival slack
+    (``MMBROKER_CROSSMATCH_LATE_SLACK_S``; None: the default, 3600 s): how long it
+    holds the survey's alerts, the bulk of the feed, in memory.  Resident memory
+    grows by design until the slack is full; a soak shorter than the slack cannot
+    tell that growth from a leak.  With a slack shorter than the run, memory growth
+    and latency drift are also reported from the first sample after it filled,
+    where a steady state must be flat.
     """
     from datetime import UTC, datetime
 
@@ -213,8 +213,8 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
         env["MMBROKER_KAFKA_TOPICS"] += f",{OPTICAL}"
         ztf = _ztf_factory()
         del env["MMBROKER_CROSSMATCH_LIVE_WINDOW_S"]
-        if window_s is not None:
-            env["MMBROKER_CROSSMATCH_LIVE_WINDOW_S"] = str(window_s)
+        if slack_s is not None:
+            env["MMBROKER_CROSSMATCH_LATE_SLACK_S"] = str(slack_s)
         procs = {stage: start_stage(stage, url, env, Path(tmp) / f"{stage}.log")
                  for stage in ("listen", "match")}
         archive = Archive.open(url, upgrade=False)
@@ -290,9 +290,9 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
             for proc in procs.values():
                 stop_process(proc, 20)
     first, last = samples[0], samples[-1]
-    window = f"{window_s:g} s" if window_s is not None else "default (11 days)"
+    slack = f"{slack_s:g} s" if slack_s is not None else "default (3600 s)"
     note = (f"{sent[0]} alerts at {rate_per_s:.0f}/s over {minutes:g} min, 1 listen + 1 match "
-            f"worker, PostgreSQL, live window {window}; {len(samples)} samples")
+            f"worker, PostgreSQL, late slack {slack}; {len(samples)} samples")
 
     def growth(a: float, b: float) -> str:
         return f"{a:.0f} -> {b:.0f} MiB ({100 * (b / a - 1):+.1f}%)"
@@ -307,14 +307,14 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
         Figure("soak", "postgresql", "received->matched p99, last sample", last[4] * 1e3,
                "ms", f"drift {100 * (last[4] / first[4] - 1):+.1f}%; p50 "
                      f"{first[3] * 1e3:.0f} -> {last[3] * 1e3:.0f} ms")]
-    full = [x for x in samples if window_s is not None and x[0] >= window_s + 60.0]
+    full = [x for x in samples if x[0] >= (slack_s or 3600.0) + 60.0]
     if len(full) >= 2:
         figures += [
-            Figure("soak", "postgresql", "listen RSS, window full -> last", last[1], "MiB",
+            Figure("soak", "postgresql", "listen RSS, slack full -> last", last[1], "MiB",
                    f"from {full[0][0] / 60:.0f} min: " + growth(full[0][1], last[1])),
-            Figure("soak", "postgresql", "match RSS, window full -> last", last[2], "MiB",
+            Figure("soak", "postgresql", "match RSS, slack full -> last", last[2], "MiB",
                    f"from {full[0][0] / 60:.0f} min: " + growth(full[0][2], last[2])),
-            Figure("soak", "postgresql", "received->matched p99, window full -> last",
+            Figure("soak", "postgresql", "received->matched p99, slack full -> last",
                    last[4] * 1e3, "ms", f"{full[0][4] * 1e3:.0f} -> {last[4] * 1e3:.0f} ms "
                    f"({100 * (last[4] / full[0][4] - 1):+.1f}%)")]
     figures.append(Figure("soak", "postgresql", "archived, not yet matched (largest)",

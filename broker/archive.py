@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, case, func, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -483,12 +483,13 @@ class Archive:
 
     def get_alerts(self, ivorns: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Documents of the archived alert revisions among ``ivorns``, by IVORN."""
-        wanted = sorted(set(ivorns))
-        if not wanted:
-            return {}
         with transaction(self.engine, readonly=True) as conn:
-            return dict(conn.execute(select(AlertRow.ivorn, AlertRow.document)
-                                     .where(AlertRow.ivorn.in_(wanted))).all())
+            return _documents(conn, ivorns)
+
+    def load_alerts(self, ivorns: Sequence[str]) -> list[Alert]:
+        """The archived alert revisions among ``ivorns`` (the engine's document loader)."""
+        with transaction(self.engine, readonly=True) as conn:
+            return [Alert.model_validate(d) for d in _documents(conn, ivorns).values()]
 
     def raw_payload(self, sha256: str) -> bytes | None:
         with transaction(self.engine, readonly=True) as conn:
@@ -612,6 +613,47 @@ class Archive:
                                      .order_by(CoincidenceRow.created_at.desc(),
                                                CoincidenceRow.id.desc())
                                      .limit(limit)).scalars())
+
+
+IN_CHUNK = 1000
+"""Most values in one ``IN (...)`` (SQLite allows 32,766 bound variables a statement)."""
+
+
+def _documents(conn: Connection, ivorns: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Alert documents by IVORN, however many are asked for."""
+    wanted, found = sorted(set(ivorns)), {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        found.update(conn.execute(select(AlertRow.ivorn, AlertRow.document).where(
+            AlertRow.ivorn.in_(wanted[i:i + IN_CHUNK]))).all())
+    return found
+
+
+def window_documents(conn: Connection, retention: tuple[float, Mapping[str, float]], *,
+                     numbered: bool) -> tuple[list[Alert], list[Coincidence]]:
+    """What a restarted cross-match engine reloads.
+
+    ``retention`` is the engine's ``retention_by_messenger()``: alerts with
+    event time in the last ``retention[0]`` seconds, or in the last
+    ``retention[1][messenger]`` for the messengers held longer;
+    ``numbered``: only those a match worker has numbered.  Coincidences
+    created since the earliest of those times (members older than their
+    retention the engine reads back itself, through its loader).
+    """
+    now = utcnow()
+    since = now - timedelta(seconds=retention[0])
+    longer = {m: now - timedelta(seconds=s) for m, s in retention[1].items()}
+    window = or_(AlertRow.event_time >= since,
+                 *(and_(AlertRow.messenger == m, AlertRow.event_time >= t)
+                   for m, t in longer.items()))
+    query = select(AlertRow.ivorn, AlertRow.document).where(window)
+    if numbered:
+        query = query.where(AlertRow.match_seq.is_not(None))
+    alerts = dict(conn.execute(query).all())
+    earliest = min([since, *longer.values()])
+    coincidences = list(conn.execute(select(CoincidenceRow.document).where(
+        CoincidenceRow.created_at >= earliest).order_by(CoincidenceRow.id)).scalars())
+    return ([Alert.model_validate(d) for d in alerts.values()],
+            [Coincidence.model_validate(d) for d in coincidences])
 
 
 def _index_positions(rows: list[dict[str, Any]]) -> None:

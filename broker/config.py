@@ -121,10 +121,19 @@ class Settings(BaseSettings):
         default=None, description="Cross-match pairings file (TOML); unset: the shipped "
                                   "crossmatch/pairings.toml. Its SHA-256 goes into every "
                                   "coincidence.")
+    crossmatch_late_slack_s: float = Field(
+        default=3600.0, gt=0,
+        description="Late-arrival slack of the cross-match engine's memory, seconds. An "
+                    "alert some pairing reaches further back for is held for the longest "
+                    "reach (10 days) plus this slack; others, survey transients among them, "
+                    "for the slack alone. An alert later than this reads the rest of its "
+                    "window from the archive: memory against archive queries, never "
+                    "results.")
     crossmatch_live_window_s: float | None = Field(
         default=None, gt=0,
-        description="Event time the cross-match engine keeps in memory, seconds; unset: the "
-                    "longest pairing window plus a day. Older partners are looked up in the "
+        description="Upper bound on how long the cross-match engine holds any alert in "
+                    "memory, seconds; unset: no bound (a neutrino is held 10 days plus the "
+                    "slack, hen-optical's window). Older partners are looked up in the "
                     "archive.")
     public_base_url: str | None = Field(
         default=None, description="Base URL subscribers reach this broker's API at (links to "

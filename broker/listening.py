@@ -146,8 +146,9 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
     engine = Engine(load_config(settings.crossmatch_config),
                     authority=settings.ivorn_authority, skymap_loader=archive.skymap,
                     clock=None if replay else time.time,
+                    late_slack_s=settings.crossmatch_late_slack_s,
                     live_window_s=settings.crossmatch_live_window_s,
-                    history=archive_history(archive))
+                    history=archive_history(archive), loader=archive.load_alerts)
     from broker.publisher import Publisher
 
     publisher = Publisher(archive, settings, delivery_targets(settings)

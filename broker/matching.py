@@ -44,7 +44,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from alerts_schema import Alert, Coincidence
-from broker.archive import RECEIPT_COLUMNS, Archive, RawMessage, receipt, utcnow
+from broker.archive import (
+    RECEIPT_COLUMNS,
+    Archive,
+    RawMessage,
+    receipt,
+    utcnow,
+    window_documents,
+)
 from broker.config import Settings
 from broker.db import transaction
 from broker.errors import ArchiveUnavailable, MatchOrderLost, RetryableError
@@ -146,25 +153,19 @@ class MatchWorker:
             # queueing it.
             now = utcnow()
             self.pipeline.publisher.sweep(
-                now - timedelta(seconds=self.pipeline.engine.index.window_s),
+                now - timedelta(seconds=self.pipeline.engine.window_s),
                 until=now - timedelta(seconds=UNANNOUNCED_AFTER_S))
 
     def _load(self) -> None:
         """Fill the engine from the archive: the live window's numbered alerts, in their
         order, and its stored coincidences (the match lock held)."""
         engine = self.pipeline.engine
-        since = utcnow() - timedelta(seconds=engine.index.window_s)
         with transaction(self.archive.engine, readonly=True) as conn:
             self.seq = conn.execute(select(func.max(AlertRow.match_seq))).scalar() or 0
             self.coincidence_seen = conn.execute(
                 select(func.max(CoincidenceRow.id))).scalar() or 0
-            alerts = [Alert.model_validate(d) for d in conn.execute(
-                select(AlertRow.document).where(AlertRow.event_time >= since,
-                                                AlertRow.match_seq.is_not(None))
-                .order_by(AlertRow.match_seq)).scalars()]
-            coincidences = [Coincidence.model_validate(d) for d in conn.execute(
-                select(CoincidenceRow.document).order_by(CoincidenceRow.id)
-                .where(CoincidenceRow.created_at >= since)).scalars()]
+            alerts, coincidences = window_documents(conn, engine.retention_by_messenger(),
+                                                    numbered=True)
         engine.warm(alerts, coincidences)
         log.info("match worker warmed with %d alerts, at match_seq %d", len(alerts), self.seq)
 
@@ -250,7 +251,7 @@ class MatchWorker:
         published."""
         now = utcnow()
         cutoff = now - timedelta(seconds=UNANNOUNCED_AFTER_S)
-        horizon = now - timedelta(seconds=self.pipeline.engine.index.window_s)
+        horizon = now - timedelta(seconds=self.pipeline.engine.window_s)
         with transaction(self.archive.engine, readonly=True) as conn:
             ivorns = list(conn.execute(select(AlertRow.ivorn).where(
                 AlertRow.match_seq.is_(None), AlertRow.received_at <= cutoff,

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from alerts_schema import Alert, Coincidence
-from broker.archive import AlertQuery, Archive, Outcome, RawMessage, utcnow
+from alerts_schema import Alert
+from broker.archive import Archive, Outcome, RawMessage, utcnow, window_documents
+from broker.db import transaction
 from broker.ingest import Ingestor
 from broker.metrics import COINCIDENCES, MATCH_SECONDS
 from crossmatch.engine import Engine, Result
@@ -61,11 +62,10 @@ class Pipeline:
 
     def warm(self) -> int:
         """Load the live window's alerts and coincidences into the engine; how many alerts."""
-        since = utcnow() - timedelta(seconds=self.engine.index.window_s)
-        docs = self.archive.list_alerts(AlertQuery(since=since, limit=5_000_000))
-        alerts = [Alert.model_validate(d) for d in docs]
-        coincidences = [Coincidence.model_validate(d)
-                        for d in self.archive.list_coincidences(limit=100_000)]
+        with transaction(self.archive.engine, readonly=True) as conn:
+            alerts, coincidences = window_documents(
+                conn, self.engine.retention_by_messenger(), numbered=False)
+        since = utcnow() - timedelta(seconds=self.engine.window_s)
         with self._engine_lock:
             self.engine.warm(alerts, coincidences)
         if self.publisher is not None:

@@ -32,9 +32,10 @@ import heapq
 import json
 import logging
 import math
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from alerts_schema import Alert, Coincidence, Member, Overlap, Significance
-from crossmatch.config import CrossmatchConfig, Pairing
+from crossmatch.config import CrossmatchConfig, Pairing, Selector
 from crossmatch.index import IndexedAlert, LiveIndex
 from crossmatch.localization import SkyMap, from_alert
 from crossmatch.overlap import overlap
@@ -59,6 +60,8 @@ _UNSET = object()
 STREAM = "coincidence"
 
 EventKey = tuple[str, str]  # (source, event id): one physical event, all its revisions
+LATE_SLACK_S = 3600.0
+"""Default late-arrival slack, seconds: see ``Engine.late_slack_s``."""
 
 
 OBSERVATION_ROLES = ("observation", "prediction")
@@ -86,6 +89,25 @@ def result_key(members: Iterable[Alert], config_hash: str) -> str:
 
 def _epoch_s(t: datetime) -> float:
     return t.timestamp()
+
+
+@dataclass(slots=True)
+class _Held:
+    """What the engine remembers of every event it holds, document or not."""
+
+    id: str          # IVORN of the newest revision
+    revision: int
+    t_s: float       # event time, Unix s
+    keep_s: float    # retention: the live index (tier) it is in
+    need_s: float    # how far back any pairing reaches for it (0: only looked forward to)
+
+
+@dataclass
+class _Tier:
+    """One retention: a live index and its events by event time (for expiry)."""
+
+    index: LiveIndex
+    due: list[tuple[float, EventKey]] = field(default_factory=list)
 
 
 @dataclass
@@ -124,26 +146,55 @@ class Engine:
     clock
         Wall clock in Unix seconds; None replays history, the newest event time
         seen standing in for "now" (``mmbroker ingest`` of old files).
+    late_slack_s
+        Late-arrival slack, seconds.  An alert some pairing reaches further
+        back for than the slack is held in memory for the longest such reach
+        plus the slack: a neutrino 10 days (``hen-optical`` looks back 10 days
+        from an optical transient to it) plus the slack.  Others, among them
+        the optical transients pairings only look *forward* to, are held for
+        the slack alone.  An alert arriving later than the slack
+        behind the newest time still finds every partner: the part of its
+        window memory no longer holds is read from ``history``.  So the slack
+        trades memory (a survey's rate times the slack) against archive
+        queries for late alerts, never results.
     live_window_s
-        How much event time the in-memory index keeps, seconds; default: the
-        longest pairing window plus a day.  Set it shorter when a stream is too
-        dense to hold for the longest window (Rubin fills 10 days with ~1e8
-        alerts): queries reaching further back go to ``history``.
+        Upper bound on any alert's retention, seconds (default: none).  Set it
+        to keep even the rare streams briefly; queries reaching further back
+        go to ``history``.
     history
         ``(t_lo_s, t_hi_s, ra_deg, dec_deg, radius_deg) -> alerts`` from the
         archive (the broker passes a cone + time query); positions None for a
-        time-only query.  Without it, results are limited to the live window.
+        time-only query.  Without it, results are limited to what memory holds.
+    loader
+        ``ivorns -> alerts`` from the archive.  With it, alerts no pairing
+        looks back to (survey transients, the bulk) are held as index entries
+        only, about a tenth of a whole document, and the documents of those a
+        search finds are read back; members of a coincidence are kept whole.
+        Without it every document stays in memory.
+
+    Notes
+    -----
+    Retention follows each alert's *side* in the pairings, computed from the
+    windows: for ``lo <= t_b - t_a <= hi`` a later ``b`` reaches ``hi`` back
+    to an ``a`` and a later ``a`` reaches ``-lo`` back to a ``b``; an N-fold
+    pairing reaches its whole ``tau``.  Alerts of one retention share one
+    :class:`~crossmatch.index.LiveIndex` (a *tier*, two of them); a query
+    asks both, and goes to ``history`` for the time before the horizon of
+    the shortest tier that may hold the side it looks for.
     """
 
     config: CrossmatchConfig
     authority: str
     skymap_loader: Callable[[str], bytes | None] = lambda _sha: None
     clock: Callable[[], float] | None = time.time
+    late_slack_s: float = LATE_SLACK_S
     live_window_s: float | None = None
     history: Callable[[float, float, float | None, float | None, float | None],
                       list[Alert]] | None = None
-    index: LiveIndex = field(init=False)
-    _events: dict[EventKey, Alert] = field(default_factory=dict, init=False)
+    loader: Callable[[Sequence[str]], list[Alert]] | None = None
+    _tiers: dict[float, _Tier] = field(default_factory=dict, init=False)
+    _held: dict[EventKey, _Held] = field(default_factory=dict, init=False)
+    _events: dict[EventKey, Alert] = field(default_factory=dict, init=False)  # documents
     _by_ivorn: dict[str, EventKey] = field(default_factory=dict, init=False)
     _tracked: dict[str, _Tracked] = field(default_factory=dict, init=False)
     _of_event: dict[EventKey, set[str]] = field(default_factory=lambda: defaultdict(set),
@@ -152,16 +203,101 @@ class Engine:
     _detectors_on: dict[str, bool] = field(default_factory=dict, init=False)
 
     _processed: int = field(default=0, init=False)
-    _by_time: list[tuple[float, EventKey]] = field(default_factory=list, init=False)
+    _newest_s: float = field(default=-math.inf, init=False)
+    _longest_need_s: float = field(default=0.0, init=False)
     _ivorns_of: dict[EventKey, list[str]] = field(default_factory=lambda: defaultdict(list),
                                                   init=False)
 
     def __post_init__(self) -> None:
-        reach = max((max(abs(p.window_s[0]), abs(p.window_s[1])) for p in self.config.pairings),
-                    default=0.0)
-        # By default keep what any pairing can still reach from a new alert, plus
-        # a day of slack for late arrivals.
-        self.index = LiveIndex(window_s=self.live_window_s or reach + 86400.0)
+        if not (self.late_slack_s > 0 and math.isfinite(self.late_slack_s)):
+            raise ValueError(f"late_slack_s must be positive, got {self.late_slack_s!r}")
+        self._longest_need_s = max((n for p in self.config.pairings for n in _needs(p)),
+                                   default=0.0)
+        for need in (0.0, self._longest_need_s):
+            self._tier(self._keep_for(need))
+
+    # -- retention ----------------------------------------------------------------
+
+    @property
+    def window_s(self) -> float:
+        """The longest retention, seconds: how far back a restart reloads the archive."""
+        return max(self._tiers)
+
+    @property
+    def live_alerts(self) -> int:
+        """How many alerts the live indexes hold."""
+        return sum(len(t.index) for t in self._tiers.values())
+
+    def retention_by_messenger(self) -> tuple[float, dict[str, float]]:
+        """How long (s) alerts are held: ``(any alert, {messenger: longer})``.
+
+        What a restart reloads from the archive: every alert of the last
+        ``any alert`` seconds, and of the messengers listed, as long as given.
+        A side whose selector names no messenger counts for every alert.
+        """
+        base = self._keep_for(0.0)
+        longer: dict[str, float] = {}
+        for pairing in self.config.pairings:
+            for side, need in zip((pairing.a, pairing.b), _needs(pairing), strict=True):
+                if side is None:
+                    continue
+                keep = self._keep_for(need)
+                messengers = _messengers(side)
+                if messengers is None:
+                    base = max(base, keep)
+                else:
+                    for m in messengers:
+                        longer[m] = max(longer.get(m, 0.0), keep)
+        return base, {m: k for m, k in sorted(longer.items()) if k > base}
+
+    def _keep_for(self, need_s: float) -> float:
+        """Retention (s) of an alert pairings reach ``need_s`` back for.
+
+        Two tiers only: every index is asked on every search, and per-index
+        overhead dominated with one tier per distinct reach (14 for the shipped
+        pairings: 5x the time per alert).  Reaches shorter than the slack are
+        held for the slack (a later alert finds them from memory if it is at
+        most ``slack - reach`` late, and from the archive after); longer
+        reaches for the longest reach plus the slack.
+        """
+        keep = self.late_slack_s + (self._longest_need_s if need_s >= self.late_slack_s
+                                    else 0.0)
+        return min(keep, self.live_window_s) if self.live_window_s else keep
+
+    def _tier(self, keep_s: float) -> _Tier:
+        tier = self._tiers.get(keep_s)
+        if tier is None:
+            tier = self._tiers[keep_s] = _Tier(LiveIndex(window_s=keep_s))
+        return tier
+
+    def _need(self, alert: Alert, sides: list[tuple[bool, bool]] | None = None) -> float:
+        """How far back (s) any pairing reaches for ``alert``: 0 when none does.
+
+        ``sides`` are the pairings' ``side_of(alert)``, when already known.
+        """
+        need = 0.0
+        if sides is None:
+            sides = [p.side_of(alert) for p in self.config.pairings]
+        for pairing, (in_a, in_b) in zip(self.config.pairings, sides, strict=True):
+            if in_a or in_b:
+                reach_a, reach_b = _needs(pairing)
+                need = max(need, reach_a if in_a else 0.0, reach_b if in_b else 0.0)
+        return need
+
+    def _now(self) -> float | None:
+        return self.clock() if self.clock is not None else None
+
+    def _holding(self, keep_s: float) -> list[LiveIndex]:
+        """The indexes that may hold alerts of retention ``keep_s``: an alert is held at
+        least that long (longer when pinned to a coincidence), never shorter."""
+        return [t.index for k, t in self._tiers.items() if k >= keep_s]
+
+    def _horizon(self, keep_s: float) -> float:
+        """Event time since which memory holds every alert of retention >= ``keep_s``."""
+        return max((index.horizon_s for index in self._holding(keep_s)), default=-math.inf)
+
+    def _in_time(self, t_lo: float, t_hi: float, keep_s: float = 0.0) -> list[IndexedAlert]:
+        return [e for index in self._holding(keep_s) for e in index.in_time(t_lo, t_hi)]
 
     # -- inputs -------------------------------------------------------------------
 
@@ -174,8 +310,23 @@ class Engine:
 
         Nothing is emitted: these results are already in the archive.
         """
+        docs: dict[EventKey, Alert] = {}
         for alert in sorted(alerts, key=lambda a: (a.revision, a.trigger_time)):
             self._remember(alert)
+            docs[(alert.source, alert.event_id)] = alert
+        coincidences = list(coincidences)
+        # Members memory no longer holds (a survey transient past the slack; another
+        # worker's partner from the archive): read back, so the coincidence is followed
+        # and a member's next revision updates it instead of starting another.
+        missing = {m.alert_id for c in coincidences for m in c.members} - self._by_ivorn.keys()
+        for alert in sorted(self._load(sorted(missing)).values(), key=lambda a: a.revision):
+            key = (alert.source, alert.event_id)
+            held = self._held.get(key)
+            if held is None or held.revision < alert.revision:
+                self._remember(alert)
+                docs[key] = alert
+            else:
+                self._note_ivorn(alert.id, key)
         by_series: dict[str, str] = {}
         for coinc in sorted(coincidences, key=lambda c: c.revision):
             keys = tuple(self._by_ivorn.get(m.alert_id) for m in coinc.members)
@@ -194,21 +345,20 @@ class Engine:
                                             coinc.state == "retracted", series)
             for k in members:
                 self._of_event[k].add(ident)
+            self._pin(members, docs)
 
     def process(self, alert: Alert) -> list[Result]:
         """Every coincidence result ``alert`` creates, updates or retracts."""
         key = (alert.source, alert.event_id)
-        previous = self._events.get(key)
+        previous = self._held.get(key)
         if previous is not None and previous.revision >= alert.revision:
             return []  # an older revision arriving late changes nothing
-        self._note_ivorn(alert.id, key)
         if alert.alert_type == "retraction":
-            self._events[key] = alert
-            if previous is not None:
-                self.index.remove(previous.id)
+            self._remember(alert, previous)
             return [r for ident in sorted(self._of_event.get(key, ()))
                     if (r := self._retract(self._tracked[ident])) is not None]
-        self._remember(alert, previous)
+        sides = [p.side_of(alert) for p in self.config.pairings]
+        self._remember(alert, previous, sides)
         self._processed += 1
         if self._processed % EXPIRE_EVERY == 0:
             self._expire()
@@ -217,31 +367,85 @@ class Engine:
             tracked = self._tracked[ident]
             if not tracked.retracted:
                 results.extend(self._reevaluate(tracked))
-        results.extend(self._search(alert))
+        results.extend(self._search(alert, sides))
         return results
 
     # -- state --------------------------------------------------------------------
 
-    def _remember(self, alert: Alert, previous: Alert | None = None) -> None:
-        key = (alert.source, alert.event_id)
+    def _remember(self, alert: Alert, previous: _Held | None = None,
+                  sides: list[tuple[bool, bool]] | None = None) -> None:
+        key = (sys.intern(alert.source), alert.event_id)
         if previous is None:
-            previous = self._events.get(key)
+            previous = self._held.get(key)
         if previous is not None:
-            self.index.remove(previous.id)
-        self._events[key] = alert
+            self._tiers[previous.keep_s].index.remove(previous.id)
+        t = _epoch_s(alert.trigger_time)
+        self._newest_s = max(self._newest_s, t)
+        retracted = alert.alert_type == "retraction"
+        need = (previous.need_s if retracted and previous is not None
+                else self._need(alert, sides))
+        keep = self._keep_for(need)
+        pinned = bool(self._of_event.get(key))
+        if pinned and previous is not None:
+            keep = max(keep, previous.keep_s)  # a coincidence's members stay together
+        self._held[key] = _Held(alert.id, alert.revision, t, keep, need)
+        if self.loader is None or need > 0 or pinned or retracted:
+            self._events[key] = alert
+        else:
+            self._events.pop(key, None)  # read back from the archive when a search finds it
         self._note_ivorn(alert.id, key)
-        heapq.heappush(self._by_time, (_epoch_s(alert.trigger_time), key))
-        if alert.alert_type == "retraction":
-            return
-        loc = alert.localization
-        ra, dec = getattr(loc, "ra_deg", None), getattr(loc, "dec_deg", None)
-        radius = getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None)
-        self.index.add(IndexedAlert(
-            key=alert.id, stream=alert.source, messenger=alert.messenger,
-            facility=alert.facility, role=role_class(alert),
-            event_time_s=_epoch_s(alert.trigger_time), ra_deg=ra, dec_deg=dec,
-            radius_deg=radius, payload=key),
-            now_s=self.clock() if self.clock is not None else None)
+        tier = self._tier(keep)
+        heapq.heappush(tier.due, (t, key))
+        if not retracted:
+            tier.index.add(_entry(alert, key), now_s=self._now())
+
+    def _pin(self, keys: Iterable[EventKey], docs: Mapping[EventKey, Alert]) -> None:
+        """Hold a coincidence's members as long as the longest-held of them, documents
+        included: a member's new revision re-evaluates the coincidence."""
+        held = [(k, self._held[k]) for k in keys if k in self._held]
+        keep = max((h.keep_s for _, h in held), default=0.0)
+        for key, h in held:
+            if key not in self._events:
+                doc = docs.get(key)
+                if doc is None or doc.id != h.id:
+                    doc = next(iter(self._load([h.id]).values()), None)
+                if doc is not None:
+                    self._events[key] = doc
+            if h.keep_s < keep:
+                entry = self._tiers[h.keep_s].index.get(h.id)
+                self._tiers[h.keep_s].index.remove(h.id)
+                h.keep_s = keep
+                tier = self._tier(keep)
+                heapq.heappush(tier.due, (h.t_s, key))
+                doc = self._events.get(key)
+                if entry is None and doc is not None and doc.alert_type != "retraction":
+                    entry = _entry(doc, key)  # (its own tier had let it go already)
+                if entry is not None:
+                    tier.index.add(entry, now_s=self._now())
+
+    def _load(self, ivorns: Sequence[str]) -> dict[str, Alert]:
+        """Documents by IVORN from the archive (``loader``)."""
+        if not ivorns or self.loader is None:
+            return {}
+        found = {a.id: a for a in self.loader(ivorns)}
+        if len(found) < len(ivorns):
+            log.warning("the archive lacks %d of %d alert(s) the engine holds",
+                        len(ivorns) - len(found), len(ivorns))
+        return found
+
+    def _documents(self, entries: Iterable[IndexedAlert]) -> list[Alert]:
+        """The documents of index entries that are still their event's newest revision."""
+        found: list[Alert | str] = []
+        for entry in entries:
+            held = self._held.get(entry.payload)
+            if held is None or held.id != entry.key:
+                continue
+            doc = self._events.get(entry.payload)
+            found.append(doc if doc is not None else entry.key)
+        missing = [x for x in found if isinstance(x, str)]
+        loaded = self._load(missing)
+        return [x if not isinstance(x, str) else loaded[x] for x in found
+                if not isinstance(x, str) or x in loaded]
 
     def _note_ivorn(self, ivorn: str, key: EventKey) -> None:
         if self._by_ivorn.get(ivorn) != key:
@@ -249,51 +453,61 @@ class Engine:
             self._ivorns_of[key].append(ivorn)
 
     def _expire(self) -> None:
-        """Forget events (and coincidences of only such events) the index has let go.
+        """Forget events (and coincidences of only such events) the indexes have let go.
 
-        The index expires by itself; the engine's maps must follow it, or a
-        broker running for months would hold every alert it ever saw.  A heap
-        by event time makes each sweep cost what it removes, not the window.
+        Each tier's index expires as alerts arrive; the engine's maps must
+        follow, or a broker running for months would hold every alert it ever
+        saw.  A heap by event time per tier makes each sweep cost what it
+        removes, not the window.
         """
-        horizon = self.index.horizon_s
+        now = self._now()
+        now = self._newest_s if now is None else now
         gone: set[EventKey] = set()
-        while self._by_time and self._by_time[0][0] < horizon:
-            _, key = heapq.heappop(self._by_time)
-            alert = self._events.get(key)
-            if alert is not None and _epoch_s(alert.trigger_time) < horizon:
-                gone.add(key)  # (a later revision may have moved it inside: kept)
+        for keep, tier in self._tiers.items():
+            tier.index.expire(now - keep)  # a tier nobody adds to still moves on
+            horizon = tier.index.horizon_s
+            while tier.due and tier.due[0][0] < horizon:
+                _, key = heapq.heappop(tier.due)
+                held = self._held.get(key)
+                # (a later revision, or a pin to a longer tier, may have moved it: kept)
+                if held is not None and held.keep_s == keep and held.t_s < horizon:
+                    gone.add(key)
         for key in gone:
-            self._events.pop(key)
+            self._held.pop(key)
+            self._events.pop(key, None)
             for ivorn in self._ivorns_of.pop(key, ()):
                 self._by_ivorn.pop(ivorn, None)
             for ident in self._of_event.pop(key, ()):
                 tracked = self._tracked.get(ident)
-                if tracked is not None and all(k in gone or k not in self._events
+                if tracked is not None and all(k in gone or k not in self._held
                                                for k in tracked.members):
                     del self._tracked[ident]
 
     def _from_history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
-                      radius: float | None, live: list[IndexedAlert]) -> list[IndexedAlert]:
-        """The live results, plus the archive's for the part of the window the index lost."""
-        if self.history is None or self.index.covers(t_lo):
+                      radius: float | None, live: list[IndexedAlert], keep_s: float
+                      ) -> list[IndexedAlert]:
+        """The live results, plus the archive's for the part of the window memory lost
+        (memory of the tiers that may hold the side looked for: retention >= ``keep_s``)."""
+        horizon = self._horizon(keep_s)
+        if self.history is None or t_lo >= horizon:
             return live
         known = {e.key for e in live}
         found = list(live)
-        for past in self.history(t_lo, min(t_hi, self.index.horizon_s), ra, dec, radius):
+        for past in self.history(t_lo, min(t_hi, horizon), ra, dec, radius):
             if past.id in known:
                 continue
-            key = (past.source, past.event_id)
-            current = self._events.get(key)
+            key = (sys.intern(past.source), past.event_id)
+            current = self._held.get(key)
             if current is None or current.revision < past.revision:
-                self._events[key] = past  # known from now on, for the lifecycle
+                # Known from now on, for the lifecycle, until the next sweep.
+                need = self._need(past)
+                keep = self._keep_for(need)
+                self._held[key] = _Held(past.id, past.revision, _epoch_s(past.trigger_time),
+                                        keep, need)
+                self._events[key] = past
                 self._note_ivorn(past.id, key)
-                heapq.heappush(self._by_time, (_epoch_s(past.trigger_time), key))
-            loc = past.localization
-            found.append(IndexedAlert(
-                key=past.id, stream=past.source, messenger=past.messenger,
-                facility=past.facility, role=role_class(past),
-                event_time_s=_epoch_s(past.trigger_time), ra_deg=getattr(loc, "ra_deg", None),
-                dec_deg=getattr(loc, "dec_deg", None), payload=key))
+                heapq.heappush(self._tier(keep).due, (_epoch_s(past.trigger_time), key))
+            found.append(_entry(past, key))
         return found
 
     def _localization(self, alert: Alert) -> Any:
@@ -309,11 +523,10 @@ class Engine:
 
     # -- matching -----------------------------------------------------------------
 
-    def _search(self, alert: Alert) -> list[Result]:
+    def _search(self, alert: Alert, sides: list[tuple[bool, bool]]) -> list[Result]:
         results: list[Result] = []
         key = (alert.source, alert.event_id)
-        for pairing in self.config.pairings:
-            in_a, in_b = pairing.side_of(alert)
+        for pairing, (in_a, in_b) in zip(self.config.pairings, sides, strict=True):
             if pairing.kind == "nfold":
                 if in_a:
                     results.extend(self._nfold(pairing, alert))
@@ -346,48 +559,46 @@ class Engine:
         other = pairing.b if alert_is_a else pairing.a
         if other is None:
             return []
-        entries = self._candidates(pairing, alert, t_lo, t_hi)
+        reach_a, reach_b = _needs(pairing)
+        keep = self._keep_for(reach_b if alert_is_a else reach_a)
+        entries = self._candidates(pairing, alert, t_lo, t_hi, keep)
         # A cheap first cut on fields the index holds: a GRB's window is full of
         # optical alerts that no GRB pairing wants.
         messengers = set(other.messenger) if other.messenger else None
         role = role_class(alert)
-        found = []
-        for entry in entries:
-            if entry.role != role or (messengers is not None and entry.messenger not in messengers):
-                continue
-            candidate = self._events.get(entry.payload)
-            if candidate is None or candidate.id != entry.key:
-                continue
-            if not other.matches(candidate):
-                continue
-            found.append(candidate)
-        return found
+        return [c for c in self._documents(
+            e for e in entries
+            if e.role == role and (messengers is None or e.messenger in messengers))
+            if other.matches(c)]
 
-    def _candidates(self, pairing: Pairing, alert: Alert, t_lo: float, t_hi: float
-                    ) -> list[IndexedAlert]:
+    def _candidates(self, pairing: Pairing, alert: Alert, t_lo: float, t_hi: float,
+                    keep_s: float) -> list[IndexedAlert]:
         """Index lookup: by sky when the pairing is spatial and the window long."""
         if not pairing.spatial or pairing.duration_s <= 3600:
             return self._from_history(t_lo, t_hi, None, None, None,
-                                      self.index.in_time(t_lo, t_hi))
+                                      self._in_time(t_lo, t_hi, keep_s), keep_s)
         loc = self._localization(alert)
         level = pairing.credible_level or 0.9
         if isinstance(loc, SkyMap):
             start, stop = loc.region(level)
             ranges = np.column_stack((start, stop - 1)) if start.size else np.empty((0, 2))
-            live = self.index.in_pixels(ranges, t_lo, t_hi) + [
-                e for e in self.index.in_time(t_lo, t_hi) if e.hpx29 is None]
+            live = [e for index in self._holding(keep_s)
+                    for e in index.in_pixels(ranges, t_lo, t_hi)] + [
+                e for e in self._in_time(t_lo, t_hi, keep_s) if e.hpx29 is None]
             # The archive answers cones: the one around the map's peak holding its region.
             ra, dec, radius = _bounding_cone(loc, level)
-            return self._from_history(t_lo, t_hi, ra, dec, radius, live)
+            return self._from_history(t_lo, t_hi, ra, dec, radius, live, keep_s)
         centre = getattr(alert.localization, "ra_deg", None), getattr(
             alert.localization, "dec_deg", None)
         if loc is None or centre[0] is None or centre[1] is None:
             return self._from_history(t_lo, t_hi, None, None, None,
-                                      self.index.in_time(t_lo, t_hi))
-        radius = loc.credible_radius_deg(level) if hasattr(loc, "credible_radius_deg") else 180.0
-        live = self.index.in_cone(centre[0], centre[1], min(180.0, radius), t_lo, t_hi,
-                                  add_entry_radius=True)
-        return self._from_history(t_lo, t_hi, centre[0], centre[1], min(180.0, radius), live)
+                                      self._in_time(t_lo, t_hi, keep_s), keep_s)
+        radius = min(180.0, loc.credible_radius_deg(level)
+                     if hasattr(loc, "credible_radius_deg") else 180.0)
+        live = [e for index in self._holding(keep_s)
+                for e in index.in_cone(centre[0], centre[1], radius, t_lo, t_hi,
+                                       add_entry_radius=True)]
+        return self._from_history(t_lo, t_hi, centre[0], centre[1], radius, live, keep_s)
 
     def _batch_sky(self, pairing: Pairing, alert: Alert, partners: list[Alert]
                    ) -> dict[str, Overlap | None]:
@@ -491,9 +702,8 @@ class Engine:
         key = (alert.source, alert.event_id)
         detector = _detector(pairing, alert)
         nearby: dict[str, Alert] = {}
-        for entry in self.index.in_time(t - tau, t + tau):
-            candidate = self._events.get(entry.payload)
-            if candidate is None or candidate.id != entry.key or candidate.id == alert.id:
+        for candidate in self._documents(self._in_time(t - tau, t + tau)):
+            if candidate.id == alert.id:
                 continue
             if role_class(candidate) != role_class(alert) or not pairing.a.matches(candidate):
                 continue
@@ -579,6 +789,7 @@ class Engine:
         self._tracked[tracked.ident] = tracked
         for key in tracked.members:
             self._of_event[key].add(tracked.ident)
+        self._pin(tracked.members, {(m.source, m.event_id): m for m in members})
         ordered = sorted(members, key=lambda m: tracked.members.index((m.source, m.event_id)))
         reference = ordered[0]
         t0 = _epoch_s(reference.trigger_time)
@@ -604,6 +815,46 @@ class Engine:
         if retracted:  # a retraction of the same members is its own result
             key = hashlib.sha256((key + ":retracted").encode()).hexdigest()
         return Result(key, coinc)
+
+
+def _needs(pairing: Pairing) -> tuple[float, float]:
+    """How far back (s) a later alert reaches for a pairing's side ``a`` and side ``b``.
+
+    For ``lo <= t_b - t_a <= hi``: a later ``b`` looks ``hi`` back for an
+    ``a``, a later ``a`` looks ``-lo`` back for a ``b``; an N-fold group
+    looks its whole ``tau`` back.
+    """
+    lo, hi = pairing.window_s
+    if pairing.kind == "nfold":
+        return hi - lo, 0.0
+    return max(0.0, hi), max(0.0, -lo)
+
+
+def _messengers(side: Selector) -> set[str] | None:
+    """The messengers a side's selector can admit; None when it does not restrict them."""
+    if side.messenger:
+        return set(side.messenger)
+    if side.any_of:
+        found: set[str] = set()
+        for child in side.any_of:
+            got = _messengers(child)
+            if got is None:
+                return None
+            found |= got
+        return found
+    return None
+
+
+def _entry(alert: Alert, key: EventKey) -> IndexedAlert:
+    """The index entry of ``alert`` (strings every alert of a stream shares, interned)."""
+    loc = alert.localization
+    ra, dec = getattr(loc, "ra_deg", None), getattr(loc, "dec_deg", None)
+    radius = getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None)
+    return IndexedAlert(
+        key=alert.id, stream=key[0], messenger=sys.intern(alert.messenger),
+        facility=sys.intern(alert.facility), role=role_class(alert),
+        event_time_s=_epoch_s(alert.trigger_time), ra_deg=ra, dec_deg=dec,
+        radius_deg=radius, payload=key)
 
 
 def _bounding_cone(sky: SkyMap, level: float) -> tuple[float, float, float]:

@@ -256,14 +256,16 @@ def test_engine_forgets_what_the_window_lets_go() -> None:
     assert len(e._events) <= engine_module.EXPIRE_EVERY + 2
 
 
+def optical(event_id: str, dt_s: float, ra: float = 197.0, dec: float = -23.0) -> Alert:
+    """A ZTF transient (0.0003 deg error) ``dt_s`` after T0."""
+    base = alert("nu", event_id, dt_s, radius=0.0003, ra=ra, dec=dec).to_document()
+    base.update(source="ztf", messenger="optical", facility="ZTF", instrument=None,
+                id=f"ivo://test.mmbroker/ztf#{event_id}-0")
+    return Alert.model_validate(base)
+
+
 def test_partners_beyond_the_live_window_come_from_history() -> None:
     """A short memory still finds a neutrino-optical follow-up days later, via the archive."""
-    def optical(event_id: str, dt_s: float) -> Alert:
-        base = alert("nu", event_id, dt_s, radius=0.0003).to_document()
-        base.update(source="ztf", messenger="optical", facility="ZTF", instrument=None,
-                    id=f"ivo://test.mmbroker/ztf#{event_id}-0")
-        return Alert.model_validate(base)
-
     neutrino = alert("nu", "N1", 0.0, radius=1.0)
     later = optical("Z1", 2 * 86400.0)  # two days after, inside the 1 deg circle
     asked: list[tuple[float, ...]] = []
@@ -342,3 +344,120 @@ def test_a_grown_nfold_group_keeps_its_series_across_a_restart() -> None:
     assert len({t.series for t in restarted._tracked.values()}) == 1
     (tracked,) = restarted._tracked.values()
     assert tracked.series == series and tracked.revision == 1
+
+
+class _Archive:
+    """The archive as the engine sees it (pure-logic stand-in): what was stored, by cone
+    and time (positions only, as the broker's query) and by IVORN; calls counted."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, Alert] = {}
+        self.asked = {"history": 0, "loader": 0}
+
+    def history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
+                radius: float | None) -> list[Alert]:
+        from crossmatch.healpix import angular_separation_deg
+
+        self.asked["history"] += 1
+        return [a for a in self.alerts.values()
+                if t_lo <= a.trigger_time.timestamp() <= t_hi and (
+                    ra is None or dec is None or not radius
+                    or angular_separation_deg(ra, dec, a.localization.ra_deg,
+                                              a.localization.dec_deg) <= radius)]
+
+    def loader(self, ivorns: Any) -> list[Alert]:
+        self.asked["loader"] += 1
+        return [self.alerts[i] for i in ivorns if i in self.alerts]
+
+
+def test_each_alert_is_held_as_long_as_a_pairing_reaches_back_for_it() -> None:
+    """Retention comes from the windows: hen-optical reaches 10 days back from a transient
+    to a neutrino, nothing reaches back to a transient, so a survey stream is held for the
+    slack alone while the neutrino stays."""
+    from crossmatch import engine as engine_module
+
+    e = Engine(CONFIG, authority="test.mmbroker", clock=None, late_slack_s=600.0)
+    base, longer = e.retention_by_messenger()
+    # Reaches under the slack (gw_burst-frb's 120 s back to an FRB) are held for the
+    # slack; longer ones for the longest reach, hen-optical's 10 days, plus the slack.
+    assert base == 600.0
+    assert longer == dict.fromkeys(("gamma_ray", "gravitational_wave", "neutrino"),
+                                   10 * 86400 + 600.0)
+    assert e.window_s == 10 * 86400 + 600.0
+    feed(e, alert("nu", "N1", 0.0), optical("Z0", 10.0, ra=20.0))
+    n = 3 * engine_module.EXPIRE_EVERY
+    for i in range(n):  # a day and a half of survey alerts, away from the neutrino
+        e.process(optical(f"Z{i + 1}", 3600.0 + i * 45.0, ra=float(40 + i % 300)))
+    assert ("detector", "N1") in e._held
+    assert ("ztf", "Z0") not in e._held
+    # What is held of the survey is its last slack (+ one sweep's worth), not the day.
+    survey = [k for k in e._held if k[0] == "ztf"]
+    assert 600.0 / 45.0 <= len(survey) <= 600.0 / 45.0 + engine_module.EXPIRE_EVERY + 1
+    assert e.live_alerts <= len(e._held)
+    # A transient nine days on still finds the neutrino, from memory.
+    asked = _Archive()
+    e.history = asked.history
+    results = e.process(optical("Z-late", 9 * 86400.0))
+    assert [r.coincidence.pairing for r in results] == ["hen-optical"]
+    assert asked.asked["history"] == 0
+
+
+def _mixed_stream(seed: int) -> list[Alert]:
+    """Three days of a survey around five neutrinos and GRBs, two of them arriving two
+    hours late and one five minutes late, and one neutrino's update a day later: in
+    arrival order."""
+    import random
+
+    rng = random.Random(seed)
+    sites = [(float(rng.uniform(0, 350)), float(rng.uniform(-60, 60))) for _ in range(5)]
+    events = []
+    for k, (ra, dec) in enumerate(sites):
+        t = rng.uniform(0, 86400.0)
+        kind = "nu" if k % 2 == 0 else "grb"
+        first = alert(kind, f"{kind.upper()}{k}", t, ra=ra, dec=dec, radius=1.0)
+        late = {0: 7200.0, 1: 7200.0, 3: 300.0}.get(k, rng.uniform(10.0, 60.0))
+        events.append((t + late, first))
+        # A transient on it soon after: in the archive only, or (k = 3) still in memory.
+        events.append((t + 130.0, optical(f"P{k}", t + 100.0, ra=ra + 0.05, dec=dec)))
+        if k == 0:
+            update = alert(kind, f"{kind.upper()}{k}", t, revision=1, ra=ra + 0.1, dec=dec,
+                           radius=0.8)
+            events.append((t + 86400.0, update))
+        if k == 2:  # a GRB on the neutrino: hen-grb
+            events.append((t + 130.0, alert("grb", "G-on-N2", t + 100.0, ra=ra, dec=dec,
+                                             radius=2.0)))
+    for i in range(600):
+        ra, dec = sites[i % 5] if i % 4 == 0 else (rng.uniform(0, 360), rng.uniform(-80, 80))
+        t = rng.uniform(0, 3 * 86400.0)
+        events.append((t + 30.0, optical(f"Z{i}", t, ra=(ra + rng.gauss(0, 0.3)) % 360.0,
+                                         dec=max(-89.0, min(89.0, dec + rng.gauss(0, 0.3))))))
+    return [a for _, a in sorted(events, key=lambda x: x[0])]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_short_memory_finds_what_whole_memory_finds(seed: int) -> None:
+    """With a 10-minute slack, survey documents read back from the archive and late alerts'
+    windows completed from it, every result equals an engine holding everything."""
+    whole = Engine(CONFIG, authority="test.mmbroker", clock=None, late_slack_s=1e8)
+    archive = _Archive()
+    short = Engine(CONFIG, authority="test.mmbroker", clock=None, late_slack_s=600.0,
+                   history=archive.history, loader=archive.loader)
+    got: dict[str, list[list[tuple[Any, ...]]]] = {"whole": [], "short": []}
+    for a in _mixed_stream(seed):
+        archive.alerts[a.id] = a  # archived before it is matched, as the broker does
+        for name, e in (("whole", whole), ("short", short)):
+            # (in whichever order the candidates came: memory's, or memory's then the archive's)
+            got[name].append(sorted((r.key, r.coincidence.id, r.coincidence.state,
+                                     tuple(m.alert_id for m in r.coincidence.members))
+                                    for r in e.process(a)))
+    assert got["short"] == got["whole"]
+    found = [c for per_alert in got["whole"] for c in per_alert]
+    pairings = {c[1].split("#")[1].rsplit("-", 2)[0] for c in found}
+    assert {"hen-optical", "grb-optical", "hen-grb"} <= pairings, pairings
+    assert "updated" in {c[2] for c in found}  # the neutrino's update re-evaluated
+    assert archive.asked["loader"] > 0 and archive.asked["history"] > 0
+    # Survey documents held: only the coincidences' members (for their updates).
+    members = {i for c in found for i in c[3]}
+    held = {d.id for k, d in short._events.items() if k[0] == "ztf"}
+    assert held <= members
+    assert len(held) < 600 / 3 and len(whole._events) > 600

@@ -188,3 +188,56 @@ def test_a_round_that_lost_the_match_lock_numbers_nothing_and_is_matched_again(
         found = conn.execute(select(CoincidenceRow.pairing)).scalars().all()
     assert seqs == [1, 2, 3, 4]
     assert found == ["hen-grb", "hen-grb"]
+
+
+def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_let_go(
+        archive: Archive) -> None:
+    """A survey transient is held for the slack only, and a restart reloads only the
+    slack's worth of the survey; the members of stored coincidences are reloaded however
+    old, so a neutrino's update hours later updates its neutrino-optical coincidence
+    (revision 1 of the same series) instead of starting another."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.config import get_settings
+    from broker.listening import make_ingestor
+    from broker.matching import MatchWorker
+
+    settings = get_settings(comet=False, crossmatch_late_slack_s=600.0)
+    ingestor = make_ingestor(settings, archive)
+    now = datetime.now(UTC)
+
+    def archived(event_id: str, messenger: str, facility: str, when: datetime,
+                 ra_deg: float, radius_deg: float, revision: int = 0) -> str:
+        document = {
+            "schema_version": "1.0", "id": f"ivo://test.mmbroker/file#{event_id}-{revision}",
+            "source": f"test.{facility.lower()}", "messenger": messenger,
+            "facility": facility, "event_id": event_id, "revision": revision,
+            "alert_type": "update" if revision else "initial", "role": "observation",
+            "trigger_time": when.isoformat().replace("+00:00", "Z"),
+            "data_rights": {"level": "public"},
+            "localization": {"kind": "point", "ra_deg": ra_deg, "dec_deg": 10.0,
+                             "error_radius_deg": radius_deg, "containment": 0.9}}
+        (outcome,) = ingestor.ingest([ingestor.receive("file", json.dumps(document).encode())])
+        assert outcome.status == "archived", outcome
+        return outcome.ivorn
+
+    neutrino = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.0, 1.0)
+    member = archived("Z1", "optical", "ZTF", now - timedelta(hours=2), 40.2, 0.0003)
+    other = archived("Z2", "optical", "ZTF", now - timedelta(hours=2), 200.0, 0.0003)
+    first = MatchWorker(settings, archive)
+    first.warm()
+    assert first.handle([neutrino, member, other]) == 3
+    assert [c.coincidence.pairing for c in first.pipeline.coincidences] == ["hen-optical"]
+    series = first.pipeline.coincidences[0].coincidence.id.rsplit("-", 1)[0]
+
+    restarted = MatchWorker(settings, archive)
+    restarted.warm()
+    update = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.1, 0.8,
+                      revision=1)
+    assert restarted.handle([update]) == 1
+    (result,) = [r.coincidence for r in restarted.pipeline.coincidences]
+    assert (result.pairing, result.state, result.revision) == ("hen-optical", "updated", 1)
+    assert result.id == f"{series}-1"
+    assert [m.alert_id for m in result.members] == [update, member]
+    held = {doc.id for doc in restarted.pipeline.engine._events.values()}
+    assert member in held and other not in held  # two hours old: past the slack
