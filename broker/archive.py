@@ -486,6 +486,37 @@ class Archive:
         with transaction(self.engine, readonly=True) as conn:
             return _documents(conn, ivorns)
 
+    def matched(self, ivorns: Iterable[str]) -> set[str]:
+        """Those of ``ivorns`` the cross-match has processed (``matched_at`` set)."""
+        wanted, found = sorted(set(ivorns)), set()
+        with transaction(self.engine, readonly=True) as conn:
+            for i in range(0, len(wanted), IN_CHUNK):
+                found.update(conn.execute(select(AlertRow.ivorn).where(
+                    AlertRow.ivorn.in_(wanted[i:i + IN_CHUNK]),
+                    AlertRow.matched_at.is_not(None))).scalars())
+        return found
+
+    def later_revisions(self, documents: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Matched revisions of the events of ``documents`` newer than the newest given.
+
+        A cone query finds an event by the position of its revisions that have one;
+        its retraction usually has none, and must still be seen.
+        """
+        newest: dict[tuple[str, str], int] = {}
+        for d in documents:
+            key = (d["source"], d["event_id"])
+            newest[key] = max(newest.get(key, -1), d["revision"])
+        keys, later = sorted(newest), []
+        with transaction(self.engine, readonly=True) as conn:
+            for i in range(0, len(keys), IN_CHUNK):
+                rows = conn.execute(select(AlertRow.source, AlertRow.event_id,
+                                           AlertRow.revision, AlertRow.document).where(
+                    tuple_(AlertRow.source, AlertRow.event_id).in_(keys[i:i + IN_CHUNK]),
+                    AlertRow.matched_at.is_not(None)))
+                later += [r.document for r in rows
+                          if r.revision > newest[(r.source, r.event_id)]]
+        return later
+
     def load_alerts(self, ivorns: Sequence[str]) -> list[Alert]:
         """The archived alert revisions among ``ivorns`` (the engine's document loader)."""
         with transaction(self.engine, readonly=True) as conn:

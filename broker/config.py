@@ -125,10 +125,9 @@ class Settings(BaseSettings):
         default=3600.0, gt=0,
         description="Late-arrival slack of the cross-match engine's memory, seconds. An "
                     "alert some pairing reaches further back for is held for the longest "
-                    "reach (10 days) plus this slack; others, survey transients among them, "
-                    "for the slack alone. An alert later than this reads the rest of its "
-                    "window from the archive: memory against archive queries, never "
-                    "results.")
+                    "reach (10 days) plus a day; others, survey transients among them, for "
+                    "the slack alone. An alert later than this reads the rest of its window "
+                    "from the archive: memory against archive queries, not results.")
     crossmatch_live_window_s: float | None = Field(
         default=None, gt=0,
         description="Upper bound on how long the cross-match engine holds any alert in "

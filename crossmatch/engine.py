@@ -55,6 +55,11 @@ ENGINE_VERSION = "1.0.0"
 # I for two identical exact positions is infinite; JSON and the contract need a number.
 MAX_OVERLAP = 1e300
 EXPIRE_EVERY = 1000  # alerts processed between sweeps of the engine's own maps
+ROUND_MAX = 10_000
+"""Most alerts the broker matches before it marks them matched in the archive (an ingest
+batch: ``ingest_batch_size`` is at most 10,000; a round of announcements); ``history``
+answers only for alerts marked, so the engine keeps the last
+``2 * max(ROUND_MAX, EXPIRE_EVERY)`` it processed at hand itself (about 20 MB)."""
 BATCH_MIN = 16  # partners from which a sky map's overlaps are looked up together
 _UNSET = object()
 STREAM = "coincidence"
@@ -62,6 +67,10 @@ STREAM = "coincidence"
 EventKey = tuple[str, str]  # (source, event id): one physical event, all its revisions
 LATE_SLACK_S = 3600.0
 """Default late-arrival slack, seconds: see ``Engine.late_slack_s``."""
+LONG_MARGIN_S = 86400.0
+"""Margin beyond the longest reach for alerts held long, seconds (or the slack, if longer):
+a survey transient up to a day late still looks back from memory, and a coincidence's
+members outlive each other by a day."""
 
 
 OBSERVATION_ROLES = ("observation", "prediction")
@@ -149,14 +158,17 @@ class Engine:
     late_slack_s
         Late-arrival slack, seconds.  An alert some pairing reaches further
         back for than the slack is held in memory for the longest such reach
-        plus the slack: a neutrino 10 days (``hen-optical`` looks back 10 days
-        from an optical transient to it) plus the slack.  Others, among them
-        the optical transients pairings only look *forward* to, are held for
-        the slack alone.  An alert arriving later than the slack
-        behind the newest time still finds every partner: the part of its
+        plus a day (``LONG_MARGIN_S``, or the slack if longer): a neutrino 11
+        days (``hen-optical`` looks back 10 days from an optical transient to
+        it).  Others, among them the optical transients pairings only look
+        *forward* to, are held for the slack alone; coincidences' members
+        for the long retention.  An alert arriving later than the
+        slack behind the newest time still finds every partner: the part of its
         window memory no longer holds is read from ``history``.  So the slack
         trades memory (a survey's rate times the slack) against archive
-        queries for late alerts, never results.
+        queries for late alerts, not results; the exception is a superseded
+        revision arriving more than the slack after its successor, which
+        memory no longer knows to be superseded.
     live_window_s
         Upper bound on any alert's retention, seconds (default: none).  Set it
         to keep even the rare streams briefly; queries reaching further back
@@ -205,6 +217,14 @@ class Engine:
     _processed: int = field(default=0, init=False)
     _newest_s: float = field(default=-math.inf, init=False)
     _longest_need_s: float = field(default=0.0, init=False)
+    # Largest error radius seen per (pairing, side), deg: archive cones are widened by it,
+    # as memory's cone lookups add each entry's own radius.
+    _pad_deg: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
+    # Archived partners a search read this call (by IVORN): candidates, not held.
+    _archived: dict[str, Alert] = field(default_factory=dict, init=False)
+    # The alerts processed last, by IVORN, oldest first: the archive may not have them
+    # marked matched yet, and memory may hold them no more (see ROUND_MAX).
+    _recent: dict[str, IndexedAlert] = field(default_factory=dict, init=False)
     _ivorns_of: dict[EventKey, list[str]] = field(default_factory=lambda: defaultdict(list),
                                                   init=False)
 
@@ -258,16 +278,24 @@ class Engine:
         pairings: 5x the time per alert).  Reaches shorter than the slack are
         held for the slack (a later alert finds them from memory if it is at
         most ``slack - reach`` late, and from the archive after); longer
-        reaches for the longest reach plus the slack.
+        reaches for the longest reach plus a day (``LONG_MARGIN_S``) or the
+        slack if longer.
         """
-        keep = self.late_slack_s + (self._longest_need_s if need_s >= self.late_slack_s
-                                    else 0.0)
+        if need_s >= self.late_slack_s:
+            keep = self._longest_need_s + max(self.late_slack_s, LONG_MARGIN_S)
+        else:
+            keep = self.late_slack_s
         return min(keep, self.live_window_s) if self.live_window_s else keep
 
     def _tier(self, keep_s: float) -> _Tier:
         tier = self._tiers.get(keep_s)
         if tier is None:
-            tier = self._tiers[keep_s] = _Tier(LiveIndex(window_s=keep_s))
+            # On the wall clock, memory starts complete only for what a warm-up loads (the
+            # retention back from now); replaying history, it is fed everything in order.
+            now = self._now()
+            since = -math.inf if now is None else now - keep_s
+            tier = self._tiers[keep_s] = _Tier(LiveIndex(window_s=keep_s,
+                                                         complete_since_s=since))
         return tier
 
     def _need(self, alert: Alert, sides: list[tuple[bool, bool]] | None = None) -> float:
@@ -278,10 +306,15 @@ class Engine:
         need = 0.0
         if sides is None:
             sides = [p.side_of(alert) for p in self.config.pairings]
+        radius = _radius_deg(alert)
         for pairing, (in_a, in_b) in zip(self.config.pairings, sides, strict=True):
             if in_a or in_b:
                 reach_a, reach_b = _needs(pairing)
                 need = max(need, reach_a if in_a else 0.0, reach_b if in_b else 0.0)
+                for side in (("a",) if in_a else ()) + (("b",) if in_b else ()):
+                    pad = self._pad_deg.get((pairing.name, side), 0.0)
+                    if radius > pad:
+                        self._pad_deg[pairing.name, side] = radius
         return need
 
     def _now(self) -> float | None:
@@ -312,8 +345,12 @@ class Engine:
         """
         docs: dict[EventKey, Alert] = {}
         for alert in sorted(alerts, key=lambda a: (a.revision, a.trigger_time)):
+            key = (alert.source, alert.event_id)
+            held = self._held.get(key)
+            if held is not None and held.revision >= alert.revision:
+                continue  # (catching up: never back to an older revision)
             self._remember(alert)
-            docs[(alert.source, alert.event_id)] = alert
+            docs[key] = alert
         coincidences = list(coincidences)
         # Members memory no longer holds (a survey transient past the slack; another
         # worker's partner from the archive): read back, so the coincidence is followed
@@ -350,6 +387,7 @@ class Engine:
     def process(self, alert: Alert) -> list[Result]:
         """Every coincidence result ``alert`` creates, updates or retracts."""
         key = (alert.source, alert.event_id)
+        self._archived = {}
         previous = self._held.get(key)
         if previous is not None and previous.revision >= alert.revision:
             return []  # an older revision arriving late changes nothing
@@ -368,6 +406,7 @@ class Engine:
             if not tracked.retracted:
                 results.extend(self._reevaluate(tracked))
         results.extend(self._search(alert, sides))
+        self._archived = {}
         return results
 
     # -- state --------------------------------------------------------------------
@@ -397,13 +436,25 @@ class Engine:
         tier = self._tier(keep)
         heapq.heappush(tier.due, (t, key))
         if not retracted:
-            tier.index.add(_entry(alert, key), now_s=self._now())
+            entry = _entry(alert, key)
+            tier.index.add(entry, now_s=self._now())
+            self._recent[alert.id] = entry
+            while len(self._recent) > 2 * max(ROUND_MAX, EXPIRE_EVERY):
+                self._recent.pop(next(iter(self._recent)))
 
     def _pin(self, keys: Iterable[EventKey], docs: Mapping[EventKey, Alert]) -> None:
-        """Hold a coincidence's members as long as the longest-held of them, documents
-        included: a member's new revision re-evaluates the coincidence."""
+        """Hold a coincidence's members for the long retention, documents included: a
+        member's new revision, or its retraction, re-evaluates the coincidence.
+
+        Members read from the archive are held from now on.
+        """
+        keys = list(keys)
+        for key in keys:
+            doc = docs.get(key)
+            if key not in self._held and doc is not None:
+                self._remember(doc)
         held = [(k, self._held[k]) for k in keys if k in self._held]
-        keep = max((h.keep_s for _, h in held), default=0.0)
+        keep = max(self._tiers)
         for key, h in held:
             if key not in self._events:
                 doc = docs.get(key)
@@ -438,9 +489,14 @@ class Engine:
         found: list[Alert | str] = []
         for entry in entries:
             held = self._held.get(entry.payload)
-            if held is None or held.id != entry.key:
+            if held is None:
+                doc = self._archived.get(entry.key)  # a partner only the archive knows
+                if doc is not None:
+                    found.append(doc)
                 continue
-            doc = self._events.get(entry.payload)
+            if held.id != entry.key:
+                continue
+            doc = self._events.get(entry.payload) or self._archived.get(entry.key)
             found.append(doc if doc is not None else entry.key)
         missing = [x for x in found if isinstance(x, str)]
         loaded = self._load(missing)
@@ -464,6 +520,7 @@ class Engine:
         now = self._newest_s if now is None else now
         gone: set[EventKey] = set()
         for keep, tier in self._tiers.items():
+            kept: list[tuple[float, EventKey]] = []
             tier.index.expire(now - keep)  # a tier nobody adds to still moves on
             horizon = tier.index.horizon_s
             while tier.due and tier.due[0][0] < horizon:
@@ -471,7 +528,12 @@ class Engine:
                 held = self._held.get(key)
                 # (a later revision, or a pin to a longer tier, may have moved it: kept)
                 if held is not None and held.keep_s == keep and held.t_s < horizon:
-                    gone.add(key)
+                    if held.id in self._recent:
+                        kept.append((held.t_s, key))  # (its round may still ask for it)
+                    else:
+                        gone.add(key)
+            for item in kept:
+                heapq.heappush(tier.due, item)
         for key in gone:
             self._held.pop(key)
             self._events.pop(key, None)
@@ -484,30 +546,45 @@ class Engine:
                     del self._tracked[ident]
 
     def _from_history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
-                      radius: float | None, live: list[IndexedAlert], keep_s: float
-                      ) -> list[IndexedAlert]:
+                      radius: float | None, live: list[IndexedAlert], keep_s: float,
+                      pad_deg: float = 0.0) -> list[IndexedAlert]:
         """The live results, plus the archive's for the part of the window memory lost
-        (memory of the tiers that may hold the side looked for: retention >= ``keep_s``)."""
+        (memory of the tiers that may hold the side looked for: retention >= ``keep_s``).
+
+        The archive's newest revision of each event, unless memory holds another
+        or it is a retraction.  ``history`` answers for alerts already matched
+        (as memory holds only alerts processed); the last alerts this engine
+        processed are added from ``_recent``, which the archive may not have
+        marked yet.  The cone is widened by ``pad_deg``, the largest error
+        radius of the side: the archive matches positions, memory adds each
+        entry's radius.
+        """
         horizon = self._horizon(keep_s)
         if self.history is None or t_lo >= horizon:
             return live
         known = {e.key for e in live}
-        found = list(live)
-        for past in self.history(t_lo, min(t_hi, horizon), ra, dec, radius):
-            if past.id in known:
-                continue
+        newest: dict[EventKey, Alert] = {}
+        if radius is not None and pad_deg:
+            radius = min(180.0, radius + pad_deg)
+        t_top = min(t_hi, horizon)
+        for past in self.history(t_lo, t_top, ra, dec, radius):
             key = (sys.intern(past.source), past.event_id)
-            current = self._held.get(key)
-            if current is None or current.revision < past.revision:
-                # Known from now on, for the lifecycle, until the next sweep.
-                need = self._need(past)
-                keep = self._keep_for(need)
-                self._held[key] = _Held(past.id, past.revision, _epoch_s(past.trigger_time),
-                                        keep, need)
-                self._events[key] = past
-                self._note_ivorn(past.id, key)
-                heapq.heappush(self._tier(keep).due, (_epoch_s(past.trigger_time), key))
+            if key not in newest or newest[key].revision < past.revision:
+                newest[key] = past
+        found = list(live)
+        for key, past in newest.items():
+            held = self._held.get(key)
+            if past.id in known or past.alert_type == "retraction":
+                continue  # (an event whose newest archived revision retracts it: none)
+            if held is not None and held.id != past.id:
+                continue  # memory knows which revision is current
+            self._archived[past.id] = past
             found.append(_entry(past, key))
+            known.add(past.id)
+        # Processed lately, maybe not marked matched yet (by time: a superset; the pair
+        # tests decide).
+        found += [e for e in self._recent.values()
+                  if e.key not in known and t_lo <= e.event_time_s <= t_top]
         return found
 
     def _localization(self, alert: Alert) -> Any:
@@ -561,7 +638,8 @@ class Engine:
             return []
         reach_a, reach_b = _needs(pairing)
         keep = self._keep_for(reach_b if alert_is_a else reach_a)
-        entries = self._candidates(pairing, alert, t_lo, t_hi, keep)
+        pad = self._pad_deg.get((pairing.name, "b" if alert_is_a else "a"), 0.0)
+        entries = self._candidates(pairing, alert, t_lo, t_hi, keep, pad)
         # A cheap first cut on fields the index holds: a GRB's window is full of
         # optical alerts that no GRB pairing wants.
         messengers = set(other.messenger) if other.messenger else None
@@ -572,8 +650,9 @@ class Engine:
             if other.matches(c)]
 
     def _candidates(self, pairing: Pairing, alert: Alert, t_lo: float, t_hi: float,
-                    keep_s: float) -> list[IndexedAlert]:
-        """Index lookup: by sky when the pairing is spatial and the window long."""
+                    keep_s: float, pad_deg: float) -> list[IndexedAlert]:
+        """Index lookup: by sky when the pairing is spatial and the window long; the
+        archive for what memory let go (``keep_s``, ``pad_deg``: see _from_history)."""
         if not pairing.spatial or pairing.duration_s <= 3600:
             return self._from_history(t_lo, t_hi, None, None, None,
                                       self._in_time(t_lo, t_hi, keep_s), keep_s)
@@ -587,7 +666,7 @@ class Engine:
                 e for e in self._in_time(t_lo, t_hi, keep_s) if e.hpx29 is None]
             # The archive answers cones: the one around the map's peak holding its region.
             ra, dec, radius = _bounding_cone(loc, level)
-            return self._from_history(t_lo, t_hi, ra, dec, radius, live, keep_s)
+            return self._from_history(t_lo, t_hi, ra, dec, radius, live, keep_s, pad_deg)
         centre = getattr(alert.localization, "ra_deg", None), getattr(
             alert.localization, "dec_deg", None)
         if loc is None or centre[0] is None or centre[1] is None:
@@ -598,7 +677,13 @@ class Engine:
         live = [e for index in self._holding(keep_s)
                 for e in index.in_cone(centre[0], centre[1], radius, t_lo, t_hi,
                                        add_entry_radius=True)]
-        return self._from_history(t_lo, t_hi, centre[0], centre[1], radius, live, keep_s)
+        # Sky maps: by time, the sky test decides (other unlocalized alerts stay out: a
+        # position-less GRB would pair with every transient of its week).
+        live += [e for index in self._holding(keep_s) for e in index.unlocalized(t_lo, t_hi)
+                 if getattr(self._events.get(e.payload), "localization", None) is not None
+                 and self._events[e.payload].localization.kind == "skymap"]
+        return self._from_history(t_lo, t_hi, centre[0], centre[1], radius, live, keep_s,
+                                  pad_deg)
 
     def _batch_sky(self, pairing: Pairing, alert: Alert, partners: list[Alert]
                    ) -> dict[str, Overlap | None]:
@@ -702,7 +787,14 @@ class Engine:
         key = (alert.source, alert.event_id)
         detector = _detector(pairing, alert)
         nearby: dict[str, Alert] = {}
-        for candidate in self._documents(self._in_time(t - tau, t + tau)):
+        keep = self._keep_for(_needs(pairing)[0])
+        role = role_class(alert)
+        messengers = set(pairing.a.messenger) if pairing.a.messenger else None
+        entries = self._from_history(t - tau, t + tau, None, None, None,
+                                     self._in_time(t - tau, t + tau, keep), keep)
+        for candidate in self._documents(
+                e for e in entries
+                if e.role == role and (messengers is None or e.messenger in messengers)):
             if candidate.id == alert.id:
                 continue
             if role_class(candidate) != role_class(alert) or not pairing.a.matches(candidate):
@@ -845,11 +937,23 @@ def _messengers(side: Selector) -> set[str] | None:
     return None
 
 
+def _radius_deg(alert: Alert) -> float:
+    """The error radius memory's cone lookups add for ``alert``, deg (0: none)."""
+    loc = alert.localization
+    return getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None) or 0.0
+
+
 def _entry(alert: Alert, key: EventKey) -> IndexedAlert:
-    """The index entry of ``alert`` (strings every alert of a stream shares, interned)."""
+    """The index entry of ``alert`` (strings every alert of a stream shares, interned).
+
+    A sky map is indexed without a position: its peak is no circle a cone lookup could
+    match, so searches take maps by time (``LiveIndex.unlocalized``) and test the map.
+    """
     loc = alert.localization
     ra, dec = getattr(loc, "ra_deg", None), getattr(loc, "dec_deg", None)
-    radius = getattr(loc, "error_radius_deg", None) or getattr(loc, "semi_major_deg", None)
+    if loc.kind == "skymap":
+        ra = dec = None
+    radius = _radius_deg(alert) or None
     return IndexedAlert(
         key=alert.id, stream=key[0], messenger=sys.intern(alert.messenger),
         facility=sys.intern(alert.facility), role=role_class(alert),

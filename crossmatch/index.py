@@ -464,6 +464,30 @@ class LiveIndex:
         parts.append(buf[(tb >= t_lo_s) & (tb <= t_hi_s)])
         return self._entries(np.concatenate(parts))
 
+    def unlocalized(self, t_lo_s: float, t_hi_s: float) -> list[IndexedAlert]:
+        """Alerts without a position with ``t_lo_s <= event_time_s <= t_hi_s`` (Unix s):
+        those cone and pixel lookups never return.
+
+        One key range per run (positionless alerts share one coarse pixel), so
+        the cost is theirs, not the window's.
+
+        Returns
+        -------
+        list of IndexedAlert
+            Sorted by event time.
+        """
+        _check_window(t_lo_s, t_hi_s)
+        base = self._no_pos << self._tbits
+        lo, hi = base | self._tq(t_lo_s), base | self._tq(t_hi_s)
+        parts = [run.slot[int(np.searchsorted(run.key, lo, side="left")):
+                          int(np.searchsorted(run.key, hi, side="right"))]
+                 for run in self._runs]
+        parts.append(self._buf[:self._nbuf])
+        slots = np.concatenate(parts)
+        t = self._t[slots]
+        return self._entries(slots[(t >= t_lo_s) & (t <= t_hi_s)
+                                   & (self._hpx[slots] == _NO_HPX)])
+
     def in_cone(self, ra_deg: float, dec_deg: float, radius_deg: float, t_lo_s: float,
                 t_hi_s: float, *, add_entry_radius: bool = False) -> list[IndexedAlert]:
         """Alerts within ``radius_deg`` of a position and in a time window.
@@ -501,7 +525,10 @@ class LiveIndex:
             widest = max([r.max_radius for r in self._runs]
                          + [float(self._rad[buf].max()) if buf.size else 0.0])
             search = radius_deg + widest
-        if search >= 180.0:
+        if search >= 170.0:
+            # healpy's inclusive disc misses pixels near the antipode of a disc this wide
+            # (hypothesis: 179.99 deg lost an alert 1 deg from it); it reads nearly every
+            # row anyway.
             ranges = np.array([[0, NPIX_29 - 1]], dtype=np.int64)
         else:
             # Pixels about radius/8 across (a few hundred per cone), never finer than

@@ -244,16 +244,20 @@ def test_identical_exact_positions_give_a_finite_overlap() -> None:
     check(results)
 
 
-def test_engine_forgets_what_the_window_lets_go() -> None:
+def test_engine_forgets_what_the_window_lets_go(monkeypatch: pytest.MonkeyPatch) -> None:
     from crossmatch import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "ROUND_MAX", 500)
 
     e = Engine(CONFIG, authority="test.mmbroker", clock=None, live_window_s=3600.0)
     feed(e, alert("gw", "S0"), alert("grb", "G0", 1.0))
-    for i in range(engine_module.EXPIRE_EVERY):
+    # (the last alerts processed are kept for their round: see ROUND_MAX)
+    recent = 2 * max(engine_module.ROUND_MAX, engine_module.EXPIRE_EVERY)
+    for i in range(recent + engine_module.EXPIRE_EVERY):
         e.process(alert("nu", f"late{i}", 7200.0 + i, ra=float(i % 360)))
     assert ("igwn.gwalert", "S0") not in e._events
     assert not any(("igwn.gwalert", "S0") in t.members for t in e._tracked.values())
-    assert len(e._events) <= engine_module.EXPIRE_EVERY + 2
+    assert len(e._events) <= recent + engine_module.EXPIRE_EVERY + 2
 
 
 def optical(event_id: str, dt_s: float, ra: float = 197.0, dec: float = -23.0) -> Alert:
@@ -347,11 +351,13 @@ def test_a_grown_nfold_group_keeps_its_series_across_a_restart() -> None:
 
 
 class _Archive:
-    """The archive as the engine sees it (pure-logic stand-in): what was stored, by cone
-    and time (positions only, as the broker's query) and by IVORN; calls counted."""
+    """The archive as the engine sees it (pure-logic stand-in): what was stored, by IVORN,
+    and what was matched by cone and time (positions only, as the broker's query, with
+    the events' later revisions); calls counted."""
 
     def __init__(self) -> None:
         self.alerts: dict[str, Alert] = {}
+        self.matched: set[str] | None = None  # None: every alert counts as matched
         self.asked = {"history": 0, "loader": 0}
 
     def history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
@@ -359,40 +365,51 @@ class _Archive:
         from crossmatch.healpix import angular_separation_deg
 
         self.asked["history"] += 1
-        return [a for a in self.alerts.values()
-                if t_lo <= a.trigger_time.timestamp() <= t_hi and (
-                    ra is None or dec is None or not radius
-                    or angular_separation_deg(ra, dec, a.localization.ra_deg,
-                                              a.localization.dec_deg) <= radius)]
+        cone = ra is not None and dec is not None and bool(radius)
+        done = [a for a in self.alerts.values()
+                if self.matched is None or a.id in self.matched]
+        found = [a for a in done
+                 if t_lo <= a.trigger_time.timestamp() <= t_hi and (not cone or (
+                     getattr(a.localization, "ra_deg", None) is not None
+                     and angular_separation_deg(ra, dec, a.localization.ra_deg,
+                                                a.localization.dec_deg) <= radius))]
+        # With every later revision of the events found (a retraction has no position).
+        events = {(a.source, a.event_id) for a in found}
+        return found + [a for a in done
+                        if (a.source, a.event_id) in events and a not in found]
 
     def loader(self, ivorns: Any) -> list[Alert]:
         self.asked["loader"] += 1
         return [self.alerts[i] for i in ivorns if i in self.alerts]
 
 
-def test_each_alert_is_held_as_long_as_a_pairing_reaches_back_for_it() -> None:
+def test_each_alert_is_held_as_long_as_a_pairing_reaches_back_for_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Retention comes from the windows: hen-optical reaches 10 days back from a transient
     to a neutrino, nothing reaches back to a transient, so a survey stream is held for the
     slack alone while the neutrino stays."""
     from crossmatch import engine as engine_module
 
+    monkeypatch.setattr(engine_module, "ROUND_MAX", 500)
     e = Engine(CONFIG, authority="test.mmbroker", clock=None, late_slack_s=600.0)
     base, longer = e.retention_by_messenger()
     # Reaches under the slack (gw_burst-frb's 120 s back to an FRB) are held for the
-    # slack; longer ones for the longest reach, hen-optical's 10 days, plus the slack.
+    # slack; longer ones for the longest reach, hen-optical's 10 days, plus a day.
     assert base == 600.0
     assert longer == dict.fromkeys(("gamma_ray", "gravitational_wave", "neutrino"),
-                                   10 * 86400 + 600.0)
-    assert e.window_s == 10 * 86400 + 600.0
+                                   11 * 86400.0)
+    assert e.window_s == 11 * 86400.0
     feed(e, alert("nu", "N1", 0.0), optical("Z0", 10.0, ra=20.0))
-    n = 3 * engine_module.EXPIRE_EVERY
-    for i in range(n):  # a day and a half of survey alerts, away from the neutrino
+    recent = 2 * max(engine_module.ROUND_MAX, engine_module.EXPIRE_EVERY)
+    n = recent + 3 * engine_module.EXPIRE_EVERY
+    for i in range(n):  # two and a half days of survey alerts, away from the neutrino
         e.process(optical(f"Z{i + 1}", 3600.0 + i * 45.0, ra=float(40 + i % 300)))
     assert ("detector", "N1") in e._held
     assert ("ztf", "Z0") not in e._held
-    # What is held of the survey is its last slack (+ one sweep's worth), not the day.
+    # What is held of the survey is its last slack (+ the last rounds' and one sweep's
+    # worth), not the days.
     survey = [k for k in e._held if k[0] == "ztf"]
-    assert 600.0 / 45.0 <= len(survey) <= 600.0 / 45.0 + engine_module.EXPIRE_EVERY + 1
+    assert 600.0 / 45.0 <= len(survey) <= recent + engine_module.EXPIRE_EVERY + 1
     assert e.live_alerts <= len(e._held)
     # A transient nine days on still finds the neutrino, from memory.
     asked = _Archive()
@@ -402,10 +419,19 @@ def test_each_alert_is_held_as_long_as_a_pairing_reaches_back_for_it() -> None:
     assert asked.asked["history"] == 0
 
 
+def _sn(facility: str, dt_s: float) -> Alert:
+    """One SN neutrino detector's CoincidenceTier message ``dt_s`` after T0."""
+    base = alert("nu", f"SN-{facility}", dt_s, snews_tier="CoincidenceTier").to_document()
+    base.update(source="snews.observation", facility=facility, localization={"kind": "none"},
+                id=f"ivo://test.mmbroker/snews#SN-{facility}-0")
+    return Alert.model_validate(base)
+
+
 def _mixed_stream(seed: int) -> list[Alert]:
     """Three days of a survey around five neutrinos and GRBs, two of them arriving two
-    hours late and one five minutes late, and one neutrino's update a day later: in
-    arrival order."""
+    hours late and one five minutes late, one neutrino's update a day later, a transient
+    retracted before a late neutrino looks for it, and two SN detectors' messages, one two
+    hours late: in arrival order."""
     import random
 
     rng = random.Random(seed)
@@ -423,9 +449,25 @@ def _mixed_stream(seed: int) -> list[Alert]:
             update = alert(kind, f"{kind.upper()}{k}", t, revision=1, ra=ra + 0.1, dec=dec,
                            radius=0.8)
             events.append((t + 86400.0, update))
+            # A GRB on it in time, and a transient on both as late as the neutrino: the
+            # neutrino's search finds the transient in the archive before its own turn,
+            # whose search must still find the GRB.
+            events.append((t + 80.0, alert("grb", "G-on-N0", t + 50.0, ra=ra, dec=dec,
+                                            radius=2.0)))
+            events.append((t + 7201.0, optical(f"L{k}", t + 200.0, ra=ra, dec=dec)))
+        if k == 1:  # a transient after the GRB, matched just before it (both late)
+            events.append((t + late - 1.0, optical(f"U{k}", t + 300.0, ra=ra, dec=dec)))
+            # Retracted before the late neutrino arrives: found by neither engine.
+            gone = optical(f"R{k}", t + 1000.0, ra=ra, dec=dec)
+            events.append((t + 1030.0, gone))
+            events.append((t + 1100.0, Alert.model_validate({
+                **gone.to_document(), "id": f"ivo://test.mmbroker/ztf#R{k}-1", "revision": 1,
+                "alert_type": "retraction", "localization": {"kind": "none"}})))
         if k == 2:  # a GRB on the neutrino: hen-grb
             events.append((t + 130.0, alert("grb", "G-on-N2", t + 100.0, ra=ra, dec=dec,
                                              radius=2.0)))
+    t_sn = rng.uniform(0, 86400.0)
+    events += [(t_sn + 5.0, _sn("Super-K", t_sn)), (t_sn + 7200.0, _sn("IceCube", t_sn + 4.0))]
     for i in range(600):
         ra, dec = sites[i % 5] if i % 4 == 0 else (rng.uniform(0, 360), rng.uniform(-80, 80))
         t = rng.uniform(0, 3 * 86400.0)
@@ -435,29 +477,76 @@ def _mixed_stream(seed: int) -> list[Alert]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_short_memory_finds_what_whole_memory_finds(seed: int) -> None:
+def test_short_memory_finds_what_whole_memory_finds(seed: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """With a 10-minute slack, survey documents read back from the archive and late alerts'
-    windows completed from it, every result equals an engine holding everything."""
+    windows completed from it, the results equal an engine holding everything.  The
+    archive runs 20 alerts ahead of matching, as the broker archives a batch before it
+    matches it, and marks alerts matched in rounds of 25, as the broker does after each
+    round."""
+    from crossmatch import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "EXPIRE_EVERY", 25)  # let go as soon as it may
+    monkeypatch.setattr(engine_module, "ROUND_MAX", 25)  # the rounds below
     whole = Engine(CONFIG, authority="test.mmbroker", clock=None, late_slack_s=1e8)
     archive = _Archive()
     short = Engine(CONFIG, authority="test.mmbroker", clock=None, late_slack_s=600.0,
                    history=archive.history, loader=archive.loader)
-    got: dict[str, list[list[tuple[Any, ...]]]] = {"whole": [], "short": []}
-    for a in _mixed_stream(seed):
-        archive.alerts[a.id] = a  # archived before it is matched, as the broker does
+    got: dict[str, set[tuple[Any, ...]]] = {"whole": set(), "short": set()}
+    stream = _mixed_stream(seed)
+    archive.matched = set()
+    for i, a in enumerate(stream):
+        for ahead in stream[i:i + 20]:
+            archive.alerts[ahead.id] = ahead
+        if i % 25 == 0:
+            archive.matched |= {b.id for b in stream[:i]}
         for name, e in (("whole", whole), ("short", short)):
-            # (in whichever order the candidates came: memory's, or memory's then the archive's)
-            got[name].append(sorted((r.key, r.coincidence.id, r.coincidence.state,
-                                     tuple(m.alert_id for m in r.coincidence.members))
-                                    for r in e.process(a)))
+            got[name] |= {(r.key, r.coincidence.id, r.coincidence.state,
+                           tuple(m.alert_id for m in r.coincidence.members))
+                          for r in e.process(a)}
     assert got["short"] == got["whole"]
-    found = [c for per_alert in got["whole"] for c in per_alert]
-    pairings = {c[1].split("#")[1].rsplit("-", 2)[0] for c in found}
-    assert {"hen-optical", "grb-optical", "hen-grb"} <= pairings, pairings
-    assert "updated" in {c[2] for c in found}  # the neutrino's update re-evaluated
+    pairings = {c[1].split("#")[1].rsplit("-", 2)[0] for c in got["whole"]}
+    assert {"hen-optical", "grb-optical", "hen-grb", "sn_nfold"} <= pairings, pairings
+    assert "updated" in {c[2] for c in got["whole"]}  # the neutrino's update re-evaluated
     assert archive.asked["loader"] > 0 and archive.asked["history"] > 0
-    # Survey documents held: only the coincidences' members (for their updates).
-    members = {i for c in found for i in c[3]}
-    held = {d.id for k, d in short._events.items() if k[0] == "ztf"}
+    # Survey documents held: only the coincidences' members (for their updates), and
+    # retractions (small, until they expire).
+    members = {i for c in got["whole"] for i in c[3]}
+    held = {d.id for k, d in short._events.items()
+            if k[0] == "ztf" and d.alert_type != "retraction"}
     assert held <= members
     assert len(held) < 600 / 3 and len(whole._events) > 600
+
+
+def test_a_fresh_engine_on_the_wall_clock_asks_the_archive_for_what_it_was_not_given() -> None:
+    """On the wall clock, memory is complete only for the retention back from its start
+    (what a warm-up loads): a late neutrino's look forward to a transient archived an hour
+    before the start goes to the archive, though memory has held no transient yet."""
+    archive = _Archive()
+    transient = optical("Z1", 3600.0)
+    neutrino = alert("nu", "N1", 3000.0)
+    archive.alerts.update({transient.id: transient, neutrino.id: neutrino})
+    e = Engine(CONFIG, authority="test.mmbroker", clock=lambda: T0.timestamp() + 7200.0,
+               late_slack_s=600.0, history=archive.history, loader=archive.loader)
+    assert [r.coincidence.pairing for r in e.process(neutrino)] == ["hen-optical"]
+
+
+def test_a_transient_after_a_gw_finds_its_sky_map() -> None:
+    """The usual follow-up order: the GW first, transients hours later.  A transient
+    inside the map's 90% region pairs with it, one outside does not; the map's peak is no
+    circle a cone lookup could match (it was indexed as one, and nothing was found)."""
+    import hashlib
+
+    from broker.demo import gaussian_multiorder_fits
+
+    data = gaussian_multiorder_fits(197.45, -23.38, 6.0)
+    sha = hashlib.sha256(data).hexdigest()
+    gw = alert("gw", "S1").to_document()
+    gw["localization"] = {"kind": "skymap", "skymap_sha256": sha, "format": "multiorder",
+                          "ra_deg": 197.45, "dec_deg": -23.38}
+    e = Engine(CONFIG, authority="test.mmbroker", clock=None, skymap_loader=lambda _s: data)
+    assert e.process(Alert.model_validate(gw)) == []
+    inside = e.process(optical("Z1", 3600.0, ra=199.0, dec=-22.0))
+    assert [r.coincidence.pairing for r in inside] == ["gw-optical"]
+    assert inside[0].coincidence.spatial_overlap.integral > 0
+    assert e.process(optical("Z2", 7200.0, ra=20.0, dec=40.0)) == []

@@ -222,6 +222,8 @@ def test_churn_against_brute_force(plan: str | None) -> None:
         lo = rng.uniform(0, 1e5)
         hi = lo + 10 ** rng.uniform(0, 5)
         assert keys(index.in_time(lo, hi)) == set(names[(ts >= lo) & (ts <= hi)])
+        assert keys(index.unlocalized(lo, hi)) == {
+            e.key for e in model.values() if e.ra_deg is None and lo <= e.event_time_s <= hi}
         ra, dec = rng.uniform(0, 360), rng.uniform(-90, 90)
         radius = 10 ** rng.uniform(-1, 2)
         sep = angular_separation_deg(ra, dec, pra, pdec)
@@ -276,6 +278,8 @@ def test_alerts_without_position_only_in_time() -> None:
     assert keys(index.in_time(50.0, 50.0)) == {"snews", "grb"}
     assert keys(index.in_cone(10.0, 20.0, 180.0, 0.0, 100.0)) == {"grb"}
     assert keys(index.in_pixels([(0, NPIX_29 - 1)], 0.0, 100.0)) == {"grb"}
+    assert keys(index.unlocalized(0.0, 100.0)) == {"snews"}
+    assert keys(index.unlocalized(51.0, 100.0)) == set()
     assert index.get("snews").payload == {"k": "snews"}
 
 

@@ -8,6 +8,7 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -208,18 +209,8 @@ def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_l
 
     def archived(event_id: str, messenger: str, facility: str, when: datetime,
                  ra_deg: float, radius_deg: float, revision: int = 0) -> str:
-        document = {
-            "schema_version": "1.0", "id": f"ivo://test.mmbroker/file#{event_id}-{revision}",
-            "source": f"test.{facility.lower()}", "messenger": messenger,
-            "facility": facility, "event_id": event_id, "revision": revision,
-            "alert_type": "update" if revision else "initial", "role": "observation",
-            "trigger_time": when.isoformat().replace("+00:00", "Z"),
-            "data_rights": {"level": "public"},
-            "localization": {"kind": "point", "ra_deg": ra_deg, "dec_deg": 10.0,
-                             "error_radius_deg": radius_deg, "containment": 0.9}}
-        (outcome,) = ingestor.ingest([ingestor.receive("file", json.dumps(document).encode())])
-        assert outcome.status == "archived", outcome
-        return outcome.ivorn
+        return _file_alert(ingestor, event_id, messenger, facility, when, ra_deg, radius_deg,
+                           revision)
 
     neutrino = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.0, 1.0)
     member = archived("Z1", "optical", "ZTF", now - timedelta(hours=2), 40.2, 0.0003)
@@ -241,3 +232,48 @@ def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_l
     assert [m.alert_id for m in result.members] == [update, member]
     held = {doc.id for doc in restarted.pipeline.engine._events.values()}
     assert member in held and other not in held  # two hours old: past the slack
+
+
+def _file_alert(ingestor: Any, event_id: str, messenger: str, facility: str, when: Any,
+                ra_deg: float, radius_deg: float, revision: int = 0, *,
+                retraction: bool = False) -> str:
+    """Archive one Alert document as a file would deliver it; its IVORN here."""
+    document = {
+        "schema_version": "1.0", "id": f"ivo://test.mmbroker/file#{event_id}-{revision}",
+        "source": f"test.{facility.lower()}", "messenger": messenger,
+        "facility": facility, "event_id": event_id, "revision": revision,
+        "alert_type": "retraction" if retraction else "update" if revision else "initial",
+        "role": "observation", "trigger_time": when.isoformat().replace("+00:00", "Z"),
+        "data_rights": {"level": "public"},
+        "localization": {"kind": "none"} if retraction else {
+            "kind": "point", "ra_deg": ra_deg, "dec_deg": 10.0,
+            "error_radius_deg": radius_deg, "containment": 0.9}}
+    (outcome,) = ingestor.ingest([ingestor.receive("file", json.dumps(document).encode())])
+    assert outcome.status == "archived", outcome
+    return str(outcome.ivorn)
+
+
+def test_the_engine_s_archive_window_sees_a_retraction_without_a_position(
+        archive: Archive) -> None:
+    """The engine's cone + time query finds matched transients by position; a retraction
+    has none, and comes back with its transient, so the engine never takes a retracted
+    transient for a partner."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.config import get_settings
+    from broker.listening import archive_history, make_ingestor
+
+    ingestor = make_ingestor(get_settings(comet=False), archive)
+    when = datetime.now(UTC) - timedelta(hours=2)
+    kept = _file_alert(ingestor, "Z1", "optical", "ZTF", when, 40.0, 0.0003)
+    gone = _file_alert(ingestor, "Z2", "optical", "ZTF", when, 40.1, 0.0003)
+    gone_1 = _file_alert(ingestor, "Z2", "optical", "ZTF", when, 0.0, 0.0, 1, retraction=True)
+    outside = _file_alert(ingestor, "Z3", "optical", "ZTF", when, 200.0, 0.0003)
+    unmatched = _file_alert(ingestor, "Z4", "optical", "ZTF", when, 40.0, 0.0003)
+    archive.mark_matched([kept, gone, gone_1, outside], datetime.now(UTC))
+    t = when.timestamp()
+    found = archive_history(archive)(t - 60, t + 60, 40.0, 10.0, 1.0)
+    # Not Z3 (outside the cone), nor Z4 (archived, not yet matched: its own search will
+    # find what it pairs with, as an engine holding everything would).
+    assert sorted(a.id for a in found) == sorted([kept, gone, gone_1])
+    assert unmatched not in {a.id for a in found}
