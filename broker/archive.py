@@ -486,16 +486,6 @@ class Archive:
         with transaction(self.engine, readonly=True) as conn:
             return _documents(conn, ivorns)
 
-    def matched(self, ivorns: Iterable[str]) -> set[str]:
-        """Those of ``ivorns`` the cross-match has processed (``matched_at`` set)."""
-        wanted, found = sorted(set(ivorns)), set()
-        with transaction(self.engine, readonly=True) as conn:
-            for i in range(0, len(wanted), IN_CHUNK):
-                found.update(conn.execute(select(AlertRow.ivorn).where(
-                    AlertRow.ivorn.in_(wanted[i:i + IN_CHUNK]),
-                    AlertRow.matched_at.is_not(None))).scalars())
-        return found
-
     def later_revisions(self, documents: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Matched revisions of the events of ``documents`` newer than the newest given.
 
@@ -506,21 +496,22 @@ class Archive:
         for d in documents:
             key = (d["source"], d["event_id"])
             newest[key] = max(newest.get(key, -1), d["revision"])
-        keys, later = sorted(newest), []
+        later: list[dict[str, Any]] = []
+        if not newest:
+            return later
         with transaction(self.engine, readonly=True) as conn:
-            for i in range(0, len(keys), IN_CHUNK):
+            for keys in _chunks(sorted(newest)):
                 rows = conn.execute(select(AlertRow.source, AlertRow.event_id,
                                            AlertRow.revision, AlertRow.document).where(
-                    tuple_(AlertRow.source, AlertRow.event_id).in_(keys[i:i + IN_CHUNK]),
-                    AlertRow.matched_at.is_not(None)))
+                    tuple_(AlertRow.source, AlertRow.event_id).in_(keys),
+                    AlertRow.revision > 0, AlertRow.matched_at.is_not(None)))
                 later += [r.document for r in rows
                           if r.revision > newest[(r.source, r.event_id)]]
         return later
 
     def load_alerts(self, ivorns: Sequence[str]) -> list[Alert]:
         """The archived alert revisions among ``ivorns`` (the engine's document loader)."""
-        with transaction(self.engine, readonly=True) as conn:
-            return [Alert.model_validate(d) for d in _documents(conn, ivorns).values()]
+        return [Alert.model_validate(d) for d in self.get_alerts(ivorns).values()]
 
     def raw_payload(self, sha256: str) -> bytes | None:
         with transaction(self.engine, readonly=True) as conn:
@@ -650,12 +641,17 @@ IN_CHUNK = 1000
 """Most values in one ``IN (...)`` (SQLite allows 32,766 bound variables a statement)."""
 
 
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    """``values`` in slices of at most ``IN_CHUNK``."""
+    return (values[i:i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK))
+
+
 def _documents(conn: Connection, ivorns: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Alert documents by IVORN, however many are asked for."""
-    wanted, found = sorted(set(ivorns)), {}
-    for i in range(0, len(wanted), IN_CHUNK):
+    found: dict[str, dict[str, Any]] = {}
+    for wanted in _chunks(sorted(set(ivorns))):
         found.update(conn.execute(select(AlertRow.ivorn, AlertRow.document).where(
-            AlertRow.ivorn.in_(wanted[i:i + IN_CHUNK]))).all())
+            AlertRow.ivorn.in_(wanted))).all())
     return found
 
 

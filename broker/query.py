@@ -317,7 +317,8 @@ class AlertQuery(_Query):
 
     Times are UTC (naive times are taken as UTC); ``cone`` is (ra_deg,
     dec_deg, radius_deg) in ICRS degrees; ``far_max_hz`` in Hz; energies in
-    GeV, applied to ``energy_gev``.
+    GeV, applied to ``energy_gev``; ``matched``: whether the cross-match has
+    processed the alert (``matched_at`` set), not offered by the HTTP API.
     """
 
     since: datetime | None = None
@@ -342,6 +343,7 @@ class AlertQuery(_Query):
     ivorn_contains: str | None = None
     cone: Cone | tuple[float, float, float] | None = None
     region: CredibleRegion | None = None
+    matched: bool | None = None
     limit: int = 100
 
     def conditions(self) -> list[ColumnElement[bool]]:
@@ -363,6 +365,8 @@ class AlertQuery(_Query):
         if self.energy_max_gev is not None:
             out.append(a.energy_gev <= self.energy_max_gev)
         out += _ivorn_text(a.ivorn, self.ivorn_prefix, self.ivorn_contains)
+        if self.matched is not None:
+            out.append(a.matched_at.is_not(None) if self.matched else a.matched_at.is_(None))
         return out
 
 

@@ -108,7 +108,6 @@ class _Held:
     revision: int
     t_s: float       # event time, Unix s
     keep_s: float    # retention: the live index (tier) it is in
-    need_s: float    # how far back any pairing reaches for it (0: only looked forward to)
 
 
 @dataclass
@@ -301,7 +300,8 @@ class Engine:
     def _need(self, alert: Alert, sides: list[tuple[bool, bool]] | None = None) -> float:
         """How far back (s) any pairing reaches for ``alert``: 0 when none does.
 
-        ``sides`` are the pairings' ``side_of(alert)``, when already known.
+        ``sides`` are the pairings' ``side_of(alert)``, when already known.  Widens
+        the archive pad of each side ``alert`` is on to its error radius (same loop).
         """
         need = 0.0
         if sides is None:
@@ -406,7 +406,6 @@ class Engine:
             if not tracked.retracted:
                 results.extend(self._reevaluate(tracked))
         results.extend(self._search(alert, sides))
-        self._archived = {}
         return results
 
     # -- state --------------------------------------------------------------------
@@ -421,13 +420,15 @@ class Engine:
         t = _epoch_s(alert.trigger_time)
         self._newest_s = max(self._newest_s, t)
         retracted = alert.alert_type == "retraction"
-        need = (previous.need_s if retracted and previous is not None
-                else self._need(alert, sides))
-        keep = self._keep_for(need)
+        need = 0.0 if retracted else self._need(alert, sides)
         pinned = bool(self._of_event.get(key))
-        if pinned and previous is not None:
-            keep = max(keep, previous.keep_s)  # a coincidence's members stay together
-        self._held[key] = _Held(alert.id, alert.revision, t, keep, need)
+        if pinned:
+            keep = self.window_s  # a coincidence's members: see _pin
+        elif retracted and previous is not None:
+            keep = previous.keep_s
+        else:
+            keep = self._keep_for(need)
+        self._held[key] = _Held(alert.id, alert.revision, t, keep)
         if self.loader is None or need > 0 or pinned or retracted:
             self._events[key] = alert
         else:
@@ -454,7 +455,7 @@ class Engine:
             if key not in self._held and doc is not None:
                 self._remember(doc)
         held = [(k, self._held[k]) for k in keys if k in self._held]
-        keep = max(self._tiers)
+        keep = self.window_s
         for key, h in held:
             if key not in self._events:
                 doc = docs.get(key)
