@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -238,6 +239,7 @@ class LiveFeed:
         self._inflight: asyncio.Future[Any] | None = None
         self._health_mono = -HEALTH_EVERY_S
         self._totals: deque[tuple[float, dict[str, int]]] = deque(maxlen=240)
+        self._health_lock = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -339,19 +341,21 @@ class LiveFeed:
                 seen["ack"].append(a.id)
         return out, seen
 
-    def refresh_health(self) -> list[dict[str, Any]]:
-        """Compute the stream health now (a blocking archive read)."""
-        now = time.monotonic()
-        self.health = health_view(self.archive, self.settings, self._totals, now)
-        self._health_mono = now
-        return self.health
+    def refresh_health(self, max_age_s: float = 0.0) -> list[dict[str, Any]]:
+        """The stream health, computed now (a blocking archive read) unless it is at
+        most ``max_age_s`` old.  The poller and page loads (threads of their own) call
+        it: one computes, the others take its result."""
+        with self._health_lock:
+            now = time.monotonic()
+            if now - self._health_mono > max_age_s:
+                self.health = health_view(self.archive, self.settings, self._totals, now)
+                self._health_mono = now
+            return self.health
 
     def current_health(self) -> list[dict[str, Any]]:
         """The stream health, computed again unless the poller kept it fresh (it does so
         only while a page listens)."""
-        if time.monotonic() - self._health_mono > 2 * HEALTH_EVERY_S:
-            return self.refresh_health()
-        return self.health
+        return self.refresh_health(2 * HEALTH_EVERY_S)
 
     def health_event(self) -> Event:
         """The current stream health as an event (no id: it is not replayed, only renewed)."""
@@ -403,9 +407,11 @@ class LiveFeed:
             if backlog is None:
                 yield Event(None, "reset", {"last_event_id": self.last_event_id}).encoded
                 backlog = []
-            health = self.health_event()
-            if self.health and health.visible_to(viewer, utcnow()):
-                yield health.encoded
+            # Fresh, not what an idle poller last left (the page's state is fresh too).
+            if await self._in_thread(self.current_health):
+                health = self.health_event()
+                if health.visible_to(viewer, utcnow()):
+                    yield health.encoded
             for event in backlog:
                 if event.visible_to(viewer, utcnow()):
                     yield event.encoded

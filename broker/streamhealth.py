@@ -25,7 +25,8 @@ from broker.archive import Archive, utcnow
 from broker.config import Settings
 
 RATE_WINDOW_S = 60.0
-"""The span (s) messages per minute are averaged over."""
+"""The span (s) messages per minute are averaged over: between this and twice this (no
+figure until readings span it, as after a spell with nobody watching)."""
 
 
 def configured_streams(settings: Settings) -> list[str]:
@@ -37,6 +38,10 @@ def configured_streams(settings: Settings) -> list[str]:
 
 def _age_s(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else max(0.0, (now - then).total_seconds())
+
+
+def _whole(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds)
 
 
 def health_view(archive: Archive, settings: Settings,
@@ -55,12 +60,12 @@ def health_view(archive: Archive, settings: Settings,
                                        "heartbeat_status": None, "messages_total": 0,
                                        "quarantined_total": 0})
     current = {s: int(r["messages_total"] or 0) for (s, d), r in rows.items() if d == ""}
+    # The newest reading at least a window old, if it is not from before a gap.
+    base_s, base = next(((t, reading) for t, reading in reversed(totals)
+                         if mono_s - t >= RATE_WINDOW_S), (mono_s, current))
+    if mono_s - base_s > 2 * RATE_WINDOW_S:
+        base_s, base = mono_s, current
     totals.append((mono_s, current))
-    base_s, base = totals[0]
-    for t, reading in totals:
-        if mono_s - t <= RATE_WINDOW_S:
-            base_s, base = t, reading
-            break
     elapsed = mono_s - base_s
     out = []
     for (stream, detector), r in sorted(rows.items()):
@@ -79,12 +84,11 @@ def health_view(archive: Archive, settings: Settings,
             per_min = round((current.get(stream, 0) - base.get(stream, 0)) * 60.0 / elapsed, 1)
         out.append({"stream": stream, "detector": detector, "state": state,
                     "connected": r.get("connected"),
-                    "last_message_age_s": None if message_age is None else round(message_age),
-                    "heartbeat_age_s": None if heartbeat_age is None else round(heartbeat_age),
+                    "last_message_age_s": _whole(message_age),
+                    "heartbeat_age_s": _whole(heartbeat_age),
                     "heartbeat_status": r.get("heartbeat_status"),
                     # How long the connection has been as it is (a shifter asks "since when").
-                    "connection_age_s": None if (age := _age_s(
-                        now, r.get("connection_changed_at"))) is None else round(age),
+                    "connection_age_s": _whole(_age_s(now, r.get("connection_changed_at"))),
                     "messages_total": int(r.get("messages_total") or 0),
                     "messages_per_min": per_min,
                     "quarantined_total": int(r.get("quarantined_total") or 0),

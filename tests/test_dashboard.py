@@ -470,3 +470,55 @@ def test_stream_health_is_read_only_while_someone_looks(archive: Archive) -> Non
     asyncio.run(idle())
     assert feed.health == []
     assert [h["stream"] for h in feed.current_health()] == ["igwn.gwalert"]
+
+
+def test_messages_per_minute_spans_a_window_and_no_gap(archive: Archive) -> None:
+    """The rate is over at least a minute of readings, and none across a gap (nobody
+    watching for a while): no figure rather than a few seconds' noise."""
+    from broker.streamhealth import RATE_WINDOW_S
+
+    settings = _settings(streams=["s"])
+    totals: deque = deque()
+
+    def rate(mono_s: float) -> float | None:
+        (row,) = [r for r in health_view(archive, settings, totals, mono_s)
+                  if r["stream"] == "s"]
+        return row["messages_per_min"]
+
+    ingest = Ingestor(archive, authority="test.mmbroker")
+    assert rate(0.0) is None
+    ingest.ingest([RawMessage("s", b"{}")])
+    assert rate(5.0) is None  # five seconds: too short to tell
+    ingest.ingest([RawMessage("s", b"{1}")])
+    assert rate(RATE_WINDOW_S) == 2.0  # two messages over the minute since the first
+    assert rate(10 * RATE_WINDOW_S) is None  # readings stopped for minutes: none yet
+
+
+def test_concurrent_health_refreshes_compute_once(archive: Archive,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page loads and the poller refresh from threads of their own: one computes, the
+    others wait for its result (two at once mutated the shared readings)."""
+    from broker.livefeed import LiveFeed
+
+    feed = LiveFeed(archive, _settings())
+    calls: list[int] = []
+    started = threading.Barrier(8)
+    original = archive.stream_health
+
+    def counted() -> list:
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(archive, "stream_health", counted)
+    results: list = []
+
+    def load() -> None:
+        started.wait()
+        results.append(feed.current_health())
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 8 and len(calls) == 1
