@@ -71,8 +71,10 @@ class ArchiveUnavailable(RetryableError):
 class MatchOrderLost(RetryableError):
     """A match worker's round was not the only one since it caught up: its match lock was
     lost (a database restart drops advisory locks) and another worker numbered alerts it
-    never saw.  Nothing of the round is numbered; the worker rebuilds its engine and the
-    round is read again."""
+    never saw.  Nothing of the round is numbered; the worker rebuilds its engine and reads
+    the round again.  Checked before the round stores anything (the lock's connection)
+    and when it numbers: a lock lost while the round matches may leave its results
+    stored, computed against an incomplete past."""
 
 
 class PermanentError(MMBrokerError):

@@ -13,11 +13,13 @@ archive is the shared index, and one lock makes the workers take turns:
    and queue their VOEvents (the triggers' own VOEvents, which depend on no
    match, were queued before taking the lock);
 4. number them (``match_seq``), record ``matched_at``, release the lock; only
-   then is the Kafka offset committed.  The numbering refuses if the newest
-   number is not the one this worker caught up to (a database restart drops
-   the advisory lock, and another worker may have numbered alerts meanwhile):
-   the worker then rebuilds its engine from the archive and the round is read
-   again (:class:`~broker.errors.MatchOrderLost`).
+   then is the Kafka offset committed.  A database restart drops the advisory
+   lock, and another worker may number alerts meanwhile: before storing, the
+   round checks the lock's connection; the numbering refuses if the newest
+   number is not the one this worker caught up to.  Either way the worker
+   rebuilds its engine from the archive and reads the round again, once, in
+   place (:class:`~broker.errors.MatchOrderLost`).  A lock lost while the
+   round matches may leave that round's results stored.
 
 So every alert is matched against every alert matched before it, whichever
 worker matched that one, and a coincidence is found by the worker that holds
@@ -34,14 +36,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from alerts_schema import Alert, Coincidence
 from broker.archive import (
@@ -71,12 +73,13 @@ UNANNOUNCED_AFTER_S = 30.0
 
 
 @contextlib.contextmanager
-def match_lock(archive: Archive) -> Iterator[None]:
+def match_lock(archive: Archive) -> Iterator[Callable[[], bool]]:
     """Hold the match lock: one worker at a time, across processes and hosts.
 
     PostgreSQL: a session advisory lock on a connection of its own, released
     by the server if the worker dies.  SQLite: an exclusive ``flock`` on
-    ``<archive>.match-lock`` (one host, as SQLite itself).
+    ``<archive>.match-lock`` (one host, as SQLite itself).  Yields ``held()``:
+    False once the lock's connection is gone (a database restart drops the lock).
     """
     if archive.engine.dialect.name == "postgresql":
         with archive.engine.connect() as conn:
@@ -84,24 +87,36 @@ def match_lock(archive: Archive) -> Iterator[None]:
             conn.exec_driver_sql(
                 f"SELECT pg_advisory_lock({LOCK_KEY}, hashtext(current_schema()))")
             conn.commit()
+
+            def held() -> bool:
+                try:
+                    conn.exec_driver_sql("SELECT 1")
+                    conn.commit()
+                    return True
+                except SQLAlchemyError:
+                    return False
+
             try:
-                yield
+                yield held
             finally:
-                conn.exec_driver_sql(
-                    f"SELECT pg_advisory_unlock({LOCK_KEY}, hashtext(current_schema()))")
-                conn.commit()
+                try:
+                    conn.exec_driver_sql(
+                        f"SELECT pg_advisory_unlock({LOCK_KEY}, hashtext(current_schema()))")
+                    conn.commit()
+                except SQLAlchemyError:  # the connection, and the lock with it, are gone
+                    log.warning("the match lock's connection was lost before unlocking")
         return
     import fcntl
 
     database = make_url(str(archive.engine.url)).database or ":memory:"
     path = Path(database + ".match-lock") if database != ":memory:" else None
     if path is None:
-        yield
+        yield lambda: True
         return
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield lambda: True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -192,7 +207,19 @@ class MatchWorker:
             # meanwhile) and before it, so it is queued ahead of any coincidence citing
             # it.  The outbox takes an IVORN once, so a round read again queues nothing.
             publisher.publish(alerts, [], receipts)
-        with self._lock, match_lock(self.archive):
+        try:
+            return self._round(alerts, receipts)
+        except MatchOrderLost:
+            # This round matched, or was about to, against an incomplete past: start the
+            # engine again from the archive and read the round again, once, here.
+            log.warning("the match lock was lost during a round; rebuilding the engine")
+            with self._lock, match_lock(self.archive):
+                self._rebuild()
+            return self._round(alerts, receipts)
+
+    def _round(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
+        """Catch up, match and number ``alerts`` under the match lock; how many."""
+        with self._lock, match_lock(self.archive) as held:
             self._catch_up()
             with transaction(self.archive.engine, readonly=True) as conn:
                 # Another worker may have matched some since they were read (a
@@ -203,22 +230,17 @@ class MatchWorker:
             alerts = [a for a in alerts if a.id in still]
             if not alerts:
                 return 0
+            if not held():  # lost while catching up: nothing stored yet
+                raise MatchOrderLost("the match lock's connection is gone")
             self.pipeline.match(alerts, {a.id: receipts[a.id] for a in alerts},
                                 record_matched=False, publish_alerts=False)
             if self.pipeline.backlog:
                 # Results held in memory only: not numbered, not committed; the next
                 # round stores them first (and a restart recomputes them).
                 raise RetryableError("the archive refused this round's results; retrying")
-            try:
-                self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
-                                                     number=True, after=self.seq) or self.seq
-            except MatchOrderLost:
-                # This round matched against an incomplete past: start the engine again
-                # from the archive (these alerts are unnumbered: they come again).
-                log.warning("another match worker numbered alerts during this round (the "
-                            "match lock was lost); rebuilding the engine")
-                self._rebuild()
-                raise
+            # Refuses (MatchOrderLost) if another worker numbered alerts meanwhile.
+            self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
+                                                 number=True, after=self.seq) or self.seq
             log.info("matched %d alert(s), match_seq up to %d", len(alerts), self.seq)
         return len(alerts)
 

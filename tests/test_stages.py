@@ -177,12 +177,23 @@ def test_a_round_that_lost_the_match_lock_numbers_nothing_and_is_matched_again(
     assert len(b.pipeline.coincidences) == 1 and a.pipeline.coincidences == []
 
     b.handle([pairs[1][0]])  # numbered 3, while A's lock is (as if) lost:
+    stale = a.pipeline
     a._catch_up = lambda: None  # type: ignore[method-assign]  # A never sees it
-    with pytest.raises(MatchOrderLost):
-        a.handle([pairs[1][1]])
-    assert a.seq == 3  # rebuilt from the archive
-    del a._catch_up
+    refused = []
+    number = archive.mark_matched
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return number(*args, **kwargs)
+        except MatchOrderLost:
+            refused.append(kwargs["after"])
+            raise
+
+    archive.mark_matched = recorded  # type: ignore[method-assign]
+    # The numbering refuses the stale round; A rebuilds from the archive (which knows
+    # the trigger B numbered) and reads the round again, in place.
     assert a.handle([pairs[1][1]]) == 1
+    assert refused == [1] and a.pipeline is not stale and a.seq == 4
     assert len(a.pipeline.coincidences) == 1
     with archive.engine.connect() as conn:
         seqs = sorted(conn.execute(select(AlertRow.match_seq)).scalars())
@@ -277,3 +288,24 @@ def test_the_engine_s_archive_window_sees_a_retraction_without_a_position(
     # find what it pairs with, as an engine holding everything would).
     assert sorted(a.id for a in found) == sorted([kept, gone, gone_1])
     assert unmatched not in {a.id for a in found}
+
+
+def test_the_match_lock_knows_when_it_is_lost(pg_url: str) -> None:
+    """A database restart drops the advisory lock with its connection: ``held()`` says so,
+    and a round checks it before it stores anything."""
+    from sqlalchemy import text
+
+    from broker.matching import LOCK_KEY, match_lock
+
+    archive = Archive.open(pg_url)
+    try:
+        with match_lock(archive) as held:
+            assert held()
+            with archive.engine.connect() as conn:
+                (pid,) = conn.execute(text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :k"),
+                    {"k": LOCK_KEY}).scalars().all()
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            assert not held()
+    finally:
+        archive.close()
