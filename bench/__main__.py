@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch", "publish",
-              "dashboard", "scaling", "soak")
+BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch",
+              "survey-memory", "publish", "dashboard", "scaling", "soak")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-rate", type=float, default=100.0, help="Alerts/s fed to the soak.")
     p.add_argument("--soak-slack-s", type=float, default=0.0,
                    help="The match engine's late-arrival slack in the soak, s (default 0: "
-                        "the engine's own, 3600 s): how long the survey feed is held in "
+                        "the setting's own): how long the survey feed is held in "
                         "memory; memory and latency are also compared after it filled.")
     p.add_argument("--rebuild", action="store_true",
                    help="Reload the query benchmark's archive even if it has --rows rows.")
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
         figures += bench_crossmatch(n_live=args.live)
         figures += bench_skymap_vs_optical()
+    if "survey-memory" in args.benchmarks:
+        from bench.crossmatch_bench import bench_survey_memory
+
+        figures += bench_survey_memory()
     if "publish" in args.benchmarks:
         from bench.publish_bench import bench_publish
 

@@ -131,3 +131,54 @@ def bench_skymap_vs_optical(n_optical: int = 100_000, repeats: int = 5, seed: in
     return [Figure("crossmatch engine", "memory", "sky map vs optical in window", float(
         np.median(samples)) * 1000, "ms", f"{n_optical} optical alerts in 3 d; 90% region "
         f"{area:.0f} deg2; {found} coincidences; target <= 500 ms")]
+
+
+def bench_survey_memory(n: int = 40_000, rate_per_s: float = 10.0) -> list[Figure]:
+    """What the engine holds per survey alert, and its time per alert, on a ZTF feed.
+
+    ``n`` ZTF alerts (the soak's factory: a real alert, cutouts dropped) dated
+    ``1 / rate_per_s`` apart up to now go through :meth:`Engine.process` on the
+    wall clock with the default slack, so the last slack's worth are held (more
+    than the last rounds the engine keeps besides, ``crossmatch.engine.ROUND_MAX``,
+    with the defaults: the figure is of a steady state).  Bytes
+    per held alert (tracemalloc, traced allocations still live at the end over
+    the alerts held), with whole documents (no loader) and as index entries (a
+    loader: the broker's archive); then the time per alert, untraced.
+    """
+    import gc
+    import tracemalloc
+
+    from bench.stages_bench import _ztf_factory
+    from crossmatch.config import load_config
+    from listeners.base import MessageMeta
+    from listeners.ztf import normalize
+
+    make = _ztf_factory()
+    now = datetime.now(UTC)
+    meta = MessageMeta(source="ztf_bench", received_at=now, authority="bench.mmbroker")
+    raw = [make(k, now - timedelta(seconds=(n - k) / rate_per_s), (10.0 + 0.01 * k) % 360.0,
+                20.0) for k in range(n)]
+    figures = []
+    for label, loader in (("whole documents", None), ("index entries", lambda _ivorns: [])):
+        engine = Engine(load_config(), authority="bench.mmbroker", loader=loader)
+        gc.collect()
+        tracemalloc.start()
+        for data in raw:  # normalized in the loop, as the match stage receives them
+            engine.process(normalize(data, meta).alerts[0])
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        figures.append(Figure("crossmatch engine", "memory", f"bytes per held ZTF alert, {label}",
+                              used / engine.live_alerts, "B",
+                              f"{engine.live_alerts} held of {n} at {rate_per_s:g}/s, "
+                              f"slack {engine.late_slack_s:g} s"))
+    alerts = [normalize(data, meta).alerts[0] for data in raw]
+    for label, loader in (("whole documents", None), ("index entries", lambda _ivorns: [])):
+        engine = Engine(load_config(), authority="bench.mmbroker", loader=loader)
+        begin = time.perf_counter()
+        for alert in alerts:
+            engine.process(alert)
+        figures.append(Figure("crossmatch engine", "memory", f"time per ZTF alert, {label}",
+                              (time.perf_counter() - begin) / n * 1e6, "us",
+                              f"{n} alerts, normalized beforehand"))
+    return figures

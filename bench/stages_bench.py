@@ -186,7 +186,7 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
     """One listen + one match worker fed at ``rate_per_s`` for ``minutes``.
 
     ``slack_s`` is the match engine's late-arrival slack
-    (``MMBROKER_CROSSMATCH_LATE_SLACK_S``; None: the default, 3600 s): how long it
+    (``MMBROKER_CROSSMATCH_LATE_SLACK_S``; None: the setting's default): how long it
     holds the survey's alerts, the bulk of the feed, in memory.  Resident memory
     grows by design until the slack is full; a soak shorter than the slack cannot
     tell that growth from a leak.  With a slack shorter than the run, memory growth
@@ -250,11 +250,12 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
                         producer.send(TRIGGERS, json.dumps(trigger).encode())
                         producer.send(GRBS, json.dumps(notice).encode())
                         k += 2
+                        sent[0] += 2
                         continue
                     producer.send(OPTICAL, ztf(k, now, ra, dec))
                     k += 1
+                    sent[0] += 1
                 producer.flush()
-                sent[0] = k
                 time.sleep(0.05)
             producer.close()
 
@@ -290,7 +291,11 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
             for proc in procs.values():
                 stop_process(proc, 20)
     first, last = samples[0], samples[-1]
-    slack = f"{slack_s:g} s" if slack_s is not None else "default (3600 s)"
+    if slack_s is None:
+        from broker.config import Settings
+
+        slack_s = float(Settings.model_fields["crossmatch_late_slack_s"].default)
+    slack = f"{slack_s:g} s"
     note = (f"{sent[0]} alerts at {rate_per_s:.0f}/s over {minutes:g} min, 1 listen + 1 match "
             f"worker, PostgreSQL, late slack {slack}; {len(samples)} samples")
 
@@ -307,7 +312,7 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
         Figure("soak", "postgresql", "received->matched p99, last sample", last[4] * 1e3,
                "ms", f"drift {100 * (last[4] / first[4] - 1):+.1f}%; p50 "
                      f"{first[3] * 1e3:.0f} -> {last[3] * 1e3:.0f} ms")]
-    full = [x for x in samples if x[0] >= (slack_s or 3600.0) + 60.0]
+    full = [x for x in samples if x[0] >= slack_s + 60.0]
     if len(full) >= 2:
         figures += [
             Figure("soak", "postgresql", "listen RSS, slack full -> last", last[1], "MiB",

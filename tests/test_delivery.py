@@ -133,6 +133,28 @@ class _Recording:
         pass
 
 
+def test_a_slow_sender_gives_back_the_rest_of_its_claim_at_half_the_lease(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sends slower than the lease allows: the sender stops at half of it and releases
+    what it has not attempted, which another sender may then claim at once (without the
+    hand-back it would wait out the lease, or be sent twice by two senders)."""
+    import time
+
+    queue(archive, range(4), ["vtp"])
+    monkeypatch.setattr(outbox, "LEASE_S", 1.0)
+
+    class Slow(_Recording):
+        def send(self, ivorn: str, xml: bytes) -> None:
+            time.sleep(0.3)
+            super().send(ivorn, xml)
+
+    sender = Slow()
+    DeliveryLoop(archive, sender)._deliver_some(threading.Event())  # type: ignore[arg-type]
+    assert sender.sent == [voevent(0)[0], voevent(1)[0]]  # 0.6 s > half the lease: stop
+    rest = outbox.claim_due(archive, "vtp")
+    assert [d.ivorn for d in rest] == [voevent(2)[0], voevent(3)[0]]
+
+
 def test_a_delivery_sent_but_not_marked_is_marked_not_sent_again(
         archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta

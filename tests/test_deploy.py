@@ -175,6 +175,9 @@ def test_the_postgres_init_script_lets_ingest_migrate_and_the_reader_only_read(
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {database}"))
+        # Off for the database, so only the script's per-role setting can turn it on (the
+        # server's default is already on: the check would otherwise pass without it).
+        conn.execute(text(f"ALTER DATABASE {database} SET synchronous_commit = off"))
     url = make_url(PG_URL).set(database=database)
     owner = create_engine(url, isolation_level="AUTOCOMMIT")
     try:

@@ -28,4 +28,6 @@ def test_a_shortened_soak_matches_throughout(pg_available: None,
     # A sample is taken only when alerts were matched since the last one: every 10 s.
     assert by["samples"].value >= 7
     assert "match RSS, slack full -> last" in by  # samples after the slack filled
-    assert by["match RSS first -> last"].value > 0 and by["listen RSS first -> last"].value > 0
+    # Not stalled: never half a minute of input archived and waiting (a liveness bound,
+    # far from the ~1 s the benchmark sees here).
+    assert by["archived, not yet matched (largest)"].value < 50.0 * 30
