@@ -606,10 +606,10 @@ def _stage_settings(ctx: typer.Context) -> Settings:
         _fail("the stages are joined by Kafka: set MMBROKER_KAFKA_BOOTSTRAP")
     from broker.notify import bus_client_kwargs, ensure_topic
 
+    bus = bus_client_kwargs()  # a bad property or secret file is no "cluster still starting"
     try:
         ensure_topic(settings.kafka_bootstrap, settings.kafka_alerts_topic,  # type: ignore
-                     settings.kafka_alerts_partitions, settings.kafka_replication_factor,
-                     bus_client_kwargs())
+                     settings.kafka_alerts_partitions, settings.kafka_replication_factor, bus)
     except Exception as exc:  # the cluster may still be starting: the stage retries
         typer.echo(f"warning: could not create {settings.kafka_alerts_topic}: {exc}",
                    err=True)

@@ -125,15 +125,15 @@ class Settings(BaseSettings):
         default=3600.0, gt=0,
         description="Late-arrival slack of the cross-match engine's memory, seconds. An "
                     "alert some pairing reaches further back for is held for the longest "
-                    "reach (10 days) plus a day; others, survey transients among them, for "
-                    "the slack alone. An alert later than this reads the rest of its window "
+                    "reach (hen-optical's 10 days in the shipped pairings) plus a day or "
+                    "the slack if longer; others, survey transients among them, for the "
+                    "slack alone. An alert later than this reads the rest of its window "
                     "from the archive: memory against archive queries, not results.")
     crossmatch_live_window_s: float | None = Field(
         default=None, gt=0,
         description="Upper bound on how long the cross-match engine holds any alert in "
-                    "memory, seconds; unset: no bound (a neutrino is held 10 days plus the "
-                    "slack, hen-optical's window). Older partners are looked up in the "
-                    "archive.")
+                    "memory, seconds; unset: no bound (see crossmatch_late_slack_s for what "
+                    "is held how long). Older partners are looked up in the archive.")
     public_base_url: str | None = Field(
         default=None, description="Base URL subscribers reach this broker's API at (links to "
                                   "provenance and sky maps in VOEvents); unset: "

@@ -41,7 +41,7 @@ from broker.livefeed import (
     ALERT_COLUMNS,
     ALERT_STATE,
     COINCIDENCE_COLUMNS,
-    alarm_member_roles,
+    alarm_query,
     alert_summary,
     coincidence_summaries,
     is_significant,
@@ -162,11 +162,9 @@ def _alarms(conn: Any, who: q.Viewer, now: datetime, settings: Any) -> list[dict
     superseded = exists(select(newer.id).where(newer.supersedes_id == CoincidenceRow.id))
     acked = exists(select(Acknowledgement.id).where(
         Acknowledgement.coincidence_id == CoincidenceRow.id))
-    # Members of one coincidence share a role class, so "any member" is "every member".
-    alarming = q.CoincidenceQuery(created_since=since, far_max_hz=settings.alarm_far_hz,
-                                  state=("new", "updated"), role=alarm_member_roles(settings))
     rows = conn.execute(select(*COINCIDENCE_COLUMNS).where(
-        q.coincidence_visible(who, now), *alarming.conditions(), ~superseded, ~acked)
+        q.coincidence_visible(who, now), *alarm_query(settings, since).conditions(),
+        ~superseded, ~acked)
         .order_by(CoincidenceRow.id.desc()).limit(100)).all()
     return [d for d, _ in coincidence_summaries(conn, rows, settings) if d["significant"]]
 

@@ -40,13 +40,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from broker import query as q
 from broker.archive import Archive, utcnow
 from broker.config import Settings
 from broker.db import transaction
 from broker.models import Acknowledgement, AlertRow, CoincidenceMember, CoincidenceRow
 from broker.query import Viewer
 from broker.streamhealth import health_view
-from crossmatch.engine import OBSERVATION_ROLES, members_class
+from crossmatch.engine import class_roles, members_class
 
 log = logging.getLogger(__name__)
 
@@ -117,18 +118,22 @@ def alert_summary(row: Any) -> dict[str, Any]:
             "data_rights": m["data_rights"]}
 
 
-def alarm_member_roles(settings: Settings) -> tuple[str, ...]:
-    """Member roles whose coincidences can alarm (``alarm_roles`` are role classes: the
-    ``observation`` class takes in predictions)."""
-    return tuple(sorted({r for c in settings.alarm_roles
-                         for r in (OBSERVATION_ROLES if c == "observation" else (c,))}))
+ALARM_STATES = ("new", "updated")
+"""Coincidence states that can alarm (a retraction never does)."""
 
 
 def is_significant(far_hz: float | None, role: str, state: str, settings: Settings) -> bool:
     """Whether a coincidence raises the alarm: FAR at or below the threshold, an alarming
-    role, not retracted."""
+    role class, an alarming state.  :func:`alarm_query` is the same rule in SQL."""
     return far_hz is not None and far_hz <= settings.alarm_far_hz and \
-        role in settings.alarm_roles and state != "retracted"
+        role in settings.alarm_roles and state in ALARM_STATES
+
+
+def alarm_query(settings: Settings, created_since: datetime) -> q.CoincidenceQuery:
+    """:func:`is_significant` as filters (members of one coincidence share a role class,
+    so "any member has an alarming role" is "the coincidence's class alarms")."""
+    return q.CoincidenceQuery(created_since=created_since, far_max_hz=settings.alarm_far_hz,
+                              state=ALARM_STATES, role=class_roles(settings.alarm_roles))
 
 
 ALERT_COLUMNS = (AlertRow.id, AlertRow.ivorn, AlertRow.event_id, AlertRow.revision,

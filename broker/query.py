@@ -639,14 +639,12 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
     want = query.limit + 1  # one more than the page: is there a next page?
     span = _span(conn, spec) if regions else None
 
-    def steered(rows_wanted: int | None) -> tuple[Any, list[ColumnElement[bool]]]:
-        """The time column and conditions for SQLite's cheaper plan (see _sky_first)."""
-        if regions and _sky_first(span, spec, query, covered, rows_wanted):
-            return _unindexed(spec.time), [_unindex_time(c, spec.time) for c in conditions]
-        return spec.time, conditions
+    def sky_first(rows_wanted: int | None) -> bool:
+        return bool(regions) and _sky_first(span, spec, query, covered, rows_wanted)
 
-    total = _count(conn, spec, steered(None)[1], regions) if count else None
-    time, conditions = steered(want)
+    total = (_count(conn, spec, _steered(conditions, spec, sky_first(None))[1], regions)
+             if count else None)
+    time, conditions = _steered(conditions, spec, sky_first(want))
     base = spec.select().where(*conditions)
     if cursor:
         after_time, after_id = decode_cursor(cursor, fingerprint)
@@ -664,6 +662,15 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
         last = rows[-1]._mapping
         next_cursor = encode_cursor(fingerprint, (last[spec.time.key], last[spec.id.key]))
     return Page(rows, next_cursor, total)
+
+
+def _steered(conditions: list[ColumnElement[bool]], spec: _Spec, sky_first: bool
+             ) -> tuple[Any, list[ColumnElement[bool]]]:
+    """The time column and conditions, kept off the time index when the sky ranges are
+    the cheaper plan (see :func:`_sky_first`)."""
+    if sky_first:
+        return _unindexed(spec.time), [_unindex_time(c, spec.time) for c in conditions]
+    return spec.time, conditions
 
 
 def _unindexed(column: Any) -> Any:

@@ -19,19 +19,16 @@ from broker.errors import ConfigurationError
 def read_secret_file(path: str | Path) -> str:
     """The file's text, stripped; refused unless only its owner may read it (0600, 0400)."""
     p = Path(path)
-    try:
+    try:  # (missing, or owned by another user: say which file, not a traceback)
         mode = p.stat().st_mode
-    except OSError as exc:
-        raise ConfigurationError(f"secret file {p}: {exc.strerror}") from exc
-    if not stat.S_ISREG(mode):
-        raise ConfigurationError(f"secret file {p} is not a regular file")
-    if mode & 0o077:
-        raise ConfigurationError(
-            f"secret file {p} is readable or writable by others (mode {mode & 0o777:o}); "
-            f"make it the owner's only: chmod 600 {p}")
-    try:
+        if not stat.S_ISREG(mode):
+            raise ConfigurationError(f"secret file {p} is not a regular file")
+        if mode & 0o077:
+            raise ConfigurationError(
+                f"secret file {p} is readable or writable by others (mode {mode & 0o777:o}); "
+                f"make it the owner's only: chmod 600 {p}")
         return p.read_text(encoding="utf-8").strip()
-    except OSError as exc:  # e.g. owned by another user: say which file, not a traceback
+    except OSError as exc:
         raise ConfigurationError(f"secret file {p}: {exc.strerror}") from exc
 
 

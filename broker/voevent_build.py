@@ -761,7 +761,7 @@ def coincidence_role(members: Sequence[Alert]) -> str:
     """VOEvent role of a coincidence: ``observation`` only when every member is one.
 
     Observations and tests are never matched together, so the members agree;
-    ``prediction`` members count as observations, as :mod:`broker.publisher` has it.
+    ``prediction`` members count as observations (:func:`crossmatch.engine.members_class`).
     """
     from crossmatch.engine import members_class
 

@@ -89,6 +89,12 @@ def members_class(roles: Iterable[str]) -> str:
     return min(classes) if classes else "observation"
 
 
+def class_roles(classes: Iterable[str]) -> tuple[str, ...]:
+    """The alert roles of role classes (the inverse of :func:`members_class`), sorted."""
+    return tuple(sorted({r for c in classes
+                         for r in (OBSERVATION_ROLES if c == "observation" else (c,))}))
+
+
 def result_key(members: Iterable[Alert], config_hash: str) -> str:
     """SHA-256 identifying one result: member ids and revisions plus the config hash."""
     body = json.dumps([sorted((a.id, a.revision) for a in members), config_hash],

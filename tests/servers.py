@@ -225,9 +225,11 @@ def live_app(app: object, *, timeout_s: float = 20.0) -> Iterator[str]:
         # A server that died starting (port taken, app failing its lifespan) fails now.
         wait_for(lambda: server.started or not thread.is_alive(), timeout_s)
         if not server.started:
-            raise RuntimeError(f"uvicorn did not start on port {port} in {timeout_s} s")
+            raise RuntimeError(f"uvicorn did not start on port {port}" + (
+                " (its thread ended)" if not thread.is_alive() else f" in {timeout_s} s"))
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout_s)
-        assert not thread.is_alive(), f"uvicorn on port {port} did not stop"
+    # Here, not in the finally: a failure of the test body must not be hidden by it.
+    assert not thread.is_alive(), f"uvicorn on port {port} did not stop"

@@ -4,6 +4,7 @@ stream health, latency chain and provenance drawing (the browser tests are in
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import socket
@@ -142,7 +143,7 @@ def test_detail_pages_show_what_the_viewer_may_see(
     assert grb.status_code == 200 and "Fermi" in grb.text
     # The sky map the page shows is served, and is a PNG.
     (src,) = set(re.findall(r'<img[^>]* src="([^"]*skymap\.png[^"]*)"', grb.text))
-    image = client.get(src.replace("&amp;", "&"))
+    image = client.get(html.unescape(src))
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG\r\n\x1a\n")
     hidden = client.get(f"/dashboard/alerts/{quote(rows['neutrino'], safe='')}")
     assert hidden.status_code == 404 and "text/html" in hidden.headers["content-type"]
