@@ -114,11 +114,14 @@ def test_every_stage_runs_a_real_command_with_probes() -> None:
         # process alone, the API's (which reports the archive) is replaced by a TCP check.
         liveness = main["livenessProbe"]
         assert liveness.get("httpGet", {}).get("path") == "/health" or "tcpSocket" in liveness
-        # The secret from the Secret object into the environment: a secret volume's files
-        # are root's, unreadable by the image's user, and looser modes are refused.
-        (db,) = [e for e in main["env"] if e["name"] == "MMBROKER_DATABASE_URL"]
-        assert db["valueFrom"]["secretKeyRef"]["name"] == "mmbroker-secrets"
+        # The Secret into the environment: a secret volume's files are root's, unreadable
+        # by the image's user, and looser modes are refused.
+        assert {"secretRef": {"name": "mmbroker-secrets"}} in main["envFrom"]
+        assert not any("secret" in str(v).lower() for v in spec.get("volumes", [])), name
     assert deployments["mmbroker-match"]["spec"]["replicas"] >= 2
+    # The Secret's key is the setting's name (envFrom takes keys as variable names).
+    manifest = (DEPLOY / "kubernetes" / "mmbroker.yaml").read_text()
+    assert "--from-file=MMBROKER_DATABASE_URL=" in manifest
     # Probes and Prometheus come from outside the pod or container; VOEvents link to an
     # address subscribers can reach.
     (config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]

@@ -1,0 +1,232 @@
+"""The match stage's own interface, no Kafka: announcement keys, the broker's own bus
+settings, the match lock and its fence, and what a match worker reloads and reads back
+from the archive.  Real archives (both backends; PostgreSQL for the advisory lock)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from broker.archive import Archive
+from broker.models import AlertRow, CoincidenceRow
+from tests.stage_support import GRBS, TRIGGERS
+
+
+def test_announcements_keep_an_event_together_and_spread_a_stream() -> None:
+    """Keyed by event: every revision of an event goes to one partition (in order), while
+    the events of one busy stream spread over every partition, so over every match
+    worker (a key per stream left one worker doing all of it)."""
+    from types import SimpleNamespace
+
+    from kafka.partitioner.default import murmur2
+
+    from broker.notify import announcement_key
+
+    partitions = list(range(4))
+
+    def partition(event_id: str, revision: int) -> int:
+        key = announcement_key(SimpleNamespace(source="gcn.fermi.gbm", event_id=event_id,
+                                               revision=revision))
+        return (murmur2(key) & 0x7FFFFFFF) % len(partitions)  # the Java client's and ours
+
+    assert {partition("bn261121001", r) for r in range(5)} == {partition("bn261121001", 0)}
+    assert {partition(f"bn2611{i:05d}", 0) for i in range(64)} == set(partitions)
+
+
+def test_the_broker_s_own_kafka_takes_its_own_credentials_not_the_input_streams() -> None:
+    """``KAFKA_*`` configure the input streams (GCN's OIDC credentials, say); the alerts
+    topic, the VOEvent output and the match stage's consumer use ``MMBROKER_BUS_KAFKA_*``."""
+    from broker.config import get_settings
+    from broker.notify import bus_client_kwargs, bus_consumer_properties
+    from listeners.kafka import consumer_kwargs
+
+    settings = get_settings(kafka_bootstrap="bus:9092", comet=False)
+    gcn = {"KAFKA_DOMAIN": "gcn.example", "KAFKA_CLIENT___ID": "cid",
+           "KAFKA_CLIENT___SECRET": "not-for-the-bus", "KAFKA_AUTO_OFFSET_RESET": "latest"}
+    consumer = consumer_kwargs(bus_consumer_properties(settings, "g.match", gcn))
+    assert consumer["bootstrap_servers"] == ["bus:9092"] and consumer["group_id"] == "g.match"
+    assert consumer["auto_offset_reset"] == "earliest"
+    assert not {k for k in consumer if k.startswith(("sasl", "security"))}
+    assert bus_client_kwargs(gcn) == {}
+    bus = {**gcn, "MMBROKER_BUS_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+           "MMBROKER_BUS_KAFKA_SASL_MECHANISMS": "SCRAM-SHA-512",
+           "MMBROKER_BUS_KAFKA_SASL_USERNAME": "mmbroker",
+           "MMBROKER_BUS_KAFKA_SASL_PASSWORD": "bus-secret"}
+    expected = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": "mmbroker", "sasl_plain_password": "bus-secret"}
+    assert bus_client_kwargs(bus) == expected
+    consumer = consumer_kwargs(bus_consumer_properties(settings, "g.match", bus))
+    assert {k: consumer[k] for k in expected} == expected
+
+
+def test_a_round_that_lost_the_match_lock_numbers_nothing_and_is_matched_again(
+        archive: Archive) -> None:
+    """Two match workers on one archive, in one process (no Kafka: the workers' own
+    interface).  The pair of an ordinary round is found once, by the worker holding the
+    later member.  Then worker A's round runs as if its lock had been lost (a database
+    restart drops PostgreSQL's advisory locks): B numbers a trigger A never caught up
+    with.  A's numbering refuses (MatchOrderLost), A rebuilds its engine, and the round
+    read again finds the pair the first attempt could not."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.config import get_settings
+    from broker.errors import MatchOrderLost
+    from broker.listening import make_ingestor
+    from broker.matching import MatchWorker
+    from tests.dashboard_support import scenario
+
+    settings = get_settings(comet=False)
+    ingestor = make_ingestor(settings, archive)
+
+    def archived(source: str, data: bytes) -> str:
+        (outcome,) = ingestor.ingest([ingestor.receive(source, data)])
+        assert outcome.status == "archived", outcome
+        return outcome.ivorn
+
+    now = datetime.now(UTC)
+    pairs = []
+    for k, when in enumerate((now - timedelta(minutes=30), now - timedelta(minutes=10))):
+        trigger, grb = scenario(when, ra_deg=40.0 + 90 * k, dec_deg=10.0)
+        pairs.append((archived(TRIGGERS, json.dumps(trigger).encode()),
+                      archived(GRBS, grb)))
+    a, b = MatchWorker(settings, archive), MatchWorker(settings, archive)
+    a.warm()
+    b.warm()
+    assert a.handle([pairs[0][0]]) == 1 and b.handle([pairs[0][1]]) == 1
+    assert (a.seq, b.seq) == (1, 2)
+    assert len(b.pipeline.coincidences) == 1 and a.pipeline.coincidences == []
+
+    b.handle([pairs[1][0]])  # numbered 3, while A's lock is (as if) lost:
+    stale = a.pipeline
+    a._catch_up = lambda: None  # type: ignore[method-assign]  # A never sees it
+    refused = []
+    number = archive.mark_matched
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return number(*args, **kwargs)
+        except MatchOrderLost:
+            refused.append(kwargs["after"])
+            raise
+
+    archive.mark_matched = recorded  # type: ignore[method-assign]
+    # The numbering refuses the stale round; A rebuilds from the archive (which knows
+    # the trigger B numbered) and reads the round again, in place.
+    assert a.handle([pairs[1][1]]) == 1
+    assert refused == [1] and a.pipeline is not stale and a.seq == 4
+    assert len(a.pipeline.coincidences) == 1
+    with archive.engine.connect() as conn:
+        seqs = sorted(conn.execute(select(AlertRow.match_seq)).scalars())
+        found = conn.execute(select(CoincidenceRow.pairing)).scalars().all()
+    assert seqs == [1, 2, 3, 4]
+    assert found == ["hen-grb", "hen-grb"]
+
+
+def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_let_go(
+        archive: Archive) -> None:
+    """A survey transient is held for the slack only, and a restart reloads only the
+    slack's worth of the survey; the members of stored coincidences are reloaded however
+    old, so a neutrino's update hours later updates its neutrino-optical coincidence
+    (revision 1 of the same series) instead of starting another."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.config import get_settings
+    from broker.listening import make_ingestor
+    from broker.matching import MatchWorker
+
+    settings = get_settings(comet=False, crossmatch_late_slack_s=600.0)
+    ingestor = make_ingestor(settings, archive)
+    now = datetime.now(UTC)
+
+    def archived(event_id: str, messenger: str, facility: str, when: datetime,
+                 ra_deg: float, radius_deg: float, revision: int = 0) -> str:
+        return _file_alert(ingestor, event_id, messenger, facility, when, ra_deg, radius_deg,
+                           revision)
+
+    neutrino = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.0, 1.0)
+    member = archived("Z1", "optical", "ZTF", now - timedelta(hours=2), 40.2, 0.0003)
+    other = archived("Z2", "optical", "ZTF", now - timedelta(hours=2), 200.0, 0.0003)
+    first = MatchWorker(settings, archive)
+    first.warm()
+    assert first.handle([neutrino, member, other]) == 3
+    assert [c.coincidence.pairing for c in first.pipeline.coincidences] == ["hen-optical"]
+    series = first.pipeline.coincidences[0].coincidence.id.rsplit("-", 1)[0]
+
+    restarted = MatchWorker(settings, archive)
+    restarted.warm()
+    update = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.1, 0.8,
+                      revision=1)
+    assert restarted.handle([update]) == 1
+    (result,) = [r.coincidence for r in restarted.pipeline.coincidences]
+    assert (result.pairing, result.state, result.revision) == ("hen-optical", "updated", 1)
+    assert result.id == f"{series}-1"
+    assert [m.alert_id for m in result.members] == [update, member]
+    held = {doc.id for doc in restarted.pipeline.engine._events.values()}
+    assert member in held and other not in held  # two hours old: past the slack
+
+
+def _file_alert(ingestor: Any, event_id: str, messenger: str, facility: str, when: Any,
+                ra_deg: float, radius_deg: float, revision: int = 0, *,
+                retraction: bool = False) -> str:
+    """Archive one Alert document as a file would deliver it; its IVORN here."""
+    document = {
+        "schema_version": "1.0", "id": f"ivo://test.mmbroker/file#{event_id}-{revision}",
+        "source": f"test.{facility.lower()}", "messenger": messenger,
+        "facility": facility, "event_id": event_id, "revision": revision,
+        "alert_type": "retraction" if retraction else "update" if revision else "initial",
+        "role": "observation", "trigger_time": when.isoformat().replace("+00:00", "Z"),
+        "data_rights": {"level": "public"},
+        "localization": {"kind": "none"} if retraction else {
+            "kind": "point", "ra_deg": ra_deg, "dec_deg": 10.0,
+            "error_radius_deg": radius_deg, "containment": 0.9}}
+    (outcome,) = ingestor.ingest([ingestor.receive("file", json.dumps(document).encode())])
+    assert outcome.status == "archived", outcome
+    return str(outcome.ivorn)
+
+
+def test_the_engine_s_archive_window_sees_a_retraction_without_a_position(
+        archive: Archive) -> None:
+    """The engine's cone + time query finds matched transients by position; a retraction
+    has none, and comes back with its transient, so the engine never takes a retracted
+    transient for a partner."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.config import get_settings
+    from broker.listening import archive_history, make_ingestor
+
+    ingestor = make_ingestor(get_settings(comet=False), archive)
+    when = datetime.now(UTC) - timedelta(hours=2)
+    kept = _file_alert(ingestor, "Z1", "optical", "ZTF", when, 40.0, 0.0003)
+    gone = _file_alert(ingestor, "Z2", "optical", "ZTF", when, 40.1, 0.0003)
+    gone_1 = _file_alert(ingestor, "Z2", "optical", "ZTF", when, 0.0, 0.0, 1, retraction=True)
+    outside = _file_alert(ingestor, "Z3", "optical", "ZTF", when, 200.0, 0.0003)
+    _file_alert(ingestor, "Z4", "optical", "ZTF", when, 40.0, 0.0003)
+    archive.mark_matched([kept, gone, gone_1, outside], datetime.now(UTC))
+    t = when.timestamp()
+    found = archive_history(archive)(t - 60, t + 60, 40.0, 10.0, 1.0)
+    # Not Z3 (outside the cone), nor Z4 (archived, not yet matched: its own search will
+    # find what it pairs with, as an engine holding everything would).
+    assert sorted(a.id for a in found) == sorted([kept, gone, gone_1])
+
+
+def test_the_match_lock_knows_when_it_is_lost(pg_url: str) -> None:
+    """A database restart drops the advisory lock with its connection: ``held()`` says so,
+    and a round checks it before it stores anything."""
+    from sqlalchemy import text
+
+    from broker.matching import LOCK_KEY, match_lock
+
+    archive = Archive.open(pg_url)
+    try:
+        with match_lock(archive) as held:
+            assert held()
+            with archive.engine.connect() as conn:
+                (pid,) = conn.execute(text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :k"),
+                    {"k": LOCK_KEY}).scalars().all()
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            assert not held()
+    finally:
+        archive.close()
