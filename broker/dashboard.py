@@ -78,7 +78,7 @@ def _templates() -> Any:
     env.filters["iso"] = lambda t: "" if t is None else t.astimezone(UTC).strftime(
         "%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
     env.filters["q"] = lambda s: quote(str(s), safe="")
-    # The feed's names for an alert's state (new/updated/retracted), on every page.
+    # The feed's names for an alert's state (new/updated/retracted), as the live page has them.
     env.filters["alert_state"] = lambda t: ALERT_STATE.get(t, t)
     env.filters["num"] = lambda v, fmt="{:.3g}": "" if v is None else fmt.format(v)
     return env

@@ -147,6 +147,8 @@ COINCIDENCE_COLUMNS = (CoincidenceRow.id, CoincidenceRow.ivorn, CoincidenceRow.p
                        CoincidenceRow.created_at, CoincidenceRow.ra_deg, CoincidenceRow.dec_deg,
                        CoincidenceRow.far_hz, CoincidenceRow.overlap)
 """What :func:`coincidence_summaries` reads (not the document)."""
+
+
 def member_rights(conn: Any, coincidence_ids: list[int]) -> dict[int, list[Any]]:
     """Each coincidence's member rows (messenger, role, facility, data rights), in id order."""
     members: dict[int, list[Any]] = {i: [] for i in coincidence_ids}
