@@ -87,12 +87,12 @@ class TriggerRejected(BaseModel):
         200: {"model": TriggerResult, "description": "Nothing new: every trigger was already "
                                                      "archived with the same content."},
         401: {"description": "No, unknown, expired or revoked token."},
-        403: {"model": TriggerRejected,
-              "description": "The token lacks scope write:triggers, or may not write for a "
-                             "detector of the request (kept in quarantine)."},
-        413: {"model": TriggerRejected,
-              "description": f"Body over {MAX_TRIGGER_BYTES} bytes, or more triggers than "
-                             "max_triggers_per_request (default 100) in one list; nothing "
+        403: {"description": "The token lacks scope write:triggers, or may not write for a "
+                             "detector of the request: then the body is kept in quarantine "
+                             "and the answer also gives its raw_sha256."},
+        413: {"description": f"Body over {MAX_TRIGGER_BYTES} bytes, or more triggers than "
+                             "max_triggers_per_request (default 100) in one list (then kept "
+                             "in quarantine, with raw_sha256 in the answer); nothing "
                              "archived."},
         415: {"description": "Body is not application/json."},
         422: {"model": TriggerRejected, "description": "Not a valid trigger; quarantined."},
