@@ -18,7 +18,7 @@ from broker.models import ApiToken
 SCOPES = {
     "read:embargoed": "read embargoed alerts before their release time",
     "read:proprietary": "read proprietary alerts (never public)",
-    "write:triggers": "POST detector triggers to /api/v1/triggers",
+    "write:triggers": "POST detector triggers to /api/v1/triggers (for its --detector ones)",
     "ack": "acknowledge coincidences on the dashboard",
     "admin": "everything, including token management",
 }
