@@ -48,9 +48,10 @@ def bench_dashboard(rows: int = 10_000, rate_per_s: float = 20.0, seconds: float
         archive = Archive.open(f"sqlite:///{db}")
         load_synthetic(archive, rows)
         archive.close()
-        token = create_token(db, "bench", "write:triggers")
+        token = create_token(db, "bench", "write:triggers", detectors=("KM3NeT",))
         figures: list[Figure] = []
-        with running_broker(workdir, env={"MMBROKER_API_RATE_LIMIT_PER_S": "0"}) as broker, \
+        with running_broker(workdir, env={"MMBROKER_API_RATE_LIMIT_PER_S": "0",
+                                          "MMBROKER_WRITE_RATE_LIMIT_PER_S": "0"}) as broker, \
                 chromium_page() as (page, errors):
             figures += _page_loads(page, broker.url, page_loads, rows)
             figures += _push(page, broker, token, rate_per_s, seconds, rows)

@@ -76,8 +76,8 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
     exe = Path(sys.executable).with_name("mmbroker")
     db = str(tmp / "bench.sqlite3")
     token = subprocess.run([str(exe), "--db", db, "token", "create", "--scope",
-                            "write:triggers"], env=env, capture_output=True, text=True,
-                           check=True).stdout.strip()
+                            "write:triggers", "--detector", "KM3NeT"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
     log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([str(exe), "--db", db, "serve"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)

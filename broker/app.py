@@ -48,6 +48,22 @@ def get_archive(request: Request) -> Archive:
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
 
 
+def _shared_responses(spec: dict[str, Any]) -> None:
+    """Answers every operation may give: 400 for a control character in a parameter
+    (``clean_params``) and 429 from the rate limits (failed authentications count
+    on every route)."""
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", {"description": "A parameter that cannot be used "
+                                                        "(e.g. one holding a control "
+                                                        "character)."})
+            responses.setdefault("429", {"description": "Rate limit exceeded (queries, "
+                                                        "writes, or failed authentications "
+                                                        "from this address); see "
+                                                        "Retry-After."})
+
+
 def create_app(settings: Settings, *, archive: Archive | None = None,
                on_startup: list[Any] | None = None,
                on_shutdown: list[Any] | None = None, staged: bool = False) -> FastAPI:
@@ -73,6 +89,10 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         app.state.settings = settings
         app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_s,
                                              settings.api_rate_limit_burst)
+        app.state.write_limiter = RateLimiter(settings.write_rate_limit_per_s,
+                                              settings.write_rate_limit_burst)
+        app.state.failed_auth_limiter = RateLimiter(settings.failed_auth_rate_limit_per_s,
+                                                    settings.failed_auth_rate_limit_burst)
         configure_normalizers(settings)
         if staged:
             from broker.notify import announcer
@@ -98,11 +118,15 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
             if archive is None:
                 app.state.archive.close()
 
+    from broker.query_api import clean_params
+
     app = FastAPI(
         title="mmbroker",
         version=broker.__version__,
         summary="Real-time multimessenger alert broker.",
         lifespan=lifespan,
+        # No parameter of any route may hold a control character (400 on every backend).
+        dependencies=[Depends(clean_params)],
     )
 
     from fastapi.staticfiles import StaticFiles
@@ -142,6 +166,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
                                routes=app.routes)
             spec.setdefault("components", {}).setdefault("schemas", {}).update(
                 {**triggers_api.openapi_components(), **query_api.openapi_components()})
+            _shared_responses(spec)
             app.openapi_schema = spec
         return app.openapi_schema
 

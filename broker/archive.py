@@ -133,6 +133,12 @@ def with_receipt(alert: Alert, raw: RawMessage) -> Alert:
     })
 
 
+def _token_id(transport: dict[str, Any]) -> int | None:
+    """The API token that posted an HTTP trigger (recorded on each revision it wrote)."""
+    token_id = (transport.get("http") or {}).get("token_id")
+    return token_id if isinstance(token_id, int) else None
+
+
 def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
     """The ``alerts`` columns for ``alert`` (with its receipt, see :func:`with_receipt`)."""
     loc = alert.localization
@@ -180,6 +186,7 @@ def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
         "content_sha256": content_sha256(document),
         "transport": dict(raw.transport) or None,
         "document": document,
+        "token_id": _token_id(raw.transport),
     }
 
 

@@ -732,6 +732,10 @@ def token_create(
                                                   "write:triggers, ack or admin. Repeat for "
                                                   "several.")],
     name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "unnamed",
+    detector: Annotated[list[str] | None, typer.Option(
+        help="A detector (the trigger's `detector`, e.g. KM3NeT) a write:triggers token may "
+             "post, revise and retract triggers for. Repeat for several; required for "
+             "write:triggers unless MMBROKER_ALLOW_UNBOUND_TRIGGER_TOKENS is set.")] = None,
     expires_days: Annotated[float | None, typer.Option(min=0, help="Lifetime in days.")] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
@@ -743,13 +747,20 @@ def token_create(
     archive = _archive(ctx)
     try:
         token, info = create_token(archive, name, scope,
-                                   timedelta(days=expires_days) if expires_days else None)
+                                   timedelta(days=expires_days) if expires_days else None,
+                                   detectors=detector)
     except ConfigurationError as exc:
         _fail(str(exc))
     archive.close()
     typer.echo(token)
-    typer.echo(f"token {info.id} ({name}) scopes: {' '.join(sorted(info.scopes))}; "
+    bound = (f"; detectors: {', '.join(sorted(info.detectors))}"
+             if info.detectors is not None else "")
+    typer.echo(f"token {info.id} ({name}) scopes: {' '.join(sorted(info.scopes))}{bound}; "
                "store it now, it is not shown again", err=True)
+    if "write:triggers" in info.scopes and info.detectors is None \
+            and not _settings(ctx).allow_unbound_trigger_tokens:
+        typer.echo("warning: this write:triggers token is bound to no detector, so it can "
+                   "post no trigger; create it with --detector NAME", err=True)
 
 
 @token_app.command("list")
@@ -759,12 +770,13 @@ def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> No
 
     archive = _archive(ctx)
     rows = [{"id": t.id, "name": t.name, "scopes": " ".join(sorted(t.scopes)),
+             "detectors": ", ".join(sorted(t.detectors)) if t.detectors is not None else None,
              "created_at": t.created_at.isoformat(),
              "expires_at": t.expires_at.isoformat() if t.expires_at else None,
              "revoked": t.revoked_at is not None} for t in list_tokens(archive)]
     archive.close()
-    _emit(rows, ["id", "name", "scopes", "created_at", "expires_at", "revoked"], fmt,
-          title="tokens")
+    _emit(rows, ["id", "name", "scopes", "detectors", "created_at", "expires_at", "revoked"],
+          fmt, title="tokens")
 
 
 @token_app.command("revoke")

@@ -219,6 +219,34 @@ class Settings(BaseSettings):
     rubin_schema_dir: Path | None = Field(
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")
+    # -- issue 14, items 2 and 9: who may write triggers, and how much ----------------------
+    allow_unbound_trigger_tokens: bool = Field(
+        default=False,
+        description="Let a write:triggers token bound to no detector (made before `token "
+                    "create --detector` existed) post triggers for any detector. Off: such a "
+                    "token is refused (403) and the attempt kept in quarantine. admin tokens "
+                    "may always write any detector.")
+    max_triggers_per_request: int = Field(
+        default=100, ge=1, le=100_000,
+        description="Most triggers one POST /api/v1/triggers may carry (a JSON list); a "
+                    "longer list is refused whole (413, kept in quarantine, nothing archived).")
+    write_rate_limit_per_s: float = Field(
+        default=20.0, ge=0,
+        description="Sustained write requests per second (triggers, acknowledgements) one "
+                    "caller may make (keyed by token, else client address); 0 turns it off.")
+    write_rate_limit_burst: int = Field(
+        default=200, ge=1,
+        description="Write requests one caller may make at once before write_rate_limit_per_s "
+                    "applies (token-bucket size).")
+    failed_auth_rate_limit_per_s: float = Field(
+        default=0.5, ge=0,
+        description="Sustained failed authentications per second (unknown, expired or revoked "
+                    "tokens) allowed from one client address; beyond the burst, that address "
+                    "gets 429 with Retry-After for every token it presents. 0 turns it off.")
+    failed_auth_rate_limit_burst: int = Field(
+        default=30, ge=1,
+        description="Failed authentications one client address may make at once before "
+                    "failed_auth_rate_limit_per_s applies.")
 
     @classmethod
     def settings_customise_sources(

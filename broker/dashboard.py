@@ -34,7 +34,14 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
 
 from broker import query as q
-from broker.auth import SESSION_COOKIE, current_token, require_scope, same_origin
+from broker.auth import (
+    SESSION_COOKIE,
+    current_token,
+    record_failed_auth,
+    refuse_locked_out,
+    require_scope,
+    same_origin,
+)
 from broker.db import transaction
 from broker.latency import STEPS, distribution, durations_s, step_times
 from broker.livefeed import (
@@ -264,8 +271,10 @@ def login(request: Request, token: Annotated[str, Form(max_length=256)],
           next: Annotated[str, Form(max_length=2048)] = "/") -> Any:
     """Keep the token in an HttpOnly, SameSite=Strict cookie for this browser."""
     same_origin(request)
+    refuse_locked_out(request)
     info = verify_token(request.app.state.archive, token.strip())
     if info is None:
+        record_failed_auth(request)
         response = render("login_failed.html", user=_who(None))
         response.status_code = 401
         return response

@@ -29,7 +29,8 @@ Two branches tell a caller what to do next:
         │   ├── NormalizationError   parseable, but lacks what an Alert needs
         │   └── OwnPublication       our own VOEvent, come back from a peer or our topic
         ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
-        └── IngestConflict           same (source, event id, revision), other content
+        ├── IngestConflict           same (source, event id, revision), other content
+        └── RefusedAuthor            a trigger its token may not write (another detector)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "NormalizationError",
     "OwnPublication",
     "PermanentError",
+    "RefusedAuthor",
     "RetryableError",
     "SchemaValidationError",
     "UnknownFormat",
@@ -149,3 +151,14 @@ class IngestConflict(PermanentError):
             f"conflicting payload for ({source}, {event_id}, revision {revision}): archived "
             f"content sha256 {existing_sha256[:12]}..., received {new_sha256[:12]}..."
         )
+
+
+class RefusedAuthor(PermanentError):
+    """A trigger posted with a token that may not write for its detector.
+
+    A ``write:triggers`` token is bound to the detectors it may write
+    (``mmbroker token create --detector NAME``); a trigger for any other
+    detector, or from an unbound token while unbound tokens are not allowed,
+    is refused (HTTP 403) and kept in quarantine with this error as its
+    reason, naming the token and the detector.
+    """

@@ -131,6 +131,9 @@ class AlertRow(Base):
     transport: Mapped[dict[str, Any] | None] = mapped_column(
         Json, doc="Where the raw bytes came from: Kafka topic/partition/offset, VTP peer, file.")
     document: Mapped[dict[str, Any]] = mapped_column(Json, doc="The Alert as the schema has it.")
+    # No foreign key: tokens are revoked, never deleted, and the id is a record, not a join.
+    token_id: Mapped[int | None] = mapped_column(
+        Integer, doc="The API token that wrote this revision (HTTP triggers); NULL otherwise.")
     matched_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, doc="When the cross-match engine had processed this revision.")
     match_seq: Mapped[int | None] = mapped_column(
@@ -291,6 +294,8 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    detectors: Mapped[list[str] | None] = mapped_column(
+        Json, doc="Detectors a write:triggers token may write (JSON list); NULL: unbound.")
 
 
 class Acknowledgement(Base):

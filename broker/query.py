@@ -283,7 +283,12 @@ class _Query:
             if f.type.startswith("tuple[str, ...]"):
                 object.__setattr__(self, f.name, _values(value))
             elif isinstance(value, datetime):
-                object.__setattr__(self, f.name, _utc(value))
+                try:
+                    value = _utc(value).astimezone(UTC)  # type: ignore[union-attr]
+                except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00
+                    raise QueryError(f"{f.name}: {value.isoformat()} is outside the years "
+                                     "1 to 9999 in UTC") from exc
+                object.__setattr__(self, f.name, value)
         cone = getattr(self, "cone", None)
         if cone is not None and not isinstance(cone, Cone):
             object.__setattr__(self, "cone", Cone(*cone))
@@ -513,6 +518,10 @@ def _ivorn_text(column: Any, prefix: str | None, contains: str | None
 # -- cursors -------------------------------------------------------------------------------
 
 
+MAX_ROW_ID = 2**63 - 1
+"""Largest row id (a signed 64-bit column): a cursor past it is refused, not sent to SQL."""
+
+
 def encode_cursor(fingerprint: str, key: tuple[datetime, int]) -> str:
     """An opaque cursor after the row with sort key ``key``."""
     text = json.dumps([fingerprint, key[0].isoformat(), key[1]], separators=(",", ":"))
@@ -527,6 +536,8 @@ def decode_cursor(cursor: str, fingerprint: str) -> tuple[datetime, int]:
         key = (datetime.fromisoformat(when), int(row_id))
     except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
         raise QueryError("not a cursor this API issued") from exc
+    if not 0 <= key[1] <= MAX_ROW_ID:  # row ids are signed 64-bit on every backend
+        raise QueryError("not a cursor this API issued (row id out of range)")
     if owner != fingerprint:
         raise QueryError("this cursor belongs to a query with other filters; "
                          "pass the same filters as the first page")

@@ -14,6 +14,7 @@ the caller may not see is "not found", exactly as one that does not exist.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,29 @@ def known_params(request: Request) -> None:
     if unknown:
         raise HTTPException(400, f"unknown query parameter(s) {', '.join(unknown)}; this "
                                  f"route takes {', '.join(sorted(names))}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Characters no parameter may hold: C0/C1 controls (NUL first), DEL, lone surrogates.
+PostgreSQL refuses NUL in text and SQLite compares it as data, so letting one through
+gives each backend its own answer; refused here, both answer 400."""
+
+
+def clean_params(request: Request) -> None:
+    """400 for a query or path parameter holding a control character (every route).
+
+    Runs before any route's own parameters are used, so the database never sees one.
+    """
+    for where, items in (("query", request.query_params.multi_items()),
+                         ("path", request.path_params.items())):
+        for name, value in items:
+            for text in (name, value):
+                if isinstance(text, str) and _CONTROL.search(text):
+                    char = _CONTROL.search(text).group()  # type: ignore[union-attr]
+                    shown = json.dumps(name)
+                    raise HTTPException(400, f"{where} parameter {shown} holds the control "
+                                             f"character U+{ord(char):04X}; parameters may "
+                                             "not hold control characters")
 
 
 def _bad_query(exc: Exception) -> HTTPException:

@@ -1,5 +1,9 @@
 """Per-caller rate limits of the HTTP API: one token bucket per token, or per address.
 
+Three limiters, each a :class:`RateLimiter` on ``app.state``: queries
+(``rate_limiter``), writes (``write_limiter``: triggers, acknowledgements) and
+failed authentications (``failed_auth_limiter``, always keyed by client
+address, so that guessing tokens from one address stops at its burst).
 A caller with a valid token is limited by its token (however many addresses
 it calls from); an anonymous one by its client address.  Over the limit the
 answer is ``429 Too Many Requests`` with ``Retry-After`` in whole seconds.
@@ -53,6 +57,16 @@ class RateLimiter:
                 self._forget_full(now)
             self._buckets[key] = (tokens - 1.0, now)
             return None
+
+    def peek_s(self, key: str) -> float | None:
+        """Like :meth:`retry_after_s` without taking a request: None if one would be allowed."""
+        if self.rate_per_s <= 0:
+            return None
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate_per_s)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled: they hold no state worth keeping."""

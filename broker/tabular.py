@@ -207,15 +207,20 @@ def to_votable(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *,
     table = TableElement(votable, name=name)
     table.description = description
     resource.tables.append(table)
-    for col in columns:
+    columns_values = [(col, [col.value(row) for row in rows]) for col in columns]
+    for col, values in columns_values:
         extra: dict[str, Any] = {"arraysize": "*"} if col.datatype == "char" else {}
-        field = Field(votable, name=col.name, datatype=col.datatype, unit=col.unit,
+        datatype = col.datatype
+        # VOTable char is ASCII: a column holding anything else (a detector named in its
+        # own script, say) is written as unicodeChar rather than failing the whole page.
+        if datatype == "char" and any(v is not None and not str(v).isascii() for v in values):
+            datatype = "unicodeChar"
+        field = Field(votable, name=col.name, datatype=datatype, unit=col.unit,
                       ucd=col.ucd, xtype=col.xtype, **extra)
         field.description = col.description
         table.fields.append(field)
     table.create_arrays(len(rows))
-    for col in columns:
-        values = [col.value(row) for row in rows]
+    for col, values in columns_values:
         missing = np.array([v is None for v in values], dtype=bool)
         if col.datatype == "char":
             filled: Any = np.array(["" if v is None else str(v) for v in values], dtype=object)

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -17,7 +18,7 @@ from broker.models import ApiToken
 SCOPES = {
     "read:embargoed": "read embargoed alerts before their release time",
     "read:proprietary": "read proprietary alerts (never public)",
-    "write:triggers": "POST detector triggers to /api/v1/triggers",
+    "write:triggers": "POST detector triggers to /api/v1/triggers (for its --detector ones)",
     "ack": "acknowledge coincidences on the dashboard",
     "admin": "everything, including token management",
 }
@@ -33,6 +34,31 @@ class TokenInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    detectors: frozenset[str] | None = None
+    """The detectors a ``write:triggers`` token may write; None: bound to none (legacy)."""
+
+    def may_write(self, detector: str, *, allow_unbound: bool) -> bool:
+        """Whether this token may post, revise or retract triggers of ``detector``.
+
+        ``admin`` writes any detector; a bound token only its own; an unbound
+        one (made before tokens were bound) only when ``allow_unbound``.
+        """
+        if "admin" in self.scopes:
+            return True
+        if self.detectors is None:
+            return allow_unbound
+        return detector in self.detectors
+
+    def describe(self) -> str:
+        """``token 7 (km3net-online, detectors KM3NeT)``, for reasons and logs."""
+        bound = ", ".join(sorted(self.detectors)) if self.detectors is not None else "none"
+        return f"token {self.id} ({self.name}, detectors {bound})"
+
+
+def _info(row: Any) -> TokenInfo:
+    return TokenInfo(row.id, row.name, frozenset(row.scopes.split()), row.created_at,
+                     row.expires_at, row.revoked_at,
+                     frozenset(row.detectors) if row.detectors is not None else None)
 
 
 def _hash(token: str) -> str:
@@ -40,20 +66,36 @@ def _hash(token: str) -> str:
 
 
 def create_token(archive: Archive, name: str, scopes: list[str],
-                 expires_in: timedelta | None = None) -> tuple[str, TokenInfo]:
-    """Create a token; returns the plaintext (shown once, never stored) and its record."""
+                 expires_in: timedelta | None = None,
+                 detectors: list[str] | None = None) -> tuple[str, TokenInfo]:
+    """Create a token; returns the plaintext (shown once, never stored) and its record.
+
+    ``detectors`` binds a ``write:triggers`` token to the detectors (the
+    trigger's ``detector`` field) it may post, revise and retract triggers for.
+    """
     unknown = sorted(set(scopes) - SCOPES.keys())
     if unknown or not scopes:
         raise ConfigurationError(f"unknown or missing scope(s) {unknown}; known: "
                                  f"{', '.join(sorted(SCOPES))}")
+    bound = sorted(set(detectors)) if detectors else None
+    if bound is not None:
+        if "write:triggers" not in scopes:
+            raise ConfigurationError("--detector binds a write:triggers token; add "
+                                     "--scope write:triggers")
+        bad = [d for d in bound if not 1 <= len(d) <= 128 or not d.isprintable()
+               or d != d.strip()]
+        if bad:
+            raise ConfigurationError(f"detector name(s) {bad!r}: 1 to 128 printable "
+                                     "characters, no surrounding spaces")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     expires = now + expires_in if expires_in else None
     with transaction(archive.engine) as conn:
         token_id = conn.execute(TOKENS.insert().returning(TOKENS.c.id), {
             "name": name, "token_hash": _hash(token), "scopes": " ".join(sorted(set(scopes))),
-            "created_at": now, "expires_at": expires}).scalar_one()
-    return token, TokenInfo(token_id, name, frozenset(scopes), now, expires, None)
+            "created_at": now, "expires_at": expires, "detectors": bound}).scalar_one()
+    return token, TokenInfo(token_id, name, frozenset(scopes), now, expires, None,
+                            frozenset(bound) if bound is not None else None)
 
 
 def verify_token(archive: Archive, token: str) -> TokenInfo | None:
@@ -68,15 +110,13 @@ def verify_token(archive: Archive, token: str) -> TokenInfo | None:
         if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
             return None
         conn.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
-    return TokenInfo(tok.id, tok.name, frozenset(tok.scopes.split()), tok.created_at,
-                     tok.expires_at, tok.revoked_at)
+    return _info(tok)
 
 
 def list_tokens(archive: Archive) -> list[TokenInfo]:
     with transaction(archive.engine, readonly=True) as conn:
         rows = conn.execute(select(TOKENS).order_by(TOKENS.c.id))
-        return [TokenInfo(t.id, t.name, frozenset(t.scopes.split()), t.created_at,
-                          t.expires_at, t.revoked_at) for t in rows]
+        return [_info(t) for t in rows]
 
 
 def revoke_token(archive: Archive, token_id: int) -> bool:

@@ -33,10 +33,18 @@ Event id and revision
     above.  ``"retraction": true`` (with a revision of at least 1, as the
     schema requires) gives alert type ``retraction``.  The alert IVORN is
     ``ivo://<authority>/detector#<detector>:<event_id>-<revision>``.
+
+Control characters
+    No string of a trigger (value or key) may hold a C0 control character
+    other than tab, newline and carriage return, nor DEL or a lone surrogate:
+    such a trigger is refused with the JSON path of each (quarantined), on
+    every backend alike.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +80,33 @@ _SIGNATURE = frozenset({"event_id", "detector", "real", "time"})
 _EXTRA_FIELDS = ("trigger_type", "multiplicity", "flavor", "neutrino_type",
                  "error_radius_50_deg", "gal_l_deg", "gal_b_deg", "reco_quality",
                  "p_neutrino", "ranking", "publisher", "contact", "sent_time")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+"""Characters no trigger string may hold: C0 controls but tab, newline and return; DEL;
+lone surrogates.  PostgreSQL refuses NUL in text (and a lone surrogate is no UTF-8) while
+SQLite stores both, so they are refused here, the same on every backend."""
+
+
+def control_character_errors(document: Any, path: str = "$") -> list[str]:
+    """One line per string (value or key) of ``document`` holding a control character,
+    each with its JSON path; the character is named by code point, never echoed."""
+    errors: list[str] = []
+    if isinstance(document, str):
+        found = _CONTROL.search(document)
+        if found:
+            errors.append(f"{path}: control character U+{ord(found.group()):04X} is not "
+                          "allowed in a trigger string")
+    elif isinstance(document, dict):
+        for key, value in document.items():
+            shown = json.dumps(key)[1:-1]  # escapes what it must; the path stays printable
+            if _CONTROL.search(key):
+                errors.append(f"{path}: key \"{shown}\" holds a control character")
+            errors += control_character_errors(value, f"{path}.{shown}")
+    elif isinstance(document, list):
+        for i, value in enumerate(document):
+            errors += control_character_errors(value, f"{path}[{i}]")
+    return errors
 
 
 def looks_like_trigger(document: Any) -> bool:
@@ -140,7 +175,7 @@ def trigger_alert(document: Any, meta: MessageMeta) -> Alert:
     SchemaValidationError
         Listing every violation of the trigger schema.
     """
-    errors = validation_errors("trigger", document)
+    errors = control_character_errors(document) or validation_errors("trigger", document)
     if errors:
         raise SchemaValidationError("trigger", errors)
     doc: Mapping[str, Any] = document

@@ -48,11 +48,13 @@ def mmbroker_exe() -> str:
     return str(Path(sys.executable).with_name("mmbroker"))
 
 
-def create_token(db: Path, name: str, *scopes: str) -> str:
-    """A token made by ``mmbroker token create`` for the archive ``db`` (as a shifter would)."""
+def create_token(db: Path, name: str, *scopes: str, detectors: tuple[str, ...] = ()) -> str:
+    """A token made by ``mmbroker token create`` for the archive ``db`` (as a shifter would);
+    ``detectors`` binds a write:triggers token to the detectors it may post for."""
     from tests.conftest import mmbroker
 
     args = [a for scope in scopes for a in ("--scope", scope)]
+    args += [a for detector in detectors for a in ("--detector", detector)]
     out = mmbroker("--db", str(db), "token", "create", "--name", name, *args, timeout=60)
     return out.stdout.strip().splitlines()[-1]
 

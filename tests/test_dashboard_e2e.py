@@ -50,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("dashboard")
     db = workdir / "broker.sqlite3"
-    poster = create_token(db, "poster", "write:triggers")
+    poster = create_token(db, "poster", "write:triggers", detectors=("KM3NeT",))
     shifter = create_token(db, "alice", "ack")
     with tansu(workdir) as bootstrap, running_broker(workdir, comet=True, env={
             "MMBROKER_KAFKA_BOOTSTRAP": bootstrap, "MMBROKER_KAFKA_TOPICS": GRB_TOPIC,

@@ -6,6 +6,7 @@ format sniffer and the bounded JSON decoder must hold by themselves.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -13,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
+import alerts_schema
 from broker.archive import Archive, RawMessage
 from broker.ingest import Ingestor
 
 # Unpickling this creates the file below: proof, if it exists, that a pickle ran.
 PWNED = Path(tempfile.gettempdir()) / f"mmbroker-pwned-{os.getpid()}"
+
+
+TRACK = json.loads(next(p for p in alerts_schema.example_paths("trigger")
+                         if p.name == "trigger-track-single.example.json").read_bytes())
 
 
 class _Evil:
@@ -34,6 +40,11 @@ CORPUS = {
     "json-invalid-utf8": (b'{"event_id": "\xff\xfe"}', "UTF-8"),
     "json-nan-elsewhere": (b'{"far": NaN, "x": Infinity}', "matches no known stream"),
     "json-truncated": (b'{"event_id": "S1', "invalid JSON"),
+    # Issue 14 item 7: archived on SQLite, refused by PostgreSQL; now refused on both.
+    "trigger-nul-in-a-field": (json.dumps({**TRACK, "pipeline": "a\u0000b"}).encode(),
+                               "$.pipeline: control character U+0000"),
+    "trigger-lone-surrogate": (json.dumps({**TRACK, "reco_method": "\ud800"}).encode(),
+                               "$.reco_method: control character U+D800"),
     "empty": (b"", "empty"),
     "whitespace": (b" \n\t ", "empty"),
     "xml-billion-laughs": (b"""<?xml version="1.0"?>

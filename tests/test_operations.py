@@ -141,7 +141,7 @@ def test_sigterm_finishes_what_is_in_flight(tmp_path: Path) -> None:
     from tests.dashboard_support import create_token, running_broker, scenario
 
     db = tmp_path / "broker.sqlite3"
-    token = create_token(db, "poster", "write:triggers")
+    token = create_token(db, "poster", "write:triggers", detectors=("KM3NeT",))
     answered: list[str] = []
     with running_broker(tmp_path, env={"MMBROKER_LOG_LEVEL": "INFO"}) as broker:
         stop = threading.Event()

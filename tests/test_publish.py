@@ -63,7 +63,7 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str,
         env.update(marker.args[0](ports, tmp_path))
     db = str(tmp_path / "broker.sqlite3")
     token = mmbroker("--db", db, "token", "create", "--scope", "write:triggers",
-                     env=env).stdout.strip()
+                     "--detector", TRACK["detector"], env=env).stdout.strip()
     exe = Path(sys.executable).with_name("mmbroker")
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([str(exe), "--db", db, "serve"], env=env, stdout=log,

@@ -664,3 +664,59 @@ def test_the_live_feed_rule_and_the_sql_rule_see_the_same_rows(archive: Archive)
         if not scopes:  # anyone: every public row, not every row
             assert {i for i, (rights, _) in cases.items() if rights == "public"} \
                 <= by_sql < set(cases)
+
+
+# -- issue 14 item 7: bad parameters are 4xx, the same on every backend ----------------------
+
+
+def _get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.timeout(120)
+def test_bad_parameters_are_400_on_every_backend(archive: Archive) -> None:
+    """A cursor past a signed 64-bit row id, a NUL (or any control character) in a filter
+    or a path, a time that leaves the calendar when put in UTC: 400 with a reason, on
+    SQLite as on PostgreSQL (was 500 on one, silently ignored or 400 on the other)."""
+    import base64
+
+    from tests.servers import live_app
+
+    _archive_docs(archive, _documents(30, seed=5, prefix="bad", rights=False))
+    app = create_app(get_settings(api_rate_limit_per_s=0), archive=archive)
+    with live_app(app) as base:
+        status, body = _get(base + "/api/v1/alerts?limit=5")
+        assert status == 200
+        cursor = json.loads(body)["next"]
+        fingerprint, when, _ = json.loads(base64.urlsafe_b64decode(cursor + "==="))
+        for row_id in (2**63, 2**64 + 5, -1):
+            forged = base64.urlsafe_b64encode(json.dumps(
+                [fingerprint, when, row_id]).encode()).decode().rstrip("=")
+            status, body = _get(f"{base}/api/v1/alerts?limit=5&cursor={forged}")
+            assert status == 400, (row_id, body)
+            assert "not a cursor this API issued" in json.loads(body)["detail"]
+        cases = {
+            "/api/v1/alerts?source=gcn%00x": "U+0000",
+            "/api/v1/alerts?facility=%01": "U+0001",
+            "/api/v1/alerts?event_id=a%00": "U+0000",
+            "/api/v1/alerts?ivorn_contains=%00": "U+0000",
+            "/api/v1/coincidences?ivorn_prefix=ivo%00": "U+0000",
+            "/api/v1/voevents?ref_contains=%00": "U+0000",
+            "/api/v1/alerts/ivo%3A%2F%2Fx%23y%00": "U+0000",
+            "/api/v1/voevents/ivo%3A%2F%2Fx%00": "U+0000",
+        }
+        for path, char in cases.items():
+            status, body = _get(base + path)
+            assert status == 400, (path, status, body)
+            assert char in json.loads(body)["detail"] and "control character" in body
+        status, body = _get(base + "/scs?RA=1&DEC=1&SR=1&x=%00")
+        assert status == 400 and 'value="ERROR"' in body  # a VOTable, as SCS clients expect
+        status, body = _get(base + "/api/v1/alerts?since=0001-01-01T00:00:00%2B01:00")
+        assert status == 400 and "outside the years" in json.loads(body)["detail"]

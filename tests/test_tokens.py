@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -37,3 +38,44 @@ def test_unknown_scope(archive: Archive) -> None:
         create_token(archive, "x", ["superuser"])
     with pytest.raises(ConfigurationError):
         create_token(archive, "x", [])
+
+
+def test_trigger_token_bound_to_detectors(archive: Archive) -> None:
+    token, info = create_token(archive, "online", ["write:triggers"],
+                               detectors=["KM3NeT", "ANTARES", "KM3NeT"])
+    assert info.detectors == {"KM3NeT", "ANTARES"}
+    verified = verify_token(archive, token)
+    assert verified is not None and verified.detectors == {"KM3NeT", "ANTARES"}
+    assert verified.may_write("KM3NeT", allow_unbound=False)
+    assert not verified.may_write("IceCube", allow_unbound=True)
+    _, legacy = create_token(archive, "legacy", ["write:triggers"])
+    assert legacy.detectors is None
+    assert not legacy.may_write("KM3NeT", allow_unbound=False)
+    assert legacy.may_write("KM3NeT", allow_unbound=True)
+    _, admin = create_token(archive, "root", ["admin"])
+    assert admin.may_write("anything", allow_unbound=False)
+    assert [t.detectors for t in list_tokens(archive)] == [
+        {"KM3NeT", "ANTARES"}, None, None]
+    with pytest.raises(ConfigurationError, match="write:triggers"):
+        create_token(archive, "x", ["ack"], detectors=["KM3NeT"])
+    with pytest.raises(ConfigurationError, match="detector name"):
+        create_token(archive, "x", ["write:triggers"], detectors=["bad\x00name"])
+
+
+def test_token_cli_binds_and_lists_detectors(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import mmbroker
+
+    db = str(tmp_path / "tokens.sqlite3")
+    made = mmbroker("--db", db, "token", "create", "--scope", "write:triggers",
+                    "--detector", "KM3NeT", "--detector", "IceCube Gen2", "--name", "online")
+    assert made.stdout.strip().startswith("mmb_")
+    assert "detectors: IceCube Gen2, KM3NeT" in made.stderr
+    unbound = mmbroker("--db", db, "token", "create", "--scope", "write:triggers")
+    assert "bound to no detector" in unbound.stderr
+    listed = json.loads(mmbroker("--db", db, "token", "list", "--format", "json").stdout)
+    assert [(t["name"], t["detectors"]) for t in listed] == [
+        ("online", "IceCube Gen2, KM3NeT"), ("unnamed", None)]
+    table = mmbroker("--db", db, "token", "list").stdout
+    assert "detectors" in table and "KM3NeT" in table

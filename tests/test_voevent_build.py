@@ -560,7 +560,11 @@ def test_coincidence_with_a_neutrino_trigger_member() -> None:
 # -- property test ----------------------------------------------------------------
 
 _finite = {"allow_nan": False, "allow_infinity": False}
-_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60)
+# Triggers refuse C0 controls but tab/newline/return, and DEL (listeners.trigger); C1
+# controls and everything else XML cannot carry still reach the builder.
+_REFUSED = "".join(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]))
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=_REFUSED),
+                min_size=1, max_size=60)
 _optional = st.none() | _text
 _id = st.text(st.sampled_from("ABCxyz019._:+-"), min_size=1, max_size=40)
 _time = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)).map(
