@@ -232,6 +232,8 @@ def test_make_secrets_writes_every_secret_owner_only_and_consistent(tmp_path: Pa
         "postgresql+psycopg", "mmbroker_ingest", "postgres", 5432, "/mmbroker")
     assert unquote(url.password or "") == (out / "db_ingest_password").read_text()
     assert (out / "gcn_client_id").read_text() == GCN_ENV["KAFKA_CLIENT___ID"]
+    # Where the script writes by default, git never looks.
+    assert "deploy/compose/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
 
     # Run again: nothing is replaced, even with other GCN credentials in the environment.
     before = {p.name: p.read_text() for p in out.iterdir()}
