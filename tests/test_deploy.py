@@ -751,6 +751,14 @@ def test_the_overlay_sets_the_image_the_vtp_service_and_gcn_credentials() -> Non
     containers = [c for pod in pods for c in pod["containers"]]
     assert len(containers) == 6  # listen, match, publish and Comet, api, the migration Job
     assert {c["image"] for c in containers} == {expected}
+    # Pod Security "restricted": not root, no privilege escalation, no capabilities, the
+    # runtime's seccomp profile.
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in containers:
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]}}, c["name"]
     assert all(d["metadata"].get("namespace") == overlay["namespace"]
                for d in docs if d["kind"] != "Namespace")
     assert by_kind["ConfigMap"]["mmbroker"]["data"]["MMBROKER_PUBLIC_BASE_URL"] == \
