@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -850,6 +852,160 @@ def test_systemd_units_verify_and_keep_what_the_broker_needs(tmp_path: Path) -> 
         env = dict(v.split("=", 1) for v in settings["Environment"])
         assert env["MMBROKER_DATA_DIR"] == env["HOME"] == "/var/lib/mmbroker", unit
         assert settings["CapabilityBoundingSet"] == [""], unit
+    # One sandbox for both: the run under the filter below (of mmbroker.service) covers both.
+    sandbox = [{k: v for k, v in _unit_settings(u).items() if k.startswith(
+        ("SystemCall", "RestrictAddressFamilies", "UMask", "Protect", "Private"))} for u in UNITS]
+    assert sandbox[0] == sandbox[1]
+
+
+# The unit's system call filter and socket families, applied with libseccomp (what systemd
+# itself uses) before exec'ing the command: argv[1] the allowed system calls, argv[2] the
+# allowed socket families, the rest the command. Files are created as under UMask=0077.
+SANDBOX = r"""
+import errno, json, os, socket, sys
+import pyseccomp as sc
+allowed, families, argv = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+f = sc.SyscallFilter(sc.ERRNO(errno.EPERM))
+for name in allowed:
+    if name != "socket":
+        try:
+            f.add_rule(sc.ALLOW, name)
+        except Exception:  # a name systemd lists that this architecture does not have
+            pass
+for family in families:
+    f.add_rule(sc.ALLOW, "socket", sc.Arg(0, sc.EQ, getattr(socket, family)))
+os.umask(0o077)
+f.load()
+os.execv(argv[0], argv)
+"""
+
+
+def _unit_settings(unit: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / unit).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def _allowed_syscalls(filters: list[str]) -> list[str]:
+    """The system calls an allow-list SystemCallFilter= (its lines in order) permits,
+    expanded with systemd's own group definitions (`systemd-analyze syscall-filter`)."""
+    listing = subprocess.run([_systemd_analyze(), "syscall-filter", "--no-pager"],
+                             capture_output=True, text=True, timeout=60).stdout
+    groups: dict[str, list[str]] = {}
+    current = ""
+    for line in listing.splitlines():
+        if line.startswith("@"):
+            current = line.strip()
+            groups[current] = []
+        elif line.strip() and not line.strip().startswith("#") and current:
+            groups[current].append(line.strip())
+
+    def expand(item: str) -> set[str]:
+        return set().union(*(expand(i) for i in groups[item])) if item.startswith("@") \
+            else {item}
+
+    allowed = expand("@default")  # systemd always permits these
+    assert not filters[0].startswith("~"), "an allow list is expected"
+    for line in filters:
+        items = set().union(*(expand(i) for i in line.lstrip("~").split()))
+        allowed = allowed - items if line.startswith("~") else allowed | items
+    return sorted(allowed)
+
+
+@pytest.mark.timeout(180)
+def test_the_broker_runs_under_the_units_system_call_filter(tmp_path: Path) -> None:
+    """mmbroker.service's SystemCallFilter= (@system-service less @privileged and
+    @resources, EPERM for the rest) and RestrictAddressFamilies=, applied by libseccomp, with
+    the unit's environment and UMask: `db upgrade` (ExecStartPre) and `serve` (ExecStart,
+    with the demo scenario for work to do) start, archive the three alerts and hand the
+    coincidence VOEvents to the Comet child (which runs under the same filter); the files
+    made are owner-only. The filter is shown to bite first. (The file-system and namespace
+    settings need systemd itself, which does not run here.)"""
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    pytest.importorskip("pyseccomp")
+    settings = _unit_settings("mmbroker.service")
+    allowed = _allowed_syscalls(settings["SystemCallFilter"])
+    assert settings["SystemCallErrorNumber"] == ["EPERM"] and settings["UMask"] == ["0077"]
+    families = settings["RestrictAddressFamilies"][0].split()
+    assert "chroot" not in allowed and "setuid" not in allowed and "socket" in allowed
+
+    def sandboxed(*argv: str) -> list[str]:
+        return [sys.executable, "-c", SANDBOX, json.dumps(allowed), json.dumps(families),
+                *argv]
+
+    # The filter bites: a privileged call and a packet socket are refused, even to root.
+    probe = ("import os, socket\n"
+             "try:\n    os.chroot('/')\nexcept PermissionError:\n    print('chroot refused')\n"
+             "try:\n    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)\n"
+             "except OSError:\n    print('netlink refused')\n"
+             "socket.socket(socket.AF_INET).close(); print('inet allowed')")
+    out = subprocess.run(sandboxed(sys.executable, "-c", probe), capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split("\n")[:3] == ["chroot refused", "netlink refused",
+                                           "inet allowed"], out.stdout + out.stderr
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMBROKER_", "KAFKA_"))}
+    env.update(dict(v.split("=", 1) for v in settings["Environment"]))
+    assert env["MMBROKER_DATA_DIR"] == env["HOME"] == "/var/lib/mmbroker"
+    port = free_port()
+    env.update(MMBROKER_CONFIG_FILE=str(DEPLOY / "mmbroker.example.toml"),
+               MMBROKER_DATA_DIR=str(state), HOME=str(state), MMBROKER_HTTP_PORT=str(port),
+               MMBROKER_VTP_RECEIVE_PORT=str(free_port()),
+               MMBROKER_VTP_BROADCAST_PORT=str(free_port()), MMBROKER_LOG_LEVEL="WARNING")
+    (pre,) = settings["ExecStartPre"]
+    (start,) = settings["ExecStart"]
+    exe = str(Path(sys.executable).with_name("mmbroker"))
+    upgrade = subprocess.run(sandboxed(exe, *pre.split()[1:]), env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    proc = subprocess.Popen(sandboxed(exe, *start.split()[1:], "--demo"), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        from broker.archive import Archive
+        from broker.outbox import status
+
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5) as r:
+                    if json.loads(r.read())["status"] == "ready":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the broker did not become ready"
+            time.sleep(0.5)
+        (db,) = state.glob("*.sqlite3")
+        archive = Archive.open(f"sqlite:///{db}", upgrade=False)
+        try:
+            def sent() -> int:
+                return sum(e["targets"].get("vtp", {}).get("state") == "sent"
+                           for e in status(archive))
+
+            while archive.count_alerts() < 3 or sent() < 3:
+                assert time.monotonic() < deadline, (archive.count_alerts(), status(archive))
+                time.sleep(0.5)
+        finally:
+            archive.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    made = [p for p in state.rglob("*") if p.is_file()]
+    assert made and all(p.stat().st_mode & 0o077 == 0 for p in made), \
+        [(str(p), oct(p.stat().st_mode)) for p in made if p.stat().st_mode & 0o077]
 
 
 # -- the dependency constraints -------------------------------------------------------------
