@@ -1,5 +1,6 @@
 # Sourced by scripts/test and scripts/demo: create .venv with Python >= 3.11 and
-# install mmbroker into it (editable), with the extras named in $1 if any.
+# install mmbroker into it (editable), with the extras named in $1 if any, at exactly the
+# dependency versions in constraints.txt (the tested ones; refresh with scripts/lock).
 ensure_venv() {
   local extras=${1:-}
   local python=${PYTHON:-python3}
@@ -7,7 +8,8 @@ ensure_venv() {
     || { echo "mmbroker needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2; exit 1; }
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+    -e ".${extras:+[$extras]}"
 }
 
 # The dashboard's end-to-end tests drive Debian's Chromium (Playwright talks to it;
