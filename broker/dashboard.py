@@ -159,7 +159,10 @@ def _alarms(conn: Any, who: q.Viewer, now: datetime, settings: Any) -> list[dict
     """
     since = now - timedelta(seconds=settings.alarm_window_s)
     newer = aliased(CoincidenceRow)
-    superseded = exists(select(newer.id).where(newer.supersedes_id == CoincidenceRow.id))
+    # Superseded by a revision this viewer may see: a hidden one (a member it may not
+    # see joined) leaves its alarm as it was, or the alarm's going would tell.
+    superseded = exists(select(newer.id).where(newer.supersedes_id == CoincidenceRow.id,
+                                               q.coincidence_visible(who, now, newer)))
     acked = exists(select(Acknowledgement.id).where(
         Acknowledgement.coincidence_id == CoincidenceRow.id))
     rows = conn.execute(select(*COINCIDENCE_COLUMNS).where(

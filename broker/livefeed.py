@@ -172,9 +172,11 @@ def json_default(value: Any) -> Any:
 
 
 def alert_summary(row: Any) -> dict[str, Any]:
-    """What the feed shows of an alert row (times UTC, angles deg, FAR Hz)."""
+    """What the feed shows of an alert row (times UTC, angles deg, FAR Hz).  Rows are
+    named by IVORN, never by database id: gaps between the ids a viewer sees would count
+    the rows it may not see."""
     m = row._mapping
-    return {"id": m["id"], "ivorn": m["ivorn"], "event_id": m["event_id"],
+    return {"ivorn": m["ivorn"], "event_id": m["event_id"],
             "revision": m["revision"], "source": m["source"], "messenger": m["messenger"],
             "facility": m["facility"], "role": m["role"],
             "state": ALERT_STATE.get(m["alert_type"], m["alert_type"]),
@@ -231,9 +233,13 @@ def member_rights(conn: Any, coincidence_ids: list[int]) -> dict[int, list[Any]]
 
 def coincidence_summaries(conn: Any, rows: list[Any], settings: Settings
                           ) -> list[tuple[dict[str, Any], list[tuple[str, datetime | None]]]]:
-    """Feed summaries of coincidence rows, each with its members' data rights."""
+    """Feed summaries of coincidence rows, each with its members' data rights (named by
+    IVORN, as is the revision each supersedes: no database ids, see :func:`alert_summary`)."""
     ids = [r.id for r in rows]
     members = member_rights(conn, ids)
+    earlier = sorted({r.supersedes_id for r in rows if r.supersedes_id is not None})
+    supersedes = dict(conn.execute(select(CoincidenceRow.id, CoincidenceRow.ivorn).where(
+        CoincidenceRow.id.in_(earlier))).all()) if earlier else {}
     acked: dict[int, dict[str, Any]] = {}
     if ids:
         for a in conn.execute(select(Acknowledgement.__table__).where(
@@ -243,8 +249,8 @@ def coincidence_summaries(conn: Any, rows: list[Any], settings: Settings
     for r in rows:
         ms = members[r.id]
         role = members_class(m.role for m in ms)
-        data = {"id": r.id, "ivorn": r.ivorn, "pairing": r.pairing, "state": r.state,
-                "revision": r.revision, "supersedes_id": r.supersedes_id,
+        data = {"ivorn": r.ivorn, "pairing": r.pairing, "state": r.state,
+                "revision": r.revision, "supersedes": supersedes.get(r.supersedes_id),
                 "reference_time": r.reference_time,
                 "created_at": r.created_at, "ra_deg": r.ra_deg, "dec_deg": r.dec_deg,
                 "far_hz": r.far_hz, "overlap": r.overlap, "role": role,
@@ -447,13 +453,17 @@ class LiveFeed:
                                 .order_by(CoincidenceRow.id).limit(BATCH_ROWS)).all()
             for data, rights in coincidence_summaries(conn, rows, self.settings):
                 out.append(("coincidence", data, rights))
-                seen["coincidence"].append(data["id"])
-            acks = conn.execute(select(Acknowledgement.__table__)
+            seen["coincidence"] = [r.id for r in rows]
+            acks = conn.execute(select(Acknowledgement.id, Acknowledgement.coincidence_id,
+                                       Acknowledgement.acked_by, Acknowledgement.acked_at,
+                                       CoincidenceRow.ivorn)
+                                .join(CoincidenceRow,
+                                      CoincidenceRow.id == Acknowledgement.coincidence_id)
                                 .where(marks["ack"].unseen(Acknowledgement.id))
                                 .order_by(Acknowledgement.id).limit(BATCH_ROWS)).all()
             rights_of = member_rights(conn, sorted({a.coincidence_id for a in acks}))
             for a in acks:
-                out.append(("ack", {"id": a.id, "coincidence_id": a.coincidence_id,
+                out.append(("ack", {"coincidence": a.ivorn,
                                     "acked_by": a.acked_by, "acked_at": a.acked_at},
                             [(m.data_rights, m.embargo_until)
                              for m in rights_of[a.coincidence_id]]))

@@ -61,7 +61,7 @@ def test_state_lists_rows_alarms_health_and_latency(
         "gravitational_wave", "gamma_ray", "neutrino"]  # newest arrival first
     assert {c["pairing"] for c in admin["coincidences"]} == {"hen-grb", "gw_cbc-grb", "gw-hen"}
     assert all(c["significant"] and c["ack"] is None for c in admin["coincidences"])
-    assert {a["id"] for a in admin["alarms"]} == {c["id"] for c in admin["coincidences"]}
+    assert {a["ivorn"] for a in admin["alarms"]} == {c["ivorn"] for c in admin["coincidences"]}
     assert admin["user"] == {"name": "admin", "scopes": ["admin"], "can_ack": True}
     assert admin["latency"]["alerts"] == 3
     received = admin["latency"]["intervals"]["received->matched"]
@@ -100,8 +100,8 @@ def test_acknowledging_needs_the_scope_and_is_recorded(
     assert client.post(url, headers=_auth(tokens["alice"]),
                        json={"note": "x" * 2001}).status_code == 422
     state = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()
-    assert target["id"] not in {a["id"] for a in state["alarms"]}
-    acked = next(c for c in state["coincidences"] if c["id"] == target["id"])
+    assert target["ivorn"] not in {a["ivorn"] for a in state["alarms"]}
+    acked = next(c for c in state["coincidences"] if c["ivorn"] == target["ivorn"])
     assert acked["ack"]["acked_by"] == "alice"
     page = client.get(f"/dashboard/coincidences/{quote(target['ivorn'], safe='')}")
     assert page.status_code == 200 and "alice at" in page.text and "Swift ToO sent" in page.text
@@ -235,8 +235,11 @@ def test_the_live_feed_pushes_new_rows_only_to_those_who_may_see_them(
                 "gamma_ray", "gravitational_wave", "gw_cbc-grb"]
             # An acknowledgement goes where its coincidence goes.
             hidden = next(e[2] for e in _rows(admin) if e[2].get("pairing") == "hen-grb")
-            archive.acknowledge(hidden["id"], "alice")
+            archive.acknowledge(archive.coincidence_row_ids([hidden["ivorn"]])[hidden["ivorn"]],
+                                "alice")
             assert wait_for(lambda: any(e[1] == "ack" for e in admin), 10)
+            (ack,) = [e[2] for e in admin if e[1] == "ack"]
+            assert ack["coincidence"] == hidden["ivorn"] and ack["acked_by"] == "alice"
             ids = [e[0] for e in _rows(admin)]
             assert len(set(ids)) == len(ids) and all(ids), ids
             # A browser reconnecting with Last-Event-ID gets what came after it...
@@ -650,6 +653,9 @@ def test_feed_ids_reveal_nothing_of_hidden_rows_and_resume_for_everyone(
             assert wait_for(lambda: _ivorns(bob) == ivorns, 10), bob
             assert wait_for(lambda: _ivorns(anon) == public, 10), anon
             ids = [e[0] for e in anon if e[1] == "alert"]
+            for _, kind, data in anon + bob:  # rows by IVORN, no database ids
+                if kind in ROWS:
+                    assert not {"id", "supersedes_id", "coincidence_id"} & set(data), data
             epoch = anon[0][2]["epoch"]
             for event_id in ids:
                 prefix, _, sealed = event_id.partition("-")
@@ -673,3 +679,44 @@ def test_feed_ids_reveal_nothing_of_hidden_rows_and_resume_for_everyone(
                                 10), replay
         finally:
             stop.set()
+
+
+def test_a_hidden_revision_neither_clears_nor_shows_a_public_alarm(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    """A public coincidence's next revision takes in the embargoed trigger (so it is
+    hidden): the public still sees the alarm it saw (its going would tell that a hidden
+    revision exists), the admin sees the new revision's alarm instead; no row is named
+    by a database id, whose gaps would count hidden rows."""
+    from sqlalchemy import insert
+
+    from broker.db import transaction
+    from broker.models import CoincidenceMember, CoincidenceRow
+
+    client, archive, tokens = world
+    public = client.get("/dashboard/state").json()
+    (alarm,) = public["alarms"]
+    for row in public["alerts"] + public["coincidences"] + public["alarms"]:
+        assert not {"id", "supersedes_id", "coincidence_id"} & set(row), row
+    with transaction(archive.engine) as conn:
+        old = dict(conn.execute(select(CoincidenceRow.__table__).where(
+            CoincidenceRow.ivorn == alarm["ivorn"])).one()._mapping)
+        members = [m.alert_id for m in conn.execute(select(CoincidenceMember.alert_id).where(
+            CoincidenceMember.coincidence_id == old["id"]))]
+        hidden = conn.execute(select(AlertRow.id).where(
+            AlertRow.data_rights == "embargoed")).scalar_one()
+        old_id = old.pop("id")
+        new = {**old, "ivorn": old["ivorn"] + "-r1", "result_key": old["result_key"][:-3] + "-r1",
+               "revision": old["revision"] + 1, "supersedes_id": old_id,
+               "state": "updated", "created_at": datetime.now(UTC)}
+        new_id = conn.execute(insert(CoincidenceRow.__table__).values(**new)
+                              ).inserted_primary_key[0]
+        for alert_id in [*members, hidden]:
+            conn.execute(insert(CoincidenceMember.__table__).values(
+                coincidence_id=new_id, alert_id=alert_id, time_offset_s=0.0))
+    after = client.get("/dashboard/state").json()
+    assert [a["ivorn"] for a in after["alarms"]] == [alarm["ivorn"]]
+    admin = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()
+    ivorns = {a["ivorn"] for a in admin["alarms"]}
+    assert new["ivorn"] in ivorns and alarm["ivorn"] not in ivorns
+    (revised,) = [c for c in admin["coincidences"] if c["ivorn"] == new["ivorn"]]
+    assert revised["supersedes"] == alarm["ivorn"]
