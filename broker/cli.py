@@ -734,8 +734,8 @@ def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
 def token_create(
     ctx: typer.Context,
     scope: Annotated[list[str], typer.Option(help="A scope: read:embargoed, read:proprietary, "
-                                                  "write:triggers, ack or admin. Repeat for "
-                                                  "several.")],
+                                                  "write:triggers, ack, read:metrics or admin. "
+                                                  "Repeat for several.")],
     name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "unnamed",
     expires_days: Annotated[float | None, typer.Option(
         help="Lifetime in days (more than 0; omit for a token that never expires).")] = None,
