@@ -233,3 +233,41 @@ def test_metrics_are_scoped_on_the_http_port_and_open_on_the_ops_port(tmp_path: 
         assert get(f"http://127.0.0.1:{ops}/health")[0] == 200
         status, body = get(f"http://127.0.0.1:{ops}/ready")
         assert status == 200 and json.loads(body)["checks"]["live_feed"] == "ok", body
+
+
+@pytest.mark.timeout(180)
+def test_the_api_stage_opens_the_ops_listener_too(tmp_path: Path, pg_url: str) -> None:
+    """`mmbroker stage api` (a real tansu, PostgreSQL): /metrics refused on its HTTP port
+    without a token and served on MMBROKER_OPS_PORT, where Kubernetes scrapes it; its
+    /ready there answers as on the HTTP port."""
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import free_port
+    from tests.servers import stop_process, tansu, wait_for
+    from tests.stage_support import start_stage
+
+    Archive.open(pg_url).close()
+    http, ops = free_port(), free_port()
+    with tansu(tmp_path) as bootstrap:
+        proc = start_stage("api", pg_url, {
+            "MMBROKER_KAFKA_BOOTSTRAP": bootstrap, "MMBROKER_COMET": "false",
+            "MMBROKER_HTTP_PORT": str(http), "MMBROKER_OPS_PORT": str(ops)},
+            tmp_path / "api.log")
+        try:
+            def status(url: str) -> int | None:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        return response.status
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+                except OSError:
+                    return None
+
+            assert wait_for(lambda: status(f"http://127.0.0.1:{http}/ready") == 200, 90,
+                            0.3), (tmp_path / "api.log").read_text()[-3000:]
+            assert status(f"http://127.0.0.1:{http}/metrics") == 401
+            assert status(f"http://127.0.0.1:{ops}/metrics") == 200
+            assert status(f"http://127.0.0.1:{ops}/ready") == 200
+        finally:
+            stop_process(proc, 20)
