@@ -190,25 +190,28 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
     @app.get("/ready", response_model=Ready, tags=["operations"],
              responses={503: {"model": Ready, "description": "Not ready: see checks."}})
-    def ready(request: Request, archive: ArchiveDep) -> Any:
+    def ready(request: Request) -> Any:
         """Whether this process should get traffic: archive reachable and at the schema this
         code expects, listeners and live feed running, not shutting down (503 otherwise)."""
-        from broker.opsserver import ready_checks
-
-        checks = ready_checks(archive, getattr(request.app.state, "listeners", None))
-        feed = getattr(request.app.state, "live_feed", None)
-        checks["live_feed"] = "ok" if feed is not None and feed.running else "stopped"
-        if getattr(request.app.state, "draining", False):
-            checks["shutdown"] = "draining"
+        checks = app_ready_checks(request.app)
         ok = all(v == "ok" for v in checks.values())
         body = Ready(status="ready" if ok else "not ready", checks=checks)
         return body if ok else JSONResponse(body.model_dump(), status_code=503)
 
+    from broker.auth import require_scope
+
     @app.get("/metrics", tags=["operations"], response_class=Response,
+             dependencies=[Depends(require_scope("read:metrics"))],
              responses={200: {"content": {"text/plain": {}},
-                              "description": "Prometheus text exposition format."}})
+                              "description": "Prometheus text exposition format."},
+                        401: {"description": "No token."},
+                        403: {"description": "The token lacks the read:metrics scope."}})
     def metrics(archive: ArchiveDep) -> Response:
-        """Prometheus metrics of this process (and the outbox depth, read from the archive)."""
+        """Prometheus metrics of this process (and the outbox depth, read from the archive).
+
+        They count hidden (embargoed, proprietary) arrivals too, so here they need a token
+        with ``read:metrics``; Prometheus scrapes them without one on the ops listener
+        (``MMBROKER_OPS_PORT``, loopback unless ``MMBROKER_OPS_HOST`` says otherwise)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         from broker import outbox
@@ -219,3 +222,33 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def app_ready_checks(app: FastAPI) -> dict[str, str]:
+    """What ``/ready`` answers from, on the HTTP listener and on the ops listener."""
+    from broker.opsserver import ready_checks
+
+    checks = ready_checks(app.state.archive, getattr(app.state, "listeners", None))
+    feed = getattr(app.state, "live_feed", None)
+    checks["live_feed"] = "ok" if feed is not None and feed.running else "stopped"
+    if getattr(app.state, "draining", False):
+        checks["shutdown"] = "draining"
+    return checks
+
+
+def start_ops(app: FastAPI, settings: Settings) -> None:
+    """Serve /health, /ready and unauthenticated /metrics on the ops listener
+    (``MMBROKER_OPS_HOST``:``MMBROKER_OPS_PORT``) beside the app, when the port is set; an
+    ``on_startup`` hook (:func:`stop_ops` is its ``on_shutdown``)."""
+    if settings.ops_port:
+        from broker.opsserver import serve_ops
+
+        app.state.ops_server = serve_ops(settings.ops_host, settings.ops_port,
+                                         lambda: app_ready_checks(app), app.state.archive)
+
+
+def stop_ops(app: FastAPI) -> None:
+    server = getattr(app.state, "ops_server", None)
+    if server is not None:
+        server.shutdown()
+        server.server_close()

@@ -157,13 +157,14 @@ def serve(
                                                   "[MMBROKER_HTTP_PORT].")] = None,
 ) -> None:
     """Run the broker in one process: archive, API (/health, /metrics) and, with --demo, a
-    scenario to watch."""
+    scenario to watch.  With MMBROKER_OPS_PORT, /health, /ready and /metrics (no token)
+    are also served on the ops listener."""
     import threading
 
     import uvicorn
     from rich.console import Console
 
-    from broker.app import create_app
+    from broker.app import create_app, start_ops, stop_ops
 
     settings = _settings(ctx, http_host=host, http_port=port)
     if demo:
@@ -173,7 +174,8 @@ def serve(
         settings = settings.model_copy(update={"alarm_roles": roles, "health_scope": ""})
     logs.configure(settings.log_level, settings.log_format)
     console = Console()
-    hooks: list[Any] = [lambda app: _start_listeners(app, settings)]
+    hooks: list[Any] = [lambda app: _start_listeners(app, settings),
+                        lambda app: start_ops(app, settings)]
     if demo:
         hooks.append(lambda app: threading.Thread(
             target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
@@ -183,7 +185,7 @@ def serve(
                       f"{settings.http_port}/  (to acknowledge alarms, sign in with a token "
                       "from `mmbroker token create --name YOUR-NAME --scope ack`)")
     server = uvicorn.Server(uvicorn.Config(create_app(settings, on_startup=hooks,
-                                                      on_shutdown=[_stop_listeners]),
+                                                      on_shutdown=[_stop_listeners, stop_ops]),
                                            host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(),
                                            log_config=None,  # logs.configure's handlers
@@ -685,13 +687,16 @@ def stage_api(
     """Serve the HTTP API and dashboard; posted triggers are archived and announced."""
     import uvicorn
 
-    from broker.app import create_app
+    from broker.app import create_app, start_ops, stop_ops
 
     settings = _stage_settings(ctx)
     settings = settings.model_copy(update={k: v for k, v in
                                            (("http_host", host), ("http_port", port))
                                            if v is not None})
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, staged=True),
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, staged=True,
+                                                      on_startup=[lambda app: start_ops(
+                                                          app, settings)],
+                                                      on_shutdown=[stop_ops]),
                                            host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(),
                                            log_config=None,
@@ -729,21 +734,26 @@ def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
 def token_create(
     ctx: typer.Context,
     scope: Annotated[list[str], typer.Option(help="A scope: read:embargoed, read:proprietary, "
-                                                  "write:triggers, ack or admin. Repeat for "
-                                                  "several.")],
+                                                  "write:triggers, ack, read:metrics or admin. "
+                                                  "Repeat for several.")],
     name: Annotated[str, typer.Option(help="Who or what the token is for.")] = "unnamed",
     detector: Annotated[list[str] | None, typer.Option(
         help="A detector (the trigger's `detector`, e.g. KM3NeT) a write:triggers token may "
              "post, revise and retract triggers for. Repeat for several; required for "
              "write:triggers unless MMBROKER_ALLOW_UNBOUND_TRIGGER_TOKENS is set.")] = None,
-    expires_days: Annotated[float | None, typer.Option(min=0, help="Lifetime in days.")] = None,
+    expires_days: Annotated[float | None, typer.Option(
+        help="Lifetime in days (more than 0; omit for a token that never expires).")] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
+    import math
     from datetime import timedelta
 
     from broker.errors import ConfigurationError
     from broker.tokens import create_token
 
+    if expires_days is not None and not (math.isfinite(expires_days) and expires_days > 0):
+        _fail(f"--expires-days must be more than 0 (got {expires_days:g}); omit it for a "
+              "token that never expires")
     archive = _archive(ctx)
     try:
         token, info = create_token(archive, name, scope,
@@ -751,6 +761,8 @@ def token_create(
                                    detectors=detector)
     except ConfigurationError as exc:
         _fail(str(exc))
+    except OverflowError:
+        _fail(f"--expires-days {expires_days:g} is beyond the calendar")
     archive.close()
     typer.echo(token)
     bound = (f"; detectors: {', '.join(sorted(info.detectors))}"

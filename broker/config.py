@@ -70,9 +70,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP API port.")
     ops_port: int = Field(
         default=0, ge=0, le=65535,
-        description="Port on which `mmbroker stage listen|match|publish` serve /health, /ready "
-                    "and /metrics (0: none; the api stage and `serve` have them on the HTTP "
-                    "port).")
+        description="Port of the ops listener: /health, /ready and /metrics without a token, "
+                    "for probes and Prometheus (0: none). Every stage and `serve` open it "
+                    "when set; on the HTTP port /metrics needs a read:metrics token.")
     ops_host: str = Field(
         default="127.0.0.1",
         description="Address the ops port listens on. Loopback by default; a container "

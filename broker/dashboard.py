@@ -166,7 +166,10 @@ def _alarms(conn: Any, who: q.Viewer, now: datetime, settings: Any) -> list[dict
     """
     since = now - timedelta(seconds=settings.alarm_window_s)
     newer = aliased(CoincidenceRow)
-    superseded = exists(select(newer.id).where(newer.supersedes_id == CoincidenceRow.id))
+    # Superseded by a revision this viewer may see: a hidden one (a member it may not
+    # see joined) leaves its alarm as it was, or the alarm's going would tell.
+    superseded = exists(select(newer.id).where(newer.supersedes_id == CoincidenceRow.id,
+                                               q.coincidence_visible(who, now, newer)))
     acked = exists(select(Acknowledgement.id).where(
         Acknowledgement.coincidence_id == CoincidenceRow.id))
     rows = conn.execute(select(*COINCIDENCE_COLUMNS).where(
@@ -191,11 +194,13 @@ def latency(request: Request, who: ViewerDep) -> JSONResponse:
 @router.get("/dashboard/events", include_in_schema=False)
 async def events(request: Request, token: TokenDep, who: ViewerDep) -> StreamingResponse:
     """Server-sent events: ``hello``, ``reset``, ``alert``, ``coincidence``, ``ack`` and
-    ``health``."""
+    ``health``.  Event ids are opaque; the stream ends within seconds of its token's
+    revocation or expiry (the browser reconnects as whoever it now is)."""
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     feed = request.app.state.live_feed
     name = token.name if token else None
-    return StreamingResponse(feed.stream(who, name, (last or "")[:64] or None),
+    return StreamingResponse(feed.stream(who, name, (last or "")[:64] or None,
+                                         token.id if token else None),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

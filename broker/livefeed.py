@@ -7,15 +7,25 @@ Reading the archive rather than the in-process bus means a browser sees what
 every process wrote: a listener in another process, ``mmbroker ingest``, a
 trigger POSTed to another API worker.
 
-Every row event has an id ``<epoch>-<seq>`` (the epoch names this process's
-feed); the last :data:`REPLAY_EVENTS` are kept, so a browser that reconnects
+Every row event has an opaque id ``<epoch>-<sealed>`` (the epoch names this
+process's feed; the sealed part is the feed's sequence number encrypted and
+authenticated with a key of this process, under a fresh nonce each time): ids
+and ``last_event_id`` tell a viewer nothing about the events it may not see,
+not even that some came in between (:class:`_Sealer`).  The last
+:data:`REPLAY_EVENTS` are kept, so a browser that reconnects
 (``Last-Event-ID``) gets what it missed, and one whose id this feed cannot
 resume from (another process, or too old) gets a ``reset`` event and reloads
-its state.  Each subscriber gets only the rows its viewer may see (the
+its state.  Each subscriber is offered only the rows its viewer may see (the
 data-rights rule of :meth:`broker.query.Viewer.may_see`; an acknowledgement
 as its coincidence), and stream health only with the ``health_scope``
-setting's scope; a subscriber too slow to keep up is dropped, and its
-browser reconnects and replays.
+setting's scope, so neither its queue nor its keep-alives move with hidden
+rows; a subscriber too slow to keep up is dropped, and its browser reconnects
+and replays.
+
+A stream opened with a token is re-verified every :data:`TOKEN_CHECK_S` (one
+query for the tokens of every open stream): once its token is revoked or
+expired the stream is ended, and the browser's reconnect answers for whoever
+it now is (anonymous, for a sign-in cookie holding that token).
 
 Rows are found by id, and ids need not commit in order (two PostgreSQL
 writers): an id skipped over stays a gap that is looked for again for
@@ -25,8 +35,12 @@ writers): an id skipped over stays a gap that is looked for again for
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -47,6 +61,7 @@ from broker.db import transaction
 from broker.models import Acknowledgement, AlertRow, CoincidenceMember, CoincidenceRow
 from broker.query import Viewer
 from broker.streamhealth import health_view
+from broker.tokens import valid_token_ids
 from crossmatch.engine import class_roles, members_class
 
 log = logging.getLogger(__name__)
@@ -66,6 +81,12 @@ MAX_GAPS = 5000
 """Most skipped ids remembered per table (a larger jump is a sequence gap, not a backlog)."""
 KEEPALIVE_S = 15.0
 """Idle time (s) after which a comment line keeps proxies from closing the stream."""
+TOKEN_CHECK_S = 1.0
+"""How often (s) the tokens of open streams are verified again (revoked or expired: the
+stream ends)."""
+TOKEN_FAIL_S = 5.0
+"""How long (s) the tokens may go unverified (the archive unreachable) before the streams
+opened with one are ended: they reconnect and authenticate again."""
 STREAM_MAX_S = 900.0
 """How long (s) one event stream lasts before the server ends it; the browser reconnects
 at once with ``Last-Event-ID`` and misses nothing.  Bounds what a shutdown waits for."""
@@ -73,17 +94,62 @@ at once with ``Last-Event-ID`` and misses nothing.  Bounds what a shutdown waits
 ALERT_STATE = {"initial": "new", "update": "updated", "retraction": "retracted"}
 
 
+class _Sealer:
+    """Opaque event ids: a sequence number encrypted (an HMAC-SHA256 keystream under a
+    random nonce) and authenticated (a truncated HMAC), with a key of this process.
+
+    Two ids of the same number differ, and nothing but this feed can tell their order
+    or distance, so a viewer learns nothing from its ids about events it did not get.
+    """
+
+    NONCE = 6
+    TAG = 8
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self._key = secrets.token_bytes(32)
+
+    def _mac(self, label: bytes, data: bytes) -> bytes:
+        return hmac.new(self._key, label + data, hashlib.sha256).digest()
+
+    def seal(self, seq: int) -> str:
+        nonce = secrets.token_bytes(self.NONCE)
+        pad = self._mac(b"pad", nonce)[:8]
+        body = nonce + bytes(a ^ b for a, b in zip(seq.to_bytes(8, "big"), pad, strict=True))
+        tag = self._mac(b"tag", body)[:self.TAG]
+        return f"{self.epoch}-" + base64.urlsafe_b64encode(body + tag).decode().rstrip("=")
+
+    def open(self, event_id: str) -> int | None:
+        """The sequence number in ``event_id``; None if this feed did not issue it."""
+        epoch, _, sealed = event_id.partition("-")
+        if epoch != self.epoch:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        except (ValueError, binascii.Error):
+            return None
+        if len(raw) != self.NONCE + 8 + self.TAG:
+            return None
+        body, tag = raw[:-self.TAG], raw[-self.TAG:]
+        if not hmac.compare_digest(tag, self._mac(b"tag", body)[:self.TAG]):
+            return None
+        nonce, cipher = body[:self.NONCE], body[self.NONCE:]
+        pad = self._mac(b"pad", nonce)[:8]
+        return int.from_bytes(bytes(a ^ b for a, b in zip(cipher, pad, strict=True)), "big")
+
+
 @dataclass
 class Event:
     """One server-sent event: its sequence number (None: not replayed), type, data, and
-    who may see it (every member's data rights, and a scope if one is needed)."""
+    who may see it (every member's data rights, and a scope if one is needed); ``id`` is
+    its opaque id on the wire (:class:`_Sealer`)."""
 
     seq: int | None
     kind: str
     data: dict[str, Any]
     rights: list[tuple[str, datetime | None]] = field(default_factory=list)
     scope: str | None = None
-    epoch: str = ""
+    id: str | None = None
 
     def visible_to(self, viewer: Viewer, now: datetime) -> bool:
         if self.scope and not viewer.holds(self.scope):
@@ -94,7 +160,7 @@ class Event:
     def encoded(self) -> bytes:
         """The event on the wire (encoded once, however many browsers it goes to)."""
         body = json.dumps(self.data, default=json_default, separators=(",", ":"))
-        head = "" if self.seq is None else f"id: {self.epoch}-{self.seq}\n"
+        head = "" if self.id is None else f"id: {self.id}\n"
         return f"{head}event: {self.kind}\ndata: {body}\n\n".encode()
 
 
@@ -106,9 +172,11 @@ def json_default(value: Any) -> Any:
 
 
 def alert_summary(row: Any) -> dict[str, Any]:
-    """What the feed shows of an alert row (times UTC, angles deg, FAR Hz)."""
+    """What the feed shows of an alert row (times UTC, angles deg, FAR Hz).  Rows are
+    named by IVORN, never by database id: gaps between the ids a viewer sees would count
+    the rows it may not see."""
     m = row._mapping
-    return {"id": m["id"], "ivorn": m["ivorn"], "event_id": m["event_id"],
+    return {"ivorn": m["ivorn"], "event_id": m["event_id"],
             "revision": m["revision"], "source": m["source"], "messenger": m["messenger"],
             "facility": m["facility"], "role": m["role"],
             "state": ALERT_STATE.get(m["alert_type"], m["alert_type"]),
@@ -165,9 +233,13 @@ def member_rights(conn: Any, coincidence_ids: list[int]) -> dict[int, list[Any]]
 
 def coincidence_summaries(conn: Any, rows: list[Any], settings: Settings
                           ) -> list[tuple[dict[str, Any], list[tuple[str, datetime | None]]]]:
-    """Feed summaries of coincidence rows, each with its members' data rights."""
+    """Feed summaries of coincidence rows, each with its members' data rights (named by
+    IVORN, as is the revision each supersedes: no database ids, see :func:`alert_summary`)."""
     ids = [r.id for r in rows]
     members = member_rights(conn, ids)
+    earlier = sorted({r.supersedes_id for r in rows if r.supersedes_id is not None})
+    supersedes = dict(conn.execute(select(CoincidenceRow.id, CoincidenceRow.ivorn).where(
+        CoincidenceRow.id.in_(earlier))).all()) if earlier else {}
     acked: dict[int, dict[str, Any]] = {}
     if ids:
         for a in conn.execute(select(Acknowledgement.__table__).where(
@@ -177,8 +249,8 @@ def coincidence_summaries(conn: Any, rows: list[Any], settings: Settings
     for r in rows:
         ms = members[r.id]
         role = members_class(m.role for m in ms)
-        data = {"id": r.id, "ivorn": r.ivorn, "pairing": r.pairing, "state": r.state,
-                "revision": r.revision, "supersedes_id": r.supersedes_id,
+        data = {"ivorn": r.ivorn, "pairing": r.pairing, "state": r.state,
+                "revision": r.revision, "supersedes": supersedes.get(r.supersedes_id),
                 "reference_time": r.reference_time,
                 "created_at": r.created_at, "ra_deg": r.ra_deg, "dec_deg": r.dec_deg,
                 "far_hz": r.far_hz, "overlap": r.overlap, "role": role,
@@ -224,6 +296,16 @@ class _Marks:
         self.gaps = {i: self.gaps[i] for i in kept[-MAX_GAPS:]}
 
 
+@dataclass(eq=False)
+class _Subscriber:
+    """One open stream: who it answers for, and the token it was opened with (if any)."""
+
+    viewer: Viewer
+    token_id: int | None
+    queue: asyncio.Queue[Event | None] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE))
+
+
 class LiveFeed:
     """Polls the archive for new rows and fans them out to subscribers.
 
@@ -237,9 +319,10 @@ class LiveFeed:
         self.archive = archive
         self.settings = settings
         self.epoch = secrets.token_hex(4)
+        self._sealer = _Sealer(self.epoch)
         self.seq = 0
         self.events: deque[Event] = deque(maxlen=REPLAY_EVENTS)
-        self.subscribers: set[asyncio.Queue[Event | None]] = set()
+        self.subscribers: set[_Subscriber] = set()
         self.health: list[dict[str, Any]] = []
         self._marks = {"alert": _Marks(0), "coincidence": _Marks(0), "ack": _Marks(0)}
         self._task: asyncio.Task[None] | None = None
@@ -247,6 +330,8 @@ class LiveFeed:
         self._health_mono = -HEALTH_EVERY_S
         self._totals: deque[tuple[float, dict[str, int]]] = deque(maxlen=240)
         self._health_lock = threading.Lock()
+        self._tokens_mono = -TOKEN_CHECK_S
+        self._tokens_ok_mono = time.monotonic()
 
     @property
     def running(self) -> bool:
@@ -255,8 +340,9 @@ class LiveFeed:
 
     @property
     def last_event_id(self) -> str:
-        """The id a page that loaded its state now resumes the stream after."""
-        return f"{self.epoch}-{self.seq}"
+        """The id a page that loaded its state now resumes the stream after (opaque, and
+        new at every call: two calls do not tell whether events came in between)."""
+        return self._sealer.seal(self.seq)
 
     async def start(self) -> None:
         """Begin polling from the newest rows now in the archive."""
@@ -277,8 +363,8 @@ class LiveFeed:
         if self._inflight is not None:
             with contextlib.suppress(Exception):
                 await self._inflight
-        for queue in list(self.subscribers):
-            self._end(queue)
+        for sub in list(self.subscribers):
+            self._end(sub.queue)
 
     @staticmethod
     def _end(queue: asyncio.Queue[Event | None]) -> None:
@@ -298,6 +384,8 @@ class LiveFeed:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Before the rows: a revoked token's stream is not offered another poll's rows.
+            await self._check_tokens()
             try:
                 fresh, seen = await self._in_thread(self._poll)
                 for kind, data, rights in fresh:
@@ -311,13 +399,43 @@ class LiveFeed:
                         HEALTH_EVERY_S:
                     await self._in_thread(self.refresh_health)
                     event = self.health_event()
-                    for queue in list(self.subscribers):
-                        self._offer(queue, event)
+                    now = utcnow()
+                    for sub in list(self.subscribers):
+                        self._offer(sub, event, now)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the archive may be restarting: keep the feed alive
                 log.warning("live feed poll failed; retrying", exc_info=True)
             await asyncio.sleep(self.settings.live_poll_s)
+
+    async def _check_tokens(self) -> None:
+        """End the streams whose token was revoked or has expired since they opened; one
+        query for every open stream's token, every :data:`TOKEN_CHECK_S`.  Tokens that
+        cannot be verified for :data:`TOKEN_FAIL_S` end their streams too."""
+        mono = time.monotonic()
+        if mono - self._tokens_mono < TOKEN_CHECK_S:
+            return
+        self._tokens_mono = mono
+        held = {s.token_id for s in self.subscribers if s.token_id is not None}
+        if not held:
+            self._tokens_ok_mono = mono
+            return
+        try:
+            valid = await self._in_thread(valid_token_ids, self.archive, held)
+            self._tokens_ok_mono = mono
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("could not verify the live streams' tokens", exc_info=True)
+            if mono - self._tokens_ok_mono < TOKEN_FAIL_S:
+                return
+            valid = set()
+        for sub in list(self.subscribers):
+            if sub.token_id is not None and sub.token_id not in valid:
+                log.info("live stream of token %s ended: revoked, expired or unverifiable",
+                         sub.token_id)
+                self.subscribers.discard(sub)
+                self._end(sub.queue)
 
     def _poll(self) -> tuple[list[tuple[str, dict[str, Any], list[Any]]], dict[str, list[int]]]:
         out: list[tuple[str, dict[str, Any], list[Any]]] = []
@@ -335,13 +453,17 @@ class LiveFeed:
                                 .order_by(CoincidenceRow.id).limit(BATCH_ROWS)).all()
             for data, rights in coincidence_summaries(conn, rows, self.settings):
                 out.append(("coincidence", data, rights))
-                seen["coincidence"].append(data["id"])
-            acks = conn.execute(select(Acknowledgement.__table__)
+            seen["coincidence"] = [r.id for r in rows]
+            acks = conn.execute(select(Acknowledgement.id, Acknowledgement.coincidence_id,
+                                       Acknowledgement.acked_by, Acknowledgement.acked_at,
+                                       CoincidenceRow.ivorn)
+                                .join(CoincidenceRow,
+                                      CoincidenceRow.id == Acknowledgement.coincidence_id)
                                 .where(marks["ack"].unseen(Acknowledgement.id))
                                 .order_by(Acknowledgement.id).limit(BATCH_ROWS)).all()
             rights_of = member_rights(conn, sorted({a.coincidence_id for a in acks}))
             for a in acks:
-                out.append(("ack", {"id": a.id, "coincidence_id": a.coincidence_id,
+                out.append(("ack", {"coincidence": a.ivorn,
                                     "acked_by": a.acked_by, "acked_at": a.acked_at},
                             [(m.data_rights, m.embargo_until)
                              for m in rights_of[a.coincidence_id]]))
@@ -371,43 +493,49 @@ class LiveFeed:
 
     def _publish(self, kind: str, data: dict[str, Any], rights: list[Any]) -> None:
         self.seq += 1
-        event = Event(self.seq, kind, data, rights, epoch=self.epoch)
+        event = Event(self.seq, kind, data, rights, id=self._sealer.seal(self.seq))
         self.events.append(event)
-        for queue in list(self.subscribers):
-            self._offer(queue, event)
+        now = utcnow()
+        for sub in list(self.subscribers):
+            self._offer(sub, event, now)
 
-    def _offer(self, queue: asyncio.Queue[Event | None], event: Event) -> None:
+    def _offer(self, sub: _Subscriber, event: Event, now: datetime) -> None:
+        # Only what it may see: a hidden row must not fill its queue (and drop it) nor
+        # put off its keep-alive, which a viewer could time.
+        if not event.visible_to(sub.viewer, now):
+            return
         try:
-            queue.put_nowait(event)
+            sub.queue.put_nowait(event)
         except asyncio.QueueFull:
             # Too slow: end its stream; the browser reconnects with the last id it
             # got and replays the rest from ``events``.
-            self.subscribers.discard(queue)
-            self._end(queue)
+            self.subscribers.discard(sub)
+            self._end(sub.queue)
 
     def _backlog(self, last_event_id: str | None) -> list[Event] | None:
         """Events after ``last_event_id``; None when this feed cannot resume from it."""
         if not last_event_id:
             return []
-        epoch, _, seq = last_event_id.partition("-")
-        if epoch != self.epoch or not seq.isdigit():
+        after = self._sealer.open(last_event_id)
+        if after is None:
             return None
-        after = int(seq)
         if after > self.seq or (self.events and after < self.events[0].seq - 1):
             return None
         return [e for e in self.events if e.seq is not None and e.seq > after]
 
-    async def stream(self, viewer: Viewer, who: str | None, last_event_id: str | None
-                     ) -> AsyncIterator[bytes]:
+    async def stream(self, viewer: Viewer, who: str | None, last_event_id: str | None,
+                     token_id: int | None = None) -> AsyncIterator[bytes]:
         """The server-sent event stream of one browser, replaying after ``last_event_id``.
 
         It opens with ``hello`` (the signed-in name the stream answers for), then
         ``reset`` if the page must reload its state, the current health, and the
-        events the browser missed.
+        events the browser missed.  ``token_id`` is the token the stream was opened
+        with: the stream ends within :data:`TOKEN_CHECK_S` of its revocation or expiry.
         """
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        sub = _Subscriber(viewer, token_id)
+        queue = sub.queue
         backlog = self._backlog(last_event_id)
-        self.subscribers.add(queue)
+        self.subscribers.add(sub)
         try:
             yield b"retry: 2000\n\n"
             yield Event(None, "hello", {"user": who, "epoch": self.epoch}).encoded
@@ -430,9 +558,9 @@ class LiveFeed:
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if event is None:
+                if event is None or sub not in self.subscribers:
                     return
                 if event.visible_to(viewer, utcnow()):
                     yield event.encoded
         finally:
-            self.subscribers.discard(queue)
+            self.subscribers.discard(sub)

@@ -480,14 +480,24 @@ class VOEventQuery(_Query):
         if self.ref_any is not None:
             any_ref = exists(select(cite.voevent_id).where(cite.voevent_id == v.id))
             out.append(any_ref if self.ref_any else ~any_ref)
+        return out
+
+    def viewer_conditions(self, viewer: Viewer, now: datetime) -> list[ColumnElement[bool]]:
+        """``cited`` and ``cited_by``: they look at other VOEvents, of which only those the
+        viewer may see count (a hidden revision or coincidence citing a public VOEvent
+        must not show through it)."""
+        v, out = VOEventRow, []
+        cite, citer = aliased(VOEventCitation), aliased(VOEventRow)
         if self.cited is not None:
-            citing = exists(select(cite.voevent_id).where(cite.cited_ivorn == v.ivorn))
+            citing = exists(select(cite.voevent_id).join(citer, citer.id == cite.voevent_id)
+                            .where(cite.cited_ivorn == v.ivorn,
+                                   voevent_row_visible(viewer, now, citer)))
             out.append(citing if self.cited else ~citing)
         if self.cited_by is not None:
-            citer = aliased(VOEventRow)
             out.append(v.ivorn.in_(select(cite.cited_ivorn)
                                    .join(citer, citer.id == cite.voevent_id)
-                                   .where(citer.ivorn == self.cited_by)))
+                                   .where(citer.ivorn == self.cited_by,
+                                          voevent_row_visible(viewer, now, citer))))
         return out
 
 
@@ -604,6 +614,20 @@ def voevent_visible(viewer: Viewer, now: datetime) -> ColumnElement[bool]:
                and_(VOEventRow.coincidence_id.is_not(None), coincidence_visible(viewer, now)))
 
 
+def voevent_row_visible(viewer: Viewer, now: datetime, voevent: Any) -> ColumnElement[bool]:
+    """:func:`voevent_visible` for ``voevent``, an alias of the VOEvents table not joined
+    to its alert or coincidence (a VOEvent another one cites or is cited by)."""
+    if viewer.embargoed and viewer.proprietary:
+        return true()
+    alert, coincidence = aliased(AlertRow), aliased(CoincidenceRow)
+    return or_(and_(voevent.alert_id.is_(None), voevent.coincidence_id.is_(None)),
+               exists(select(alert.id).where(alert.id == voevent.alert_id,
+                                             alert_visible(viewer, now, alert))),
+               exists(select(coincidence.id).where(
+                   coincidence.id == voevent.coincidence_id,
+                   coincidence_visible(viewer, now, coincidence))))
+
+
 _VOEVENT_RA = func.coalesce(AlertRow.ra_deg, CoincidenceRow.ra_deg)
 _VOEVENT_DEC = func.coalesce(AlertRow.dec_deg, CoincidenceRow.dec_deg)
 _VOEVENTS = _Spec(_voevent_select, voevent_visible, VOEventRow.created_at, VOEventRow.id,
@@ -640,6 +664,8 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
     now = now or datetime.now(UTC)
     fingerprint = query.fingerprint()
     conditions = [spec.visible(viewer, now), *query.conditions()]
+    if isinstance(query, VOEventQuery):
+        conditions += query.viewer_conditions(viewer, now)
     regions: list[Region] = query.regions()
     covered = 1.0
     for region in regions:

@@ -20,6 +20,7 @@ SCOPES = {
     "read:proprietary": "read proprietary alerts (never public)",
     "write:triggers": "POST detector triggers to /api/v1/triggers (for its --detector ones)",
     "ack": "acknowledge coincidences on the dashboard",
+    "read:metrics": "read Prometheus /metrics on the public HTTP listener",
     "admin": "everything, including token management",
 }
 TOKEN_PREFIX = "mmb_"
@@ -73,6 +74,9 @@ def create_token(archive: Archive, name: str, scopes: list[str],
     ``detectors`` binds a ``write:triggers`` token to the detectors (the
     trigger's ``detector`` field) it may post, revise and retract triggers for.
     """
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise ConfigurationError("a token's lifetime must be positive (omit it for a token "
+                                 "that never expires)")
     unknown = sorted(set(scopes) - SCOPES.keys())
     if unknown or not scopes:
         raise ConfigurationError(f"unknown or missing scope(s) {unknown}; known: "
@@ -89,7 +93,7 @@ def create_token(archive: Archive, name: str, scopes: list[str],
                                      "characters, no surrounding spaces")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
-    expires = now + expires_in if expires_in else None
+    expires = now + expires_in if expires_in is not None else None
     with transaction(archive.engine) as conn:
         token_id = conn.execute(TOKENS.insert().returning(TOKENS.c.id), {
             "name": name, "token_hash": _hash(token), "scopes": " ".join(sorted(set(scopes))),
@@ -111,6 +115,18 @@ def verify_token(archive: Archive, token: str) -> TokenInfo | None:
             return None
         conn.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
     return _info(tok)
+
+
+def valid_token_ids(archive: Archive, ids: set[int]) -> set[int]:
+    """Those of ``ids`` that are still unrevoked and unexpired: one query however many
+    (live streams re-check the tokens they were opened with)."""
+    if not ids:
+        return set()
+    now = utcnow()
+    with transaction(archive.engine, readonly=True) as conn:
+        return set(conn.execute(select(TOKENS.c.id).where(
+            TOKENS.c.id.in_(sorted(ids)), TOKENS.c.revoked_at.is_(None),
+            (TOKENS.c.expires_at.is_(None)) | (TOKENS.c.expires_at > now))).scalars())
 
 
 def list_tokens(archive: Archive) -> list[TokenInfo]:

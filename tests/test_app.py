@@ -19,6 +19,7 @@ from broker.app import create_app
 from broker.archive import Archive, RawMessage
 from broker.config import get_settings
 from broker.ingest import Ingestor
+from broker.tokens import create_token
 from tests.conftest import free_port
 from tests.servers import wait_for
 
@@ -32,12 +33,22 @@ def test_health_and_metrics(db_url: str) -> None:
         assert body["status"] == "ok" and body["schema_revision"] == migrate.head_revision()
         ingestor = Ingestor(client.app.state.archive, authority="t.mmbroker")
         ingestor.ingest([RawMessage("metrics-test", b"not json at all")])
-        metrics = client.get("/metrics")
+        # They count hidden arrivals too: refused without a token holding read:metrics.
+        assert client.get("/metrics").status_code == 401
+        archive = client.app.state.archive
+        ack, _ = create_token(archive, "shifter", ["ack", "read:embargoed"])
+        assert client.get("/metrics", headers=_bearer(ack)).status_code == 403
+        scraper, _ = create_token(archive, "prometheus", ["read:metrics"])
+        metrics = client.get("/metrics", headers=_bearer(scraper))
         assert metrics.status_code == 200
         assert metrics.headers["content-type"].startswith("text/plain")
         assert 'mmbroker_messages_total{source="metrics-test",status="quarantined"}' \
             in metrics.text
         assert "mmbroker_ingest_batch_seconds_bucket" in metrics.text
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_health_reports_a_dead_database(tmp_path: Path) -> None:

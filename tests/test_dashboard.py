@@ -18,6 +18,8 @@ from xml.etree import ElementTree
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from broker.app import create_app
@@ -61,7 +63,7 @@ def test_state_lists_rows_alarms_health_and_latency(
         "gravitational_wave", "gamma_ray", "neutrino"]  # newest arrival first
     assert {c["pairing"] for c in admin["coincidences"]} == {"hen-grb", "gw_cbc-grb", "gw-hen"}
     assert all(c["significant"] and c["ack"] is None for c in admin["coincidences"])
-    assert {a["id"] for a in admin["alarms"]} == {c["id"] for c in admin["coincidences"]}
+    assert {a["ivorn"] for a in admin["alarms"]} == {c["ivorn"] for c in admin["coincidences"]}
     assert admin["user"] == {"name": "admin", "scopes": ["admin"], "can_ack": True}
     assert admin["latency"]["alerts"] == 3
     received = admin["latency"]["intervals"]["received->matched"]
@@ -100,8 +102,8 @@ def test_acknowledging_needs_the_scope_and_is_recorded(
     assert client.post(url, headers=_auth(tokens["alice"]),
                        json={"note": "x" * 2001}).status_code == 422
     state = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()
-    assert target["id"] not in {a["id"] for a in state["alarms"]}
-    acked = next(c for c in state["coincidences"] if c["id"] == target["id"])
+    assert target["ivorn"] not in {a["ivorn"] for a in state["alarms"]}
+    acked = next(c for c in state["coincidences"] if c["ivorn"] == target["ivorn"])
     assert acked["ack"]["acked_by"] == "alice"
     page = client.get(f"/dashboard/coincidences/{quote(target['ivorn'], safe='')}")
     assert page.status_code == 200 and "alice at" in page.text and "Swift ToO sent" in page.text
@@ -188,6 +190,8 @@ def _events(url: str, headers: dict[str, str], stop: threading.Event,
             while b"\r\n" in raw:  # chunks: size line, data, CRLF
                 size_line, rest = raw.split(b"\r\n", 1)
                 size = int(size_line, 16)
+                if size == 0:
+                    return  # the last chunk: the server ended the stream
                 if len(rest) < size + 2:
                     break
                 body += rest[:size]
@@ -233,10 +237,13 @@ def test_the_live_feed_pushes_new_rows_only_to_those_who_may_see_them(
                 "gamma_ray", "gravitational_wave", "gw_cbc-grb"]
             # An acknowledgement goes where its coincidence goes.
             hidden = next(e[2] for e in _rows(admin) if e[2].get("pairing") == "hen-grb")
-            archive.acknowledge(hidden["id"], "alice")
+            archive.acknowledge(archive.coincidence_row_ids([hidden["ivorn"]])[hidden["ivorn"]],
+                                "alice")
             assert wait_for(lambda: any(e[1] == "ack" for e in admin), 10)
-            seqs = [int(e[0].split("-")[1]) for e in _rows(admin)]
-            assert seqs == sorted(seqs)
+            (ack,) = [e[2] for e in admin if e[1] == "ack"]
+            assert ack["coincidence"] == hidden["ivorn"] and ack["acked_by"] == "alice"
+            ids = [e[0] for e in _rows(admin)]
+            assert len(set(ids)) == len(ids) and all(ids), ids
             # A browser reconnecting with Last-Event-ID gets what came after it...
             replay: list[Any] = []
             last = _rows(admin)[2][0]
@@ -523,3 +530,248 @@ def test_concurrent_health_refreshes_compute_once(archive: Archive,
     for t in threads:
         t.join(10)
     assert len(results) == 8 and len(calls) == 1
+
+
+# -- issue 14: revocation and expiry reach open streams; ids reveal no hidden row ----------
+
+
+def _triggers(archive: Archive, rights: list[str]) -> list[str]:
+    """One detector trigger per entry of ``rights`` ("public" or "embargoed" until 2099),
+    archived in that order; their IVORNs."""
+    from broker import demo
+
+    _, raw, _ = demo.scenario_messages()[0]
+    template = json.loads(raw.data)
+    ingestor = Ingestor(archive, authority="test.mmbroker")
+    ivorns = []
+    for right in rights:
+        trigger = {**template, "event_id": f"I14-{len(ivorns)}-{datetime.now(UTC):%H%M%S%f}"}
+        if right == "embargoed":
+            trigger["data_rights"] = {"level": "embargoed", "embargo_until": FUTURE}
+        (result,) = ingestor.ingest([RawMessage(raw.source, json.dumps(trigger).encode())])
+        ivorns.append(result.ivorn)
+    return ivorns
+
+
+def _stream(url: str, headers: dict[str, str], stop: threading.Event
+            ) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=_events, args=(url, headers, stop, out), daemon=True)
+    thread.start()
+    assert wait_for(lambda: out[:1] and out[0][1] == "hello", 10), out
+    return thread, out
+
+
+def _ivorns(events: list[Any]) -> list[str]:
+    return [e[2]["ivorn"] for e in events if e[1] == "alert"]
+
+
+@pytest.mark.timeout(120)
+def test_revoking_a_token_ends_its_open_streams_within_5_s(archive: Archive,
+                                                           db_url: str) -> None:
+    """A read:embargoed token revoked (`mmbroker token revoke`, another process) while its
+    streams are open (bearer and sign-in cookie): both end within 5 s and carry no
+    embargoed row after that; an anonymous stream is not touched."""
+    import time
+
+    from tests.conftest import mmbroker
+
+    token, info = create_token(archive, "bob", ["read:embargoed"])
+    app = create_app(_settings(), archive=archive)
+    stop = threading.Event()
+    with live_app(app) as url:
+        try:
+            bearer, by_bearer = _stream(url, _auth(token), stop)
+            cookie, by_cookie = _stream(url, {"Cookie": f"{SESSION_COOKIE}={token}"}, stop)
+            public, by_public = _stream(url, {}, stop)
+            (before,) = _triggers(archive, ["embargoed"])
+            assert wait_for(lambda: before in _ivorns(by_bearer)
+                            and before in _ivorns(by_cookie), 10), (by_bearer, by_cookie)
+            assert before not in _ivorns(by_public)
+            started = time.monotonic()
+            mmbroker("--db", db_url, "token", "revoke", str(info.id), timeout=60)
+            revoked = time.monotonic()  # committed by now (the CLI has exited)
+            assert wait_for(lambda: not bearer.is_alive() and not cookie.is_alive(), 5), \
+                "a revoked token's stream was still open after 5 s"
+            print(f"streams ended {time.monotonic() - revoked:.2f} s after the CLI exited, "
+                  f"{time.monotonic() - started:.2f} s after it started")
+            (after,) = _triggers(archive, ["embargoed"])
+            (shown,) = _triggers(archive, ["public"])
+            assert wait_for(lambda: shown in _ivorns(by_public), 10)
+            assert after not in _ivorns(by_bearer) + _ivorns(by_cookie)
+            assert public.is_alive()
+        finally:
+            stop.set()
+
+
+@pytest.mark.timeout(120)
+def test_an_expiring_token_ends_its_open_stream_within_5_s(archive: Archive) -> None:
+    """A read:embargoed token that expires 3 s after its stream opened: the stream ends
+    within 5 s of the expiry, and no embargoed row archived after it reaches the stream."""
+    import time
+
+    token, info = create_token(archive, "short", ["read:embargoed"],
+                               expires_in=timedelta(seconds=3))
+    app = create_app(_settings(), archive=archive)
+    stop = threading.Event()
+    with live_app(app) as url:
+        try:
+            thread, seen = _stream(url, _auth(token), stop)
+            (before,) = _triggers(archive, ["embargoed"])
+            assert wait_for(lambda: before in _ivorns(seen), 10), seen
+            assert info.expires_at is not None
+            expires_in_s = (info.expires_at - datetime.now(UTC)).total_seconds()
+            assert thread.is_alive() and expires_in_s > 0  # the test is not too late
+            time.sleep(max(0.0, expires_in_s))
+            expired = time.monotonic()
+            assert wait_for(lambda: not thread.is_alive(), 5), \
+                "an expired token's stream was still open 5 s after the expiry"
+            print(f"stream ended {time.monotonic() - expired:.2f} s after the expiry")
+            (after,) = _triggers(archive, ["embargoed"])
+            time.sleep(1.0)  # several polls at live_poll_s = 0.05
+            assert after not in _ivorns(seen)
+        finally:
+            stop.set()
+
+
+@pytest.mark.timeout(120)
+def test_feed_ids_reveal_nothing_of_hidden_rows_and_resume_for_everyone(
+        archive: Archive) -> None:
+    """One public alert, three embargoed ones, another public one.  The anonymous viewer's
+    event ids and the state's ``last_event_id`` are opaque (never the feed's sequence
+    number, new at every reading, so that two readings tell nothing of what came between);
+    both viewers resume from their own ids (``Last-Event-ID``) and get exactly what they
+    may see after it."""
+    token, _ = create_token(archive, "bob", ["read:embargoed"])
+    app = create_app(_settings(), archive=archive)
+    stop = threading.Event()
+    with live_app(app) as url, TestClient(app) as client:
+        try:
+            anonymous = {}
+            state = [client.get("/dashboard/state").json()["last_event_id"] for _ in range(2)]
+            # Nothing came between two readings, and they differ: a difference says nothing.
+            assert state[0] != state[1], state
+            assert not any(re.fullmatch(r"[0-9a-f]+-\d+", s) for s in state), state
+            _, anon = _stream(url, anonymous, stop)
+            _, bob = _stream(url, _auth(token), stop)
+            ivorns = _triggers(archive, ["public", "embargoed", "embargoed", "embargoed",
+                                         "public"])
+            public = [ivorns[0], ivorns[4]]
+            assert wait_for(lambda: _ivorns(bob) == ivorns, 10), bob
+            assert wait_for(lambda: _ivorns(anon) == public, 10), anon
+            ids = [e[0] for e in anon if e[1] == "alert"]
+            for _, kind, data in anon + bob:  # rows by IVORN, no database ids
+                if kind in ROWS:
+                    assert not {"id", "supersedes_id", "coincidence_id"} & set(data), data
+            epoch = anon[0][2]["epoch"]
+            for event_id in ids:
+                prefix, _, sealed = event_id.partition("-")
+                assert prefix == epoch and not sealed.isdigit() and len(sealed) >= 16, ids
+            # Resume: each from its own id, each exactly what it may see after it.
+            for headers, seen, expected in ((anonymous, anon, public[1:]),
+                                            (_auth(token), bob, ivorns[1:])):
+                first = next(e[0] for e in seen if e[1] == "alert")
+                _, replay = _stream(url, {**headers, "Last-Event-ID": first}, stop)
+                assert wait_for(lambda r=replay, x=expected: _ivorns(r) == x, 10), replay
+                assert not any(e[1] == "reset" for e in replay)
+            # From a page's state read before the alerts: all of them, and no reset.
+            for headers, expected in ((anonymous, public), (_auth(token), ivorns)):
+                _, replay = _stream(url, {**headers, "Last-Event-ID": state[1]}, stop)
+                assert wait_for(lambda r=replay, x=expected: _ivorns(r) == x, 10), replay
+                assert not any(e[1] == "reset" for e in replay)
+            # A forged id (the old form, or a tampered one) cannot resume: reset.
+            for forged in (f"{epoch}-1", ids[0][:-2] + ("AA" if ids[0][-2:] != "AA" else "BB")):
+                _, replay = _stream(url, {"Last-Event-ID": forged}, stop)
+                assert wait_for(lambda r=replay: [e[1] for e in r[:2]] == ["hello", "reset"],
+                                10), replay
+        finally:
+            stop.set()
+
+
+def test_a_hidden_revision_neither_clears_nor_shows_a_public_alarm(
+        world: tuple[TestClient, Archive, dict[str, str]]) -> None:
+    """A public coincidence's next revision takes in the embargoed trigger (so it is
+    hidden): the public still sees the alarm it saw (its going would tell that a hidden
+    revision exists), the admin sees the new revision's alarm instead; no row is named
+    by a database id, whose gaps would count hidden rows."""
+    from sqlalchemy import insert
+
+    from broker.db import transaction
+    from broker.models import CoincidenceMember, CoincidenceRow
+
+    client, archive, tokens = world
+    public = client.get("/dashboard/state").json()
+    (alarm,) = public["alarms"]
+    for row in public["alerts"] + public["coincidences"] + public["alarms"]:
+        assert not {"id", "supersedes_id", "coincidence_id"} & set(row), row
+    with transaction(archive.engine) as conn:
+        old = dict(conn.execute(select(CoincidenceRow.__table__).where(
+            CoincidenceRow.ivorn == alarm["ivorn"])).one()._mapping)
+        members = [m.alert_id for m in conn.execute(select(CoincidenceMember.alert_id).where(
+            CoincidenceMember.coincidence_id == old["id"]))]
+        hidden = conn.execute(select(AlertRow.id).where(
+            AlertRow.data_rights == "embargoed")).scalar_one()
+        old_id = old.pop("id")
+        new = {**old, "ivorn": old["ivorn"] + "-r1", "result_key": old["result_key"][:-3] + "-r1",
+               "revision": old["revision"] + 1, "supersedes_id": old_id,
+               "state": "updated", "created_at": datetime.now(UTC)}
+        new_id = conn.execute(insert(CoincidenceRow.__table__).values(**new)
+                              ).inserted_primary_key[0]
+        for alert_id in [*members, hidden]:
+            conn.execute(insert(CoincidenceMember.__table__).values(
+                coincidence_id=new_id, alert_id=alert_id, time_offset_s=0.0))
+    after = client.get("/dashboard/state").json()
+    assert [a["ivorn"] for a in after["alarms"]] == [alarm["ivorn"]]
+    admin = client.get("/dashboard/state", headers=_auth(tokens["admin"])).json()
+    ivorns = {a["ivorn"] for a in admin["alarms"]}
+    assert new["ivorn"] in ivorns and alarm["ivorn"] not in ivorns
+    (revised,) = [c for c in admin["coincidences"] if c["ivorn"] == new["ivorn"]]
+    assert revised["supersedes"] == alarm["ivorn"]
+
+
+_PAST = datetime(2020, 1, 1, tzinfo=UTC)
+_RIGHTS = [("public", None), ("embargoed", datetime(2099, 1, 1, tzinfo=UTC)),
+           ("embargoed", _PAST), ("proprietary", None)]
+_SCOPES = ["read:embargoed", "read:proprietary", "ack", "admin"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(rows=st.lists(st.lists(st.sampled_from(_RIGHTS), min_size=1, max_size=3), max_size=25),
+       scopes=st.sets(st.sampled_from(_SCOPES)))
+def test_a_viewer_is_offered_and_replayed_exactly_what_it_may_see(
+        rows: list[list[tuple[str, datetime | None]]], scopes: set[str]) -> None:
+    """Random rows (each with its members' rights) x random scopes, in the feed's own logic:
+    the viewer's queue holds exactly the rows it may see, in order; resuming from any id
+    it got, or from a page's ``last_event_id`` taken before, replays exactly the visible
+    rows after it; every id is new and of one shape, whatever came between."""
+    from broker.livefeed import LiveFeed, _Subscriber
+    from broker.query import Viewer
+
+    feed = LiveFeed(None, _settings())  # type: ignore[arg-type]  # no archive: not polled
+    viewer = Viewer(frozenset(scopes))
+    sub = _Subscriber(viewer, None)
+    feed.subscribers.add(sub)
+    start = feed.last_event_id
+    for n, rights in enumerate(rows):
+        feed._publish("coincidence", {"n": n}, list(rights))
+    now = datetime.now(UTC)
+    expected = [n for n, rights in enumerate(rows)
+                if all(viewer.may_see(r, until, now) for r, until in rights)]
+    got = []
+    while not sub.queue.empty():
+        event = sub.queue.get_nowait()
+        assert event is not None
+        got.append(event)
+    assert [e.data["n"] for e in got] == expected
+
+    def replay(last: str) -> list[int]:
+        backlog = feed._backlog(last)
+        assert backlog is not None, last
+        return [e.data["n"] for e in backlog if e.visible_to(viewer, now)]
+
+    assert replay(start) == expected
+    for k, event in enumerate(got):
+        assert replay(event.id or "") == expected[k + 1:]
+    ids = [start, feed.last_event_id, *(e.id for e in got)]
+    assert len(set(ids)) == len(ids)
+    assert {(i.partition("-")[0], len(i)) for i in ids if i} == {(feed.epoch, len(start))}

@@ -134,6 +134,13 @@ def test_every_stage_runs_a_real_command_with_probes() -> None:
         assert {"secretRef": {"name": "mmbroker-secrets"}} in main["envFrom"]
         assert not any("secret" in str(v).lower() for v in spec.get("volumes", [])), name
     assert deployments["mmbroker-match"]["spec"]["replicas"] >= 2
+    # Prometheus scrapes every stage, the API too, on the ops port: /metrics on the API's
+    # HTTP port needs a read:metrics token (it counts hidden arrivals).
+    (ops_config,) = [d["data"] for d in docs if d["kind"] == "ConfigMap"]
+    for name, d in deployments.items():
+        annotations = d["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == ops_config["MMBROKER_OPS_PORT"], name
     # The Secret's key is the setting's name (envFrom takes keys as variable names).
     manifest = (K8S_BASE / "mmbroker.yaml").read_text()
     assert "--from-file=MMBROKER_DATABASE_URL=" in manifest

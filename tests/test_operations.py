@@ -48,8 +48,11 @@ def test_metrics_cover_match_publish_and_the_outbox(archive: Archive) -> None:
     # The registry is the process's: what this test did is the difference.
     assert value("mmbroker_match_latency_seconds_count") - matched == 3
     assert value("mmbroker_coincidences_total", pairing="gw-hen", state="new") - gw_hen == 1
+    from broker.tokens import create_token
+
+    scraper, _ = create_token(archive, "prometheus", ["read:metrics"])
     with TestClient(create_app(get_settings(comet=False), archive=archive)) as client:
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {scraper}"}).text
     # The trigger's VOEvent and the three coincidences' wait for Comet.
     assert metric(text, "mmbroker_outbox_pending", target="vtp") == 4
 
@@ -183,3 +186,88 @@ def test_sigterm_finishes_what_is_in_flight(tmp_path: Path) -> None:
         archive.close()
     assert len(stored) == len(set(stored))
     assert set(answered) <= set(stored), set(answered) - set(stored)
+
+
+@pytest.mark.timeout(180)
+def test_metrics_are_scoped_on_the_http_port_and_open_on_the_ops_port(tmp_path: Path) -> None:
+    """`mmbroker serve` with one public and three embargoed triggers: an anonymous caller
+    of the HTTP port gets 401 from /metrics (they count every arrival, hidden ones too),
+    a read:metrics token gets them, and the ops listener serves them without a token,
+    with /health and /ready, for Prometheus and probes."""
+    import urllib.error
+    import urllib.request
+    from datetime import UTC, datetime
+
+    from tests.conftest import free_port
+    from tests.dashboard_support import create_token, running_broker, scenario
+
+    db = tmp_path / "broker.sqlite3"
+    poster = create_token(db, "poster", "write:triggers")
+    scraper = create_token(db, "prometheus", "read:metrics")
+    ops = free_port()
+    with running_broker(tmp_path, env={"MMBROKER_OPS_PORT": str(ops)}) as broker:
+        for i, level in enumerate(["public", "embargoed", "embargoed", "embargoed"]):
+            trigger, _ = scenario(datetime.now(UTC), ra_deg=10.0 + i)
+            trigger["event_id"] += f"-{i}"
+            if level == "embargoed":
+                trigger["data_rights"] = {"level": "embargoed",
+                                          "embargo_until": "2099-01-01T00:00:00Z"}
+            broker.post_trigger(poster, trigger)
+
+        def get(url: str, token: str | None = None) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                            timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        status, body = get(f"{broker.url}/metrics")
+        assert status == 401 and "mmbroker_messages_total" not in body, (status, body)
+        assert get(f"{broker.url}/metrics", scraper)[0] == 200
+        status, body = get(f"http://127.0.0.1:{ops}/metrics")
+        assert status == 200
+        assert metric(body, "mmbroker_messages_total", source="detector",
+                      status="archived") == 4
+        assert get(f"http://127.0.0.1:{ops}/health")[0] == 200
+        status, body = get(f"http://127.0.0.1:{ops}/ready")
+        assert status == 200 and json.loads(body)["checks"]["live_feed"] == "ok", body
+
+
+@pytest.mark.timeout(180)
+def test_the_api_stage_opens_the_ops_listener_too(tmp_path: Path, pg_url: str) -> None:
+    """`mmbroker stage api` (a real tansu, PostgreSQL): /metrics refused on its HTTP port
+    without a token and served on MMBROKER_OPS_PORT, where Kubernetes scrapes it; its
+    /ready there answers as on the HTTP port."""
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import free_port
+    from tests.servers import stop_process, tansu, wait_for
+    from tests.stage_support import start_stage
+
+    Archive.open(pg_url).close()
+    http, ops = free_port(), free_port()
+    with tansu(tmp_path) as bootstrap:
+        proc = start_stage("api", pg_url, {
+            "MMBROKER_KAFKA_BOOTSTRAP": bootstrap, "MMBROKER_COMET": "false",
+            "MMBROKER_HTTP_PORT": str(http), "MMBROKER_OPS_PORT": str(ops)},
+            tmp_path / "api.log")
+        try:
+            def status(url: str) -> int | None:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        return response.status
+                except urllib.error.HTTPError as exc:
+                    return exc.code
+                except OSError:
+                    return None
+
+            assert wait_for(lambda: status(f"http://127.0.0.1:{http}/ready") == 200, 90,
+                            0.3), (tmp_path / "api.log").read_text()[-3000:]
+            assert status(f"http://127.0.0.1:{http}/metrics") == 401
+            assert status(f"http://127.0.0.1:{ops}/metrics") == 200
+            assert status(f"http://127.0.0.1:{ops}/ready") == 200
+        finally:
+            stop_process(proc, 20)

@@ -720,3 +720,44 @@ def test_bad_parameters_are_400_on_every_backend(archive: Archive) -> None:
         assert status == 400 and 'value="ERROR"' in body  # a VOTable, as SCS clients expect
         status, body = _get(base + "/api/v1/alerts?since=0001-01-01T00:00:00%2B01:00")
         assert status == 400 and "outside the years" in json.loads(body)["detail"]
+
+
+def test_citation_filters_count_only_voevents_the_caller_may_see(archive: Archive) -> None:
+    """A public trigger, then its revision embargoed until 2099: the revision's VOEvent
+    cites the first one's.  `cited=true` and `cited_by` told an anonymous caller that a
+    hidden revision exists (the public VOEvent listed as cited); now only citers the
+    caller may see count, and a read:embargoed caller still finds the citation."""
+    from broker import demo
+    from broker.listening import make_pipeline
+
+    pipeline = make_pipeline(get_settings(comet=False), archive, targets=[])
+    _, raw, _ = demo.scenario_messages()[0]
+    trigger = json.loads(raw.data)
+    trigger["event_id"] = "I14-CITED"
+    ivorns = []
+    for revision, rights in ((0, None), (1, {"level": "embargoed",
+                                             "embargo_until": "2099-01-01T00:00:00Z"})):
+        body = {**trigger, "revision": revision}
+        if rights:
+            body["data_rights"] = rights
+        (outcome,) = pipeline.ingest([RawMessage(raw.source, json.dumps(body).encode())])
+        ivorns.append(outcome.ivorn)
+    first, hidden = ivorns
+    token, _ = create_token(archive, "bob", ["read:embargoed"])
+    bob = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(get_settings(api_rate_limit_per_s=0, comet=False),
+                               archive=archive)) as client:
+        def found(params: dict[str, str], headers: dict[str, str] | None = None) -> list[str]:
+            reply = client.get("/api/v1/voevents", params={**params, "count": "true"},
+                               headers=headers or {})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["total"] == len(reply.json()["items"])
+            return [v["ivorn"] for v in reply.json()["items"]]
+
+        cites = client.get(f"/api/v1/voevents/{quote(hidden, safe='')}", headers=bob)
+        assert cites.status_code == 200 and first.encode() in cites.content
+        assert found({"cited": "true"}, bob) == [first]
+        assert found({"cited_by": hidden}, bob) == [first]
+        assert found({"cited": "true"}) == []
+        assert found({"cited_by": hidden}) == []
+        assert found({"cited": "false"}) == [first]

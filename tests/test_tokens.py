@@ -12,6 +12,7 @@ from broker.archive import Archive
 from broker.errors import ConfigurationError
 from broker.models import ApiToken
 from broker.tokens import create_token, list_tokens, revoke_token, verify_token
+from tests.conftest import mmbroker
 
 
 def test_token_lifecycle(archive: Archive) -> None:
@@ -79,3 +80,38 @@ def test_token_cli_binds_and_lists_detectors(tmp_path: Path) -> None:
         ("online", "IceCube Gen2, KM3NeT"), ("unnamed", None)]
     table = mmbroker("--db", db, "token", "list").stdout
     assert "detectors" in table and "KM3NeT" in table
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "-0.5", "nan", "inf", "1e300"])
+def test_token_create_refuses_a_lifetime_that_is_not_a_future_time(tmp_path: Path,
+                                                                   days: str) -> None:
+    """`--expires-days 0` made a token that never expires: now one clear line, exit 2,
+    and no token stored."""
+    db = str(tmp_path / "t.sqlite3")
+    proc = mmbroker("--db", db, "token", "create", "--scope", "read:embargoed",
+                    f"--expires-days={days}", check=False)
+    assert proc.returncode != 0 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --expires-days"), line
+    assert mmbroker("--db", db, "token", "list", "--format", "json").stdout.strip() == "[]"
+    ok = mmbroker("--db", db, "token", "create", "--scope", "ack", "--expires-days", "0.5")
+    assert ok.stdout.strip().startswith("mmb_")
+
+
+def test_a_token_lifetime_must_be_positive(archive: Archive) -> None:
+    for lifetime in (timedelta(0), timedelta(seconds=-1)):
+        with pytest.raises(ConfigurationError, match="positive"):
+            create_token(archive, "x", ["ack"], expires_in=lifetime)
+    assert list_tokens(archive) == []
+
+
+def test_valid_token_ids_is_one_query_for_many(archive: Archive) -> None:
+    """What the live feed re-checks its open streams with: revoked and expired ids drop."""
+    from broker.tokens import valid_token_ids
+
+    ids = {name: create_token(archive, name, ["read:embargoed"], expires_in=life)[1].id
+           for name, life in (("live", None), ("later", timedelta(days=1)),
+                              ("revoked", None), ("expired", timedelta(microseconds=1)))}
+    assert revoke_token(archive, ids["revoked"])
+    assert valid_token_ids(archive, set(ids.values()) | {9999}) == {ids["live"], ids["later"]}
+    assert valid_token_ids(archive, set()) == set()

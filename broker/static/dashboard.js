@@ -65,7 +65,7 @@ function alertRow(a, fresh) {
 
 function coincidenceRow(c, fresh) {
   const cls = [c.role !== "observation" ? "test" : "", c.significant ? "significant" : "", fresh ? "fresh" : ""];
-  const tr = el("tr", { class: cls.join(" "), "data-ivorn": c.ivorn, "data-id": String(c.id) });
+  const tr = el("tr", { class: cls.join(" "), "data-ivorn": c.ivorn });
   const ack = c.ack ? `${c.ack.acked_by} ${utc(c.ack.acked_at).slice(11)}` : (c.significant ? "WAITING" : "");
   tr.append(el("td", {}, utc(c.created_at)),
     el("td", {}, el("a", { href: `/dashboard/coincidences/${enc(c.ivorn)}` }, c.pairing),
@@ -82,7 +82,7 @@ function renderAll() {
 }
 
 function addAlert(a) {
-  if (state.alerts.some((x) => x.id === a.id)) return;  // already in the first rows
+  if (state.alerts.some((x) => x.ivorn === a.ivorn)) return;  // already in the first rows
   remember("stream", a.source); remember("messenger", a.messenger); remember("role", a.role);
   state.alerts.unshift(a);
   state.alerts.length = Math.min(state.alerts.length, MAX_ROWS);
@@ -93,8 +93,8 @@ function addAlert(a) {
 }
 
 function addCoincidence(c) {
-  if (state.coincidences.some((x) => x.id === c.id)) return;
-  if (c.supersedes_id !== null && state.alarms.delete(c.supersedes_id)) showAlarm();
+  if (state.coincidences.some((x) => x.ivorn === c.ivorn)) return;
+  if (c.supersedes !== null && state.alarms.delete(c.supersedes)) showAlarm();
   c.messengers.forEach((m) => remember("messenger", m)); remember("role", c.role);
   state.coincidences.unshift(c);
   state.coincidences.length = Math.min(state.coincidences.length, MAX_ROWS);
@@ -200,7 +200,7 @@ document.addEventListener("click", unlockSound, { once: true });
 document.addEventListener("keydown", unlockSound, { once: true });
 
 function raise(c) {
-  state.alarms.set(c.id, c);
+  state.alarms.set(c.ivorn, c);
   showAlarm();
 }
 function showAlarm() {
@@ -211,13 +211,14 @@ function showAlarm() {
     document.title = baseTitle;
     return;
   }
-  const newest = [...state.alarms.values()].sort((a, b) => b.id - a.id)[0];
+  // Rows are named by IVORN (no database ids: their gaps would count hidden rows).
+  const newest = [...state.alarms.values()].sort((a, b) =>
+    b.created_at.localeCompare(a.created_at) || b.ivorn.localeCompare(a.ivorn))[0];
   $("#alarm-detail").textContent = `${newest.pairing} (${newest.messengers.join(" + ")}), FAR ` +
     `${num(newest.far_hz)} Hz, found ${utc(newest.created_at)} UTC` +
     (newest.role !== "observation" ? ` [${newest.role.toUpperCase()}]` : "") +
     (state.alarms.size > 1 ? ` — and ${state.alarms.size - 1} more` : "");
   $("#alarm-link").href = `/dashboard/coincidences/${enc(newest.ivorn)}`;
-  banner.dataset.id = String(newest.id);
   banner.dataset.ivorn = newest.ivorn;
   banner.hidden = false;
   if (!blink) {
@@ -232,10 +233,10 @@ function showAlarm() {
   }
 }
 function cleared(ack) {
-  state.alarms.delete(ack.coincidence_id);
-  const c = state.coincidences.find((x) => x.id === ack.coincidence_id);
+  state.alarms.delete(ack.coincidence);
+  const c = state.coincidences.find((x) => x.ivorn === ack.coincidence);
   if (c) c.ack = { acked_by: ack.acked_by, acked_at: ack.acked_at };
-  const cell = document.querySelector(`#coincidences tr[data-id="${ack.coincidence_id}"] .ack`);
+  const cell = document.querySelector(`#coincidences tr[data-ivorn="${CSS.escape(ack.coincidence)}"] .ack`);
   if (cell) cell.textContent = `${ack.acked_by} ${utc(ack.acked_at).slice(11)}`;
   showAlarm();
 }
@@ -246,7 +247,7 @@ async function acknowledge() {
   button.disabled = true;
   try {
     const ack = await ackCoincidence(banner.dataset.ivorn);
-    cleared({ coincidence_id: Number(banner.dataset.id), acked_by: ack.acked_by, acked_at: ack.acked_at });
+    cleared({ coincidence: banner.dataset.ivorn, acked_by: ack.acked_by, acked_at: ack.acked_at });
   } catch (e) {
     $("#alarm-detail").textContent += ` — acknowledge failed (${e.message})`;
   } finally { button.disabled = false; }
@@ -325,7 +326,7 @@ async function load() {
     renderLatency(s.latency);
   }
   state.alarms.clear();
-  for (const c of s.alarms) state.alarms.set(c.id, c);
+  for (const c of s.alarms) state.alarms.set(c.ivorn, c);
   showAlarm();
   connect(s.last_event_id);
 }
