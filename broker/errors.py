@@ -108,6 +108,22 @@ class NormalizationError(InputError):
     """The message parses but lacks what an Alert needs, or holds impossible values."""
 
 
+class ImplausibleValue(NormalizationError):
+    """An Alert holds a value outside the one range every stream shares: a position off
+    the sky, a non-finite or absurd error, a time outside the sane window (issue 14,
+    item 6; the rule is :func:`listeners.common.check_plausible`).  Quarantined,
+    never repaired."""
+
+
+class ProcessDied(HostileInput):
+    """A process died (or hung) while normalizing the message (issue 14, item 5).
+
+    Found at restart from the in-flight mark the dead process left; the message
+    is normalized again only in a throwaway child process, and quarantined with
+    this error when that one dies too.
+    """
+
+
 class OwnPublication(InputError):
     """A VOEvent this broker published came back (via a VTP peer or its own Kafka topic).
 
