@@ -110,8 +110,9 @@ EARLIEST_TRIGGER_TIME = datetime(1987, 1, 1, tzinfo=UTC)
 
 The bound stops impossible dates (year 0001, a Unix time read as an MJD) before
 they reach the cross-match, whose windows cannot reach before year 1."""
-LATEST_TRIGGER_AHEAD = timedelta(days=1)
-"""How far past its receipt a trigger time may lie (clock skew, never a day)."""
+LATEST_TRIGGER_AHEAD = timedelta(days=366)
+"""How far past its receipt a trigger time may lie: a year (replayed and synthetic data
+stamped ahead of the clock pass; year 2999 does not)."""
 MAX_ERROR_DEG = 180.0
 
 
@@ -120,7 +121,7 @@ def check_plausible(alert: Any, received_at: datetime) -> None:
 
     * position: RA in [0, 360), Dec in [-90, 90], both finite;
     * errors (radius, semi-axes, systematic): finite, >= 0 and <= 180 deg;
-    * trigger time: from :data:`EARLIEST_TRIGGER_TIME` to ``received_at`` + 1 day.
+    * trigger time: from :data:`EARLIEST_TRIGGER_TIME` to ``received_at`` + 1 year.
 
     Applied to every normalizer's output in one place (:meth:`broker.ingest.
     Ingestor.normalize`); the normalizers themselves refuse such values rather
@@ -142,7 +143,7 @@ def check_plausible(alert: Any, received_at: datetime) -> None:
     latest = received_at + LATEST_TRIGGER_AHEAD
     if when < EARLIEST_TRIGGER_TIME or when > latest:
         raise ImplausibleValue(f"{what}: trigger_time {when.isoformat()} is outside "
-                               f"{EARLIEST_TRIGGER_TIME.date()} .. receipt + 1 day "
+                               f"{EARLIEST_TRIGGER_TIME.date()} .. receipt + 1 year "
                                f"({latest.isoformat(timespec='seconds')})")
     error_s = alert.trigger_time_error_s
     if error_s is not None and not (math.isfinite(error_s) and error_s >= 0):
