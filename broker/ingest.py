@@ -232,17 +232,22 @@ class Ingestor:
     inflight_lease_s
         How long (s) another host's in-flight mark counts as alive (see the module
         docstring); marks of this host are judged by their process instead.
+    probe_timeout_s
+        How long (s) :func:`probe`'s child may take before the message it is on
+        counts as hanging the process.
     """
 
     def __init__(self, archive: Archive, *, authority: str,
                  max_message_bytes: int = 16 * 1024 * 1024,
                  retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
-                 inflight_lease_s: float = INFLIGHT_LEASE_S) -> None:
+                 inflight_lease_s: float = INFLIGHT_LEASE_S,
+                 probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
         self.archive = archive
         self.authority = authority
         self.max_message_bytes = max_message_bytes
         self.retry_delays_s = tuple(retry_delays_s)
         self.inflight_lease_s = inflight_lease_s
+        self.probe_timeout_s = probe_timeout_s
         self.owner = process_identity()
         self._recovered = False
 
@@ -298,7 +303,7 @@ class Ingestor:
                 transport=mark["transport"] or {}, full_size=mark["full_size"])
         log.warning("%d message(s) were in flight when a process died; probing them",
                     len(by_sha))
-        culprits = probe(list(by_sha.values()), self.authority)
+        culprits = probe(list(by_sha.values()), self.authority, timeout_s=self.probe_timeout_s)
         pairs = [(m["raw_sha256"], m["owner"]) for m in dead]
         self._retrying(lambda: self.archive.clear_inflight(
             [p for p in pairs if p[0] not in culprits]))
@@ -320,7 +325,7 @@ class Ingestor:
         suspects = {sha for sha, _ in dead} - died
         if suspects:
             verdicts.update(probe([m for m in messages if m.sha256 in suspects],
-                                  self.authority))
+                                  self.authority, timeout_s=self.probe_timeout_s))
         return verdicts, dead
 
     def normalize(self, message: RawMessage) -> Normalized | PermanentError:
