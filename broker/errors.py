@@ -26,7 +26,9 @@ Two branches tell a caller what to do next:
         │   ├── UnknownFormat        no normalizer recognizes the bytes
         │   ├── MalformedInput       recognized, but not parseable (bad JSON, XML, Avro)
         │   ├── HostileInput         entities, oversize frames, pickles, bombs
+        │   │   └── ProcessDied      a process died (or hung) normalizing it
         │   ├── NormalizationError   parseable, but lacks what an Alert needs
+        │   │   └── ImplausibleValue off the sky, absurd error, time out of range
         │   └── OwnPublication       our own VOEvent, come back from a peer or our topic
         ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
         └── IngestConflict           same (source, event id, revision), other content
@@ -38,6 +40,7 @@ __all__ = [
     "ArchiveUnavailable",
     "ConfigurationError",
     "HostileInput",
+    "ImplausibleValue",
     "IngestConflict",
     "InputError",
     "MMBrokerError",
@@ -46,6 +49,7 @@ __all__ = [
     "NormalizationError",
     "OwnPublication",
     "PermanentError",
+    "ProcessDied",
     "RetryableError",
     "SchemaValidationError",
     "UnknownFormat",
