@@ -74,9 +74,12 @@ Sky positions
 ``WhereWhen`` ``Position2D`` (``unit`` deg, rad, arcmin, arcsec; FK5 is taken as
 ICRS, a < 0.1 arcsec difference) becomes a point localization.  No position is
 kept (``kind: none``, reason in ``extra["position_note"]``) for the
-placeholder 0/0, an error radius of 180 deg or more (SNEWS uses 360), GCN
+placeholder 0/0, an error radius of exactly 360 deg (SNEWS's convention), GCN
 ``Coords_Type=0``, ``RADec_valid=false``, notice types that carry no position
-(GBM Alert, Konus, AGILE MCAL) and non-equatorial frames.  Containment: 0.9 by
+(GBM Alert, Konus, AGILE MCAL) and non-equatorial frames.  Any other radius
+past 180 deg, an RA outside [0, 360) and a NaN coordinate or radius are
+refused (issue 14, item 6), never wrapped or read as "no position".
+Containment: 0.9 by
 default (GCN's convention; Swift, INTEGRAL, MAXI, IceCube/KM3NeT
 ``src_error_90``), 0.6827 for Fermi GBM (its radius is a statistical 1-sigma
 one; ``systematic_deg`` is the core of the Connaughton et al. 2015 model,
@@ -128,6 +131,9 @@ from listeners.common import (
 from listeners.detect import Format
 
 _URI_PATH_SAFE = "!$&'()*+,;=:@/"
+# SNEWS VOEvents state "no direction" as an Error2Radius of exactly 360 deg, as the
+# 0/0 placeholder does elsewhere; any other radius past 180 deg is refused.
+_WHOLE_SKY_RADIUS_DEG = 360.0
 
 __all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "accepts", "handle", "looks_like_voevent",
            "normalize"]
@@ -1061,6 +1067,8 @@ def _point(packet: _Packet, fields: _Fields) -> tuple[PointLocalization | None, 
     radius = 0.0 if radius is None else radius * scale
     if not -90.0 <= dec <= 90.0:
         raise ImplausibleValue(f"{packet.ivorn}: declination {dec} deg outside [-90, 90]")
+    if radius == _WHOLE_SKY_RADIUS_DEG:
+        return None, f"error radius {radius:g} deg: the whole-sky convention (SNEWS)"
     if not 0.0 <= radius <= 180.0 or not math.isfinite(radius):
         raise ImplausibleValue(f"{packet.ivorn}: error radius {radius:g} deg is not an error "
                                "in [0, 180]")

@@ -450,9 +450,13 @@ def test_positions_in_radians_never_wrapped_and_placeholders() -> None:
     with pytest.raises(ImplausibleValue, match=r"outside \[0, 360\)"):
         one_alert(make_voevent(param("TrigID", 1, ucd="meta.id"), unit="rad",
                                position=(-math.pi / 2, math.pi / 6, 0.01)))
-    with pytest.raises(ImplausibleValue, match="not an error"):
-        one_alert(make_voevent(param("TrigID", 2, ucd="meta.id"),
-                               position=(10.0, 10.0, 360.0)))
+    whole_sky = one_alert(make_voevent(param("TrigID", 2, ucd="meta.id"),
+                                       position=(10.0, 10.0, 360.0)))
+    assert "whole-sky convention" in whole_sky.extra["position_note"]
+    for radius in (180.5, 1e308):
+        with pytest.raises(ImplausibleValue, match="not an error"):
+            one_alert(make_voevent(param("TrigID", 2, ucd="meta.id"),
+                                   position=(10.0, 10.0, radius)))
     zero = one_alert(make_voevent(param("TrigID", 3, ucd="meta.id"), position=(0.0, 0.0, 0.0)))
     assert "placeholder" in zero.extra["position_note"]
 
