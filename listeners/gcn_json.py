@@ -57,8 +57,8 @@ Role
     never pass as an observation.
 
 Localization
-    ``ra``/``dec`` (ICRS deg; ra in -360..720 wrapped into [0, 360), any other ra or
-    |dec| > 90 is an error) with
+    ``ra``/``dec`` (ICRS deg; an ra outside [0, 360) or |dec| > 90 is an error, never
+    wrapped; a NaN or 1e999 in them or in an error is an error too) with
     ``ra_dec_error``: a number is a circle radius; ``[a]`` a circle; ``[a, b]`` or
     ``[a, b, pa]`` an ellipse (pa east of north, default 0; axes given minor-first are
     swapped and pa turned by 90 deg, as CHIME sends them).  Older ``ra_uncertainty`` /
