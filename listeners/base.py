@@ -53,8 +53,9 @@ class MessageMeta:
         ``%``, non-ASCII ...) is percent-encoded, so the IVORN is a valid URI
         whatever a peer sends (issue 14, item 8).
         """
-        return (f"ivo://{self.authority}/{quote(stream, safe=_PATH_SAFE)}"
-                f"#{quote(local_id, safe=_FRAGMENT_SAFE)}")
+        # surrogatepass: JSON escapes can make lone surrogates, which UTF-8 cannot hold.
+        return (f"ivo://{self.authority}/{quote(stream, _PATH_SAFE, errors='surrogatepass')}"
+                f"#{quote(local_id, _FRAGMENT_SAFE, errors='surrogatepass')}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -389,8 +389,11 @@ _PCHAR = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-F]{2})"
 IVORN = re.compile(rf"^ivo://[A-Za-z0-9.\-]+/(?:{_PCHAR}|/)*#(?:{_PCHAR}|[/?])*$")
 
 
+ANY_TEXT = st.text(st.characters(blacklist_categories=()))  # lone surrogates too
+
+
 @settings(max_examples=300, deadline=None)
-@given(stream=st.text(), local=st.text())
+@given(stream=ANY_TEXT, local=ANY_TEXT)
 def test_minted_ivorns_are_uris(stream: str, local: str) -> None:
     meta = MessageMeta("x", datetime.now(UTC), "test.mmbroker")
     ivorn = meta.alert_ivorn(stream, local)
@@ -399,8 +402,8 @@ def test_minted_ivorns_are_uris(stream: str, local: str) -> None:
 
     parts = urlsplit(ivorn)
     assert parts.scheme == "ivo" and parts.netloc == "test.mmbroker"
-    assert unquote(parts.path[1:]) == stream
-    assert unquote(parts.fragment) == local
+    assert unquote(parts.path[1:], errors="surrogatepass") == stream
+    assert unquote(parts.fragment, errors="surrogatepass") == local
 
 
 def test_hostile_voevent_stream_names_stay_uris(ingestor: Ingestor, archive: Archive) -> None:
