@@ -30,15 +30,16 @@ import contextlib
 import json
 import logging
 import os
+import selectors
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -89,11 +90,19 @@ def _start_ticks(pid: int) -> str | None:
     return stat[stat.rindex(b")") + 2:].split()[19].decode()
 
 
-@cache
+_identity: dict[int, str] = {}
+
+
 def process_identity() -> str:
-    """``host:boot id:pid:start ticks``: names this process, and no later one with its pid."""
+    """``host:boot id:pid:start ticks``: names this process, and no later one with its pid.
+
+    Computed once per pid, so a forked worker gets its own.
+    """
     pid = os.getpid()
-    return f"{socket.gethostname()[:120]}:{_boot_id()}:{pid}:{_start_ticks(pid) or '-'}"
+    if pid not in _identity:
+        _identity[pid] = (f"{socket.gethostname()[:120]}:{_boot_id()}:{pid}:"
+                          f"{_start_ticks(pid) or '-'}")
+    return _identity[pid]
 
 
 def owner_alive(owner: str, started_at: datetime, *, lease_s: float = INFLIGHT_LEASE_S,
@@ -131,36 +140,17 @@ def probe(messages: Sequence[RawMessage], authority: str, *,
     """Normalize ``messages`` in a child process; the ones that killed (or hung) it.
 
     The child says which message it starts and which it finished; when it
-    dies, the one started and not finished is the culprit, and a new child
-    carries on with the rest.  Returns a :class:`ProcessDied` per culprit hash.
+    dies, or spends over ``timeout_s`` (s) on one message, the one started and
+    not finished is the culprit, and a new child carries on with the rest.
+    Returns a :class:`ProcessDied` per culprit hash.
     """
     culprits: dict[str, ProcessDied] = {}
     pending = list({m.sha256: m for m in messages}.values())
     while pending:
-        lines = "".join(json.dumps({
-            "sha256": m.sha256, "source": m.source, "received_at": m.received_at.isoformat(),
-            "transport": dict(m.transport), "data": base64.b64encode(m.data).decode()}) + "\n"
-            for m in pending)
-        cmd = [sys.executable, "-c", "from broker.ingest import probe_main; probe_main()",
-               authority]
-        hung = False
-        try:
-            proc = subprocess.run(cmd, input=lines.encode(), capture_output=True,
-                                  timeout=timeout_s, check=False)
-            out, code = proc.stdout, proc.returncode
-        except subprocess.TimeoutExpired as exc:
-            out, code, hung = exc.stdout or b"", -9, True
-        done = set()
-        started: str | None = None
-        for line in out.decode(errors="replace").splitlines():
-            word, _, sha = line.partition(" ")
-            if word == "start":
-                started = sha
-            elif word == "done":
-                done.add(sha)
+        started, finished, code, hung = _run_probe(pending, authority, timeout_s)
         if code == 0 and not hung:
             break
-        if started is None or started in done:
+        if started is None or started in finished:
             # It died outside any message (start-up): nothing to blame; normalize here.
             log.error("the probe process exited %s before normalizing anything", code)
             break
@@ -172,6 +162,52 @@ def probe(messages: Sequence[RawMessage], authority: str, *,
                   culprit.source, how)
         pending = pending[pending.index(culprit) + 1:]
     return culprits
+
+
+def _run_probe(pending: Sequence[RawMessage], authority: str, timeout_s: float
+               ) -> tuple[str | None, set[str], int, bool]:
+    """One child over ``pending``: (last hash started, hashes finished, exit code, hung)."""
+    started: str | None = None
+    finished: set[str] = set()
+    hung = False
+    with tempfile.TemporaryFile() as feed:  # a file, not a pipe: no deadlock on big batches
+        for m in pending:
+            feed.write(json.dumps({
+                "sha256": m.sha256, "source": m.source,
+                "received_at": m.received_at.isoformat(), "transport": dict(m.transport),
+                "data": base64.b64encode(m.data).decode()}).encode() + b"\n")
+        feed.seek(0)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from broker.ingest import probe_main; probe_main()",
+             authority], stdin=feed, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            buffer = b""
+            deadline = time.monotonic() + timeout_s  # renewed by every line: per message
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    hung = True
+                    proc.kill()
+                    break
+                if not selector.select(left):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    word, _, sha = line.decode(errors="replace").partition(" ")
+                    if word == "start":
+                        started = sha
+                    elif word == "done":
+                        finished.add(sha)
+                    deadline = time.monotonic() + timeout_s
+        proc.stdout.close()
+        code = proc.wait()
+    return started, finished, code, hung
 
 
 def probe_main() -> None:
@@ -248,7 +284,6 @@ class Ingestor:
         self.retry_delays_s = tuple(retry_delays_s)
         self.inflight_lease_s = inflight_lease_s
         self.probe_timeout_s = probe_timeout_s
-        self.owner = process_identity()
         self._recovered = False
 
     def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
@@ -278,6 +313,11 @@ class Ingestor:
         for outcome in outcomes:
             MESSAGES.labels(outcome.source, outcome.status).inc()
         return outcomes
+
+    @property
+    def owner(self) -> str:
+        """The in-flight marks' owner: this process (see :func:`process_identity`)."""
+        return process_identity()
 
     def recover(self) -> list[Outcome]:
         """Deal with the messages dead processes left in flight (run before the first batch).

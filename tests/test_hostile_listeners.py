@@ -423,3 +423,32 @@ def test_ivorn_encoding_keeps_ordinary_names() -> None:
     meta = MessageMeta("x", datetime.now(UTC), "test.mmbroker")
     assert meta.alert_ivorn("nasa.gsfc.gcn/SWIFT", "655721-0") == \
         "ivo://test.mmbroker/nasa.gsfc.gcn/SWIFT#655721-0"
+
+
+def test_a_message_that_hangs_the_probe_is_quarantined(archive: Archive, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left in flight by a dead process, it hangs the child too: quarantined as hanging,
+    and the good message after it in the same probe is not blamed."""
+    hole = tmp_path / "hang"
+    hole.mkdir()
+    (hole / "sitecustomize.py").write_text(
+        "import time\n"
+        "import listeners.registry as _r\n"
+        "_real = _r.normalize\n"
+        "def _normalize(data, meta):\n"
+        "    if b'HANG' in data:\n"
+        "        time.sleep(600)\n"
+        "    return _real(data, meta)\n"
+        "_r.normalize = _normalize\n")
+    monkeypatch.setenv("PYTHONPATH", str(hole))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner = _owner_of(gone)
+    gone.wait()
+    hanging = RawMessage("detector", b'{"HANG": 1}')
+    good = RawMessage("detector", _good_trigger("after-hang"))
+    archive.store_raw([hanging, good], owner=owner)
+    ingestor = Ingestor(archive, authority="test.mmbroker", probe_timeout_s=5)
+    (outcome,) = ingestor.recover()
+    assert outcome.status == "quarantined" and outcome.raw_sha256 == hanging.sha256
+    assert outcome.reason == f"{DIED_REASON} (it hung for over 5 s)"
+    assert archive.inflight_marks() == []
