@@ -90,14 +90,14 @@ def route(data: bytes, meta: MessageMeta) -> tuple[Route, Any]:
     """
     fmt = sniff(data)
     decoded = json_limits.loads(data) if fmt is Format.JSON else None
-    if fmt is Format.AVRO_OCF:
-        # A hostile writer schema (recursive, too deep) is refused by name here,
-        # before any route peeks at it; the verdict is cached for the peeks.
-        with contextlib.suppress(MalformedInput):
-            avro.container_schema(data)
     for candidate in ROUTES:
         if fmt in candidate.formats and candidate.accepts(fmt, decoded, meta, data):
             return candidate, decoded
+    if fmt is Format.AVRO_OCF:
+        # Say why when the writer schema is hostile (recursive, too deep): the routes'
+        # peeks saw only "not mine".  The verdict is cached, so this parses nothing.
+        with contextlib.suppress(MalformedInput):
+            avro.container_schema(data)
     if fmt is Format.JSON:
         keys = sorted(decoded)[:8] if isinstance(decoded, dict) else type(decoded).__name__
         raise UnknownFormat(f"JSON from {meta.source!r} matches no known stream (keys: {keys})")
