@@ -28,12 +28,13 @@ from sqlalchemy.exc import IntegrityError
 from alerts_schema import Alert, Coincidence
 from broker import migrate
 from broker.db import insert_ignoring_conflicts, is_sqlite, make_engine, transaction
-from broker.errors import IngestConflict, MatchOrderLost, PermanentError
+from broker.errors import IngestConflict, MatchOrderLost, PermanentError, ProcessDied
 from broker.models import (
     Acknowledgement,
     AlertRow,
     CoincidenceMember,
     CoincidenceRow,
+    IngestInflight,
     QuarantineEntry,
     RawPayload,
     Skymap,
@@ -213,18 +214,63 @@ class Archive:
     def _insert(self, table: Any) -> Any:
         return (sqlite.insert if self._sqlite else postgresql.insert)(table)
 
-    def store_raw(self, messages: Iterable[RawMessage]) -> None:
-        """Store each message's bytes once by SHA-256, committed before any parsing."""
+    def store_raw(self, messages: Iterable[RawMessage], *, owner: str | None = None) -> set[str]:
+        """Store each message's bytes once by SHA-256, committed before any parsing.
+
+        With ``owner`` (a process identity, see :func:`broker.ingest.process_identity`)
+        each message is also marked in flight for that owner in the same
+        transaction, and the hashes already stored before (repeats: the only
+        messages a dead process can have left a mark on) are returned.
+        """
+        messages = list(messages)
         rows = {m.sha256: {"sha256": m.sha256, "data": m.data, "size_bytes": len(m.data),
                            "source": m.source, "first_received_at": m.received_at}
                 for m in messages}
         if not rows:
-            return
+            return set()
         with transaction(self.engine) as conn:
-            insert_ignoring_conflicts(conn, RawPayload.__table__, [rows[k] for k in sorted(rows)])
+            new = insert_ignoring_conflicts(conn, RawPayload.__table__,
+                                            [rows[k] for k in sorted(rows)],
+                                            returning=("sha256",) if owner else ())
+            if owner is None:
+                return set()
+            now = utcnow()
+            marks = {m.sha256: {"raw_sha256": m.sha256, "owner": owner, "source": m.source,
+                                "received_at": m.received_at,
+                                "transport": dict(m.transport) or None,
+                                "full_size": m.full_size, "started_at": now}
+                     for m in messages}
+            insert_ignoring_conflicts(conn, IngestInflight.__table__,
+                                      [marks[k] for k in sorted(marks)])
+        return set(rows) - {row[0] for row in new}
+
+    def inflight_marks(self, hashes: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """In-flight marks (all, or those of ``hashes``): hash, owner, when, how received."""
+        table = IngestInflight.__table__
+        stmt = select(table)
+        with transaction(self.engine, readonly=True) as conn:
+            if hashes is None:
+                return [dict(r._mapping) for r in conn.execute(stmt)]
+            return [dict(r._mapping) for chunk in _chunks(sorted(set(hashes)))
+                    for r in conn.execute(stmt.where(table.c.raw_sha256.in_(chunk)))]
+
+    def died_on(self, hashes: Iterable[str]) -> set[str]:
+        """Those of ``hashes`` already quarantined because a process died normalizing them."""
+        table = QuarantineEntry.__table__
+        with transaction(self.engine, readonly=True) as conn:
+            return {sha for chunk in _chunks(sorted(set(hashes)))
+                    for (sha,) in conn.execute(select(table.c.raw_sha256).where(
+                        table.c.raw_sha256.in_(chunk),
+                        table.c.error_class == ProcessDied.__name__))}
+
+    def clear_inflight(self, marks: Iterable[tuple[str, str]]) -> None:
+        """Delete the in-flight marks ``(raw hash, owner)``."""
+        with transaction(self.engine) as conn:
+            _delete_marks(conn, marks)
 
     def store_results(
-        self, results: Sequence[tuple[RawMessage, Normalized | PermanentError]]
+        self, results: Sequence[tuple[RawMessage, Normalized | PermanentError]], *,
+        owner: str | None = None, cleared: Iterable[tuple[str, str]] = ()
     ) -> list[Outcome]:
         """Archive what each message became, in one transaction.
 
@@ -234,6 +280,8 @@ class Archive:
         hash, alerts idempotently, heartbeats and message counts into
         ``stream_health``, failures into quarantine.  Returns one
         :class:`Outcome` per alert, per heartbeat-only message and per failure.
+        ``owner``'s in-flight marks on these messages, and the marks
+        ``cleared`` (raw hash, owner), are deleted in the same transaction.
         """
         outcomes: list[Outcome] = []
         pending: list[tuple[RawMessage, Alert, dict[str, Any]]] = []
@@ -296,6 +344,9 @@ class Archive:
                     for raw, err in quarantine])
             self._update_health(conn, [raw for raw, _ in results],
                                 [raw for raw, _ in quarantine], heartbeats)
+            if owner is not None:
+                cleared = [*cleared, *((raw.sha256, owner) for raw, _ in results)]
+            _delete_marks(conn, cleared)
         outcomes.extend(Outcome("quarantined", raw.source, raw.sha256, reason=_reason(err))
                         for raw, err in quarantine)
         return outcomes
@@ -703,6 +754,18 @@ def _index_positions(rows: list[dict[str, Any]]) -> None:
                       np.array([r["dec_deg"] for r in located]))
     for row, pixel in zip(located, np.atleast_1d(pixels), strict=True):
         row["hpx29"] = int(pixel)
+
+
+def _delete_marks(conn: Connection, marks: Iterable[tuple[str, str]]) -> None:
+    """Delete in-flight marks (raw hash, owner), in key order (no deadlocks between writers)."""
+    table = IngestInflight.__table__
+    by_owner: dict[str, list[str]] = {}
+    for sha, owner in sorted(set(marks)):
+        by_owner.setdefault(owner, []).append(sha)
+    for owner, hashes in sorted(by_owner.items()):
+        for chunk in _chunks(hashes):
+            conn.execute(table.delete().where(table.c.owner == owner,
+                                              table.c.raw_sha256.in_(chunk)))
 
 
 def _reason(err: Exception) -> str:

@@ -248,6 +248,20 @@ class Settings(BaseSettings):
         description="Failed authentications one client address may make at once before "
                     "failed_auth_rate_limit_per_s applies.")
 
+
+    # -- issue 14, item 5: messages that kill a process --------------------------------
+    inflight_lease_s: float = Field(
+        default=600.0, gt=0,
+        description="How long (s) a message another host marked in flight counts as being "
+                    "normalized; after that a restart elsewhere takes the mark for a process "
+                    "that died (marks of this host are judged by their process id and start "
+                    "time instead).")
+    probe_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="How long (s) the child process that re-normalizes messages a dead "
+                    "process left in flight may take before the message it is on is "
+                    "quarantined as hanging.")
+
     @classmethod
     def settings_customise_sources(
         cls,

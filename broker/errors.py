@@ -26,7 +26,9 @@ Two branches tell a caller what to do next:
         │   ├── UnknownFormat        no normalizer recognizes the bytes
         │   ├── MalformedInput       recognized, but not parseable (bad JSON, XML, Avro)
         │   ├── HostileInput         entities, oversize frames, pickles, bombs
+        │   │   └── ProcessDied      a process died (or hung) normalizing it
         │   ├── NormalizationError   parseable, but lacks what an Alert needs
+        │   │   └── ImplausibleValue off the sky, absurd error, time out of range
         │   └── OwnPublication       our own VOEvent, come back from a peer or our topic
         ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
         ├── IngestConflict           same (source, event id, revision), other content
@@ -39,6 +41,7 @@ __all__ = [
     "ArchiveUnavailable",
     "ConfigurationError",
     "HostileInput",
+    "ImplausibleValue",
     "IngestConflict",
     "InputError",
     "MMBrokerError",
@@ -47,6 +50,7 @@ __all__ = [
     "NormalizationError",
     "OwnPublication",
     "PermanentError",
+    "ProcessDied",
     "RefusedAuthor",
     "RetryableError",
     "SchemaValidationError",
@@ -108,6 +112,22 @@ class HostileInput(InputError):
 
 class NormalizationError(InputError):
     """The message parses but lacks what an Alert needs, or holds impossible values."""
+
+
+class ImplausibleValue(NormalizationError):
+    """An Alert holds a value outside the one range every stream shares: a position off
+    the sky, a non-finite or absurd error, a time outside the sane window (issue 14,
+    item 6; the rule is :func:`listeners.common.check_plausible`).  Quarantined,
+    never repaired."""
+
+
+class ProcessDied(HostileInput):
+    """A process died (or hung) while normalizing the message (issue 14, item 5).
+
+    Found at restart from the in-flight mark the dead process left; the message
+    is normalized again only in a throwaway child process, and quarantined with
+    this error when that one dies too.
+    """
 
 
 class OwnPublication(InputError):

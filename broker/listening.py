@@ -49,7 +49,9 @@ def configure_normalizers(settings: Settings) -> None:
 
 def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
     return Ingestor(archive, authority=settings.ivorn_authority,
-                    max_message_bytes=settings.max_message_bytes)
+                    max_message_bytes=settings.max_message_bytes,
+                    inflight_lease_s=settings.inflight_lease_s,
+                    probe_timeout_s=settings.probe_timeout_s)
 
 
 def delivery_targets(settings: Settings) -> list[str]:

@@ -258,6 +258,28 @@ class QuarantineEntry(Base):
                                     "its head is kept.")
 
 
+class IngestInflight(Base):
+    """A message some process is normalizing: marked with the raw bytes, cleared with the
+    results (issue 14, item 5).
+
+    A mark whose owner died is how a restart recognizes a message that may have
+    killed it (see :mod:`broker.ingest`).  ``owner`` names the process:
+    ``host:boot id:pid:start ticks``.
+    """
+
+    __tablename__ = "ingest_inflight"
+    __table_args__ = (Index(None, "owner"),)
+
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_payloads.sha256"),
+                                            primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(256))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    transport: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    full_size: Mapped[int | None] = mapped_column(BigInteger, doc="Set when truncated.")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class StreamHealth(Base):
     """Liveness of each input stream, and of each detector that sends heartbeats on it.
 

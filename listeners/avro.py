@@ -19,6 +19,17 @@ Rubin publishes single Avro datums in the Confluent wire format (magic byte 0,
 a 4-byte big-endian schema id, the Avro body); :func:`split_confluent` checks
 the framing and :func:`decode_datum` decodes the body.
 
+**Writer schemas are checked before anything is decoded.**  fastavro decodes
+recursively in C: a recursive record nested 100,000 deep in the data overflows
+the C stack and kills the process (SIGSEGV, no exception to catch).  So a
+writer schema whose named types refer to themselves, or whose types nest deeper
+than :data:`MAX_SCHEMA_DEPTH`, is refused as :class:`~broker.errors.HostileInput`
+when it is first parsed; data can nest no deeper than its schema.  A stream's
+normalizer also names the :class:`SchemaFamily` it decodes (ZTF, Rubin, LVK),
+and a container whose writer schema is of another family is refused unread.
+The verdict, good or bad, is cached by the schema's bytes
+(:class:`SchemaCache`), so a flood of one hostile schema is parsed once.
+
 Every failure raises :class:`~broker.errors.MalformedInput` (the bytes do not
 parse) or :class:`~broker.errors.HostileInput` (they try to exhaust the
 decoder), with a reason that says which part of the message is at fault.
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import threading
 import zlib
 from collections import OrderedDict
@@ -40,16 +52,18 @@ import fastavro
 from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
 from alerts_schema.model import format_utc
-from broker.errors import HostileInput, MalformedInput
+from broker.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from listeners import json_limits
 from listeners.common import finite_or_none
 
 __all__ = [
     "CACHE",
+    "MAX_SCHEMA_DEPTH",
     "OCF_MAGIC",
     "ContainerHeader",
     "Projection",
     "SchemaCache",
+    "SchemaFamily",
     "WriterSchema",
     "container_schema",
     "decode_container",
@@ -69,6 +83,12 @@ MAX_SCHEMA_BYTES = 1 << 20  # the largest real alert schema is ~60 kB
 MAX_RECORDS = 100_000  # per container; ZTF and Rubin send one per message
 MAX_BLOCK_BYTES = 64 << 20  # decompressed, per container block
 _MAX_METADATA_ENTRIES = 1024
+MAX_SCHEMA_DEPTH = 32
+"""Deepest nesting of records, arrays, maps and unions a writer schema may declare.
+
+The real alert schemas nest at most 5 deep (ZTF's ``prv_candidates``: an array of
+a union of a record); fastavro's C decoder recurses once per level.
+"""
 _SUPPORTED_CODECS = ("null", "deflate")
 _PRIMITIVE_WIDTH_NONZERO = frozenset(
     {"boolean", "int", "long", "float", "double", "bytes", "string"})
@@ -158,7 +178,10 @@ def parse_writer_schema(schema: Any) -> WriterSchema:
     HostileInput
         When it declares arrays or maps of zero-width items (nulls, empty
         records), whose block counts could keep the decoder busy forever
-        without reading a byte.
+        without reading a byte; when a named type refers to itself (data of
+        such a schema can nest without limit, and fastavro's C decoder
+        recursing through it overflows the stack); when its types nest deeper
+        than :data:`MAX_SCHEMA_DEPTH`.
     """
     global _parses
     try:
@@ -171,6 +194,7 @@ def parse_writer_schema(schema: Any) -> WriterSchema:
         raise MalformedInput(f"invalid Avro schema: {type(exc).__name__}: {exc}") from exc
     if not isinstance(parsed, dict) or parsed.get("type") not in ("record", "error"):
         raise MalformedInput("Avro schema: the top level is not a record")
+    _refuse_deep_or_recursive(parsed, parsed.get("__named_schemas", {}))
     _refuse_zero_width_repeats(parsed, parsed.get("__named_schemas", {}))
     with _parse_lock:
         _parses += 1
@@ -178,7 +202,7 @@ def parse_writer_schema(schema: Any) -> WriterSchema:
 
 
 class SchemaCache:
-    """Writer schemas by the bytes of their JSON, each parsed once.
+    """Writer schemas by the bytes of their JSON, each parsed (and judged) once.
 
     Bounded (least recently used goes first) so that a stream of messages each
     carrying a different schema cannot grow memory without limit.
@@ -193,7 +217,8 @@ class SchemaCache:
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[bytes, WriterSchema] = OrderedDict()
+        self._entries: OrderedDict[bytes, WriterSchema | tuple[type[InputError], str]] = (
+            OrderedDict())
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -203,24 +228,36 @@ class SchemaCache:
         """The parsed schema for ``schema_json``, parsing it on first sight.
 
         Raises :class:`MalformedInput` or :class:`HostileInput` as
-        :func:`parse_writer_schema` does; failures are not cached.
+        :func:`parse_writer_schema` does.  Refusals are cached too (as the
+        error's class and reason), so a flood of messages carrying one hostile
+        schema costs one parse.
         """
         with self._lock:
             entry = self._entries.get(schema_json)
             if entry is not None:
                 self.hits += 1
                 self._entries.move_to_end(schema_json)
-                return entry
+        if entry is None:
+            entry = self._verdict(schema_json)
+            with self._lock:
+                self.misses += 1
+                self._entries[schema_json] = entry
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        if isinstance(entry, WriterSchema):
+            return entry
+        error_class, reason = entry
+        raise error_class(reason)
+
+    @staticmethod
+    def _verdict(schema_json: bytes) -> WriterSchema | tuple[type[InputError], str]:
         if len(schema_json) > MAX_SCHEMA_BYTES:
-            raise HostileInput(f"Avro schema of {len(schema_json)} bytes exceeds the "
-                               f"{MAX_SCHEMA_BYTES}-byte limit")
-        entry = parse_writer_schema(json_limits.loads(schema_json))
-        with self._lock:
-            self.misses += 1
-            self._entries[schema_json] = entry
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return entry
+            return HostileInput, (f"Avro schema of {len(schema_json)} bytes exceeds the "
+                                  f"{MAX_SCHEMA_BYTES}-byte limit")
+        try:
+            return parse_writer_schema(json_limits.loads(schema_json))
+        except (MalformedInput, HostileInput) as exc:
+            return type(exc), exc.reason
 
     def clear(self) -> None:
         """Forget every schema and reset the counters."""
@@ -317,6 +354,82 @@ def _refuse_zero_width_repeats(parsed: dict[str, Any], named: Mapping[str, Any])
                 stack.append(kind)
 
 
+def _refuse_deep_or_recursive(parsed: dict[str, Any], named: Mapping[str, Any]) -> None:
+    """Raise HostileInput for a self-referring named type or nesting past MAX_SCHEMA_DEPTH."""
+    depths: dict[str, int] = {}  # named type -> its nesting depth, once known
+
+    def depth(node: Any, level: int, open_names: tuple[str, ...]) -> int:
+        if level > MAX_SCHEMA_DEPTH:
+            raise HostileInput(f"Avro schema nests deeper than {MAX_SCHEMA_DEPTH} levels "
+                               "(records, arrays, maps, unions)")
+        if isinstance(node, str):
+            if node not in named:
+                return 0  # a primitive
+            if node in open_names:
+                raise HostileInput(f"Avro schema is recursive: type {node!r} contains itself "
+                                   "(its data could nest without limit)")
+            if node not in depths:
+                depths[node] = depth(named[node], level, (*open_names, node))
+            elif level + depths[node] > MAX_SCHEMA_DEPTH:  # reused deeper than first seen
+                depth(None, MAX_SCHEMA_DEPTH + 1, open_names)
+            return depths[node]
+        if isinstance(node, list):  # a union
+            return 1 + max((depth(m, level + 1, open_names) for m in node), default=0)
+        if not isinstance(node, dict):
+            return 0
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            name = node.get("name", "")
+            inner = (*open_names, name) if name else open_names
+            found = 1 + max((depth(f["type"], level + 1, inner) for f in node["fields"]),
+                            default=0)
+            if name:
+                depths[name] = found
+            return found
+        if kind == "array":
+            return 1 + depth(node.get("items"), level + 1, open_names)
+        if kind == "map":
+            return 1 + depth(node.get("values"), level + 1, open_names)
+        if kind in ("enum", "fixed"):
+            return 0
+        return depth(kind, level, open_names)
+
+    try:
+        depth(parsed, 0, ())
+    except RecursionError as exc:  # pragma: no cover - the level bound comes first
+        raise HostileInput("Avro schema nested too deeply") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaFamily:
+    """The writer schemas one stream sends, recognized by the record's full name.
+
+    A stream's normalizer decodes only containers whose writer schema belongs
+    to its family: a ZTF topic carrying some other schema is refused before a
+    byte of data is decoded.
+
+    Parameters
+    ----------
+    stream
+        Names the stream in reasons (``ZTF``, ``Rubin``, ``LVK``).
+    pattern
+        Full match of the writer schema's full name.
+    """
+
+    stream: str
+    pattern: re.Pattern[str]
+
+    def __contains__(self, writer: object) -> bool:
+        return isinstance(writer, WriterSchema) and bool(self.pattern.fullmatch(writer.name))
+
+    def check(self, writer: WriterSchema) -> None:
+        """Raise :class:`NormalizationError` unless ``writer`` belongs to the family."""
+        if writer not in self:
+            raise NormalizationError(f"Avro writer schema {writer.name[:200]!r} is not a "
+                                     f"{self.stream} alert schema: not a {self.stream} alert "
+                                     "(refused before decoding)")
+
+
 # -- object container files ----------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +515,8 @@ def peek_container_schema(data: bytes, cache: SchemaCache = CACHE) -> WriterSche
 
 
 def decode_container(data: bytes, projection: Projection | None,
-                     cache: SchemaCache = CACHE) -> tuple[WriterSchema, list[dict[str, Any]]]:
+                     cache: SchemaCache = CACHE, *, family: SchemaFamily | None = None
+                     ) -> tuple[WriterSchema, list[dict[str, Any]]]:
     """Decode every record of an Avro object container file.
 
     Parameters
@@ -413,6 +527,8 @@ def decode_container(data: bytes, projection: Projection | None,
         The fields to decode (see :class:`Projection`); None decodes everything.
     cache
         Where writer schemas are looked up and kept.
+    family
+        When given, a writer schema outside it is refused before any decoding.
 
     Returns
     -------
@@ -425,13 +541,18 @@ def decode_container(data: bytes, projection: Projection | None,
         Truncated or corrupt containers, unsupported codecs, records that do
         not decode with the writer schema.
     HostileInput
-        Oversized schemas or blocks, zero-width repeated items, runaway nesting.
+        Oversized schemas or blocks, zero-width repeated items, recursive or
+        too deeply nested schemas, runaway nesting.
+    NormalizationError
+        A writer schema outside ``family``.
     """
     header = read_container_header(data)
     if header.codec not in _SUPPORTED_CODECS:
         raise MalformedInput(f"Avro container codec {header.codec!r} is not supported "
                              f"(supported: {', '.join(_SUPPORTED_CODECS)})")
     writer = cache.get(header.schema_json)
+    if family is not None:
+        family.check(writer)
     reader = writer.reader(projection)
     records: list[dict[str, Any]] = []
     pos = header.data_offset

@@ -13,8 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from alerts_schema import Alert
+
+# RFC 3986 pchar beyond the unreserved characters quote() always keeps; the path
+# also keeps "/", the fragment "/" and "?".
+_PATH_SAFE = "!$&'()*+,;=:@/"
+_FRAGMENT_SAFE = _PATH_SAFE + "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +46,16 @@ class MessageMeta:
     transport: Mapping[str, Any] = field(default_factory=dict)
 
     def alert_ivorn(self, stream: str, local_id: str) -> str:
-        """``ivo://<authority>/<stream>#<local id>`` for an alert this broker issues."""
-        return f"ivo://{self.authority}/{stream}#{local_id}"
+        """``ivo://<authority>/<stream>#<local id>`` for an alert this broker issues.
+
+        ``stream`` and ``local_id`` may come from a peer's packet: every character
+        a URI path or fragment may not hold (``<``, ``>``, ``"``, spaces, ``#``,
+        ``%``, non-ASCII ...) is percent-encoded, so the IVORN is a valid URI
+        whatever a peer sends (issue 14, item 8).
+        """
+        # surrogatepass: JSON escapes can make lone surrogates, which UTF-8 cannot hold.
+        return (f"ivo://{self.authority}/{quote(stream, _PATH_SAFE, errors='surrogatepass')}"
+                f"#{quote(local_id, _FRAGMENT_SAFE, errors='surrogatepass')}")
 
 
 @dataclass(frozen=True, slots=True)

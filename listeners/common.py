@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker.errors import NormalizationError
+from broker.errors import ImplausibleValue, NormalizationError
 
 SECONDS_PER_YEAR = 365.25 * 86400.0  # Julian year, as GCN and LVK use for yr^-1
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
@@ -79,10 +79,76 @@ def local_id(*parts: Any) -> str:
     return _UNSAFE_ID.sub("_", text).strip("_") or "unnamed"
 
 
-def normalize_ra(ra_deg: float) -> float:
-    """Right ascension wrapped into [0, 360) degrees."""
-    wrapped = float(ra_deg) % 360.0
-    return 0.0 if wrapped >= 360.0 else wrapped
+def checked_ra(ra_deg: float, *, field: str = "ra") -> float:
+    """A right ascension (deg) in [0, 360), or :class:`ImplausibleValue`: never wrapped.
+
+    An RA of 400 is not 40: a producer that sends one has a bug, and wrapping
+    would put the alert at a made-up position (issue 14, item 6).
+    """
+    number = float(ra_deg)
+    if not (math.isfinite(number) and 0.0 <= number < 360.0):
+        raise ImplausibleValue(f"{field} = {ra_deg!r} deg is outside [0, 360): "
+                               "not a right ascension")
+    return number
+
+
+def present_but_not_finite(text: Any) -> bool:
+    """True for a value that is given (not None, not blank) yet not a finite number
+    (NaN, inf, 1e999): such a value must be refused, not read as "not stated"."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return False
+    try:
+        return not math.isfinite(float(text))
+    except (TypeError, ValueError):
+        return False
+
+
+# -- the one plausibility rule every stream's Alerts meet (issue 14, item 6) ----------
+
+EARLIEST_TRIGGER_TIME = datetime(1987, 1, 1, tzinfo=UTC)
+"""No alert is older: the earliest event a real sample describes is SN 1987A (1987-02-23).
+
+The bound stops impossible dates (year 0001, a Unix time read as an MJD) before
+they reach the cross-match, whose windows cannot reach before year 1."""
+LATEST_TRIGGER_AHEAD = timedelta(days=366)
+"""How far past its receipt a trigger time may lie: a year (replayed and synthetic data
+stamped ahead of the clock pass; year 2999 does not)."""
+MAX_ERROR_DEG = 180.0
+
+
+def check_plausible(alert: Any, received_at: datetime) -> None:
+    """Raise :class:`ImplausibleValue` for an Alert outside the ranges every stream shares.
+
+    * position: RA in [0, 360), Dec in [-90, 90], both finite;
+    * errors (radius, semi-axes, systematic): finite, >= 0 and <= 180 deg;
+    * trigger time: from :data:`EARLIEST_TRIGGER_TIME` to ``received_at`` + 1 year.
+
+    Applied to every normalizer's output in one place (:meth:`broker.ingest.
+    Ingestor.normalize`); the normalizers themselves refuse such values rather
+    than wrap, clamp or drop them (docs/errors.md).
+    """
+    what = f"alert {alert.event_id!r}"
+    loc = alert.localization
+    ra, dec = getattr(loc, "ra_deg", None), getattr(loc, "dec_deg", None)
+    if ra is not None:
+        checked_ra(ra, field=f"{what}: localization.ra_deg")
+    if dec is not None and not (math.isfinite(dec) and -90.0 <= dec <= 90.0):
+        raise ImplausibleValue(f"{what}: localization.dec_deg = {dec!r} is outside [-90, 90]")
+    for name in ("error_radius_deg", "semi_major_deg", "semi_minor_deg", "systematic_deg"):
+        value = getattr(loc, name, None)
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= MAX_ERROR_DEG):
+            raise ImplausibleValue(f"{what}: localization.{name} = {value!r} deg is not an "
+                                   f"error in [0, {MAX_ERROR_DEG:g}]")
+    when = alert.trigger_time
+    latest = received_at + LATEST_TRIGGER_AHEAD
+    if when < EARLIEST_TRIGGER_TIME or when > latest:
+        raise ImplausibleValue(f"{what}: trigger_time {when.isoformat()} is outside "
+                               f"{EARLIEST_TRIGGER_TIME.date()} .. receipt + 1 year "
+                               f"({latest.isoformat(timespec='seconds')})")
+    error_s = alert.trigger_time_error_s
+    if error_s is not None and not (math.isfinite(error_s) and error_s >= 0):
+        raise ImplausibleValue(f"{what}: trigger_time_error_s = {error_s!r} is not a "
+                               "finite error >= 0 s")
 
 
 _TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
@@ -292,7 +358,8 @@ def survey_detection(meta: Any, *, stream: str, facility: str, event_id: str, ra
             source=stream if meta.source == "file" else meta.source,
             messenger="optical", facility=facility, event_id=event_id, revision=0,
             alert_type="initial", role="observation", trigger_time=trigger_time,
-            localization=PointLocalization(ra_deg=normalize_ra(ra_deg), dec_deg=dec_deg,
+            localization=PointLocalization(ra_deg=checked_ra(ra_deg, field=f"{what}: ra"),
+                                           dec_deg=dec_deg,
                                            error_radius_deg=error_radius_deg,
                                            containment=containment),
             data_rights=DataRights(level=data_rights),

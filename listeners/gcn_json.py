@@ -57,8 +57,8 @@ Role
     never pass as an observation.
 
 Localization
-    ``ra``/``dec`` (ICRS deg; ra in -360..720 wrapped into [0, 360), any other ra or
-    |dec| > 90 is an error) with
+    ``ra``/``dec`` (ICRS deg; an ra outside [0, 360) or |dec| > 90 is an error, never
+    wrapped; a NaN or 1e999 in them or in an error is an error too) with
     ``ra_dec_error``: a number is a circle radius; ``[a]`` a circle; ``[a, b]`` or
     ``[a, b, pa]`` an ellipse (pa east of north, default 0; axes given minor-first are
     swapped and pa turned by 90 deg, as CHIME sends them).  Older ``ra_uncertainty`` /
@@ -133,7 +133,7 @@ from alerts_schema.model import format_utc
 from broker.errors import NormalizationError
 from listeners import json_limits
 from listeners.base import Heartbeat, MessageMeta, Normalized, SkymapFile
-from listeners.common import local_id, normalize_ra, parse_utc, photon_energy_gev
+from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev
 from listeners.detect import Format
 
 __all__ = [
@@ -747,7 +747,8 @@ def _p_value(document: Mapping[str, Any]) -> float | None:
 # -- localization -----------------------------------------------------------------------
 
 def _position(where: Mapping[str, Any], prefix: str) -> tuple[float, float] | None:
-    """(ra, dec) in ICRS degrees, ra wrapped into [0, 360); None when neither is given."""
+    """(ra, dec) in ICRS degrees; None when neither is given.  Never wrapped: an ra outside
+    [0, 360) is refused (issue 14, item 6)."""
     ra = _number(where.get("ra"), f"{prefix}ra")
     dec = _number(where.get("dec"), f"{prefix}dec")
     if ra is None and dec is None:
@@ -759,11 +760,7 @@ def _position(where: Mapping[str, Any], prefix: str) -> tuple[float, float] | No
     if not -90.0 <= dec <= 90.0:
         raise NormalizationError(f"{prefix}dec = {dec:g} deg is outside [-90, 90]: "
                                  "not a sky position")
-    # Wrapping fixes -10 or 360; an ra of 1e308 is garbage, and wrapping would hide it.
-    if not -360.0 <= ra <= 720.0:
-        raise NormalizationError(f"{prefix}ra = {ra:g} deg is not a right ascension "
-                                 "(only -360..720 is wrapped into [0, 360))")
-    return normalize_ra(ra), dec
+    return checked_ra(ra, field=f"{prefix}ra"), dec
 
 
 def _containment(where: Mapping[str, Any], prefix: str) -> float:

@@ -8,8 +8,11 @@ them for missing values (the SNEWS coincidence system writes ``NaN`` for an
 unknown p-value); they decode as ``None``, which every normalizer reads as
 "not stated".  So do numbers too large for a float (``1e999``): no
 non-finite number ever reaches an Alert or the archive (PostgreSQL's JSONB
-refuses them).  Integers longer than Python's 4,300-digit limit are
-malformed input.
+refuses them).  The exception is a localization (:data:`LOCATION_KEYS`): an
+error radius of ``1e999`` read as "not stated" became an exact point, so
+there a non-finite number stays a non-finite float, for the normalizer to
+refuse (issue 14, item 6).  Integers longer than Python's 4,300-digit limit
+are malformed input.
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ from broker.errors import HostileInput, MalformedInput
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
+LOCATION_KEYS = frozenset({
+    "ra", "dec", "ra_deg", "dec_deg", "ra_dec_error", "error_radius_deg",
+    "error_radius_90_deg", "ra_uncertainty", "dec_uncertainty", "src_error_50",
+    "rectangular_error_corners", "containment_probability", "semi_major_deg",
+    "semi_minor_deg", "systematic_deg"})
+"""Object keys whose non-finite numbers are kept as such (a position or its error)."""
+
+
+class _NonFinite:
+    """A non-finite number seen while decoding, resolved once its key is known."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+class _SawNonFinite(Exception):
+    pass
 
 
 def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_DEPTH) -> Any:
@@ -49,7 +71,12 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
     except UnicodeDecodeError as exc:
         raise MalformedInput(f"not valid UTF-8 at byte {exc.start}: {exc.reason}") from exc
     try:
-        return json.loads(text, parse_constant=_missing, parse_float=_finite_float)
+        try:
+            return json.loads(text, parse_constant=_stop, parse_float=_finite_or_stop)
+        except _SawNonFinite:  # rare: decode again, resolving each by its key
+            return _resolve(json.loads(text, parse_constant=_marked_constant,
+                                       parse_float=_marked_float,
+                                       object_pairs_hook=_object), keep=False)
     except json.JSONDecodeError as exc:
         raise MalformedInput(f"invalid JSON at line {exc.lineno} column {exc.colno}: "
                              f"{exc.msg}") from exc
@@ -59,13 +86,37 @@ def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_
         raise MalformedInput(f"invalid JSON number: {exc}") from exc
 
 
-def _missing(_name: str) -> None:
-    return None
+def _stop(_name: str) -> None:
+    raise _SawNonFinite
 
 
-def _finite_float(text: str) -> float | None:
+def _finite_or_stop(text: str) -> float:
     value = float(text)
-    return value if math.isfinite(value) else None
+    if not math.isfinite(value):
+        raise _SawNonFinite
+    return value
+
+
+def _marked_constant(name: str) -> _NonFinite:
+    return _NonFinite(float(name))
+
+
+def _marked_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(value)
+
+
+def _resolve(value: Any, *, keep: bool) -> Any:
+    """``value`` with its non-finite marks as floats (``keep``) or None."""
+    if isinstance(value, _NonFinite):
+        return value.value if keep else None
+    if isinstance(value, list):
+        return [_resolve(v, keep=keep) for v in value]
+    return value  # objects were resolved by _object as they were built
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: _resolve(v, keep=k in LOCATION_KEYS) for k, v in pairs}
 
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

@@ -96,6 +96,8 @@ MAX_RECORDS = 64
 _LVK_SOURCE = re.compile(r"^igwn\.gwalert(?:[-.][\w.-]*)?$")
 _TEST_SOURCE = re.compile(r"(playground|test)", re.IGNORECASE)
 _LVK_SCHEMA_NAME = re.compile(r"^igwn\.alerts\.v\d+_\d+\.Alert$")
+FAMILY = avro.SchemaFamily("LVK", re.compile(r"igwn\.alerts\.v\d+_\d+\.Alert"))
+"""The writer schemas of LVK Avro alerts: ``igwn.alerts.v<MAJOR>_<MINOR>.Alert``."""
 _SUPEREVENT_ID = re.compile(r"^(?P<prefix>[A-Z]{0,3})(?P<date>\d{6})(?P<suffix>[a-z]{1,8})$")
 _AVRO_MAGIC = b"Obj\x01"
 
@@ -189,7 +191,7 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
     if data[:4] == _AVRO_MAGIC:
         # The shared, bounded container reader: capped inflation, record counts
         # and zero-width repeats, writer schemas parsed once per process.
-        records: list[Any] = avro.decode_container(data, None)[1]
+        records: list[Any] = avro.decode_container(data, None, family=FAMILY)[1]
         if len(records) > MAX_RECORDS:
             raise HostileInput(f"Avro container holds {len(records)} records (an LVK alert "
                                f"has one; limit {MAX_RECORDS})")

@@ -9,13 +9,15 @@ streams come before the broad ones (an LVK alert is also JSON from a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import NormalizationError, UnknownFormat
+from broker.errors import MalformedInput, NormalizationError, UnknownFormat
 from listeners import (
     alert_json,
+    avro,
     gcn_json,
     json_limits,
     lvk,
@@ -82,13 +84,20 @@ ROUTES: list[Route] = [
 def route(data: bytes, meta: MessageMeta) -> tuple[Route, Any]:
     """The route for ``data`` and its decoded JSON (None for other formats).
 
-    Raises :class:`UnknownFormat` saying what was seen when no route accepts it.
+    Raises :class:`UnknownFormat` saying what was seen when no route accepts it, and
+    :class:`~broker.errors.HostileInput` for an Avro container whose writer schema
+    could crash the decoder (see :mod:`listeners.avro`).
     """
     fmt = sniff(data)
     decoded = json_limits.loads(data) if fmt is Format.JSON else None
     for candidate in ROUTES:
         if fmt in candidate.formats and candidate.accepts(fmt, decoded, meta, data):
             return candidate, decoded
+    if fmt is Format.AVRO_OCF:
+        # Say why when the writer schema is hostile (recursive, too deep): the routes'
+        # peeks saw only "not mine".  The verdict is cached, so this parses nothing.
+        with contextlib.suppress(MalformedInput):
+            avro.container_schema(data)
     if fmt is Format.JSON:
         keys = sorted(decoded)[:8] if isinstance(decoded, dict) else type(decoded).__name__
         raise UnknownFormat(f"JSON from {meta.source!r} matches no known stream (keys: {keys})")

@@ -59,6 +59,7 @@ from listeners.detect import Format
 __all__ = [
     "CONTAINMENT",
     "DEFAULT_ERROR_RADIUS_DEG",
+    "FAMILY",
     "PROJECTION",
     "STREAM",
     "SchemaRegistry",
@@ -78,6 +79,8 @@ CONTAINMENT = 0.9
 _SIGMA_TO_RADIUS = math.sqrt(-2.0 * math.log(1.0 - CONTAINMENT))  # 2.146
 DEFAULT_ERROR_RADIUS_DEG = 1.0 / 3600.0  # 1 arcsec when the DIASource states no error
 _ALERT_NAME = re.compile(r"^lsst\.v(\d+)_(\d+)\.alert$")
+FAMILY = avro.SchemaFamily("Rubin", re.compile(r"lsst\.v\d+_\d+\.alert"))
+"""The writer schemas of Rubin alert containers: ``lsst.v<MAJOR>_<MINOR>.alert``."""
 
 # DIASource fields read (the union over schema versions 3 to 11).
 _IDS = ("diaSourceId", "diaObjectId", "ssObjectId", "parentDiaSourceId", "visit", "detector",
@@ -353,7 +356,7 @@ def normalize(data: bytes, meta: MessageMeta,
         A record without a usable DIASource (position, time).
     """
     if data.startswith(avro.OCF_MAGIC):
-        writer, records = avro.decode_container(data, PROJECTION)
+        writer, records = avro.decode_container(data, PROJECTION, family=FAMILY)
         schema_id = schema_id_for_name(writer.name)
         if not records:
             raise NormalizationError("Rubin Avro container holds no alert record")
@@ -398,7 +401,8 @@ def _error_radius_deg(source: dict[str, Any]) -> float:
               if s is not None and s > 0]
     if not sigmas:
         return DEFAULT_ERROR_RADIUS_DEG
-    return min(180.0, _SIGMA_TO_RADIUS * max(sigmas))
+    # Not clamped: an error past 180 deg is refused by the shared rule (issue 14, item 6).
+    return _SIGMA_TO_RADIUS * max(sigmas)
 
 
 def _extra(record: dict[str, Any], source: dict[str, Any], schema_name: str,

@@ -62,7 +62,7 @@ from alerts_schema import (
 from broker.errors import NormalizationError, SchemaValidationError, UnknownFormat
 from listeners import json_limits
 from listeners.base import MessageMeta, Normalized
-from listeners.common import local_id, normalize_ra, parse_utc
+from listeners.common import checked_ra, local_id, parse_utc
 from listeners.detect import Format, sniff
 
 STREAM = "detector"
@@ -189,7 +189,7 @@ def trigger_alert(document: Any, meta: MessageMeta) -> Alert:
     if doc.get("ra_deg") is not None and doc.get("dec_deg") is not None \
             and doc.get("error_radius_90_deg") is not None:
         localization = PointLocalization(
-            ra_deg=normalize_ra(doc["ra_deg"]), dec_deg=float(doc["dec_deg"]),
+            ra_deg=checked_ra(doc["ra_deg"], field="ra_deg"), dec_deg=float(doc["dec_deg"]),
             error_radius_deg=float(doc["error_radius_90_deg"]), containment=CONTAINMENT_90)
     else:  # only a retraction may omit the position (the schema enforces it)
         localization = NoLocalization()

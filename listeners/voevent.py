@@ -74,9 +74,12 @@ Sky positions
 ``WhereWhen`` ``Position2D`` (``unit`` deg, rad, arcmin, arcsec; FK5 is taken as
 ICRS, a < 0.1 arcsec difference) becomes a point localization.  No position is
 kept (``kind: none``, reason in ``extra["position_note"]``) for the
-placeholder 0/0, an error radius of 180 deg or more (SNEWS uses 360), GCN
+placeholder 0/0, an error radius of exactly 360 deg (SNEWS's convention), GCN
 ``Coords_Type=0``, ``RADec_valid=false``, notice types that carry no position
-(GBM Alert, Konus, AGILE MCAL) and non-equatorial frames.  Containment: 0.9 by
+(GBM Alert, Konus, AGILE MCAL) and non-equatorial frames.  Any other radius
+past 180 deg, an RA outside [0, 360) and a NaN coordinate or radius are
+refused (issue 14, item 6), never wrapped or read as "no position".
+Containment: 0.9 by
 default (GCN's convention; Swift, INTEGRAL, MAXI, IceCube/KM3NeT
 ``src_error_90``), 0.6827 for Fermi GBM (its radius is a statistical 1-sigma
 one; ``systematic_deg`` is the core of the Connaughton et al. 2015 model,
@@ -100,6 +103,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from lxml import etree
 
@@ -112,18 +116,24 @@ from alerts_schema import (
     Provenance,
 )
 from alerts_schema.model import format_utc
-from broker.errors import NormalizationError, OwnPublication, UnknownFormat
+from broker.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from listeners import xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import (
+    checked_ra,
     finite_or_none,
     local_id,
-    normalize_ra,
     parse_utc,
+    present_but_not_finite,
     rate_to_hz,
     tai_minus_utc,
 )
 from listeners.detect import Format
+
+_URI_PATH_SAFE = "!$&'()*+,;=:@/"
+# SNEWS VOEvents state "no direction" as an Error2Radius of exactly 360 deg, as the
+# 0/0 placeholder does elsewhere; any other radius past 180 deg is refused.
+_WHOLE_SKY_RADIUS_DEG = 360.0
 
 __all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "accepts", "handle", "looks_like_voevent",
            "normalize"]
@@ -642,7 +652,8 @@ def _source_and_stream(packet: _Packet, meta: MessageMeta) -> tuple[str, str]:
     del meta  # the transport does not name the stream
     stream = f"{packet.authority}/{packet.path}" if packet.path else packet.authority
     stream = re.sub(r"[\s#]+", "_", stream) or "voevent"
-    return f"ivo://{stream}", stream
+    # A peer's stream name may hold anything: the source is kept a valid URI (item 8).
+    return f"ivo://{quote(stream, safe=_URI_PATH_SAFE)}", stream
 
 
 # -- families ---------------------------------------------------------------------
@@ -1038,22 +1049,31 @@ def _point(packet: _Packet, fields: _Fields) -> tuple[PointLocalization | None, 
     if scale is None:
         return None, f"Position2D unit {unit!r} not understood"
     value2 = _child(element, "Value2")
-    ra = finite_or_none(_text(_child(value2, "C1")), field="Position2D C1")
-    dec = finite_or_none(_text(_child(value2, "C2")), field="Position2D C2")
-    radius = finite_or_none(_text(_child(element, "Error2Radius")), field="Error2Radius")
+    texts = {"C1": _text(_child(value2, "C1")), "C2": _text(_child(value2, "C2")),
+             "Error2Radius": _text(_child(element, "Error2Radius"))}
+    for name, text in texts.items():
+        if present_but_not_finite(text):
+            # A NaN position is a broken producer, not "no position" (issue 14, item 6).
+            raise ImplausibleValue(f"{packet.ivorn}: Position2D {name} = {text.strip()!r} "
+                                   "is not a finite number")
+    ra = finite_or_none(texts["C1"], field="Position2D C1")
+    dec = finite_or_none(texts["C2"], field="Position2D C2")
+    radius = finite_or_none(texts["Error2Radius"], field="Error2Radius")
     if ra is None or dec is None:
-        return None, "Position2D has no finite C1/C2"
+        return None, "Position2D has no C1/C2"
     if ra == 0.0 and dec == 0.0:
         return None, "RA=Dec=0 is the placeholder for no position"
     ra, dec = ra * scale, dec * scale
     radius = 0.0 if radius is None else radius * scale
     if not -90.0 <= dec <= 90.0:
-        raise NormalizationError(f"{packet.ivorn}: declination {dec} deg outside [-90, 90]")
-    if radius < 0:
-        raise NormalizationError(f"{packet.ivorn}: negative error radius {radius} deg")
-    if radius >= 180.0:
-        return None, f"error radius {radius:g} deg covers the whole sky"
-    return PointLocalization(ra_deg=normalize_ra(ra), dec_deg=dec, error_radius_deg=radius,
+        raise ImplausibleValue(f"{packet.ivorn}: declination {dec} deg outside [-90, 90]")
+    if radius == _WHOLE_SKY_RADIUS_DEG:
+        return None, f"error radius {radius:g} deg: the whole-sky convention (SNEWS)"
+    if not 0.0 <= radius <= 180.0 or not math.isfinite(radius):
+        raise ImplausibleValue(f"{packet.ivorn}: error radius {radius:g} deg is not an error "
+                               "in [0, 180]")
+    ra = checked_ra(ra, field=f"{packet.ivorn}: Position2D C1")
+    return PointLocalization(ra_deg=ra, dec_deg=dec, error_radius_deg=radius,
                              containment=fields.containment,
                              systematic_deg=fields.systematic_deg), None
 

@@ -30,6 +30,7 @@ What the Alert says:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,7 @@ from listeners.detect import Format
 __all__ = [
     "CONTAINMENT",
     "ERROR_RADIUS_DEG",
+    "FAMILY",
     "PROJECTION",
     "STREAM",
     "accepts",
@@ -69,6 +71,11 @@ _EXTRA_FIELDS = (
     "jdendhist", "tooflag", "classtar",
 )
 _CANDIDATE_FIELDS = frozenset(_EXTRA_FIELDS) | {"ra", "dec", "candid", "isdiffpos"}
+
+FAMILY = avro.SchemaFamily("ZTF",
+                           re.compile(r"ztf\.alert|[A-Za-z0-9_.]*Ztf[A-Za-z0-9_]*Alert"))
+"""The writer schemas ZTF packets come with: ``ztf.alert`` (every version since the 2017
+prototype) and repackagings named for it (Babamul's ``BabamulZtfAlert``)."""
 
 PROJECTION = avro.Projection(
     name="ztf-candidate",
@@ -116,9 +123,10 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
     MalformedInput, HostileInput
         When the bytes are not a decodable Avro container (see :mod:`listeners.avro`).
     NormalizationError
-        When a record lacks what an Alert needs (candidate, position, time).
+        When the writer schema is not of :data:`FAMILY` (nothing is decoded then),
+        or a record lacks what an Alert needs (candidate, position, time).
     """
-    writer, records = avro.decode_container(data, PROJECTION)
+    writer, records = avro.decode_container(data, PROJECTION, family=FAMILY)
     if not records:
         raise NormalizationError("ZTF Avro container holds no alert record")
     raw_only = [name for name in writer.field_names if name not in PROJECTION.keep]
@@ -188,7 +196,7 @@ def _positive(value: Any) -> bool | None:
 def _parts(data: bytes, names: Iterable[str]) -> list[dict[str, Any]]:
     wanted = frozenset(names)
     projection = avro.Projection(name="ztf-parts:" + ",".join(sorted(wanted)), keep=wanted)
-    return avro.decode_container(data, projection)[1]
+    return avro.decode_container(data, projection, family=FAMILY)[1]
 
 
 def cutouts(data: bytes) -> dict[str, bytes | None]:

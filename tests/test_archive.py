@@ -134,7 +134,7 @@ def test_bad_input_is_quarantined_with_its_bytes(ingestor: Ingestor, archive: Ar
 def test_raw_bytes_are_committed_before_parsing(
         ingestor: Ingestor, archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash between parsing and archiving still leaves the raw bytes stored."""
-    def down(*_args: object) -> None:
+    def down(*_args: object, **_kwargs: object) -> None:
         raise ArchiveUnavailable("simulated outage after the raw commit")
 
     monkeypatch.setattr(archive, "store_results", down)

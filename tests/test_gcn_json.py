@@ -356,12 +356,14 @@ def test_heartbeat_from_topic_and_file() -> None:
         gcn_json.normalize(b"{}", meta("gcn.heartbeat"))
 
 
-def test_ra_is_wrapped() -> None:
+def test_ra_is_never_wrapped() -> None:
+    """Issue 14, item 6: an RA outside [0, 360) is refused, not repaired."""
+    from broker.errors import ImplausibleValue
+
     doc = load("notices__swift__bat__guano.loc_arc_min.example.json")
-    for ra, wrapped in [(-10.0, 350.0), (360.0, 0.0), (540.0, 180.0), (-360.0, 0.0)]:
-        loc = one(dict(doc, ra=ra)).localization
-        assert isinstance(loc, PointLocalization)
-        assert loc.ra_deg == pytest.approx(wrapped)
+    for ra in (-10.0, 360.0, 540.0, -360.0, 400.0):
+        with pytest.raises(ImplausibleValue, match=r"outside \[0, 360\)"):
+            one(dict(doc, ra=ra))
 
 
 def test_private_streams_are_proprietary() -> None:
@@ -478,7 +480,7 @@ HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
     "ra-string": ({"ra": "22h25m"}, "ra: expected a number, got '22h25m'"),
     "ra-bool": ({"ra": True}, "ra: expected a number"),
     "ra-huge-int": ({"ra": 10 ** 400}, "too large"),
-    "ra-absurd": ({"ra": 1e300}, "ra = 1e+300 deg is not a right ascension"),
+    "ra-absurd": ({"ra": 1e300}, "ra = 1e+300 deg is outside [0, 360)"),
     "ra-without-dec": ({"dec": None}, "ra is given without dec"),
     "radius-negative": ({"ra_dec_error": -1}, "[0, 180] degrees"),
     "radius-too-big": ({"ra_dec_error": 400}, "[0, 180] degrees"),
@@ -530,7 +532,7 @@ def test_hostile_values_give_clear_errors(name: str) -> None:
     (b"{}", NormalizationError, "no trigger_time, observation_start or alert_datetime"),
     # a float overflow decodes as "not stated" (json_limits), leaving half a position
     (b'{"ra": 1e400, "dec": 0, "trigger_time": "2024-01-01T00:00:00"}', NormalizationError,
-     "dec is given without ra"),
+     "ra: inf is not a finite number"),
     # NaN decodes as "not stated"; what remains is a notice without a time
     (b'{"far": NaN}', NormalizationError, "no trigger_time"),
     (b'{"id": "1"', MalformedInput, "invalid JSON"),

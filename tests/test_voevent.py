@@ -439,14 +439,24 @@ def test_v20_namespace_with_v11_schema_location() -> None:
     assert alert.event_id == "42"
 
 
-def test_positions_in_radians_wrap_and_placeholders() -> None:
+def test_positions_in_radians_never_wrapped_and_placeholders() -> None:
+    from broker.errors import ImplausibleValue
+
     rad = one_alert(make_voevent(param("TrigID", 1, ucd="meta.id"), unit="rad",
-                                 position=(-math.pi / 2, math.pi / 6, 0.01)))
+                                 position=(3 * math.pi / 2, math.pi / 6, 0.01)))
     ra, dec, err, _ = point(rad)
     assert (ra, dec, err) == pytest.approx((270.0, 30.0, math.degrees(0.01)))
+    # Issue 14, item 6: refused, not wrapped and not reduced to "no position".
+    with pytest.raises(ImplausibleValue, match=r"outside \[0, 360\)"):
+        one_alert(make_voevent(param("TrigID", 1, ucd="meta.id"), unit="rad",
+                               position=(-math.pi / 2, math.pi / 6, 0.01)))
     whole_sky = one_alert(make_voevent(param("TrigID", 2, ucd="meta.id"),
                                        position=(10.0, 10.0, 360.0)))
-    assert "whole sky" in whole_sky.extra["position_note"]
+    assert "whole-sky convention" in whole_sky.extra["position_note"]
+    for radius in (180.5, 1e308):
+        with pytest.raises(ImplausibleValue, match="not an error"):
+            one_alert(make_voevent(param("TrigID", 2, ucd="meta.id"),
+                                   position=(10.0, 10.0, radius)))
     zero = one_alert(make_voevent(param("TrigID", 3, ucd="meta.id"), position=(0.0, 0.0, 0.0)))
     assert "placeholder" in zero.extra["position_note"]
 

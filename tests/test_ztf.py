@@ -354,7 +354,7 @@ def test_deflate_bomb(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_not_a_ztf_alert() -> None:
     ampel = Path(__file__).resolve().parent / "data" / "rubin" / "ampel_LSSTReport.avro"
-    with pytest.raises(NormalizationError, match="no ZTF 'candidate'"):
+    with pytest.raises(NormalizationError, match="not a ZTF alert"):
         ztf.normalize(ampel.read_bytes(), meta())
 
 
