@@ -220,6 +220,20 @@ class Settings(BaseSettings):
         default=None, description="Folder of Rubin alert Avro schemas (.avsc/.json), looked "
                                   "up by the Confluent schema id of each Rubin message.")
 
+    # -- issue 14 item 1: embargoed and proprietary VOEvents ----------------------------------
+    kafka_private_topic: str | None = Field(
+        default=None,
+        description="Kafka topic (on MMBROKER_KAFKA_BOOTSTRAP) that gets every published "
+                    "VOEvent XML at once, embargoed and proprietary ones included: a "
+                    "collaboration's own target (restrict who may read it with Kafka ACLs). "
+                    "Every other target is public and never gets a VOEvent before all it "
+                    "shows is public. Unset: none.")
+
+    @field_validator("kafka_private_topic")
+    @classmethod
+    def _private_topic(cls, topic: str | None) -> str | None:
+        return (topic or "").strip() or None
+
     @classmethod
     def settings_customise_sources(
         cls,
