@@ -293,8 +293,11 @@ def claim_due(archive: Archive, target: str, *, limit: int = 50,
         conn.execute(update(d).where(d.c.id.in_(ids)).values(
             next_attempt_at=now + timedelta(seconds=lease_s)))
         rows = {row.id: row for row in conn.execute(
+            # A held VOEvent's wait counts from its release: the publish latency metric
+            # is the broker's, not the embargo's.
             select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts,
-                   v.c.created_at).join(v, v.c.id == d.c.voevent_id).where(d.c.id.in_(ids)))}
+                   func.coalesce(d.c.released_at, v.c.created_at))
+            .join(v, v.c.id == d.c.voevent_id).where(d.c.id.in_(ids)))}
     return [Due(*rows[i]) for i in ids]
 
 
