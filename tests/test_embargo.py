@@ -9,6 +9,7 @@ stock Comet subscriber and Kafka.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -186,3 +187,66 @@ def test_releasing_reads_only_what_is_due(archive: Archive, scale: int) -> None:
                 "AND held_until <= '2030-01-01' AND target = 'vtp'")))
             assert "ix_deliveries_state_held_until" in plan, plan
     assert outbox.release_held(archive, "vtp", now + timedelta(days=2, hours=1)) == 1
+
+
+class _Recorder:
+    """A sender that accepts everything and notes when (the loop's timing is under test)."""
+
+    target = "vtp"
+
+    def __init__(self) -> None:
+        self.sent: dict[str, datetime] = {}
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        self.sent.setdefault(ivorn, utcnow())
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_delivery_loop_releases_by_itself_within_a_second(archive: Archive) -> None:
+    """What `serve` and `stage publish` run: no call but the loop's own polling."""
+    import threading
+
+    from broker.outbox import Outgoing, queue
+    from broker.senders import DeliveryLoop
+    from tests.servers import wait_for
+
+    sender = _Recorder()
+    loop = DeliveryLoop(archive, sender)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        until = utcnow() + timedelta(seconds=3)
+        queue(archive, [
+            Outgoing("ivo://test.mmbroker/detector#E-0", b"<e/>", "test", {},
+                     rights=(("embargoed", until),)),
+            Outgoing("ivo://test.mmbroker/detector#P-0", b"<p/>", "test", {},
+                     rights=(("proprietary", None),)),
+            Outgoing("ivo://test.mmbroker/detector#O-0", b"<o/>", "test", {})], ["vtp"])
+        assert wait_for(lambda: "ivo://test.mmbroker/detector#E-0" in sender.sent, 10)
+        sent = sender.sent["ivo://test.mmbroker/detector#E-0"]
+        assert until <= sent <= until + timedelta(seconds=1.5), sent - until
+        assert "ivo://test.mmbroker/detector#O-0" in sender.sent
+        time.sleep(1.0)
+        assert "ivo://test.mmbroker/detector#P-0" not in sender.sent
+        (entry,) = [e for e in outbox.status(archive) if e["ivorn"].endswith("E-0")]
+        assert until <= entry["targets"]["vtp"]["released_at"] <= sent
+    finally:
+        stop.set()
+        loop.wake.set()
+        thread.join(10)
+
+
+def test_a_private_topic_named_like_a_public_one_is_refused() -> None:
+    from broker.config import get_settings
+    from broker.errors import ConfigurationError
+    from broker.listening import delivery_targets, private_targets
+
+    settings = get_settings(kafka_bootstrap="127.0.0.1:9", kafka_private_topic="collab.v")
+    assert delivery_targets(settings)[-1] == "kafka-private"
+    assert private_targets(settings) == ["kafka-private"]
+    with pytest.raises(ConfigurationError, match="public output topic"):
+        delivery_targets(get_settings(kafka_bootstrap="127.0.0.1:9",
+                                      kafka_private_topic="mmbroker.voevent"))
