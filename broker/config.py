@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     live_poll_s: float = Field(
         default=0.25, gt=0, le=10,
         description="How often (s) the dashboard's live feed looks for new rows in the "
-                    "archive; three small queries (one per table) per interval per process, "
+                    "archive; five small indexed queries (one per table, and two for "
+                    "embargoes just ended) per interval per process, "
                     "whatever the number of "
                     "browsers, and it sees what every process wrote.")
     rubin_schema_dir: Path | None = Field(
