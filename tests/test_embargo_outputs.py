@@ -1,9 +1,9 @@
 """Nothing hidden leaves the broker, and everything does once released (issue 14 item 1).
 
-One running ``mmbroker serve`` (module-scoped: its Comet child, Kafka output topics on
-a real tansu broker, a Fermi GBM notice on a GCN topic of that tansu for coincidences)
-is watched through every output at once while detector triggers with random data
-rights and embargo ends are POSTed:
+One running ``mmbroker serve`` per archive backend (module-scoped, on SQLite then on
+PostgreSQL: its Comet child, Kafka output topics on a real tansu broker, a Fermi GBM
+notice on a GCN topic of that tansu for coincidences) is watched through every output
+at once while detector triggers with random data rights and embargo ends are POSTed:
 
 * VTP: a stock Comet subscriber (``twistd -n comet --remote ... --save-event``); a
   VOEvent's arrival is its saved file's modification time;
@@ -22,6 +22,7 @@ and in every answer begun 5 s after it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -43,7 +44,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import alerts_schema
-from tests.conftest import free_port, mmbroker
+from tests.conftest import free_port, mmbroker, pg_schema
 from tests.servers import (
     FAST_JOIN,
     FAST_JOIN_ENV,
@@ -171,11 +172,23 @@ class World:
     posted_at: dict[str, datetime] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from broker import demo
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+          ) -> Iterator[World]:
 
     tmp = tmp_path_factory.mktemp("embargo")
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            request.getfixturevalue("pg_available")
+            db = stack.enter_context(pg_schema("emb"))
+        else:
+            db = str(tmp / "broker.sqlite3")
+        yield from _world(tmp, db)
+
+
+def _world(tmp: Path, db: str) -> Iterator[World]:
+    from broker import demo
+
     with tansu(tmp) as bootstrap:
         grb = next(raw for label, raw, _ in demo.scenario_messages() if label == "grb")
         produce(bootstrap, "gcn.notices.fermi.gbm", [grb.data])
@@ -190,7 +203,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                "MMBROKER_API_RATE_LIMIT_PER_S": "0",
                "KAFKA_AUTO_OFFSET_RESET": "earliest",
                "MMBROKER_LOG_LEVEL": "INFO", **FAST_JOIN_ENV}
-        db = str(tmp / "broker.sqlite3")
         tokens = {scope: mmbroker("--db", db, "token", "create", "--scope", scope,
                                   env=env).stdout.strip()
                   for scope in ("write:triggers", *SCOPES[1:])}
