@@ -154,9 +154,10 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
             "subject_ivorn": item.ivorn, "voevent_id": voevent_id,
             "document": item.provenance, "created_at": now}
             for voevent_id, item in stored.items()])
+        cited = {voevent_id: citations_of(item.xml) for voevent_id, item in stored.items()}
         insert_ignoring_conflicts(conn, VOEventCitation.__table__, [
             {"voevent_id": voevent_id, "cited_ivorn": ivorn, "cite": cite}
-            for voevent_id, item in stored.items() for ivorn, cite in citations_of(item.xml)])
+            for voevent_id in stored for ivorn, cite in cited[voevent_id]])
         if targets and stored:
             holds = {voevent_id: hold(item.rights, now) for voevent_id, item in stored.items()}
             rows = insert_ignoring_conflicts(conn, Delivery.__table__, [
@@ -168,11 +169,12 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
                                     else holds[voevent_id]]],
                 returning=("id", "voevent_id", "target"))
             by_item = {id(item): voevent_id for voevent_id, item in stored.items()}
-            _settle_revisions(conn, [(by_item[id(item)], item) for item in items
-                                     if id(item) in by_item], now)
-            d = Delivery.__table__
-            due = set(conn.execute(select(d.c.id).where(
-                d.c.id.in_([r[0] for r in rows]), d.c.state == "pending")).scalars())
+            withdrawn = _settle_revisions(
+                conn, [(by_item[id(item)], cited[by_item[id(item)]])
+                       for item in items if id(item) in by_item], now)
+            due = {delivery_id for delivery_id, voevent_id, target in rows
+                   if (target in private or not holds[voevent_id][0])
+                   and delivery_id not in withdrawn}
             queued = sorted((Due(delivery_id, voevent_id, stored[voevent_id].ivorn, target,
                                  stored[voevent_id].xml, 0, now)
                              for delivery_id, voevent_id, target in rows if delivery_id in due),
@@ -203,15 +205,19 @@ def _earlier_revisions(conn: Any, ivorns: set[str]) -> list[int]:
 
 
 def _withdraw(conn: Any, delivery_ids: list[int], why: str,
-              states: tuple[str, ...] = ("held",)) -> None:
+              states: tuple[str, ...] = ("held",)) -> set[int]:
+    """Withdraw those of ``delivery_ids`` in ``states``; the ids asked for."""
     if delivery_ids:
         d = Delivery.__table__
         conn.execute(update(d).where(d.c.id.in_(delivery_ids), d.c.state.in_(states))
                      .values(state="withdrawn", last_error=why))
+    return set(delivery_ids)
 
 
-def _settle_revisions(conn: Any, new: list[tuple[int, Outgoing]], now: datetime) -> None:
-    """Withdraw what must never go out now that these VOEvents are queued (in order).
+def _settle_revisions(conn: Any, new: list[tuple[int, list[tuple[str, str]]]],
+                      now: datetime) -> set[int]:
+    """Withdraw what must never go out now that these VOEvents (row id, citations) are
+    queued (in order); the ids of the deliveries withdrawn (or asked to be).
 
     Per target: a retraction none of whose earlier revisions was released there is
     withdrawn with them (subscribers never saw the event: nothing to retract); held
@@ -224,8 +230,8 @@ def _settle_revisions(conn: Any, new: list[tuple[int, Outgoing]], now: datetime)
     # round (nothing held, no retraction) costs one indexed look.
     anything_held = conn.execute(select(d.c.id).where(d.c.state == "held").limit(1)
                                  ).first() is not None
-    for voevent_id, item in new:
-        cites = citations_of(item.xml)
+    withdrawn: set[int] = set()
+    for voevent_id, cites in new:
         earlier = {ivorn for ivorn, cite in cites if cite in ("supersedes", "retraction")}
         retraction = any(cite == "retraction" for _, cite in cites)
         if not earlier or not (retraction or anything_held):
@@ -243,16 +249,18 @@ def _settle_revisions(conn: Any, new: list[tuple[int, Outgoing]], now: datetime)
                 if there and all(r.state in ("held", "withdrawn") for r in there):
                     # Its own delivery was inserted pending (its rights are public) in this
                     # transaction: nothing has sent it yet.
-                    _withdraw(conn, [mine.id, *held], "withdrawn: retracted before release",
-                              ("held", "pending"))
+                    withdrawn |= _withdraw(conn, [mine.id, *held],
+                                           "withdrawn: retracted before release",
+                                           ("held", "pending"))
                 else:
-                    _withdraw(conn, held, "withdrawn: retracted before release")
+                    withdrawn |= _withdraw(conn, held, "withdrawn: retracted before release")
                 continue
             out_at = now if mine.state == "pending" else mine.held_until
             if out_at is not None:
-                _withdraw(conn, [r.id for r in there if r.state == "held" and (
+                withdrawn |= _withdraw(conn, [r.id for r in there if r.state == "held" and (
                     r.held_until is None or r.held_until >= out_at)],
                     "withdrawn: superseded before release")
+    return withdrawn
 
 
 def release_held(archive: Archive, target: str, now: datetime | None = None) -> int:
