@@ -250,16 +250,16 @@ def _settle_revisions(conn: Any, new: list[tuple[int, list[tuple[str, str]]]],
                     # Its own delivery was inserted pending (its rights are public) in this
                     # transaction: nothing has sent it yet.
                     withdrawn |= _withdraw(conn, [mine.id, *held],
-                                           "withdrawn: retracted before release",
+                                           "retracted before release",
                                            ("held", "pending"))
                 else:
-                    withdrawn |= _withdraw(conn, held, "withdrawn: retracted before release")
+                    withdrawn |= _withdraw(conn, held, "retracted before release")
                 continue
             out_at = now if mine.state == "pending" else mine.held_until
             if out_at is not None:
                 withdrawn |= _withdraw(conn, [r.id for r in there if r.state == "held" and (
                     r.held_until is None or r.held_until >= out_at)],
-                    "withdrawn: superseded before release")
+                    "superseded before release")
     return withdrawn
 
 
