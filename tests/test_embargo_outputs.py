@@ -10,7 +10,8 @@ at once while detector triggers with random data rights and embargo ends are POS
 * Kafka: both output topics (``mmbroker.voevent``, ``mmbroker.voevent.json``), and the
   private topic (``MMBROKER_KAFKA_PRIVATE_TOPIC``) that gets everything at once;
 * the dashboard's live feed (server-sent events), anonymous;
-* REST ``/api/v1/alerts`` and ``/api/v1/coincidences`` in JSON, VOTable and CSV, ``/scs``,
+* REST ``/api/v1/alerts`` in JSON, VOTable and CSV, ``/api/v1/coincidences`` and
+  ``/api/v1/voevents`` in JSON, ``/scs``,
   and the Python client, under each scope (anonymous, ``read:embargoed``,
   ``read:proprietary``, ``admin``);
 * anonymous ``/metrics`` (never names a hidden alert).
@@ -423,6 +424,8 @@ def _polled(w: World) -> list[tuple[str, str, str | None, Any]]:
         for fmt in ("json", "votable", "csv"):
             out.append((f"alerts.{fmt}", scope, token,
                         f"{w.base}/api/v1/alerts?limit=1000&format={fmt}"))
+        out.append(("voevents.json", scope, token,
+                    f"{w.base}/api/v1/voevents?limit=1000&format=json"))
         out.append(("coincidences.json", scope, token,
                     f"{w.base}/api/v1/coincidences?limit=1000&format=json"))
         out.append(("scs", scope, token, f"{w.base}/scs?RA=0&DEC=0&SR=180&MAXREC=10000"))
