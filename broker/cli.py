@@ -458,7 +458,7 @@ def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
     pending = outbox.pending_count(archive)
     archive.close()
     rows = [{"ivorn": e["ivorn"], "created_at": e["created_at"].isoformat(),
-             **{f"{t}": (f"{d['state']} ({d['attempts']} attempts)"
+             **{f"{t}": (f"{d['state']} ({d['attempts']} attempts)" + _held(d)
                          + (f": {d['last_error'][:60]}" if d["last_error"] else ""))
                 for t, d in e["targets"].items()}} for e in entries]
     targets = sorted({t for e in entries for t in e["targets"]})
@@ -467,6 +467,16 @@ def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
     _emit(rows, ["ivorn", "created_at", *targets], fmt, documents=[
         {**e, "created_at": e["created_at"].isoformat()} for e in entries],
         title="published VOEvents")
+
+
+def _held(delivery: dict) -> str:
+    """How a held delivery waits or was released (embargoed and proprietary VOEvents)."""
+    if delivery["state"] == "held":
+        until = delivery["held_until"]
+        return f" until {until.isoformat()}" if until else " (proprietary: never public)"
+    if delivery["released_at"] is not None:
+        return f" released {delivery['released_at'].isoformat()}"
+    return ""
 
 
 # -- cross-match ----------------------------------------------------------------

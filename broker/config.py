@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     live_poll_s: float = Field(
         default=0.25, gt=0, le=10,
         description="How often (s) the dashboard's live feed looks for new rows in the "
-                    "archive; three small queries (one per table) per interval per process, "
+                    "archive; five small indexed queries (one per table, and two for "
+                    "embargoes just ended) per interval per process, "
                     "whatever the number of "
                     "browsers, and it sees what every process wrote.")
     rubin_schema_dir: Path | None = Field(
@@ -261,6 +262,20 @@ class Settings(BaseSettings):
         description="How long (s) the child process that re-normalizes messages a dead "
                     "process left in flight may take before the message it is on is "
                     "quarantined as hanging.")
+
+    # -- issue 14 item 1: embargoed and proprietary VOEvents ----------------------------------
+    kafka_private_topic: str | None = Field(
+        default=None,
+        description="Kafka topic (on MMBROKER_KAFKA_BOOTSTRAP) that gets every published "
+                    "VOEvent XML at once, embargoed and proprietary ones included: a "
+                    "collaboration's own target (restrict who may read it with Kafka ACLs). "
+                    "Every other target is public and never gets a VOEvent before all it "
+                    "shows is public. Unset: none.")
+
+    @field_validator("kafka_private_topic")
+    @classmethod
+    def _private_topic(cls, topic: str | None) -> str | None:
+        return (topic or "").strip() or None
 
     @classmethod
     def settings_customise_sources(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.archive import Archive
 from broker.config import Settings
+from broker.errors import ConfigurationError
 from broker.ingest import Ingestor
 
 if TYPE_CHECKING:
@@ -54,12 +55,29 @@ def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
                     probe_timeout_s=settings.probe_timeout_s)
 
 
+PRIVATE_TARGET = "kafka-private"
+"""The collaboration's own target (``kafka_private_topic``): embargoed and proprietary
+VOEvents go to it at once."""
+
+
 def delivery_targets(settings: Settings) -> list[str]:
     """Where published VOEvents go: Comet over VTP, and Kafka when configured."""
     targets = ["vtp"] if settings.comet else []
     if settings.kafka_bootstrap:
         targets += ["kafka-xml", "kafka-json"]
+        if settings.kafka_private_topic:
+            if settings.kafka_private_topic in {settings.kafka_output_xml_topic,
+                                                settings.kafka_output_json_topic}:
+                raise ConfigurationError(
+                    f"MMBROKER_KAFKA_PRIVATE_TOPIC={settings.kafka_private_topic} is a public "
+                    "output topic: it would publish embargoed and proprietary VOEvents")
+            targets.append(PRIVATE_TARGET)
     return targets
+
+
+def private_targets(settings: Settings) -> list[str]:
+    """Those of :func:`delivery_targets` never held (a collaboration's own)."""
+    return [t for t in delivery_targets(settings) if t == PRIVATE_TARGET]
 
 
 def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | None,
@@ -80,6 +98,10 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | No
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_json_topic,
                                    config=bus,
                                    as_json=True, document=_document_of(archive)))
+        if PRIVATE_TARGET in delivery_targets(settings):
+            senders.append(KafkaSender(settings.kafka_bootstrap,
+                                       settings.kafka_private_topic or "", config=bus,
+                                       target=PRIVATE_TARGET))
     if pipeline is not None:
         _spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
@@ -161,7 +183,8 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
     from broker.publisher import Publisher
 
     publisher = Publisher(archive, settings, delivery_targets(settings)
-                          if targets is None else targets)
+                          if targets is None else targets,
+                          private_targets=private_targets(settings))
     pipeline = Pipeline(make_ingestor(settings, archive), engine, publisher)
     if warm:
         log.info("cross-match warmed with %d alerts of the live window", pipeline.warm())

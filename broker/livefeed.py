@@ -27,6 +27,11 @@ query for the tokens of every open stream): once its token is revoked or
 expired the stream is ended, and the browser's reconnect answers for whoever
 it now is (anonymous, for a sign-in cookie holding that token).
 
+An embargoed row is pushed when it arrives (to those who may see it) and again
+when its embargo ends, to everyone it has become visible to: each poll also
+reads the alerts whose ``embargo_until`` passed since the previous poll (an
+indexed range) and the coincidences they are members of.
+
 Rows are found by id, and ids need not commit in order (two PostgreSQL
 writers): an id skipped over stays a gap that is looked for again for
 :data:`GAP_GRACE_S`.
@@ -325,6 +330,8 @@ class LiveFeed:
         self.subscribers: set[_Subscriber] = set()
         self.health: list[dict[str, Any]] = []
         self._marks = {"alert": _Marks(0), "coincidence": _Marks(0), "ack": _Marks(0)}
+        self._embargoes_seen_until = utcnow()
+        """Embargoes that ended up to this moment have had their rows pushed again."""
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[Any] | None = None
         self._health_mono = -HEALTH_EVERY_S
@@ -376,6 +383,7 @@ class LiveFeed:
     def _start_marks(self) -> None:
         from sqlalchemy import func
 
+        self._embargoes_seen_until = utcnow()
         with transaction(self.archive.engine, readonly=True) as conn:
             for kind, column in (("alert", AlertRow.id), ("coincidence", CoincidenceRow.id),
                                  ("ack", Acknowledgement.id)):
@@ -468,7 +476,33 @@ class LiveFeed:
                             [(m.data_rights, m.embargo_until)
                              for m in rights_of[a.coincidence_id]]))
                 seen["ack"].append(a.id)
+            out += self._released(conn)
         return out, seen
+
+    def _released(self, conn: Any) -> list[tuple[str, dict[str, Any], list[Any]]]:
+        """Rows already pushed whose embargo ended since the last poll, to push again: the
+        viewers they were hidden from see them now (others already have them; a page
+        keeps a row once).  Coincidences come with every member's rights, so one that
+        still has a hidden member stays hidden from those it is hidden from."""
+        since, now = self._embargoes_seen_until, utcnow()
+        ended = (AlertRow.data_rights == "embargoed", AlertRow.embargo_until > since,
+                 AlertRow.embargo_until <= now)
+        out: list[tuple[str, dict[str, Any], list[Any]]] = []
+        pushed = self._marks["alert"]
+        for row in conn.execute(select(*ALERT_COLUMNS).where(*ended).order_by(AlertRow.id)
+                                .limit(BATCH_ROWS)):
+            if row.id <= pushed.last and row.id not in pushed.gaps:
+                out.append(("alert", alert_summary(row), [(row.data_rights, row.embargo_until)]))
+        pushed = self._marks["coincidence"]
+        ids = select(CoincidenceMember.coincidence_id).join(
+            AlertRow, AlertRow.id == CoincidenceMember.alert_id).where(*ended)
+        rows = [r for r in conn.execute(select(*COINCIDENCE_COLUMNS).where(
+            CoincidenceRow.id.in_(ids)).order_by(CoincidenceRow.id).limit(BATCH_ROWS)).all()
+            if r.id <= pushed.last and r.id not in pushed.gaps]
+        for data, rights in coincidence_summaries(conn, rows, self.settings):
+            out.append(("coincidence", data, rights))
+        self._embargoes_seen_until = now
+        return out
 
     def refresh_health(self, max_age_s: float = 0.0) -> list[dict[str, Any]]:
         """The stream health, computed now (a blocking archive read) unless it is at

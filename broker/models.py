@@ -86,6 +86,8 @@ class AlertRow(Base):
         Index(None, "source_ivorn"),
         Index(None, "skymap_sha256"),
         Index(None, "match_seq", unique=True),
+        # The live feed looks up embargoes that have just ended (issue 14).
+        Index(None, "embargo_until"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
@@ -216,16 +218,24 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (UniqueConstraint("voevent_id", "target"),
-                      Index(None, "state", "next_attempt_at"))
+                      Index(None, "state", "next_attempt_at"),
+                      Index(None, "state", "held_until"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     voevent_id: Mapped[int] = mapped_column(ForeignKey("voevents.id", ondelete="CASCADE"))
     target: Mapped[str] = mapped_column(String(64), doc="vtp, kafka-xml, kafka-json, ...")
-    state: Mapped[str] = mapped_column(String(16), doc="pending, sent or failed")
+    state: Mapped[str] = mapped_column(
+        String(16), doc="pending, sent, failed, held (its subject is not public yet) or "
+                        "withdrawn (retracted or superseded before it was released: never sent)")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    held_until: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="When a held delivery becomes due (the embargo's end, UTC); None on a "
+                         "held row: never (a proprietary subject, at a public target).")
+    released_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="When a held delivery was released (made pending), UTC.")
 
 
 class ProvenanceDoc(Base):

@@ -15,6 +15,21 @@ Exactly once, as a subscriber sees it:
   between the two sends the same bytes again, which the two rules above make
   harmless.
 
+Nothing hidden leaves the broker.  Each VOEvent is queued with the data rights
+of what it shows (a trigger's own; every member's for a coincidence), and a
+delivery to a public target whose subject the anonymous viewer may not see yet
+(the rule of :meth:`broker.query.Viewer.may_see`, the one the query API applies)
+is ``held``: ``held_until`` is the moment that viewer may see it (the latest
+embargo end among its hidden parts), or None when it never may (a proprietary
+part).  :func:`claim_due` first releases held deliveries of its target whose
+``held_until`` has passed (``released_at`` records when), so the delivery loop
+that polls every half second sends them within a second of the embargo's end,
+with no restart and no human.  Private targets (``private`` in :func:`queue`)
+are never held.  A revision released no later than a held earlier revision of
+the same event withdraws it (``withdrawn``, never sent), and a retraction none
+of whose earlier revisions was ever released to a target is withdrawn there too,
+with them: it publishes nothing.
+
 Several sender processes may share the outbox (``mmbroker stage publish`` run
 more than once): a claim takes due rows with ``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL (SQLite's writers take turns) and, in the same transaction, leases
@@ -37,6 +52,7 @@ from sqlalchemy import func, select, update
 from broker.archive import Archive, utcnow
 from broker.db import insert_ignoring_conflicts, transaction
 from broker.models import Delivery, ProvenanceDoc, VOEventCitation, VOEventRow
+from broker.query import ANONYMOUS
 from broker.voevent_build import citations_of
 
 log = logging.getLogger(__name__)
@@ -47,9 +63,17 @@ LEASE_S = 60.0
 time a batch of sends takes (Comet acknowledges in 10-50 ms here)."""
 
 
+MAX_CHAIN = 1000
+"""Most earlier revisions followed back from one VOEvent (a cycle cannot loop forever)."""
+
+Rights = tuple[tuple[str, datetime | None], ...]
+"""Data rights of what a VOEvent shows: (level, embargo end UTC) per alert in it."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
-    """A VOEvent ready to queue: its IVORN, bytes, and what it came from."""
+    """A VOEvent ready to queue: its IVORN, bytes, what it came from, and the data rights
+    of every alert it shows (none: public)."""
 
     ivorn: str
     xml: bytes
@@ -57,6 +81,25 @@ class Outgoing:
     provenance: dict[str, Any]  # PROV-JSON
     alert_id: int | None = None
     coincidence_id: int | None = None
+    rights: Rights = ()
+
+
+def hold(rights: Rights, now: datetime) -> tuple[bool, datetime | None]:
+    """Whether a VOEvent showing alerts of these ``rights`` is held from public targets at
+    ``now``, and until when (None: for ever).
+
+    The anonymous viewer's rule (:meth:`broker.query.Viewer.may_see`) decides: held when it
+    may not see every part now; released at the latest embargo end of the hidden parts if
+    it may see every part then, never otherwise (a proprietary part).
+    """
+    if all(ANONYMOUS.may_see(level, until, now) for level, until in rights):
+        return False, None
+    ends = [until for level, until in rights
+            if until is not None and not ANONYMOUS.may_see(level, until, now)]
+    at = max(ends) if ends else None
+    if at is not None and all(ANONYMOUS.may_see(level, until, at) for level, until in rights):
+        return True, at
+    return True, None
 
 
 @dataclass(frozen=True)
@@ -78,12 +121,14 @@ def backoff_s(attempts: int, max_backoff_s: float = MAX_BACKOFF_S) -> float:
 
 
 def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
-          deliveries: list[Due] | None = None) -> list[bool]:
+          deliveries: list[Due] | None = None, *, private: Sequence[str] = ()) -> list[bool]:
     """Insert VOEvents, provenance and deliveries in one transaction; True where new, in order.
 
     An IVORN already in the archive is not queued again (False): exactly-once
-    starts here.  ``deliveries``, when given, receives the queued deliveries
-    (for a hand-off to the senders once the transaction has committed).
+    starts here.  ``deliveries``, when given, receives the deliveries due now
+    (for a hand-off to the senders once the transaction has committed); held
+    and withdrawn ones are not handed off.  Deliveries to ``private`` targets
+    (a collaboration's own) are never held.
     """
     if not items:
         return []
@@ -109,22 +154,132 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
             "subject_ivorn": item.ivorn, "voevent_id": voevent_id,
             "document": item.provenance, "created_at": now}
             for voevent_id, item in stored.items()])
+        cited = {voevent_id: citations_of(item.xml) for voevent_id, item in stored.items()}
         insert_ignoring_conflicts(conn, VOEventCitation.__table__, [
             {"voevent_id": voevent_id, "cited_ivorn": ivorn, "cite": cite}
-            for voevent_id, item in stored.items() for ivorn, cite in citations_of(item.xml)])
-        if targets:
+            for voevent_id in stored for ivorn, cite in cited[voevent_id]])
+        if targets and stored:
+            holds = {voevent_id: hold(item.rights, now) for voevent_id, item in stored.items()}
             rows = insert_ignoring_conflicts(conn, Delivery.__table__, [
-                {"voevent_id": voevent_id, "target": target, "state": "pending",
-                 "attempts": 0, "next_attempt_at": now}
-                for voevent_id in stored for target in sorted(targets)],
+                {"voevent_id": voevent_id, "target": target,
+                 "state": "held" if held else "pending", "attempts": 0,
+                 "next_attempt_at": now, "held_until": until if held else None}
+                for voevent_id in stored for target in sorted(targets)
+                for held, until in [(False, None) if target in private
+                                    else holds[voevent_id]]],
                 returning=("id", "voevent_id", "target"))
+            by_item = {id(item): voevent_id for voevent_id, item in stored.items()}
+            withdrawn = _settle_revisions(
+                conn, [(by_item[id(item)], cited[by_item[id(item)]])
+                       for item in items if id(item) in by_item], now)
+            due = {delivery_id for delivery_id, voevent_id, target in rows
+                   if (target in private or not holds[voevent_id][0])
+                   and delivery_id not in withdrawn}
             queued = sorted((Due(delivery_id, voevent_id, stored[voevent_id].ivorn, target,
                                  stored[voevent_id].xml, 0, now)
-                             for delivery_id, voevent_id, target in rows),
+                             for delivery_id, voevent_id, target in rows if delivery_id in due),
                             key=lambda d: (d.ivorn, d.target))
     if deliveries is not None:
         deliveries.extend(queued)  # only now: the transaction has committed
     return new
+
+
+def _earlier_revisions(conn: Any, ivorns: set[str]) -> list[int]:
+    """VOEvent row ids of ``ivorns`` and of every revision they supersede or retract, back
+    to the first (followed through ``voevent_citations``)."""
+    v, c = VOEventRow.__table__, VOEventCitation.__table__
+    found: list[int] = []
+    seen: set[str] = set()
+    for _ in range(MAX_CHAIN):
+        ivorns -= seen
+        if not ivorns:
+            break
+        seen |= ivorns
+        ids = list(conn.execute(select(v.c.id).where(v.c.ivorn.in_(sorted(ivorns)))).scalars())
+        if not ids:
+            break
+        found += ids
+        ivorns = set(conn.execute(select(c.c.cited_ivorn).where(
+            c.c.voevent_id.in_(ids), c.c.cite.in_(("supersedes", "retraction")))).scalars())
+    return found
+
+
+def _withdraw(conn: Any, delivery_ids: list[int], why: str,
+              states: tuple[str, ...] = ("held",)) -> set[int]:
+    """Withdraw those of ``delivery_ids`` in ``states``; the ids asked for."""
+    if delivery_ids:
+        d = Delivery.__table__
+        conn.execute(update(d).where(d.c.id.in_(delivery_ids), d.c.state.in_(states))
+                     .values(state="withdrawn", last_error=why))
+    return set(delivery_ids)
+
+
+def _settle_revisions(conn: Any, new: list[tuple[int, list[tuple[str, str]]]],
+                      now: datetime) -> set[int]:
+    """Withdraw what must never go out now that these VOEvents (row id, citations) are
+    queued (in order); the ids of the deliveries withdrawn (or asked to be).
+
+    Per target: a retraction none of whose earlier revisions was released there is
+    withdrawn with them (subscribers never saw the event: nothing to retract); held
+    earlier revisions of a retraction are withdrawn; and a held earlier revision that this
+    one would overtake (released no later) is withdrawn, so no subscriber gets an old
+    revision after a newer one.
+    """
+    d = Delivery.__table__
+    # Revisions matter only for retractions or when something is held: the common
+    # round (nothing held, no retraction) costs one indexed look.
+    anything_held = conn.execute(select(d.c.id).where(d.c.state == "held").limit(1)
+                                 ).first() is not None
+    withdrawn: set[int] = set()
+    for voevent_id, cites in new:
+        earlier = {ivorn for ivorn, cite in cites if cite in ("supersedes", "retraction")}
+        retraction = any(cite == "retraction" for _, cite in cites)
+        if not earlier or not (retraction or anything_held):
+            continue
+        chain = _earlier_revisions(conn, earlier)
+        if not chain:
+            continue
+        before = conn.execute(select(d.c.id, d.c.target, d.c.state, d.c.held_until).where(
+            d.c.voevent_id.in_(chain))).all()
+        for mine in conn.execute(select(d.c.id, d.c.target, d.c.state, d.c.held_until).where(
+                d.c.voevent_id == voevent_id)).all():
+            there = [r for r in before if r.target == mine.target]
+            held = [r.id for r in there if r.state == "held"]
+            if retraction:
+                if there and all(r.state in ("held", "withdrawn") for r in there):
+                    # Its own delivery was inserted pending (its rights are public) in this
+                    # transaction: nothing has sent it yet.
+                    withdrawn |= _withdraw(conn, [mine.id, *held],
+                                           "retracted before release",
+                                           ("held", "pending"))
+                else:
+                    withdrawn |= _withdraw(conn, held, "retracted before release")
+                continue
+            out_at = now if mine.state == "pending" else mine.held_until
+            if out_at is not None:
+                withdrawn |= _withdraw(conn, [r.id for r in there if r.state == "held" and (
+                    r.held_until is None or r.held_until >= out_at)],
+                    "superseded before release")
+    return withdrawn
+
+
+def release_held(archive: Archive, target: str, now: datetime | None = None) -> int:
+    """Make held deliveries to ``target`` whose time has come pending (due now); how many.
+
+    One indexed read of (state, held_until) when nothing is due, so a delivery loop
+    can run it every poll.
+    """
+    now = now or utcnow()
+    d = Delivery.__table__
+    with transaction(archive.engine) as conn:
+        ids = list(conn.execute(select(d.c.id).where(
+            d.c.state == "held", d.c.held_until <= now, d.c.target == target)).scalars())
+        if not ids:
+            return 0
+        conn.execute(update(d).where(d.c.id.in_(ids), d.c.state == "held").values(
+            state="pending", released_at=now, next_attempt_at=now))
+    log.info("%s: released %d held VOEvent deliveries (embargo over)", target, len(ids))
+    return len(ids)
 
 
 def claim_due(archive: Archive, target: str, *, limit: int = 50,
@@ -132,6 +287,7 @@ def claim_due(archive: Archive, target: str, *, limit: int = 50,
     """Deliveries to ``target`` due now, oldest first, leased to the caller for
     ``lease_s`` seconds (see the module docstring)."""
     now = now or utcnow()
+    release_held(archive, target, now)
     d, v = Delivery.__table__, VOEventRow.__table__
     pick = (select(d.c.id).where(d.c.target == target, d.c.state == "pending",
                                  d.c.next_attempt_at <= now)
@@ -145,8 +301,11 @@ def claim_due(archive: Archive, target: str, *, limit: int = 50,
         conn.execute(update(d).where(d.c.id.in_(ids)).values(
             next_attempt_at=now + timedelta(seconds=lease_s)))
         rows = {row.id: row for row in conn.execute(
+            # A held VOEvent's wait counts from its release: the publish latency metric
+            # is the broker's, not the embargo's.
             select(d.c.id, d.c.voevent_id, v.c.ivorn, d.c.target, v.c.xml, d.c.attempts,
-                   v.c.created_at).join(v, v.c.id == d.c.voevent_id).where(d.c.id.in_(ids)))}
+                   func.coalesce(d.c.released_at, v.c.created_at))
+            .join(v, v.c.id == d.c.voevent_id).where(d.c.id.in_(ids)))}
     return [Due(*rows[i]) for i in ids]
 
 
@@ -211,7 +370,7 @@ def status(archive: Archive, *, limit: int = 100) -> list[dict[str, Any]]:
         ids = [r.id for r in conn.execute(select(v.c.id).order_by(v.c.id.desc()).limit(limit))]
         rows = conn.execute(
             select(v.c.id, v.c.ivorn, v.c.created_at, d.c.target, d.c.state, d.c.attempts,
-                   d.c.last_error, d.c.delivered_at)
+                   d.c.last_error, d.c.delivered_at, d.c.held_until, d.c.released_at)
             .join(d, d.c.voevent_id == v.c.id, isouter=True)
             .where(v.c.id.in_(ids)).order_by(v.c.id.desc(), d.c.target)).all()
     out: dict[int, dict[str, Any]] = {}
@@ -221,7 +380,9 @@ def status(archive: Archive, *, limit: int = 100) -> list[dict[str, Any]]:
         if r.target:
             entry["targets"][r.target] = {"state": r.state, "attempts": r.attempts,
                                           "last_error": r.last_error,
-                                          "delivered_at": r.delivered_at}
+                                          "delivered_at": r.delivered_at,
+                                          "held_until": r.held_until,
+                                          "released_at": r.released_at}
     return list(out.values())
 
 

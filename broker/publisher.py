@@ -11,8 +11,11 @@ What is published:
 Each VOEvent is built (:mod:`broker.voevent_build`), checked against the
 VOEvent 2.0 XSD and the frame limit, given its W3C PROV document
 (:mod:`broker.provenance`), and queued in the outbox (:mod:`broker.outbox`)
-in one transaction.  One that fails the checks is not queued; the failure is
-logged and counted, and the alert or coincidence stays in the archive.
+in one transaction, with the data rights of every alert it shows: the outbox
+holds it from public targets until the anonymous viewer may see all of them
+(an embargo's end; never, for a proprietary part).  One that fails the checks
+is not queued; the failure is logged and counted, and the alert or coincidence
+stays in the archive.
 """
 
 from __future__ import annotations
@@ -48,12 +51,16 @@ class Publisher:
         Authority, author, base URL.
     targets
         Delivery targets every VOEvent is queued for (``vtp``, ``kafka-xml``,
-        ``kafka-json``); empty: archive only.
+        ``kafka-json``, ``kafka-private``); empty: archive only.
+    private_targets
+        Those of ``targets`` that carry embargoed and proprietary VOEvents at once
+        (a collaboration's own); every other target is public.
     """
 
     archive: Archive
     settings: Settings
     targets: Sequence[str] = ()
+    private_targets: Sequence[str] = ()
     wake: threading.Event = field(default_factory=threading.Event)
     failures: int = 0
     handoffs: list[Callable[[list[outbox.Due]], None]] = field(default_factory=list)
@@ -110,7 +117,8 @@ class Publisher:
         if not outgoing:
             return 0
         deliveries: list[outbox.Due] = []
-        new = outbox.queue(self.archive, outgoing, self.targets, deliveries)
+        new = outbox.queue(self.archive, outgoing, self.targets, deliveries,
+                           private=self.private_targets)
         for handoff in self.handoffs:
             handoff(deliveries)
         if any(new):
@@ -192,7 +200,8 @@ class Publisher:
             broker_id=self.who.author_ivorn, broker_version=_version(), supersedes=previous,
             voevent_sha256=sha256_hex(xml))
         return outbox.Outgoing(alert.id, xml, alert.role, _prov_json(doc),
-                               alert_id=receipts.get(alert.id, {}).get("id"))
+                               alert_id=receipts.get(alert.id, {}).get("id"),
+                               rights=_rights([alert]))
 
     def _coincidence(self, result: Result, started: datetime,
                      lookups: _Lookups) -> outbox.Outgoing:
@@ -213,9 +222,15 @@ class Publisher:
                         "revision": coinc.revision},
             broker_id=self.who.author_ivorn, broker_version=_version(),
             supersedes=coinc.supersedes, voevent_sha256=sha256_hex(xml))
+        if len(members) < len(coinc.members):
+            # A member not found cannot be shown to be public: held for ever.
+            members_rights = (*_rights(members), ("proprietary", None))
+        else:
+            members_rights = _rights(members)
         return outbox.Outgoing(coinc.id, xml, voevent_build.coincidence_role(members),
                                _prov_json(doc),
-                               coincidence_id=lookups.row_ids.get(coinc.id))
+                               coincidence_id=lookups.row_ids.get(coinc.id),
+                               rights=members_rights)
 
 
 @dataclass(frozen=True)
@@ -225,6 +240,11 @@ class _Lookups:
     documents: dict[str, dict]
     receipts: dict[str, dict]
     row_ids: dict[str, int]
+
+
+def _rights(alerts: Sequence[Alert]) -> outbox.Rights:
+    """The data rights of what a VOEvent shows (see :func:`broker.outbox.hold`)."""
+    return tuple((a.data_rights.level, a.data_rights.embargo_until) for a in alerts)
 
 
 def _input(alert: Alert, receipt: dict) -> object:

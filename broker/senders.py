@@ -105,8 +105,9 @@ class KafkaSender:
 
     def __init__(self, bootstrap: str, topic: str, *, as_json: bool = False,
                  document: Callable[[str], dict[str, Any] | None] | None = None,
-                 timeout_s: float = 10.0, config: dict[str, Any] | None = None) -> None:
-        self.target = f"kafka-{'json' if as_json else 'xml'}"
+                 timeout_s: float = 10.0, config: dict[str, Any] | None = None,
+                 target: str | None = None) -> None:
+        self.target = target or f"kafka-{'json' if as_json else 'xml'}"
         self.topic = topic
         self.as_json = as_json
         self.document = document
