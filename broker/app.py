@@ -167,12 +167,17 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
              responses={503: {"model": Ready, "description": "Not ready: see checks."}})
     def ready(request: Request, archive: ArchiveDep) -> Any:
         """Whether this process should get traffic: archive reachable and at the schema this
-        code expects, listeners and live feed running, not shutting down (503 otherwise)."""
+        code expects, listeners and live feed running, our own Comet child up (`serve`), not
+        shutting down (503 otherwise)."""
         from broker.opsserver import ready_checks
 
         checks = ready_checks(archive, getattr(request.app.state, "listeners", None))
         feed = getattr(request.app.state, "live_feed", None)
         checks["live_feed"] = "ok" if feed is not None and feed.running else "stopped"
+        if settings.comet and getattr(request.app.state, "listeners", None) is not None:
+            # `serve` publishes through its own Comet child: ready only while it is up.
+            comet = getattr(request.app.state, "comet", None)
+            checks["comet"] = comet.check() if comet is not None else "not started"
         if getattr(request.app.state, "draining", False):
             checks["shutdown"] = "draining"
         ok = all(v == "ok" for v in checks.values())

@@ -198,7 +198,6 @@ SHUTDOWN_GRACE_S = 10
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
-    import threading
 
     from broker import listening
 
@@ -208,28 +207,25 @@ def _start_listeners(app: Any, settings: Settings) -> None:
 
         # Comet first: a listener subscribed to it (or a peer relaying it) must
         # find it up, since VTP replays nothing sent before a subscriber connects.
+        # Never fatal: its supervisor retries with back-off and the outbox waits.
         comet = app.state.comet = CometChild(settings)
-        try:
-            comet.start()
-        except (OSError, RuntimeError) as exc:  # never fatal: the outbox waits for it
-            typer.echo(f"warning: Comet did not start ({exc}); retrying in the background",
-                       err=True)
+        comet.run()
+        if comet.check() != "ok":
+            typer.echo(f"warning: Comet is not up ({comet.check()}); retrying in the "
+                       "background", err=True)
     app.state.listeners = listening.start(settings, app.state.archive,
                                           sink=app.state.ingestor)
     listening.start_delivery(settings, app.state.archive, app.state.ingestor,
-                             app.state.listeners)
-    if comet is not None:
-        threading.Thread(target=comet.supervise, args=(app.state.listeners.stop,),
-                         name="comet-supervisor", daemon=True).start()
+                             app.state.listeners, vtp_gate=comet)
 
 
 def _stop_listeners(app: Any) -> None:
     running = getattr(app.state, "listeners", None)
     if running is not None:
-        running.shutdown()  # also ends the Comet supervisor
+        running.shutdown()
     comet = getattr(app.state, "comet", None)
     if comet is not None:
-        comet.stop()
+        comet.stop()  # after the delivery loops: they send until the end
 
 
 def _run_demo(app: Any, settings: Settings, console: Any) -> None:
