@@ -210,9 +210,9 @@ def _start_listeners(app: Any, settings: Settings) -> None:
         # Never fatal: its supervisor retries with back-off and the outbox waits.
         comet = app.state.comet = CometChild(settings)
         comet.run()
-        if comet.check() != "ok":
-            typer.echo(f"warning: Comet is not up ({comet.check()}); retrying in the "
-                       "background", err=True)
+        if comet.check() != "ok":  # why: logged by the supervisor, once
+            typer.echo("warning: Comet is not up; retrying in the background (/ready says "
+                       "why)", err=True)
     app.state.listeners = listening.start(settings, app.state.archive,
                                           sink=app.state.ingestor)
     listening.start_delivery(settings, app.state.archive, app.state.ingestor,
@@ -444,7 +444,12 @@ def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Opti
 @voevents_app.command("list")
 def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
                   fmt: FormatOption = OutputFormat.table) -> None:
-    """Published VOEvents, newest first, with each delivery target's state."""
+    """Published VOEvents, newest first, with each delivery target's state.
+
+    "sent" means the target acknowledged it: for vtp, our own Comet broker (it
+    broadcasts to the subscribers connected then); never a receipt from a
+    subscriber. For kafka-*, the Kafka cluster (acks=all).
+    """
     from broker import outbox
 
     archive = _archive(ctx)
@@ -457,10 +462,14 @@ def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
                 for t, d in e["targets"].items()}} for e in entries]
     targets = sorted({t for e in entries for t in e["targets"]})
     if fmt is OutputFormat.table:
-        typer.echo(f"{pending} deliveries pending", err=True)
+        typer.echo(f"{pending} deliveries pending; {SENT_MEANS}", err=True)
     _emit(rows, ["ivorn", "created_at", *targets], fmt, documents=[
         {**e, "created_at": e["created_at"].isoformat()} for e in entries],
         title="published VOEvents")
+
+
+SENT_MEANS = ("sent = acknowledged by the target: for vtp by our own Comet broker, not "
+              "received by any subscriber (VTP tells an author nothing of those)")
 
 
 # -- cross-match ----------------------------------------------------------------

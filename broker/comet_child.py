@@ -169,7 +169,7 @@ class CometChild:
 
     def _holds_ports(self, pid: int) -> bool:
         ports = (self.settings.vtp_receive_port, self.settings.vtp_broadcast_port)
-        holders = port_holders(ports)
+        holders = port_holders(ports, only=pid)
         if holders is None:  # no /proc: the ports answering is all we can see
             return all(_listening(p) for p in ports)
         return all(pid in holders.get(p, ()) for p in ports)
@@ -332,9 +332,11 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def port_holders(ports: tuple[int, ...] | list[int]) -> dict[int, set[int]] | None:
+def port_holders(ports: tuple[int, ...] | list[int], only: int | None = None
+                 ) -> dict[int, set[int]] | None:
     """Pids holding a listening TCP socket on each of ``ports`` (a port listened on by no
-    process this user can see maps to an empty set); None without Linux's ``/proc``."""
+    process this user can see maps to an empty set); None without Linux's ``/proc``.
+    ``only``: look at that pid alone (cheap enough for every ``/ready``)."""
     inodes: dict[str, int] = {}
     try:
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -354,7 +356,8 @@ def port_holders(ports: tuple[int, ...] | list[int]) -> dict[int, set[int]] | No
     holders: dict[int, set[int]] = {port: set() for port in inodes.values()}
     if not inodes:
         return holders
-    for proc_dir in Path("/proc").iterdir():
+    dirs = [Path(f"/proc/{only}")] if only is not None else Path("/proc").iterdir()
+    for proc_dir in dirs:
         if not proc_dir.name.isdigit():
             continue
         try:
@@ -370,17 +373,22 @@ def port_holders(ports: tuple[int, ...] | list[int]) -> dict[int, set[int]] | No
 def comets_of(db: Path) -> set[int]:
     """Pids of Comet processes (``twistd ... comet``, run directly or under
     :mod:`broker.comet_run`) whose event database is ``db``: this data directory's."""
-    wanted = f"--eventdb={db}"
     found = set()
     for proc_dir in Path("/proc").iterdir() if Path("/proc/self").is_dir() else ():
         if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
             continue
         try:
             args = (proc_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if "comet" not in args:
+                continue
+            for arg in args:
+                if arg.startswith("--eventdb="):
+                    # As that process sees it: relative to its working directory.
+                    path = Path(os.readlink(proc_dir / "cwd")) / arg.split("=", 1)[1]
+                    if path.resolve() == db:
+                        found.add(int(proc_dir.name))
         except OSError:
             continue
-        if "comet" in args and wanted in args:
-            found.add(int(proc_dir.name))
     return found
 
 

@@ -202,6 +202,9 @@ def test_kill_9_of_comet_during_delivery_loses_and_doubles_nothing(tmp_path: Pat
         killed_wall = time.time() - (time.monotonic() - killed)
         new = broker.comet_pid()
         log = broker.log.read_text()
+        subscriber_log = (tmp_path / f"comet-sub-{ports['broadcast']}.log").read_text()
+        listing = mmbroker("--db", broker.db, "voevents", "list", "--limit", "5",
+                           env=_env(tmp_path, ports))
     missing = wanted - set(counts)
     print(f"all {len(wanted)} at the subscriber {took:.1f} s after the kill (posting went on "
           f"12 s); the {len(before)} posted before it all there "
@@ -212,6 +215,8 @@ def test_kill_9_of_comet_during_delivery_loses_and_doubles_nothing(tmp_path: Pat
     assert new is not None and new != comet
     # What the dead Comet had acknowledged was sent again (and the subscriber kept one copy).
     assert "sending again the" in log, log[-3000:]
+    assert "Event rejected (Previously seen by this broker)" in subscriber_log  # the copies
+    assert "for vtp by our own Comet broker, not received by any subscriber" in listing.stderr
 
 
 def test_kill_9_of_serve_takes_its_comet_child_along(tmp_path: Path) -> None:
@@ -256,6 +261,7 @@ def test_an_orphaned_comet_on_our_ports_is_named_and_replaced(tmp_path: Path) ->
                     break
                 time.sleep(0.1)
             assert samples[-1][0] == 200, samples[-5:]
+            assert not [s for s in samples if s[0] == 200 and s[1]], "ready while the orphan ran"
             assert samples[-1][2]["checks"]["comet"] == "ok"
             ours = broker.comet_pid()
             assert ours is not None and ours != orphan.pid
@@ -269,7 +275,6 @@ def test_an_orphaned_comet_on_our_ports_is_named_and_replaced(tmp_path: Path) ->
     finally:
         stop_process(orphan)
         orphan_log.close()
-    assert not [s for s in samples if s[0] == 200 and s[1]], "ready while the orphan ran"
     assert orphan.returncode is not None
     assert f"stale Comet of this data directory left by an earlier run: pid {orphan.pid}" \
         in log, log[-3000:]
