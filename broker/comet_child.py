@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 
 from broker.config import Settings
+from broker.errors import CometPortTaken
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,6 @@ def command(settings: Settings) -> list[str]:
 def eventdb(settings: Settings) -> Path:
     """Comet's event database folder: what makes a Comet process this data directory's."""
     return (settings.data_dir / "comet-eventdb").resolve()
-
-
-class CometPortTaken(RuntimeError):
-    """A port Comet needs is held by a process that is not a Comet of this data directory."""
 
 
 class CometChild:
@@ -249,7 +246,7 @@ class CometChild:
                     self._note_death(proc)
                 try:
                     self.start()
-                except (OSError, RuntimeError) as exc:
+                except (OSError, RuntimeError, CometPortTaken) as exc:
                     failures += 1
                     reason = str(exc)
                     with self._lock:
