@@ -21,7 +21,10 @@ The child's life:
   subscribers have had time to reconnect: a stock Comet subscriber retries
   1 s after losing its broker, then 3.7 s, 11 s, 31 s (Twisted's
   ``ReconnectingClientFactory``: 1 s, times e each retry, jitter 12%);
-  measured here it reconnected 0.7-1.1 s after a kill -9 of its broker.
+  measured here it reconnected 0.7-1.5 s after a kill -9 of its broker.  When
+  Comet was down past a retry, the hold lasts until the next one (up to
+  :data:`HOLD_CAP_S`); ``comet.lastseen`` in the data directory, touched every
+  second while Comet is up, carries that across a restart of ``serve``.
   What the dead Comet acknowledged in ``comet_resend_window_s`` before it died
   is then sent again (:meth:`CometChild.take_resend`): its broadcast may not
   have left the process.  The same bytes go again, so a subscriber that got
@@ -42,7 +45,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from broker.config import Settings
@@ -55,6 +58,11 @@ log = logging.getLogger(__name__)
 STOCK_FIRST_RETRY_S = 1.0
 STOCK_FACTOR = 2.718281828459045
 STOCK_JITTER = 0.119626565582
+
+
+HOLD_CAP_S = 60.0
+"""Longest hold (s) after a start for a stock subscriber's next retry: one whose broker was
+away long retries minutes apart; real-time alerts do not wait for it (the grace applies)."""
 
 
 def stock_subscriber_back_s(down_s: float) -> float:
@@ -152,17 +160,38 @@ class CometChild:
             self.starts += 1
             self.problem = None
             grace = self.settings.comet_restart_grace_s
-            if self._died_at is None:
-                # First start of this process: subscribers of an earlier run may be
-                # reconnecting; what that run sent last is sent again.
-                anchor = None
+            died_at = self._died_at or self._earlier_run_ended()
+            if died_at is None:
+                anchor = None  # what an earlier run sent last is sent again
             else:
-                down_s = now - self._died_at[0]
-                grace = max(grace, stock_subscriber_back_s(down_s) - down_s)
-                anchor = self._died_at[1]
+                down_s = now - died_at[0]
+                extra = stock_subscriber_back_s(down_s) - down_s
+                if extra <= HOLD_CAP_S:  # else it comes back too late to wait for
+                    grace = max(grace, extra)
+                anchor = died_at[1]
             self._hold_until = now + grace
             self._resend = (anchor, self.settings.comet_resend_window_s)
         log.info("Comet: VTP delivery held %.1f s for subscribers to reconnect", grace)
+
+    def _earlier_run_ended(self) -> tuple[float, datetime] | None:
+        """When the Comet of an earlier run was last seen up (monotonic, UTC), from
+        :attr:`seen_path`: the subscribers it had lost it then, and retry on that schedule."""
+        try:
+            seen = self.seen_path.stat().st_mtime
+        except OSError:
+            return None
+        ago = max(0.0, time.time() - seen)
+        return time.monotonic() - ago, datetime.fromtimestamp(seen, UTC)
+
+    @property
+    def seen_path(self) -> Path:
+        return self.settings.data_dir / "comet.lastseen"
+
+    def _seen(self) -> None:
+        try:
+            self.seen_path.touch()
+        except OSError:
+            log.debug("cannot touch %s", self.seen_path, exc_info=True)
 
     def _holds_ports(self, pid: int) -> bool:
         ports = (self.settings.vtp_receive_port, self.settings.vtp_broadcast_port)
@@ -238,7 +267,7 @@ class CometChild:
         cross-matches and archives; VOEvents wait in the outbox (delivery is held
         while Comet is down), and go once Comet is up.  Failed starts back off.
         """
-        failures, reported = 0, None
+        failures, reported, last_seen = 0, None, 0.0
         while not stop.is_set():
             if not self.alive():
                 proc = self.proc
@@ -266,6 +295,10 @@ class CometChild:
                 failures, reported = 0, None
                 if started is not None:
                     started.set()
+            elif self.proc is not None and self.proc.pid == self._up_pid and \
+                    time.monotonic() - last_seen >= 1.0:
+                self._seen()
+                last_seen = time.monotonic()
             stop.wait(every_s)
         self._terminate(self.proc)
 
@@ -308,6 +341,8 @@ class CometChild:
 
     def _terminate(self, proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
         if proc is not None and proc.poll() is None:
+            if proc.pid == self._up_pid:
+                self._seen()  # its subscribers lose it now
             proc.terminate()
             try:
                 proc.wait(timeout_s)

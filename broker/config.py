@@ -228,7 +228,7 @@ class Settings(BaseSettings):
                     "subscriber retries 1 s after losing its broker, then 3.7 s, 11 s, 31 s "
                     "(Twisted's back-off, jitter 12%); measured here it was back 0.7-1.1 s "
                     "after a kill -9. When Comet was down past a retry, the hold is "
-                    "lengthened to that subscriber's next one.")
+                    "lengthened to that subscriber's next one (up to 60 s).")
     comet_resend_window_s: float = Field(
         default=10.0, ge=0, le=3600,
         description="When the Comet child died, VOEvents it acknowledged in this many seconds "

@@ -4,7 +4,8 @@
   nothing is lost at the subscriber, nothing is doubled (delivery is held
   until the subscriber is back; what was acknowledged just before the crash is
   sent again and the subscriber drops the copies);
-* kill -9 of `mmbroker serve`: its Comet child goes with it, the ports are free;
+* kill -9 of `mmbroker serve`: its Comet child goes with it, the ports are free,
+  and `serve` started again delivers everything once to the same subscriber;
 * an orphaned Comet of the same data directory on the ports: named and
   replaced, `/ready` never true before our own Comet is up, triggers reach a
   subscriber through our Comet;
@@ -180,6 +181,7 @@ def test_kill_9_of_comet_during_delivery_loses_and_doubles_nothing(tmp_path: Pat
     with serve(tmp_path, ports) as broker, \
             comet_subscriber(tmp_path, ports["broadcast"]) as saved:
         assert wait_for(lambda: _connected(broker, saved), 90), "subscriber never received"
+        time.sleep(6)  # connected past RESET_DELAY (5 s): its back-off starts from 1 s again
         comet = broker.comet_pid()
         assert comet is not None
         before = [broker.post({**TRACK, "event_id": f"BEFORE-{n}"}) for n in range(10)]
@@ -220,22 +222,41 @@ def test_kill_9_of_comet_during_delivery_loses_and_doubles_nothing(tmp_path: Pat
 
 
 def test_kill_9_of_serve_takes_its_comet_child_along(tmp_path: Path) -> None:
+    """kill -9 of serve: its Comet child goes too and frees the ports; serve started again
+    at once delivers what was posted before and after to a subscriber that reconnects on
+    its own schedule, each once."""
     ports = _ports(tmp_path)
-    with serve(tmp_path, ports) as broker:
-        comet = broker.comet_pid()
-        assert comet is not None and not _gone(comet)
-        broker.proc.send_signal(signal.SIGKILL)
-        broker.proc.wait(10)
-        killed = time.monotonic()
-        gone = wait_for(lambda: _gone(comet), 10, 0.05)
-        took = time.monotonic() - killed
-        if not gone:
-            os.kill(comet, signal.SIGKILL)  # the orphan: clean up, then fail
-    print(f"Comet child gone {took:.2f} s after kill -9 of serve")
-    assert gone, f"Comet child {comet} still running {took:.0f} s after its parent died"
-    assert took < 6
-    holders = port_holders([ports["receive"], ports["broadcast"]])
-    assert holders == {}, f"ports still held: {holders}"
+    with comet_subscriber(tmp_path, ports["broadcast"]) as saved:
+        with serve(tmp_path, ports) as broker:
+            assert wait_for(lambda: _connected(broker, saved), 90), "subscriber never received"
+            time.sleep(6)  # connected past RESET_DELAY (5 s): its back-off starts from 1 s
+            before = [broker.post({**TRACK, "event_id": f"BEFORE-{n}"}) for n in range(5)]
+            comet = broker.comet_pid()
+            assert comet is not None and not _gone(comet)
+            broker.proc.send_signal(signal.SIGKILL)
+            broker.proc.wait(10)
+            killed = time.monotonic()
+            gone = wait_for(lambda: _gone(comet), 10, 0.05)
+            took = time.monotonic() - killed
+            if not gone:
+                os.kill(comet, signal.SIGKILL)  # the orphan: clean up, then fail
+        print(f"Comet child gone {took:.2f} s after kill -9 of serve")
+        assert gone, f"Comet child {comet} still running {took:.0f} s after its parent died"
+        assert took < 6
+        holders = port_holders([ports["receive"], ports["broadcast"]])
+        assert holders == {}, f"ports still held: {holders}"
+        with serve(tmp_path, ports) as broker:
+            up = time.monotonic() - killed
+            after = [broker.post({**TRACK, "event_id": f"AFTER-{n}"}) for n in range(5)]
+            wanted = set(before + after)
+            delivered = wait_for(lambda: wanted <= set(saved_ivorns(saved)), 90, 0.2)
+            took = time.monotonic() - killed
+            time.sleep(3)
+            counts = Counter(i for i in saved_ivorns(saved) if i in wanted)
+    print(f"serve up again {up:.1f} s after the kill; all {len(wanted)} at the subscriber "
+          f"{took:.1f} s after it")
+    assert delivered, f"lost: {sorted(wanted - set(counts))}"
+    assert set(counts.values()) == {1}, counts
 
 
 def test_an_orphaned_comet_on_our_ports_is_named_and_replaced(tmp_path: Path) -> None:
