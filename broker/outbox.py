@@ -179,8 +179,11 @@ def mark_sent(archive: Archive, due: Due) -> None:
 
 def resend_recent(archive: Archive, target: str, window_s: float,
                   before: datetime | None = None) -> list[int]:
-    """Make deliveries to ``target`` marked sent in the ``window_s`` seconds up to ``before``
-    (None: up to the newest one sent) pending again, ahead of what is waiting; their ids.
+    """Make deliveries to ``target`` marked sent since ``window_s`` seconds before ``before``
+    (None: the newest one sent) pending again, ahead of what is waiting; their ids.
+
+    No upper bound: an acknowledgement can be recorded a moment after the
+    target was seen dead, and nothing else is sent before this runs.
 
     For a target that may have lost what it acknowledged (a Comet that died
     before its broadcast left it): the same stored bytes go again, which its

@@ -326,3 +326,75 @@ def test_a_foreign_port_holder_is_named_once_and_no_comet_is_spawned(tmp_path: P
             assert wait_for(lambda: _ready(broker)[0] == 200, 40), _ready(broker)
     finally:
         squatter.close()
+
+
+class _Gate:
+    """A restart as the delivery loop sees it: hold until ``until``, then one resend."""
+
+    def __init__(self, until: float, resend: tuple) -> None:
+        self.until = until
+        self.resend: tuple | None = resend
+
+    def hold_s(self) -> float:
+        return max(0.0, self.until - time.monotonic())
+
+    def take_resend(self) -> tuple | None:
+        resend, self.resend = self.resend, None
+        return resend
+
+
+class _Recording:
+    target = "vtp"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        self.sent.append(ivorn)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_held_loop_sends_nothing_then_the_window_again_first(archive: object) -> None:
+    """The outbox side of a restart, on both backends: nothing goes while the gate holds;
+    then what was sent in the window goes again (attempt 2), ahead of what waited."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from broker import outbox
+    from broker.archive import utcnow
+    from broker.db import transaction
+    from broker.models import Delivery, VOEventRow
+    from broker.senders import DeliveryLoop
+    from tests.test_delivery import queue, run, voevent
+
+    sender = _Recording()
+    loop = DeliveryLoop(archive, sender, poll_s=0.1)  # type: ignore[arg-type]
+    thread, stop = run(loop)
+    try:
+        queue(archive, range(3), ["vtp", "kafka-xml"])  # type: ignore[arg-type]
+        assert wait_for(lambda: len(sender.sent) == 3, 20)
+        # Nothing sent to that target yet: nothing to send again.
+        assert outbox.resend_recent(archive, "kafka-xml", 10) == []
+        # ev0 went an hour ago: outside the window.
+        with transaction(archive.engine) as conn:  # type: ignore[attr-defined]
+            d, v = Delivery.__table__, VOEventRow.__table__
+            first = select(v.c.id).where(v.c.ivorn == voevent(0)[0]).scalar_subquery()
+            conn.execute(update(d).where(d.c.voevent_id == first).values(
+                delivered_at=utcnow() - timedelta(hours=1)))
+        loop.gate = _Gate(time.monotonic() + 2.0, (utcnow(), 10.0))
+        queue(archive, range(3, 5), ["vtp"])  # type: ignore[arg-type]
+        time.sleep(1.0)
+        assert len(sender.sent) == 3  # held
+        assert wait_for(lambda: len(sender.sent) == 7, 20), sender.sent
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(10)
+    ivorns = [voevent(n)[0] for n in range(5)]
+    assert sender.sent == ivorns[:3] + ivorns[1:3] + ivorns[3:]
+    states = {e["ivorn"]: e["targets"]["vtp"] for e in outbox.status(archive)}  # type: ignore
+    assert all(states[i]["state"] == "sent" for i in ivorns)
+    assert [states[i]["attempts"] for i in ivorns] == [1, 2, 2, 1, 1]
