@@ -198,7 +198,6 @@ SHUTDOWN_GRACE_S = 10
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
-
     from broker import listening
 
     comet = None

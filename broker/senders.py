@@ -163,8 +163,8 @@ class DeliveryGate(Protocol):
         ...
 
     def take_resend(self) -> tuple[datetime | None, float] | None:
-        """Once per restart: ``(before, window_s)``, deliveries marked sent in ``window_s``
-        up to ``before`` (None: the last one sent) to send again."""
+        """Once per restart: ``(before, window_s)``, deliveries marked sent since ``window_s``
+        before ``before`` (None: the last one sent) to send again."""
         ...
 
 
