@@ -192,7 +192,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
              responses={503: {"model": Ready, "description": "Not ready: see checks."}})
     def ready(request: Request) -> Any:
         """Whether this process should get traffic: archive reachable and at the schema this
-        code expects, listeners and live feed running, not shutting down (503 otherwise)."""
+        code expects, listeners and live feed running, our own Comet child up (`serve`), not
+        shutting down (503 otherwise)."""
         checks = app_ready_checks(request.app)
         ok = all(v == "ok" for v in checks.values())
         body = Ready(status="ready" if ok else "not ready", checks=checks)
@@ -231,6 +232,10 @@ def app_ready_checks(app: FastAPI) -> dict[str, str]:
     checks = ready_checks(app.state.archive, getattr(app.state, "listeners", None))
     feed = getattr(app.state, "live_feed", None)
     checks["live_feed"] = "ok" if feed is not None and feed.running else "stopped"
+    if app.state.settings.comet and getattr(app.state, "listeners", None) is not None:
+        # `serve` publishes through its own Comet child: ready only while it is up.
+        comet = getattr(app.state, "comet", None)
+        checks["comet"] = comet.check() if comet is not None else "not started"
     if getattr(app.state, "draining", False):
         checks["shutdown"] = "draining"
     return checks

@@ -200,8 +200,6 @@ SHUTDOWN_GRACE_S = 10
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
-    import threading
-
     from broker import listening
 
     comet = None
@@ -210,28 +208,25 @@ def _start_listeners(app: Any, settings: Settings) -> None:
 
         # Comet first: a listener subscribed to it (or a peer relaying it) must
         # find it up, since VTP replays nothing sent before a subscriber connects.
+        # Never fatal: its supervisor retries with back-off and the outbox waits.
         comet = app.state.comet = CometChild(settings)
-        try:
-            comet.start()
-        except (OSError, RuntimeError) as exc:  # never fatal: the outbox waits for it
-            typer.echo(f"warning: Comet did not start ({exc}); retrying in the background",
-                       err=True)
+        comet.run()
+        if comet.check() != "ok":  # why: logged by the supervisor, once
+            typer.echo("warning: Comet is not up; retrying in the background (/ready says "
+                       "why)", err=True)
     app.state.listeners = listening.start(settings, app.state.archive,
                                           sink=app.state.ingestor)
     listening.start_delivery(settings, app.state.archive, app.state.ingestor,
-                             app.state.listeners)
-    if comet is not None:
-        threading.Thread(target=comet.supervise, args=(app.state.listeners.stop,),
-                         name="comet-supervisor", daemon=True).start()
+                             app.state.listeners, vtp_gate=comet)
 
 
 def _stop_listeners(app: Any) -> None:
     running = getattr(app.state, "listeners", None)
     if running is not None:
-        running.shutdown()  # also ends the Comet supervisor
+        running.shutdown()
     comet = getattr(app.state, "comet", None)
     if comet is not None:
-        comet.stop()
+        comet.stop()  # after the delivery loops: they send until the end
 
 
 def _run_demo(app: Any, settings: Settings, console: Any) -> None:
@@ -450,7 +445,12 @@ def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Opti
 @voevents_app.command("list")
 def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
                   fmt: FormatOption = OutputFormat.table) -> None:
-    """Published VOEvents, newest first, with each delivery target's state."""
+    """Published VOEvents, newest first, with each delivery target's state.
+
+    "sent" means the target acknowledged it: for vtp, our own Comet broker (it
+    broadcasts to the subscribers connected then); never a receipt from a
+    subscriber. For kafka-*, the Kafka cluster (acks=all).
+    """
     from broker import outbox
 
     archive = _archive(ctx)
@@ -463,7 +463,7 @@ def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
                 for t, d in e["targets"].items()}} for e in entries]
     targets = sorted({t for e in entries for t in e["targets"]})
     if fmt is OutputFormat.table:
-        typer.echo(f"{pending} deliveries pending", err=True)
+        typer.echo(f"{pending} deliveries pending; {SENT_MEANS}", err=True)
     _emit(rows, ["ivorn", "created_at", *targets], fmt, documents=[
         {**e, "created_at": e["created_at"].isoformat()} for e in entries],
         title="published VOEvents")
@@ -477,6 +477,10 @@ def _held(delivery: dict) -> str:
     if delivery["released_at"] is not None:
         return f" released {delivery['released_at'].isoformat()}"
     return ""
+
+
+SENT_MEANS = ("sent = acknowledged by the target: for vtp by our own Comet broker, not "
+              "received by any subscriber (VTP tells an author nothing of those)")
 
 
 # -- cross-match ----------------------------------------------------------------

@@ -277,6 +277,25 @@ class Settings(BaseSettings):
     def _private_topic(cls, topic: str | None) -> str | None:
         return (topic or "").strip() or None
 
+    # Issue 14 items 10-11: the Comet child's restarts (hold and resend), its start back-off.
+    comet_restart_grace_s: float = Field(
+        default=5.0, ge=0, le=600,
+        description="After the Comet child (re)starts, VTP delivery waits this long (s) so "
+                    "subscribers reconnect before anything is broadcast. A stock Comet "
+                    "subscriber retries 1 s after losing its broker, then 3.7 s, 11 s, 31 s "
+                    "(Twisted's back-off, jitter 12%); measured here it was back 0.7-1.1 s "
+                    "after a kill -9. When Comet was down past a retry, the hold is "
+                    "lengthened to that subscriber's next one (up to 60 s).")
+    comet_resend_window_s: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="When the Comet child died, VOEvents it acknowledged in this many seconds "
+                    "before are sent again after the restart (the same bytes: subscribers "
+                    "drop what they already have), as its broadcast may not have left it.")
+    comet_start_max_backoff_s: float = Field(
+        default=60.0, ge=1, le=3600,
+        description="Longest wait (s) between attempts to start a Comet child that keeps "
+                    "failing (1, 2, 4 ... s up to this); the reason is logged once.")
+
     @classmethod
     def settings_customise_sources(
         cls,

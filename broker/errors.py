@@ -20,7 +20,8 @@ Two branches tell a caller what to do next:
     ├── ConfigurationError           bad settings or files; fix and restart
     ├── RetryableError
     │   ├── ArchiveUnavailable       the database cannot be reached now
-    │   └── MatchOrderLost           another match worker numbered alerts meanwhile
+    │   ├── MatchOrderLost           another match worker numbered alerts meanwhile
+    │   └── CometPortTaken           a VTP port is held by a process not our Comet
     └── PermanentError
         ├── InputError               the message cannot become an Alert
         │   ├── UnknownFormat        no normalizer recognizes the bytes
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArchiveUnavailable",
+    "CometPortTaken",
     "ConfigurationError",
     "HostileInput",
     "ImplausibleValue",
@@ -81,6 +83,11 @@ class MatchOrderLost(RetryableError):
     the round again.  Checked before the round stores anything (the lock's connection)
     and when it numbers: a lock lost while the round matches may leave its results
     stored, computed against an incomplete past."""
+
+
+class CometPortTaken(RetryableError):
+    """A port the Comet child of ``serve`` needs is held by a process that is not a Comet of
+    this data directory (named in the message); the start is retried with back-off."""
 
 
 class PermanentError(MMBrokerError):

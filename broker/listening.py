@@ -81,9 +81,11 @@ def private_targets(settings: Settings) -> list[str]:
 
 
 def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | None,
-                   running: Listeners) -> None:
+                   running: Listeners, vtp_gate: Any = None) -> None:
     """A delivery loop per enabled target, in ``running``'s threads (and, with a pipeline
-    in this process, its retry flusher; its publisher wakes the loops at once)."""
+    in this process, its retry flusher; its publisher wakes the loops at once).
+
+    ``vtp_gate``: the Comet child of ``serve`` (holds VTP delivery after its restarts)."""
     from broker.senders import DeliveryLoop, KafkaSender, VTPSender
 
     senders: list[Any] = []
@@ -105,7 +107,8 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | No
     if pipeline is not None:
         _spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
-        loop = DeliveryLoop(archive, sender)  # its own wake event: offer() sets it
+        # Its own wake event: offer() sets it.
+        loop = DeliveryLoop(archive, sender, gate=vtp_gate if sender.target == "vtp" else None)
         if pipeline is not None and pipeline.publisher is not None:
             pipeline.publisher.handoffs.append(loop.offer)
         _spawn(running, loop, f"deliver-{sender.target}")

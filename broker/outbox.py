@@ -336,6 +336,36 @@ def mark_sent(archive: Archive, due: Due) -> None:
             max(0.0, (now - due.created_at).total_seconds()))
 
 
+def resend_recent(archive: Archive, target: str, window_s: float,
+                  before: datetime | None = None) -> list[int]:
+    """Make deliveries to ``target`` marked sent since ``window_s`` seconds before ``before``
+    (None: the newest one sent) pending again, ahead of what is waiting; their ids.
+
+    No upper bound: an acknowledgement can be recorded a moment after the
+    target was seen dead, and nothing else is sent before this runs.
+
+    For a target that may have lost what it acknowledged (a Comet that died
+    before its broadcast left it): the same stored bytes go again, which its
+    subscribers drop if they had them.
+    """
+    d = Delivery.__table__
+    with transaction(archive.engine) as conn:
+        if before is None:
+            before = conn.execute(select(func.max(d.c.delivered_at)).where(
+                d.c.target == target, d.c.state == "sent")).scalar()
+            if before is None:
+                return []
+        since = before - timedelta(seconds=window_s)
+        ids = list(conn.execute(select(d.c.id).where(
+            d.c.target == target, d.c.state == "sent", d.c.delivered_at >= since)
+            .order_by(d.c.id)).scalars())
+        if ids:
+            # Due at the window's start: claimed before anything queued since, in order.
+            conn.execute(update(d).where(d.c.id.in_(ids)).values(
+                state="pending", next_attempt_at=since))
+    return ids
+
+
 def pending_by_target(archive: Archive) -> dict[str, int]:
     """Deliveries waiting in the outbox, per target."""
     d = Delivery.__table__

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 from broker import outbox
@@ -155,6 +156,19 @@ def close_producer(producer: Any, timeout_s: float = 2.0) -> None:
         log.debug("Kafka producer close failed", exc_info=True)
 
 
+class DeliveryGate(Protocol):
+    """What a target that restarts under us tells its delivery loop (the Comet child does)."""
+
+    def hold_s(self) -> float:
+        """Seconds to wait before sending anything (0: go)."""
+        ...
+
+    def take_resend(self) -> tuple[datetime | None, float] | None:
+        """Once per restart: ``(before, window_s)``, deliveries marked sent since ``window_s``
+        before ``before`` (None: the last one sent) to send again."""
+        ...
+
+
 class DeliveryLoop:
     """Send due deliveries of one target until stopped.
 
@@ -171,12 +185,18 @@ class DeliveryLoop:
     wake
         Set by the publisher when it queues something, so delivery starts at
         once instead of at the next poll.
+    gate
+        For a target that restarts (the Comet child): sending waits while it
+        holds, and what it may have lost is sent again before anything else.
     """
 
     def __init__(self, archive: Archive, sender: Sender, *, poll_s: float = 0.5,
                  wake: threading.Event | None = None,
-                 max_backoff_s: float = outbox.MAX_BACKOFF_S) -> None:
+                 max_backoff_s: float = outbox.MAX_BACKOFF_S,
+                 gate: DeliveryGate | None = None) -> None:
         self.archive = archive
+        self.gate = gate
+        self._resend: tuple[datetime | None, float] | None = None
         self.sender = sender
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
@@ -212,6 +232,8 @@ class DeliveryLoop:
         try:
             while not stop.is_set():
                 try:
+                    if self._held(stop):
+                        continue
                     due = self._deliver_some(stop)
                 except RetryableError as exc:
                     log.warning("%s: outbox unavailable (%s); retrying", self.sender.target,
@@ -227,6 +249,30 @@ class DeliveryLoop:
                     self.wake.clear()
         finally:
             self.sender.close()
+
+    def _held(self, stop: threading.Event) -> bool:
+        """Wait while the gate holds (whether it did); then resend what it asks for."""
+        if self.gate is None:
+            return False
+        hold = self.gate.hold_s()
+        if hold > 0:
+            # Handed-over deliveries stay pending in the outbox: claimed, in order, later.
+            self._inbox.clear()
+            stop.wait(min(hold, 0.5))
+            return True
+        # Kept until done: the outbox may be away when it is asked for.
+        resend = self._resend = self._resend or self.gate.take_resend()
+        if resend is not None:
+            before, window_s = resend
+            ids = outbox.resend_recent(self.archive, self.sender.target, window_s, before)
+            self._resend = None
+            for delivery_id in ids:
+                self._done.pop(delivery_id, None)  # to be sent, not merely marked
+            if ids:
+                log.warning("%s: sending again the %d VOEvents acknowledged in the %.0f s "
+                            "before the target restarted (subscribers drop copies)",
+                            self.sender.target, len(ids), window_s)
+        return False
 
     def _deliver_some(self, stop: threading.Event) -> bool:
         """Send one batch of due deliveries; whether there was anything to send."""
