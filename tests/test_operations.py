@@ -202,7 +202,7 @@ def test_metrics_are_scoped_on_the_http_port_and_open_on_the_ops_port(tmp_path: 
     from tests.dashboard_support import create_token, running_broker, scenario
 
     db = tmp_path / "broker.sqlite3"
-    poster = create_token(db, "poster", "write:triggers")
+    poster = create_token(db, "poster", "write:triggers", detectors=("KM3NeT",))
     scraper = create_token(db, "prometheus", "read:metrics")
     ops = free_port()
     with running_broker(tmp_path, env={"MMBROKER_OPS_PORT": str(ops)}) as broker:
