@@ -40,12 +40,8 @@ writers): an id skipped over stays a gap that is looked for again for
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -65,6 +61,7 @@ from broker.config import Settings
 from broker.db import transaction
 from broker.models import Acknowledgement, AlertRow, CoincidenceMember, CoincidenceRow
 from broker.query import Viewer
+from broker.sealing import Sealer
 from broker.streamhealth import health_view
 from broker.tokens import valid_token_ids
 from crossmatch.engine import class_roles, members_class
@@ -100,47 +97,26 @@ ALERT_STATE = {"initial": "new", "update": "updated", "retraction": "retracted"}
 
 
 class _Sealer:
-    """Opaque event ids: a sequence number encrypted (an HMAC-SHA256 keystream under a
-    random nonce) and authenticated (a truncated HMAC), with a key of this process.
+    """Opaque event ids ``<epoch>-<sealed sequence number>`` (:mod:`broker.sealing`, with
+    a key of this process).
 
     Two ids of the same number differ, and nothing but this feed can tell their order
     or distance, so a viewer learns nothing from its ids about events it did not get.
     """
 
-    NONCE = 6
-    TAG = 8
-
     def __init__(self, epoch: str) -> None:
         self.epoch = epoch
-        self._key = secrets.token_bytes(32)
-
-    def _mac(self, label: bytes, data: bytes) -> bytes:
-        return hmac.new(self._key, label + data, hashlib.sha256).digest()
+        self._sealer = Sealer.random()
 
     def seal(self, seq: int) -> str:
-        nonce = secrets.token_bytes(self.NONCE)
-        pad = self._mac(b"pad", nonce)[:8]
-        body = nonce + bytes(a ^ b for a, b in zip(seq.to_bytes(8, "big"), pad, strict=True))
-        tag = self._mac(b"tag", body)[:self.TAG]
-        return f"{self.epoch}-" + base64.urlsafe_b64encode(body + tag).decode().rstrip("=")
+        return f"{self.epoch}-{self._sealer.seal(seq.to_bytes(8, 'big'))}"
 
     def open(self, event_id: str) -> int | None:
         """The sequence number in ``event_id``; None if this feed did not issue it."""
         epoch, _, sealed = event_id.partition("-")
-        if epoch != self.epoch:
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
-        except (ValueError, binascii.Error):
-            return None
-        if len(raw) != self.NONCE + 8 + self.TAG:
-            return None
-        body, tag = raw[:-self.TAG], raw[-self.TAG:]
-        if not hmac.compare_digest(tag, self._mac(b"tag", body)[:self.TAG]):
-            return None
-        nonce, cipher = body[:self.NONCE], body[self.NONCE:]
-        pad = self._mac(b"pad", nonce)[:8]
-        return int.from_bytes(bytes(a ^ b for a, b in zip(cipher, pad, strict=True)), "big")
+        payload = self._sealer.open(sealed) if epoch == self.epoch else None
+        return int.from_bytes(payload, "big") if payload is not None and len(payload) == 8 \
+            else None
 
 
 @dataclass

@@ -330,6 +330,17 @@ class ApiToken(Base):
         Json, doc="Detectors a write:triggers token may write (JSON list); NULL: unbound.")
 
 
+class BrokerKey(Base):
+    """A secret key of this archive, shared by every process that serves it (e.g. the
+    key that seals page cursors, so any API replica opens what another issued)."""
+
+    __tablename__ = "broker_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(Blob)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Acknowledgement(Base):
     """A shifter's acknowledgement of a significant coincidence: who and when."""
 

@@ -28,8 +28,6 @@ Sky
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hashlib
 import json
@@ -68,6 +66,7 @@ from broker.models import (
     VOEventCitation,
     VOEventRow,
 )
+from broker.sealing import Sealer, archive_sealer
 from crossmatch.healpix import NPIX_29, angular_separation_deg, cone_ranges
 
 MAX_LIMIT = 1000
@@ -532,19 +531,22 @@ MAX_ROW_ID = 2**63 - 1
 """Largest row id (a signed 64-bit column): a cursor past it is refused, not sent to SQL."""
 
 
-def encode_cursor(fingerprint: str, key: tuple[datetime, int]) -> str:
-    """An opaque cursor after the row with sort key ``key``."""
+def encode_cursor(sealer: Sealer, fingerprint: str, key: tuple[datetime, int]) -> str:
+    """An opaque cursor after the row with sort key ``key``, sealed with the archive's
+    cursor key: a row id in clear would count the hidden rows between two pages."""
     text = json.dumps([fingerprint, key[0].isoformat(), key[1]], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    return sealer.seal(text.encode())
 
 
-def decode_cursor(cursor: str, fingerprint: str) -> tuple[datetime, int]:
+def decode_cursor(sealer: Sealer, cursor: str, fingerprint: str) -> tuple[datetime, int]:
     """The sort key a cursor holds, if it belongs to the query with ``fingerprint``."""
+    payload = sealer.open(cursor)
+    if payload is None:
+        raise QueryError("not a cursor this API issued")
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        owner, when, row_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        owner, when, row_id = json.loads(payload)
         key = (datetime.fromisoformat(when), int(row_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
+    except (ValueError, TypeError, UnicodeError) as exc:
         raise QueryError("not a cursor this API issued") from exc
     if not 0 <= key[1] <= MAX_ROW_ID:  # row ids are signed 64-bit on every backend
         raise QueryError("not a cursor this API issued (row id out of range)")
@@ -684,7 +686,8 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
     time, conditions = _steered(conditions, spec, sky_first(want))
     base = spec.select().where(*conditions)
     if cursor:
-        after_time, after_id = decode_cursor(cursor, fingerprint)
+        after_time, after_id = decode_cursor(archive_sealer(conn, "cursor"), cursor,
+                                             fingerprint)
         base = base.where(or_(time < after_time, and_(time == after_time, spec.id < after_id)))
     order = (time.desc(), spec.id.desc())
     if not regions:
@@ -697,7 +700,8 @@ def _search(conn: Connection, spec: _Spec, query: Any, viewer: Viewer, cursor: s
     if len(rows) > query.limit:
         rows = rows[:query.limit]
         last = rows[-1]._mapping
-        next_cursor = encode_cursor(fingerprint, (last[spec.time.key], last[spec.id.key]))
+        next_cursor = encode_cursor(archive_sealer(conn, "cursor"), fingerprint,
+                                    (last[spec.time.key], last[spec.id.key]))
     return Page(rows, next_cursor, total)
 
 

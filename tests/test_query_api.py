@@ -695,12 +695,16 @@ def test_bad_parameters_are_400_on_every_backend(archive: Archive) -> None:
         status, body = _get(base + "/api/v1/alerts?limit=5")
         assert status == 200
         cursor = json.loads(body)["next"]
-        fingerprint, when, _ = json.loads(base64.urlsafe_b64decode(cursor + "==="))
-        for row_id in (2**63, 2**64 + 5, -1):
-            forged = base64.urlsafe_b64encode(json.dumps(
-                [fingerprint, when, row_id]).encode()).decode().rstrip("=")
+        sealer = _cursor_sealer(archive)
+        fingerprint, when, _ = json.loads(sealer.open(cursor) or b"")
+        forgeries = [sealer.seal(json.dumps([fingerprint, when, row_id]).encode()).rstrip("=")
+                     for row_id in (2**63, 2**64 + 5, -1)]  # as if the key had leaked
+        forgeries += [base64.urlsafe_b64encode(json.dumps([fingerprint, when, 2**63]).encode())
+                      .decode().rstrip("="),  # the old clear-text form
+                      cursor[:-2] + ("AA" if cursor[-2:] != "AA" else "BB")]  # altered
+        for forged in forgeries:
             status, body = _get(f"{base}/api/v1/alerts?limit=5&cursor={forged}")
-            assert status == 400, (row_id, body)
+            assert status == 400, (forged, body)
             assert "not a cursor this API issued" in json.loads(body)["detail"]
         cases = {
             "/api/v1/alerts?source=gcn%00x": "U+0000",
@@ -720,6 +724,53 @@ def test_bad_parameters_are_400_on_every_backend(archive: Archive) -> None:
         assert status == 400 and 'value="ERROR"' in body  # a VOTable, as SCS clients expect
         status, body = _get(base + "/api/v1/alerts?since=0001-01-01T00:00:00%2B01:00")
         assert status == 400 and "outside the years" in json.loads(body)["detail"]
+
+
+def _cursor_sealer(archive: Archive) -> Any:
+    from broker.sealing import archive_sealer
+
+    with archive.engine.connect() as conn:
+        return archive_sealer(conn, "cursor")
+
+
+def test_cursors_reveal_no_row_ids_and_open_in_every_process(archive: Archive,
+                                                             db_url: str) -> None:
+    """Issue 14 item 4: a cursor held the last row's database id in clear (base64 JSON),
+    so an anonymous caller paging one row at a time counted the hidden rows between two
+    public ones.  Cursors are now sealed with the archive's own key: they decode to
+    nothing, differ each time, and a second API process on the same archive (another
+    replica) continues the pages the first one began."""
+    import base64
+    import binascii
+
+    docs = _documents(16, seed=11, prefix="gap", rights=True)
+    _archive_docs(archive, docs)
+    other = Archive.open(db_url)
+    try:
+        apps = [create_app(get_settings(api_rate_limit_per_s=0), archive=a)
+                for a in (archive, other)]
+        with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+            visible = [a["id"] for a in first.get("/api/v1/alerts",
+                                                   params={"limit": 100}).json()["items"]]
+            assert 2 <= len(visible) < len(docs)  # some hidden rows lie between
+            seen, cursor, turn = [], None, 0
+            while True:
+                client = (first, second)[turn % 2]
+                reply = client.get("/api/v1/alerts", params={
+                    "limit": 1, **({"cursor": cursor} if cursor else {})})
+                assert reply.status_code == 200, reply.text
+                seen += [a["id"] for a in reply.json()["items"]]
+                cursor, turn = reply.json()["next"], turn + 1
+                if cursor is None:
+                    break
+                raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+                with pytest.raises((ValueError, UnicodeDecodeError, binascii.Error)):
+                    json.loads(raw)  # no JSON, no row id, in clear
+                again = first.get("/api/v1/alerts", params={"limit": len(seen)}).json()["next"]
+                assert again != cursor  # a fresh nonce each time: nothing to compare
+            assert seen == visible
+    finally:
+        other.close()
 
 
 def test_citation_filters_count_only_voevents_the_caller_may_see(archive: Archive) -> None:
