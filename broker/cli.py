@@ -69,7 +69,8 @@ class OutputFormat(StrEnum):
 
 DbOption = Annotated[str | None, typer.Option(
     "--db", help="Archive: a SQLAlchemy URL or a SQLite file path. Default: "
-                 "MMBROKER_DATABASE_URL, else mmbroker.sqlite3 in the data directory.")]
+                 "MMBROKER_DATABASE_URL, else mmbroker.sqlite3 in the data directory. Only "
+                 "`db upgrade` and `serve` create it. Goes before the command.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000,
                                           help="Most rows to show.")]
@@ -802,13 +803,14 @@ def coincidences_show(
 
 @quarantine_app.command("list")
 def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Option()] = None,
-                    limit: LimitOption = 50, fmt: FormatOption = OutputFormat.table) -> None:
+                    limit: LimitOption = 50, fmt: FormatOption = OutputFormat.table,
+                    wide: WideOption = False) -> None:
     """List quarantined input, newest first, with the reason it was refused."""
     archive = _archive(ctx)
     rows = archive.list_quarantine(limit, source)
     archive.close()
     _emit(rows, ["id", "received_at", "source", "error_class", "reason"], fmt,
-          title="quarantine")
+          title="quarantine", wide=wide)
 
 
 # -- published VOEvents ---------------------------------------------------------
@@ -1112,7 +1114,8 @@ def stage_api(
 
 
 @app.command()
-def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
+            wide: WideOption = False) -> None:
     """Health of every input stream: last message, counts, heartbeats (ages in seconds)."""
     from broker.archive import utcnow
 
@@ -1132,7 +1135,7 @@ def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
                      "last_heartbeat_at": h["last_heartbeat_at"]})
     archive.close()
     _emit(rows, ["stream", "detector", "last_message_age_s", "messages", "quarantined",
-                 "heartbeat_age_s", "status"], fmt, title="streams")
+                 "heartbeat_age_s", "status"], fmt, title="streams", wide=wide)
 
 
 # -- tokens -------------------------------------------------------------------
@@ -1176,7 +1179,8 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
+               wide: WideOption = False) -> None:
     """List tokens (never their secrets)."""
     from broker.tokens import list_tokens
 
@@ -1188,7 +1192,7 @@ def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> No
              "revoked": t.revoked_at is not None} for t in list_tokens(archive)]
     archive.close()
     _emit(rows, ["id", "name", "scopes", "detectors", "created_at", "expires_at", "revoked"],
-          fmt, title="tokens")
+          fmt, title="tokens", wide=wide)
 
 
 @token_app.command("revoke")
