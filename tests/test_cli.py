@@ -349,7 +349,7 @@ def test_only_db_upgrade_and_serve_make_an_archive(tmp_path: Path) -> None:
     assert mmbroker("--db", str(typo), "alerts", "list").returncode == 0
 
 
-@pytest.mark.parametrize("db", ["/nonexistent-i19/dir/a.sqlite3", "htp:/foo", "htp://foo",
+@pytest.mark.parametrize("db", ["{tmp}/nonexistent/dir/a.sqlite3", "htp:/foo", "htp://foo",
                                 "sqlite:///{tmp}/missing/dir/a.sqlite3"])
 @pytest.mark.parametrize("command", [["alerts", "list"], ["db", "upgrade"]])
 def test_bad_db_is_one_line_and_creates_nothing(db: str, command: list[str],
@@ -366,7 +366,6 @@ def test_bad_db_is_one_line_and_creates_nothing(db: str, command: list[str],
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: ")
     assert set(tmp_path.iterdir()) == before  # no ./htp:, no folder
-    assert not Path("/nonexistent-i19").exists()
 
 
 def test_unreachable_or_empty_postgresql_is_one_line(pg_url: str) -> None:
