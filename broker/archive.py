@@ -687,11 +687,26 @@ class Archive:
             return conn.execute(select(CoincidenceRow.document)
                                 .where(CoincidenceRow.ivorn == ivorn)).scalar_one_or_none()
 
-    def list_coincidences(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_coincidences(self, limit: int = 100, *, since: datetime | None = None,
+                          until: datetime | None = None, pairing: Sequence[str] = (),
+                          state: Sequence[str] = (), far_max_hz: float | None = None
+                          ) -> list[dict[str, Any]]:
+        """Coincidence revisions, newest first: reference time in [since, until], one of
+        ``pairing`` and ``state`` when given, smallest FAR at most ``far_max_hz`` (Hz)."""
+        query = select(CoincidenceRow.document)
+        if since is not None:
+            query = query.where(CoincidenceRow.reference_time >= since)
+        if until is not None:
+            query = query.where(CoincidenceRow.reference_time <= until)
+        if pairing:
+            query = query.where(CoincidenceRow.pairing.in_(list(pairing)))
+        if state:
+            query = query.where(CoincidenceRow.state.in_(list(state)))
+        if far_max_hz is not None:
+            query = query.where(CoincidenceRow.far_hz <= far_max_hz)
         with transaction(self.engine, readonly=True) as conn:
-            return list(conn.execute(select(CoincidenceRow.document)
-                                     .order_by(CoincidenceRow.created_at.desc(),
-                                               CoincidenceRow.id.desc())
+            return list(conn.execute(query.order_by(CoincidenceRow.created_at.desc(),
+                                                    CoincidenceRow.id.desc())
                                      .limit(limit)).scalars())
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -28,6 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Subcommands inherit this through click's context: `-h` works everywhere.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="Manage the archive database schema.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Query archived alerts.", no_args_is_help=True)
@@ -65,14 +69,32 @@ class OutputFormat(StrEnum):
 
 DbOption = Annotated[str | None, typer.Option(
     "--db", help="Archive: a SQLAlchemy URL or a SQLite file path. Default: "
-                 "MMBROKER_DATABASE_URL, else mmbroker.sqlite3 in the data directory.")]
+                 "MMBROKER_DATABASE_URL, else mmbroker.sqlite3 in the data directory. Only "
+                 "`db upgrade` and `serve` create it. Goes before the command.")]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000,
                                           help="Most rows to show.")]
+WideOption = Annotated[bool, typer.Option(
+    "--wide", "-w", help="Every column, however wide (the default fits the terminal, "
+                         "dropping the less important columns first).")]
+
+GLOBAL_OPTIONS = ("--db", "--version")
+"""Options of `mmbroker` itself: they go before the command."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import broker
+
+        typer.echo(f"mmbroker {broker.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(ctx: typer.Context, db: DbOption = None) -> None:
+def _root(ctx: typer.Context, db: DbOption = None,
+          version: Annotated[bool, typer.Option(  # acted on by its callback
+              "--version", callback=_print_version, is_eager=True,
+              help="Print the mmbroker version and exit.")] = False) -> None:
     ctx.obj = {"db": db}
 
 
@@ -81,18 +103,89 @@ def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
     from broker.errors import ConfigurationError
 
     db = (ctx.find_root().obj or {}).get("db")
-    if db:
-        overrides["database_url"] = database_url_from_option(db)
     try:
+        if db:
+            overrides["database_url"] = database_url_from_option(db)
         return get_settings(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigurationError as exc:
         _fail(str(exc))
 
 
-def _archive(ctx: typer.Context, *, upgrade: bool = True) -> Archive:
+KNOWN_BACKENDS = ("sqlite", "postgresql")
+PG_CONNECT_TIMEOUT_S = 10
+"""How long (s) a command waits for PostgreSQL to answer before saying it cannot reach it."""
+
+
+def _db_words(ctx: typer.Context) -> str:
+    """How the user named the archive, to repeat in a suggested command."""
+    import shlex
+
+    db = (ctx.find_root().obj or {}).get("db")
+    return f"--db {shlex.quote(db)} " if db else ""
+
+
+def _engine(ctx: typer.Context, *, create: bool = False, need_archive: bool = True) -> Any:
+    """An engine on the archive, after checking it is one.
+
+    Only ``create`` (`db upgrade`, `serve` and the stages) may make a new SQLite file, and
+    never a missing folder but the default data directory; otherwise a missing file, an
+    empty database (``need_archive``), an unknown URL scheme or an unreachable server end
+    the command with one line saying what to do.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from broker import migrate
+    from broker.db import make_engine
+    from broker.errors import MMBrokerError
+
+    settings = _settings(ctx)
+    url = settings.effective_database_url
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        _fail(f"not a database URL: {url!r} (use a file path, sqlite:///PATH or "
+              "postgresql+psycopg://USER@HOST:5432/DB)")
+    shown = _redact(url)
+    backend = parsed.get_backend_name()
+    if backend not in KNOWN_BACKENDS:
+        _fail(f"unknown database URL scheme {parsed.drivername!r} in {shown} (use a file "
+              "path, sqlite:///PATH or postgresql+psycopg://USER@HOST:5432/DB)")
+    upgrade_cmd = f"`mmbroker {_db_words(ctx)}db upgrade`"
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(str(parsed.database)).expanduser()
+        if not path.exists():
+            if not create:
+                _fail(f"no archive at {path}; create one with {upgrade_cmd} "
+                      "(or check the path)", code=1)
+            default = settings.database_url is None  # the data directory is ours to make
+            if not path.parent.is_dir() and not default:
+                _fail(f"folder {path.parent} does not exist: make it first, or fix the path")
+    elif backend == "postgresql" and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    engine = make_engine(url, **kwargs)
+    try:
+        revision = migrate.current_revision(engine)
+    except (SQLAlchemyError, MMBrokerError, OSError) as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
+        _fail(f"cannot open the archive at {shown}: {reason[0]}", code=1)
+    if need_archive and revision is None:
+        engine.dispose()
+        _fail(f"{shown} holds no mmbroker archive; create one with {upgrade_cmd}", code=1)
+    return engine
+
+
+def _archive(ctx: typer.Context, *, create: bool = False) -> Archive:
+    """The archive, its schema brought up to date (it must exist unless ``create``)."""
+    from broker import migrate
     from broker.archive import Archive
 
-    return Archive.open(_settings(ctx).effective_database_url, upgrade=upgrade)
+    engine = _engine(ctx, create=create, need_archive=not create)
+    if not migrate.is_current(engine):
+        migrate.upgrade(engine)
+    return Archive(engine)
 
 
 def _fail(message: str, code: int = 2) -> Any:
@@ -100,29 +193,192 @@ def _fail(message: str, code: int = 2) -> Any:
     raise typer.Exit(code)
 
 
-def _emit(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat,
-          *, documents: list[Any] | None = None, title: str = "") -> None:
-    """Print rows as a rich table, JSON (the full documents when given) or CSV."""
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its key in the row, header, cell format and how it gives way
+    in a narrow terminal."""
+
+    key: str
+    header: str = ""
+    fmt: Callable[[Any], str] | None = None
+    drop: int = 0
+    """0: never dropped; otherwise dropped in increasing order when the table is too wide."""
+    wrap: bool = False
+    """Free text that may wrap; everything else (IVORNs, times, numbers) is never cut."""
+    wide_only: bool = False
+    justify: Literal["left", "right"] = "left"
+    label: bool = True
+    """In the stacked layout, whether the value needs its header beside it."""
+
+
+def fmt_time(value: Any) -> str:
+    """UTC, ISO 8601 to the millisecond."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    from datetime import UTC
+
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def fmt_deg(value: Any) -> str:
+    """An angle to 4 decimals (0.36 arcsec), enough for any alert's localization."""
+    return "" if value is None else f"{float(value):.4f}"
+
+
+def fmt_sig(value: Any, digits: int = 3) -> str:
+    """A rate or ratio to ``digits`` significant figures."""
+    return "" if value is None else f"{float(value):.{digits}g}"
+
+
+def fmt_value(value: Any) -> str:
+    """Any cell: times to the ms, floats without their binary noise."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return fmt_time(value)
+    if isinstance(value, float):
+        return f"{value:.6g}" if value == 0 or 1e-3 <= abs(value) < 1e7 else f"{value:.3g}"
+    return str(value)
+
+
+KEY_COLUMNS = ("id", "ivorn")
+"""Generic columns that identify a row: shown whole, never dropped."""
+
+
+def _columns(spec: list[Column] | list[str], rows: list[dict[str, Any]]) -> list[Column]:
+    if spec and isinstance(spec[0], Column):
+        return spec  # type: ignore[return-value]
+    out = []
+    for i, key in enumerate(spec):
+        assert isinstance(key, str)
+        values = [r.get(key) for r in rows if r.get(key) is not None]
+        plain = all(isinstance(v, int | float | datetime) for v in values)
+        out.append(Column(key, key, drop=0 if key in KEY_COLUMNS else len(spec) - i,
+                          wrap=key not in KEY_COLUMNS and not plain,
+                          justify="right" if plain and values and not all(
+                              isinstance(v, datetime) for v in values) else "left"))
+    return out
+
+
+COLUMN_GAP = 3
+"""Characters between two columns (padding either side of a blank rule)."""
+
+
+def _table(columns: list[Column], rows: list[dict[str, Any]], title: str
+           ) -> tuple[Any, int, int]:
+    """The rich table, the narrowest it can be without cutting an identifier, a number or a
+    word, and its natural width (characters)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  title_justify="left", title_style="bold")
+    cells = [[(col.fmt or fmt_value)(row.get(col.key)) for col in columns] for row in rows]
+    narrowest = natural = COLUMN_GAP * (len(columns) - 1)
+    for i, col in enumerate(columns):
+        header = col.header or col.key
+        texts = [header, *(r[i] for r in cells)]
+        full = max(len(t) for t in texts)
+        natural += full
+        narrowest += max(len(w) for t in texts for w in t.split() or [""]) if col.wrap else full
+        table.add_column(header, no_wrap=not col.wrap, justify=col.justify,
+                         overflow="fold" if col.wrap else "ignore")
+    for row in cells:
+        table.add_row(*row)
+    return table, narrowest, natural
+
+
+def _stacked(console: Any, key: Column, others: list[Column], rows: list[dict[str, Any]],
+             title: str, hidden: list[str], how: str) -> None:
+    """Rows for a terminal too narrow for the identifier and one more column: the whole
+    identifier on a line, the other values wrapped below it."""
+    from rich.text import Text
+
+    if title:
+        console.print(Text(title, style="bold"))
+    for row in rows:
+        console.print(Text((key.fmt or fmt_value)(row.get(key.key)), style="bold"),
+                      no_wrap=True, crop=False, soft_wrap=True)
+        parts = []
+        for col in others:
+            value = (col.fmt or fmt_value)(row.get(col.key))
+            if value:
+                parts.append(f"{col.header} {value}" if col.label else value)
+        lines = [""]
+        for part in parts:  # wrapped between values, never inside one
+            if lines[-1] and len(lines[-1]) + 3 + len(part) > console.width - 2:
+                lines.append("")
+            lines[-1] += ("   " if lines[-1] else "") + part
+        for text in lines:
+            console.print(Text("  " + text), no_wrap=True, crop=False, soft_wrap=True)
+    if hidden and rows:
+        console.print(f"not shown: {', '.join(hidden)} ({how})")
+
+
+def _emit(rows: list[dict[str, Any]], columns: list[Column] | list[str], fmt: OutputFormat,
+          *, documents: list[Any] | None = None, title: str = "",
+          wide: bool | None = None) -> None:
+    """Print rows as a table, JSON (the full documents when given) or CSV.
+
+    The table fits the terminal (``COLUMNS``, else 80 when not a terminal) with every
+    identifier whole: the columns least needed are left out until it does, unless ``wide``
+    (then every column, however wide the lines get); None: the command has no --wide.
+    """
     if fmt is OutputFormat.json:
         json.dump(documents if documents is not None else rows, sys.stdout, indent=2,
                   default=str)
         sys.stdout.write("\n")
-    elif fmt is OutputFormat.csv:
+        return
+    cols = _columns(columns, rows)
+    if fmt is OutputFormat.csv:
         import csv
 
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(sys.stdout, fieldnames=[c.key for c in cols],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    else:
-        from rich.console import Console
-        from rich.table import Table
+        return
+    from rich.console import Console
 
-        table = Table(title=title or None)
-        for col in columns:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-        Console().print(table)
+    console = Console()
+    shown = [c for c in cols if wide or not c.wide_only]
+    hidden: list[str] = []
+    table, narrowest, natural = _table(shown, rows, title)
+    keys = [c for c in shown if not c.drop]
+    if not wide and narrowest > console.width and len(keys) == 1 and rows and \
+            _table([keys[0], min((c for c in shown if c.drop), key=lambda c: -c.drop)],
+                   rows, title)[1] > console.width:
+        _stacked(console, keys[0], [c for c in shown if c.drop], rows, title,
+                 [c.header or c.key for c in cols if c.wide_only],
+                 "--wide or --format json" if wide is not None else "--format json")
+        return
+    if wide:
+        console = Console(width=max(console.width, natural))
+    else:
+        while narrowest > console.width:
+            droppable = [c for c in shown if c.drop]
+            if not droppable:
+                console = Console(width=narrowest)  # an identifier wider than the terminal
+                break
+            gone = min(droppable, key=lambda c: c.drop)
+            shown.remove(gone)
+            hidden.append(gone.header or gone.key)
+            table, narrowest, natural = _table(shown, rows, title)
+    hidden += [c.header or c.key for c in cols if c.wide_only and not wide]
+    if hidden and rows:
+        how = "--wide or --format json" if wide is not None else "--format json"
+        table.caption = f"not shown: {', '.join(hidden)} ({how})"
+        table.caption_justify = "left"
+    console.print(table, crop=False)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -172,6 +428,7 @@ def serve(
         # alarm, and anyone watching see the streams' health.
         roles = list(dict.fromkeys([*settings.alarm_roles, "test"]))
         settings = settings.model_copy(update={"alarm_roles": roles, "health_scope": ""})
+    _engine(ctx, create=True, need_archive=False).dispose()  # a bad --db: one line, now
     logs.configure(settings.log_level, settings.log_format)
     console = Console()
     hooks: list[Any] = [lambda app: _start_listeners(app, settings),
@@ -269,8 +526,6 @@ def ingest(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Ingest message files: detect each format, normalize, archive or quarantine."""
-    from rich.progress import Progress
-
     from broker.ingest import IngestReport
     from broker.listening import configure_normalizers, make_pipeline
 
@@ -283,7 +538,7 @@ def ingest(
     size = batch_size or settings.ingest_batch_size
     report = IngestReport()
     path_of: dict[str, str] = {}
-    with Progress(transient=True, disable=fmt is not OutputFormat.table) as progress:
+    with _progress() as progress:
         task = progress.add_task("ingesting", total=len(files))
         for start in range(0, len(files), size):
             chunk = files[start:start + size]
@@ -311,9 +566,8 @@ def db_upgrade(ctx: typer.Context,
                ) -> None:
     """Create or migrate the archive schema to REVISION (default: newest)."""
     from broker import migrate
-    from broker.db import make_engine
 
-    engine = make_engine(_settings(ctx).effective_database_url)
+    engine = _engine(ctx, create=True, need_archive=False)
     migrate.upgrade(engine, revision)
     typer.echo(f"archive at revision {migrate.current_revision(engine)}")
     engine.dispose()
@@ -325,9 +579,8 @@ def db_downgrade(ctx: typer.Context,
                                                               "drops every table.")]) -> None:
     """Migrate the archive schema back to REVISION."""
     from broker import migrate
-    from broker.db import make_engine
 
-    engine = make_engine(_settings(ctx).effective_database_url)
+    engine = _engine(ctx)
     migrate.downgrade(engine, revision)
     typer.echo(f"archive at revision {migrate.current_revision(engine)}")
     engine.dispose()
@@ -337,9 +590,8 @@ def db_downgrade(ctx: typer.Context,
 def db_current(ctx: typer.Context) -> None:
     """Show the archive's schema revision and the newest one this version knows."""
     from broker import migrate
-    from broker.db import make_engine
 
-    engine = make_engine(_settings(ctx).effective_database_url)
+    engine = _engine(ctx, need_archive=False)
     typer.echo(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision()}")
     engine.dispose()
 
@@ -348,6 +600,25 @@ def db_current(ctx: typer.Context) -> None:
 
 ALERT_COLUMNS = ["id", "trigger_time", "messenger", "facility", "alert_type", "role",
                  "ra_deg", "dec_deg", "far_hz"]
+"""The CSV columns of `alerts list` (and the table's, in this order)."""
+
+MESSENGER_SHORT = {"gravitational_wave": "GW", "gamma_ray": "gamma", "neutrino": "nu",
+                   "x_ray": "X-ray", "optical": "optical", "radio": "radio"}
+
+
+def _alert_table(wide: bool) -> list[Column]:
+    short = (lambda m: m or "") if wide else (lambda m: MESSENGER_SHORT.get(m, m or ""))
+    return [Column("id", "IVORN"),
+            Column("trigger_time", "time (UTC)", fmt_time, drop=9, label=False),
+            Column("messenger", "msgr" if not wide else "messenger", short, drop=8,
+                   label=False),
+            Column("facility", "facility", drop=5, label=False),
+            Column("alert_type", "type", drop=2, label=False),
+            Column("role", "role", drop=1, label=False),
+            Column("ra_deg", "RA", fmt_deg, drop=4, justify="right"),
+            Column("dec_deg", "Dec", fmt_deg, drop=3, justify="right"),
+            Column("far_hz", "FAR", lambda v: f"{fmt_sig(v)} Hz" if v is not None else "", drop=7,
+                   justify="right")]
 
 
 @alerts_app.command("list")
@@ -369,6 +640,7 @@ def alerts_list(
     cone: Annotated[str | None, typer.Option(help="RA,DEC,RADIUS in ICRS degrees.")] = None,
     limit: LimitOption = 50,
     fmt: FormatOption = OutputFormat.table,
+    wide: WideOption = False,
 ) -> None:
     """List archived alerts, newest event first."""
     from broker.archive import AlertQuery
@@ -391,7 +663,8 @@ def alerts_list(
     archive.close()
     rows = [{**d, "ra_deg": d["localization"].get("ra_deg"),
              "dec_deg": d["localization"].get("dec_deg")} for d in docs]
-    _emit(rows, ALERT_COLUMNS, fmt, documents=docs, title="alerts")
+    _emit(rows, ALERT_COLUMNS if fmt is OutputFormat.csv else _alert_table(wide), fmt,
+          documents=docs, title="alerts", wide=wide)
 
 
 @alerts_app.command("show")
@@ -413,31 +686,128 @@ def alerts_show(ctx: typer.Context,
 
 # -- coincidences, quarantine -------------------------------------------------
 
+COINCIDENCE_STATES = ("new", "updated", "retracted")
+
+
+def _smallest_far_hz(doc: dict[str, Any]) -> float | None:
+    rates = [s["value"] for s in doc.get("significance", ()) if s.get("unit") == "Hz"]
+    return min(rates) if rates else None
+
+
 @coinc_app.command("list")
-def coincidences_list(ctx: typer.Context, limit: LimitOption = 50,
-                      fmt: FormatOption = OutputFormat.table) -> None:
-    """List coincidences with their members, offsets, overlap and significance."""
+def coincidences_list(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(
+        help="Reference (event) time from (ISO 8601, UTC).")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="Reference (event) time to (ISO 8601, UTC).")] = None,
+    pairing: Annotated[list[str] | None, typer.Option(
+        help="Pairing name, e.g. gw_cbc-grb; repeat for several.")] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        help="new, updated or retracted; repeat for several.")] = None,
+    far_max: Annotated[float | None, typer.Option(
+        min=0, help="Largest FAR, in Hz (the smallest of each coincidence's FARs).")] = None,
+    limit: LimitOption = 50,
+    fmt: FormatOption = OutputFormat.table,
+    wide: WideOption = False,
+) -> None:
+    """List coincidences, newest first, with their members, overlap and significance."""
+    for given in state or ():
+        if given not in COINCIDENCE_STATES:
+            _fail(f"--state {given!r}: one of {', '.join(COINCIDENCE_STATES)}")
     archive = _archive(ctx)
-    docs = archive.list_coincidences(limit)
+    docs = archive.list_coincidences(limit, since=_parse_time(since), until=_parse_time(until),
+                                     pairing=pairing or (), state=state or (),
+                                     far_max_hz=far_max)
     archive.close()
-    rows = [{"id": d["id"], "pairing": d["pairing"], "state": d["state"],
+    rows = [{"id": d["id"], "reference_time": d.get("reference_time"),
+             "pairing": d["pairing"], "state": d["state"], "far_hz": _smallest_far_hz(d),
              "members": " ".join(m["alert_id"] for m in d["members"]),
              "overlap": (d.get("spatial_overlap") or {}).get("integral"),
              "significance": "; ".join(f"{s['name']}={s['value']:.3g} {s['unit']}"
                                        for s in d["significance"])} for d in docs]
-    _emit(rows, ["id", "pairing", "state", "members", "overlap", "significance"], fmt,
-          documents=docs, title="coincidences")
+    columns = [Column("id", "IVORN"),
+               Column("reference_time", "time (UTC)", fmt_time, drop=5, label=False),
+               Column("pairing", "pairing", drop=4, label=False),
+               Column("state", "state", drop=2, label=False),
+               Column("far_hz", "FAR", lambda v: f"{fmt_sig(v)} Hz" if v is not None else "",
+                      drop=3, justify="right"),
+               Column("overlap", "overlap", fmt_sig, drop=1, justify="right"),
+               Column("members", "members", wrap=True, wide_only=True),
+               Column("significance", "significance", wrap=True, wide_only=True)]
+    if fmt is OutputFormat.csv:
+        columns = [Column(k) for k in ("id", "reference_time", "pairing", "state", "far_hz",
+                                       "overlap", "members", "significance")]
+    _emit(rows, columns, fmt, documents=docs, title="coincidences", wide=wide)
+
+
+@coinc_app.command("show")
+def coincidences_show(
+    ctx: typer.Context,
+    ivorn: Annotated[str, typer.Argument(help="The coincidence's IVORN (as `coincidences "
+                                              "list` prints it).")],
+    fmt: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", help="table: a summary for people; json: the whole document.")]
+    = OutputFormat.table,
+) -> None:
+    """Show one coincidence revision: its members with their offsets, the sky overlap and
+    each significance figure with its definition."""
+    archive = _archive(ctx)
+    doc = archive.get_coincidence(ivorn)
+    archive.close()
+    if doc is None:
+        _fail(f"no coincidence {ivorn} (list them with `mmbroker coincidences list`)", code=1)
+    if fmt is not OutputFormat.table:
+        if fmt is OutputFormat.csv:
+            _fail("coincidences show prints a table or JSON")
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    loc = doc.get("localization") or {}
+    overlap = doc.get("spatial_overlap") or {}
+    console.print(f"[bold]{doc['id']}[/]", soft_wrap=True)
+    facts = [("pairing", doc["pairing"]), ("state", f"{doc['state']} (revision "
+                                                     f"{doc['revision']})"),
+             ("time (UTC)", fmt_time(doc.get("reference_time"))),
+             ("supersedes", doc.get("supersedes") or ""),
+             ("position", f"RA {fmt_deg(loc['ra_deg'])}  Dec {fmt_deg(loc['dec_deg'])}"
+                          + (f"  r90 {fmt_deg(loc['error_radius_deg'])} deg"
+                             if loc.get("error_radius_deg") is not None else "")
+              if loc.get("ra_deg") is not None else ""),
+             ("overlap I", f"{fmt_sig(overlap['integral'])} ({overlap.get('method', '')})"
+              if overlap.get("integral") is not None else ""),
+             ("engine", f"{doc.get('engine_version', '')}, config "
+                        f"{str(doc.get('config_hash', ''))[:12]}")]
+    for label, value in facts:
+        if value:
+            console.print(f"  {label:<11} {value}", soft_wrap=True, highlight=False)
+    _emit([{"alert_id": m["alert_id"], "offset": m.get("time_offset_s"),
+            "messenger": m.get("messenger"), "facility": m.get("facility")}
+           for m in doc["members"]],
+          [Column("alert_id", "member IVORN"),
+           Column("offset", "offset (s)", lambda v: "" if v is None else f"{v:+.3f}",
+                  drop=3, justify="right"),
+           Column("messenger", "msgr", lambda m: MESSENGER_SHORT.get(m, m or ""), drop=2),
+           Column("facility", "facility", drop=1)], OutputFormat.table, title="members")
+    for sig in doc.get("significance", ()):
+        bound = " (upper bound)" if sig.get("is_bound") else ""
+        console.print(f"[bold]{sig['name']}[/] = {fmt_sig(sig['value'])} {sig['unit']}{bound}",
+                      soft_wrap=True, highlight=False)
+        console.print(f"  {sig.get('definition', '')}", highlight=False)
 
 
 @quarantine_app.command("list")
 def quarantine_list(ctx: typer.Context, source: Annotated[str | None, typer.Option()] = None,
-                    limit: LimitOption = 50, fmt: FormatOption = OutputFormat.table) -> None:
+                    limit: LimitOption = 50, fmt: FormatOption = OutputFormat.table,
+                    wide: WideOption = False) -> None:
     """List quarantined input, newest first, with the reason it was refused."""
     archive = _archive(ctx)
     rows = archive.list_quarantine(limit, source)
     archive.close()
     _emit(rows, ["id", "received_at", "source", "error_class", "reason"], fmt,
-          title="quarantine")
+          title="quarantine", wide=wide)
 
 
 # -- published VOEvents ---------------------------------------------------------
@@ -498,6 +868,7 @@ def crossmatch_calibrate(
     spatial: Annotated[bool, typer.Option(help="Apply each spatial pairing's sky gate to "
                                                "scrambled pairs (slower).")] = True,
     fmt: FormatOption = OutputFormat.table,
+    wide: WideOption = False,
 ) -> None:
     """Time-scramble archived alerts and compare, per pairing, the observed false-coincidence
     rate with the rate the configured backgrounds predict."""
@@ -509,21 +880,63 @@ def crossmatch_calibrate(
     settings = _settings(ctx)
     config = load_config(settings.crossmatch_config)
     archive = _archive(ctx)
-    docs = archive.list_alerts(AlertQuery(since=_parse_time(since), until=_parse_time(until),
-                                          role="observation", limit=10_000_000))
-    alerts = [Alert.model_validate(d) for d in docs]
-    gate = _spatial_gate(archive, config) if spatial else None
-    try:
-        results = calibrate_alerts(config, alerts, n_scrambles=scrambles, seed=seed,
-                                   pairings=pairing or None, spatial_gate=gate)
-    except KeyError as exc:
-        _fail(str(exc.args[0]))
+    selected = [p.name for p in config.pairings if not pairing or p.name in pairing]
+    with _progress() as progress:
+        reading = progress.add_task("reading the archive", total=None)
+        docs = archive.list_alerts(AlertQuery(since=_parse_time(since),
+                                              until=_parse_time(until), role="observation",
+                                              limit=10_000_000))
+        progress.update(reading, total=len(docs), description="parsing alerts")
+        alerts = []
+        for i, d in enumerate(docs, 1):
+            alerts.append(Alert.model_validate(d))
+            if i % 10_000 == 0:
+                progress.update(reading, completed=i)
+        progress.update(reading, completed=len(docs))
+        gate = _spatial_gate(archive, config) if spatial else None
+        task = progress.add_task("calibrating", total=len(selected))
+
+        def step(name: str) -> None:
+            done = selected.index(name) if name in selected else 0
+            progress.update(task, completed=done, description=f"calibrating {name}")
+
+        try:
+            results = calibrate_alerts(config, alerts, n_scrambles=scrambles, seed=seed,
+                                       pairings=pairing or None, spatial_gate=gate,
+                                       progress=step)
+        except KeyError as exc:
+            _fail(str(exc.args[0]))
+        except ValueError as exc:  # e.g. no observation alerts in the range
+            _fail(str(exc), code=1)
+        progress.update(task, completed=len(selected))
     archive.close()
     rows = [r.to_dict() for r in results]
     typer.echo(f"{len(alerts)} observation alerts; config {config.config_hash[:12]}", err=True)
-    _emit(rows, ["pairing", "observed_count", "observed_rate_hz", "predicted_rate_hz",
-                 "ratio", "relative_error", "spatial_gate", "notes"], fmt,
-          title="cross-match calibration (ratio = observed / predicted)")
+    columns = [Column("pairing", "pairing"),
+               Column("observed_count", "count", justify="right", drop=6),
+               Column("observed_rate_hz", "observed (Hz)", fmt_sig, justify="right"),
+               Column("predicted_rate_hz", "predicted (Hz)", fmt_sig, justify="right",
+                      drop=7),
+               Column("ratio", "ratio", fmt_sig, justify="right", drop=8),
+               Column("relative_error", "rel. error", lambda v: fmt_sig(v, 2),
+                      justify="right", drop=5),
+               Column("spatial_gate", "sky gate", fmt_value, drop=4),
+               Column("notes", "notes", lambda n: "; ".join(n) if isinstance(n, list | tuple)
+                      else fmt_value(n), wrap=True, wide_only=True)]
+    if fmt is OutputFormat.csv:
+        columns = [Column(c.key) for c in columns]
+    _emit(rows, columns, fmt, title="cross-match calibration (ratio = observed / predicted)",
+          wide=wide)
+
+
+def _progress() -> Any:
+    """A progress display on stderr, only when stderr is a terminal (never in pipes or logs,
+    never mixed into the output)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, transient=True, disable=not sys.stderr.isatty())
 
 
 def _spatial_gate(archive: Any, config: Any) -> Any:
@@ -640,7 +1053,7 @@ def stage_listen(ctx: typer.Context) -> None:
     from broker.notify import announcer
 
     settings = _stage_settings(ctx)
-    archive = _archive(ctx)
+    archive = _archive(ctx, create=True)
     sink = announcer(settings, archive)
     running = listening.start(settings, archive, sink=sink)
     _stage_ops(settings, archive, running)
@@ -658,7 +1071,7 @@ def stage_match(ctx: typer.Context) -> None:
     from listeners.kafka import KafkaListener, KafkaSource
 
     settings = _stage_settings(ctx)
-    archive = _archive(ctx)
+    archive = _archive(ctx, create=True)
     listening.configure_normalizers(settings)
     worker = MatchWorker(settings, archive)
     worker.warm()
@@ -684,7 +1097,7 @@ def stage_publish(ctx: typer.Context) -> None:
     from broker import listening
 
     settings = _stage_settings(ctx)
-    archive = _archive(ctx)
+    archive = _archive(ctx, create=True)
     running = listening.Listeners()
     listening.start_delivery(settings, archive, None, running)
     _stage_ops(settings, archive, running)
@@ -704,6 +1117,7 @@ def stage_api(
     from broker.app import create_app, start_ops, stop_ops
 
     settings = _stage_settings(ctx)
+    _engine(ctx, create=True, need_archive=False).dispose()
     settings = settings.model_copy(update={k: v for k, v in
                                            (("http_host", host), ("http_port", port))
                                            if v is not None})
@@ -719,7 +1133,8 @@ def stage_api(
 
 
 @app.command()
-def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
+            wide: WideOption = False) -> None:
     """Health of every input stream: last message, counts, heartbeats (ages in seconds)."""
     from broker.archive import utcnow
 
@@ -739,7 +1154,7 @@ def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
                      "last_heartbeat_at": h["last_heartbeat_at"]})
     archive.close()
     _emit(rows, ["stream", "detector", "last_message_age_s", "messages", "quarantined",
-                 "heartbeat_age_s", "status"], fmt, title="streams")
+                 "heartbeat_age_s", "status"], fmt, title="streams", wide=wide)
 
 
 # -- tokens -------------------------------------------------------------------
@@ -790,7 +1205,8 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> None:
+def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
+               wide: WideOption = False) -> None:
     """List tokens (never their secrets)."""
     from broker.tokens import list_tokens
 
@@ -802,7 +1218,7 @@ def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table) -> No
              "revoked": t.revoked_at is not None} for t in list_tokens(archive)]
     archive.close()
     _emit(rows, ["id", "name", "scopes", "detectors", "created_at", "expires_at", "revoked"],
-          fmt, title="tokens")
+          fmt, title="tokens", wide=wide)
 
 
 @token_app.command("revoke")
@@ -820,14 +1236,56 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument()])
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="mmbroker")
+        app(args=args, prog_name="mmbroker")
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
+            code = exc.code or 0
+            if code == 2 and _misplaced_globals(args):  # "No such option: --db"
+                typer.echo(f"hint: {', '.join(_misplaced_globals(args))} belongs to mmbroker "
+                           f"itself, so it goes before the command: {_global_first(args)}",
+                           err=True)
+            return code
         typer.echo(str(exc.code), err=True)
         return 1
     return 0
+
+
+def _split_globals(args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(global options given before the command, those given after it, the rest)."""
+    before: list[str] = []
+    after: list[str] = []
+    rest: list[str] = []
+    i, seen_command = 0, False
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name, eq, _ = arg.partition("=")
+        if name in GLOBAL_OPTIONS:
+            width = 2 if name == "--db" and not eq else 1
+            (after if seen_command else before).extend(args[i:i + width])
+            i += width
+            continue
+        seen_command = seen_command or not arg.startswith("-")
+        rest.append(arg)
+        i += 1
+    return before, after, rest
+
+
+def _misplaced_globals(args: list[str]) -> list[str]:
+    return [a.partition("=")[0] for a in _split_globals(args)[1]
+            if a.partition("=")[0] in GLOBAL_OPTIONS]
+
+
+def _global_first(args: list[str]) -> str:
+    """``args`` with the global options (and their values) moved before the command."""
+    import shlex
+
+    before, after, rest = _split_globals(args)
+    return shlex.join(["mmbroker", *before, *after, *rest])
 
 
 if __name__ == "__main__":

@@ -378,15 +378,42 @@ class Settings(BaseSettings):
 
 
 def database_url_from_option(value: str) -> str:
-    """Accept a SQLAlchemy URL or a plain file path (taken as a SQLite file)."""
+    """Accept a SQLAlchemy URL or a plain file path (taken as a SQLite file).
+
+    Something that starts like a URL but is not one (``htp:/foo``, ``postgres:host``) is
+    refused rather than taken as a file name in a new ``htp:`` folder."""
+    import re
+
     if "://" in value:
         return value
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", value):
+        raise ConfigurationError(
+            f"--db {value!r} is neither a URL (scheme://...) nor a plain file path; for a "
+            f"SQLite file whose name has a colon, write ./{value}")
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
 def get_settings(**overrides: Any) -> Settings:
     """The process's settings; ``overrides`` win over the environment and config file."""
+    from pydantic import ValidationError
+
     try:
         return Settings(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+    except ValidationError as exc:
+        raise ConfigurationError(settings_error_message(exc)) from exc
+    except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+
+
+def settings_error_message(exc: Any) -> str:
+    """One line per bad setting, named as the operator sets it (``MMBROKER_HTTP_PORT``,
+    not pydantic's ``http_port``), with the value given."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else ""
+        name = f"MMBROKER_{field.upper()}" if field in Settings.model_fields else field
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"{name or 'settings'}: {message}{shown}")
+    return "; ".join(lines)

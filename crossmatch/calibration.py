@@ -472,6 +472,7 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
                      pairings: Sequence[str] | None = None, role: str = "observation",
                      spatial_gate: Callable[[Pairing, Alert, Alert], bool] | None = None,
                      sky_fractions: Mapping[str, float] | None = None,
+                     progress: Callable[[str], None] | None = None,
                      ) -> list[CalibrationResult]:
     """Calibrate every pairing (or those named) on archived alerts.
 
@@ -483,7 +484,9 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
         Archived alerts, any revisions; only ``role`` alerts are used, one per
         event (its latest revision), retracted events dropped.
     n_scrambles, seed
-        Scrambles per pairing and the seed (each pairing gets ``seed + index``).
+        Scrambles per pairing and the seed.  Each pairing draws from its own
+        generator, seeded by :func:`pairing_seed` from ``seed`` and its name, so its
+        result does not depend on which other pairings are run alongside it.
     span_s
         Length of the time span, seconds; default: first to last trigger time
         plus 1 s.
@@ -496,6 +499,8 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
         of spatial pairings; None counts in time only.
     sky_fractions
         Per pairing name, the gate pass probability assumed in the predictions.
+    progress
+        Called with each pairing's name as its turn comes (for a progress bar).
 
     Returns
     -------
@@ -516,7 +521,9 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
     rel = np.minimum(stamps - t0, np.nextafter(span, 0.0))
     fractions = sky_fractions or {}
     results = []
-    for index, pairing in enumerate(selected):
+    for pairing in selected:
+        if progress is not None:
+            progress(pairing.name)
         in_a = np.array([pairing.a.matches(e) for e in events], dtype=bool)
         notes: list[str] = []
         if pairing.kind == "nfold":
@@ -528,7 +535,8 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
             notes.append("predicted with every detector present in the archive taken as ON "
                          "throughout")
             results.append(calibrate_nfold(
-                pairing, by_detector, span_s=span, n_scrambles=n_scrambles, seed=seed + index,
+                pairing, by_detector, span_s=span, n_scrambles=n_scrambles,
+                seed=pairing_seed(seed, pairing.name),
                 predicted_rate_hz=predicted).with_notes(notes))
             continue
         assert pairing.b is not None
@@ -543,10 +551,20 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
             notes.append("time-only counts: no spatial gate given")
         predicted = predicted_rate_hz(pairing, config, sky_fraction=fraction)
         result = calibrate_pair(pairing, rel[idx_a], rel[idx_b], span_s=span,
-                                n_scrambles=n_scrambles, seed=seed + index,
+                                n_scrambles=n_scrambles,
+                                seed=pairing_seed(seed, pairing.name),
                                 predicted_rate_hz=predicted, gate=gate, sky_fraction=fraction)
         results.append(result.with_notes(notes))
     return results
+
+
+def pairing_seed(seed: int, pairing: str) -> int:
+    """The seed of ``pairing``'s own generator: a function of ``seed`` and the pairing's
+    name only (SHA-256, so it is the same on every platform and Python)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}\x00{pairing}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
 
 
 def _alert_gate(spatial_gate: Callable[[Pairing, Alert, Alert], bool], pairing: Pairing,

@@ -7,9 +7,16 @@ ensure_venv() {
   "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "mmbroker needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2; exit 1; }
   [ -x .venv/bin/python ] || "$python" -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-    -e ".${extras:+[$extras]}"
+  # pip's and setuptools' chatter (the "Editable installation" box) goes to a log, shown
+  # only when the install fails: the first screen is the broker's own.
+  local log=.venv/install.log
+  if ! { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip \
+         && .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+              -c constraints.txt -e ".${extras:+[$extras]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing mmbroker into .venv failed (log above, also in $log)" >&2
+    exit 1
+  fi
 }
 
 # The dashboard's end-to-end tests drive Debian's Chromium (Playwright talks to it;

@@ -53,6 +53,8 @@ def create_token(db: Path, name: str, *scopes: str, detectors: tuple[str, ...] =
     ``detectors`` binds a write:triggers token to the detectors it may post for."""
     from tests.conftest import mmbroker
 
+    if not Path(db).exists():  # only `db upgrade` and `serve` make an archive
+        mmbroker("--db", str(db), "db", "upgrade", timeout=60)
     args = [a for scope in scopes for a in ("--scope", scope)]
     args += [a for detector in detectors for a in ("--detector", detector)]
     out = mmbroker("--db", str(db), "token", "create", "--name", name, *args, timeout=60)

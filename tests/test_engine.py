@@ -225,6 +225,7 @@ def test_calibrate_command_on_a_synthetic_background(tmp_path: Path,
             path.write_text(json.dumps(a.to_document()))
             files.append(str(path))
     db = str(tmp_path / "calib.sqlite3")
+    assert main(["--db", db, "db", "upgrade"]) == 0
     assert main(["--db", db, "ingest", "-f", "json", *files]) == 0
     capsys.readouterr()
     assert main(["--db", db, "crossmatch", "calibrate", "--pairing", "hen-grb",

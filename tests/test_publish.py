@@ -62,6 +62,7 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str,
     if marker is not None:
         env.update(marker.args[0](ports, tmp_path))
     db = str(tmp_path / "broker.sqlite3")
+    mmbroker("--db", db, "db", "upgrade", env=env)
     token = mmbroker("--db", db, "token", "create", "--scope", "write:triggers",
                      "--detector", TRACK["detector"], env=env).stdout.strip()
     exe = Path(sys.executable).with_name("mmbroker")

@@ -112,6 +112,7 @@ def test_mmbroker_ingest_every_sample_file(tmp_path: Path) -> None:
         pytest.skip(f"shared samples not found at {SAMPLES}; only tests/data is swept")
     files = _sample_files()
     db = tmp_path / "all.sqlite3"
+    mmbroker("--db", str(db), "db", "upgrade")
     out = mmbroker("--db", str(db), "ingest", "--format", "json",
                    *map(str, files), timeout=280).stdout
     report = json.loads(out)[0]

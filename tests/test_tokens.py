@@ -69,6 +69,7 @@ def test_token_cli_binds_and_lists_detectors(tmp_path: Path) -> None:
     from tests.conftest import mmbroker
 
     db = str(tmp_path / "tokens.sqlite3")
+    mmbroker("--db", db, "db", "upgrade")
     made = mmbroker("--db", db, "token", "create", "--scope", "write:triggers",
                     "--detector", "KM3NeT", "--detector", "IceCube Gen2", "--name", "online")
     assert made.stdout.strip().startswith("mmb_")
