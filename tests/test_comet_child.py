@@ -119,6 +119,8 @@ def serve(tmp: Path, ports: dict[str, int], *, wait_up: bool = True) -> Iterator
     """`mmbroker serve` with its Comet child on ``ports``; stopped (killed if need be)."""
     env = _env(tmp, ports)
     db = str(tmp / "broker.sqlite3")
+    if not Path(db).exists():
+        mmbroker("--db", db, "db", "upgrade", env=env)
     token = mmbroker("--db", db, "token", "create", "--scope", "write:triggers",
                      "--detector", "KM3NeT", env=env).stdout.strip()
     log = tmp / "serve.log"

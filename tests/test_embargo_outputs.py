@@ -204,6 +204,7 @@ def _world(tmp: Path, db: str) -> Iterator[World]:
                "MMBROKER_API_RATE_LIMIT_PER_S": "0",
                "KAFKA_AUTO_OFFSET_RESET": "earliest",
                "MMBROKER_LOG_LEVEL": "INFO", **FAST_JOIN_ENV}
+        mmbroker("--db", db, "db", "upgrade", env=env)
         bound = {"write:triggers": ("--detector", "KM3NeT")}
         tokens = {scope: mmbroker("--db", db, "token", "create", "--scope", scope,
                                   *bound.get(scope, ()), env=env).stdout.strip()

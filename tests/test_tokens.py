@@ -89,6 +89,7 @@ def test_token_create_refuses_a_lifetime_that_is_not_a_future_time(tmp_path: Pat
     """`--expires-days 0` made a token that never expires: now one clear line, exit 2,
     and no token stored."""
     db = str(tmp_path / "t.sqlite3")
+    mmbroker("--db", db, "db", "upgrade")
     proc = mmbroker("--db", db, "token", "create", "--scope", "read:embargoed",
                     f"--expires-days={days}", check=False)
     assert proc.returncode != 0 and proc.stdout == ""
