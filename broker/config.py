@@ -248,6 +248,13 @@ class Settings(BaseSettings):
         description="Failed authentications one client address may make at once before "
                     "failed_auth_rate_limit_per_s applies.")
 
+    # -- issue 19, the shifter's sky ---------------------------------------------------------
+    dashboard_sky_hours: float = Field(
+        default=24.0, gt=0, le=720,
+        description="Span (h) of the dashboard's all-sky view when the page does not choose "
+                    "one: alerts whose event time is at most this old, and coincidences found "
+                    "in it. The page's span control goes up to 168 h.")
+
     @classmethod
     def settings_customise_sources(
         cls,
