@@ -47,6 +47,9 @@ MAX_CONTOUR_LINES = 40
 """Most polylines of one contour (the longest are kept: islands of a few pixels go)."""
 MAX_GRID_POINTS = 400_000
 """Most grid samples of the credible level one contour costs."""
+FUTURE_SLACK_S = 600.0
+"""How far (s) in the future an event time may be and still count as of the span (clock
+skew); one later is a sender's error the tables show, not part of the last hours' sky."""
 CONTOUR_LEVEL = 0.9
 """Credible level (probability) the view outlines."""
 _CACHE_SIZE = 128
@@ -183,7 +186,8 @@ def cached_contour(sha256: str, load: Any, level: float = CONTOUR_LEVEL
 
 def sky_view(conn: Any, who: q.Viewer, now: datetime, hours: float, settings: Any, *,
              after_alert: int = 0, after_coincidence: int = 0) -> dict[str, Any]:
-    """Alerts with event times in the last ``hours`` and coincidences found in them that
+    """Alerts with event times in the last ``hours`` (up to :data:`FUTURE_SLACK_S` ahead)
+    and coincidences found in them that
     ``who`` may see (the data-rights rule of :func:`broker.query.alert_visible`), newest
     first; only ids above ``after_alert`` / ``after_coincidence`` when given (a page
     fetching what arrived since).  Angles deg, times ISO UTC."""
@@ -191,6 +195,7 @@ def sky_view(conn: Any, who: q.Viewer, now: datetime, hours: float, settings: An
     rows = conn.execute(
         select(*ALERT_COLUMNS, AlertRow.loc_kind, AlertRow.skymap_sha256)
         .where(q.alert_visible(who, now), AlertRow.event_time >= since,
+               AlertRow.event_time <= now + timedelta(seconds=FUTURE_SLACK_S),
                AlertRow.id > after_alert)
         .order_by(AlertRow.id.desc()).limit(MAX_SKY_ALERTS)).all()
     alerts = []

@@ -140,10 +140,11 @@ def test_a_contour_is_traced_once_per_sky_map() -> None:
 # -- the endpoint, both backends ------------------------------------------------------------
 
 
-def _trigger(event_id: str, ra: float, dec: float, rights: dict[str, Any]) -> RawMessage:
+def _trigger(event_id: str, ra: float, dec: float, rights: dict[str, Any], *,
+             hours_ago: float = 2.0) -> RawMessage:
     body = json.loads(resources.files("alerts_schema").joinpath(
         "examples", "trigger-track-single.example.json").read_text())
-    t0 = datetime.now(UTC) - timedelta(hours=2)
+    t0 = datetime.now(UTC) - timedelta(hours=hours_ago)
     body.update(event_id=event_id, real=False, ra_deg=ra, dec_deg=dec, data_rights=rights,
                 time=t0.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 sent_time=(t0 + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
@@ -159,7 +160,8 @@ def sky_world(archive: Archive) -> Iterator[tuple[TestClient, dict[str, str], di
     past = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     for message in (_trigger("SKY-PROP", 40.0, 5.0, {"level": "proprietary"}),
                     _trigger("SKY-RELEASED", 300.0, -40.0,
-                             {"level": "embargoed", "embargo_until": past})):
+                             {"level": "embargoed", "embargo_until": past}),
+                    _trigger("SKY-FUTURE", 100.0, 0.0, {"level": "public"}, hours_ago=-24)):
         pipeline.ingest([message])
     tokens = {name: create_token(archive, name, scopes)[0] for name, scopes in
               (("bob", ["read:embargoed"]), ("admin", ["admin"]))}
@@ -192,6 +194,7 @@ def test_the_sky_endpoint_shows_each_viewer_what_it_may_see(
     text = json.dumps(public)
     seen = {a["ivorn"] for a in public["alerts"]}
     assert released in seen and len(seen) == 3  # GW, GBM and the released trigger
+    assert ivorns["SKY-FUTURE"] not in text  # an event a day ahead is no part of the span
     assert embargoed not in text and proprietary not in text  # neither listed nor linked
     ids = {a["id"] for a in public["alerts"]}
     assert public["coincidences"], "the GW-GBM coincidence is public"

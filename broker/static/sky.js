@@ -157,10 +157,13 @@ export class SkyView {
     this.root = root;
     this.passes = passes;
     this.alerts = new Map();        // id -> alert
+    this.shapes = new Map();        // id -> its SVG elements (see shapesOf())
     this.coincidences = new Map();  // id -> coincidence
     this.maxAlert = 0; this.maxCoincidence = 0;
     this.svg = root.querySelector("#sky-svg");
-    this.svg.replaceChildren(frame(), node("g", { id: "sky-layer" }));
+    // Outlines under circles under dots under coincidences (the rings stay clickable).
+    this.layers = ["sky-contours", "sky-circles", "sky-points", "sky-coincidences"].map((c) => node("g", { class: c }));
+    this.svg.replaceChildren(frame(), node("g", { id: "sky-layer" }, ...this.layers));
     this.select = root.querySelector("#sky-hours");
     const saved = Number(localStorage.getItem("mmbroker.skyHours"));
     this.hours = saved > 0 ? saved : hours;
@@ -214,7 +217,7 @@ export class SkyView {
   }
 
   /** Fetch what arrived (contours, members) a moment after the feed announced it. */
-  schedule(ms = 300) {
+  schedule(ms = 1000) {
     if (this.timer) return;
     this.timer = setTimeout(() => { this.timer = null; this.fetch(); }, ms);
   }
@@ -236,8 +239,11 @@ export class SkyView {
     this.coincidences.set(c.id, old ? { ...old, ...c, member_ids: c.member_ids ?? old.member_ids } : c);
   }
 
+  /** Whether a time is of the span: the last `hours`, up to 10 min ahead (clock skew), as
+   *  the server's FUTURE_SLACK_S. */
   inSpan(iso) {
-    return !iso || Date.parse(iso) >= Date.now() - this.hours * 3600_000;
+    const t = Date.parse(iso), now = Date.now();
+    return !iso || (t >= now - this.hours * 3600_000 && t <= now + 600_000);
   }
 
   /** A new alert from the live feed: drawn now, its contour fetched a moment later. */
@@ -275,15 +281,48 @@ export class SkyView {
   draw() {
     if (this.drawPending) return;
     this.drawPending = true;
-    requestAnimationFrame(() => { this.drawPending = false; this.render(); });
+    // At most about five redraws a second, however fast the feed brings rows.
+    setTimeout(() => requestAnimationFrame(() => { this.drawPending = false; this.render(); }), 150);
+  }
+
+  /** The SVG elements of an alert (outline or circle, dot), built again only when what
+   *  they show changes: the feed may bring hundreds of alerts, and a redraw then only
+   *  puts the kept elements back in order. */
+  shapesOf(a, inCoinc) {
+    const cls = [`m-${a.messenger}`, a.state === "retracted" ? "retracted" : "",
+      inCoinc ? "in-coinc" : "", a.role !== "observation" ? "not-obs" : ""].join(" ");
+    const key = [a.ra_deg, a.dec_deg, a.error_radius_deg, a.contour90 ? a.contour90.length : 0,
+      a.area90_deg2, cls, a.ivorn].join("|");
+    const had = this.shapes.get(a.id);
+    if (had && had.key === key) return had;
+    const placed = a.ra_deg !== null && a.ra_deg !== undefined && a.dec_deg !== null && a.dec_deg !== undefined;
+    const tip = `${a.event_id} (${a.messenger}, ${a.facility}) ${utc(a.event_time)} UTC` +
+      (placed ? ` — RA ${a.ra_deg.toFixed(2)}°, Dec ${a.dec_deg.toFixed(2)}°` : "") +
+      (a.error_radius_deg ? ` ± ${a.error_radius_deg.toPrecision(2)}°` : "") +
+      (a.area90_deg2 ? `, 90% area ${Math.round(a.area90_deg2)} deg²` : "") +
+      (a.role !== "observation" ? ` [${a.role.toUpperCase()}]` : "");
+    const attrs = { "data-id": a.id, "data-ivorn": a.ivorn, "data-messenger": a.messenger };
+    const href = `/dashboard/alerts/${enc(a.ivorn)}`;
+    const out = { key, contour: null, circle: null, dot: null };
+    if (a.contour90 && a.contour90.length) {
+      out.contour = node("a", { href }, node("path", { ...attrs, d: a.contour90.map((l) => d(splitWrap(l))).join(""),
+        class: `sky-contour ${cls}`, stroke: colour(a.messenger), fill: "none" }, title(`${tip} — 90% credible region`)));
+    } else if (placed && a.error_radius_deg) {
+      out.circle = node("path", { ...attrs, d: d(splitWrap(smallCircle(a.ra_deg, a.dec_deg, Math.min(a.error_radius_deg, 90)))),
+        class: `sky-circle ${cls}`, stroke: colour(a.messenger), fill: colour(a.messenger) }, title(tip));
+    }
+    if (placed) {
+      const [x, y] = project(a.ra_deg, a.dec_deg);
+      out.dot = node("a", { href }, node("circle", { ...attrs, cx: x.toFixed(2), cy: y.toFixed(2), r: 2.6,
+        class: `sky-alert ${cls}`, fill: colour(a.messenger), "data-ra": a.ra_deg, "data-dec": a.dec_deg }, title(tip)));
+    }
+    this.shapes.set(a.id, out);
+    return out;
   }
 
   render() {
-    const layer = node("g", { id: "sky-layer" });
-    const contours = node("g", { class: "sky-contours" });
-    const circles = node("g", { class: "sky-circles" });
-    const points = node("g", { class: "sky-points" });
-    const coincs = node("g", { class: "sky-coincidences" });
+    for (const id of this.shapes.keys()) if (!this.alerts.has(id)) this.shapes.delete(id);
+    const [contours, circles, points, coincs] = this.layers;
     // Newest revision of each event only: an update replaces its position.
     const newest = new Map();
     for (const a of this.alerts.values()) {
@@ -293,34 +332,20 @@ export class SkyView {
     }
     const members = new Set();
     for (const c of this.coincidences.values()) if (this.passes(c)) (c.member_ids || []).forEach((i) => members.add(i));
+    const drawn = { contours: [], circles: [], points: [] };
     let shown = 0;
     for (const a of [...newest.values()].sort((x, y) => x.id - y.id)) {
       if (!this.passes(a)) continue;
       shown++;
-      const cls = [`m-${a.messenger}`, a.state === "retracted" ? "retracted" : "",
-        members.has(a.id) ? "in-coinc" : "", a.role !== "observation" ? "not-obs" : ""].join(" ");
-      const tip = `${a.event_id} (${a.messenger}, ${a.facility}) ${utc(a.event_time)} UTC` +
-        (a.ra_deg !== null && a.ra_deg !== undefined ? ` — RA ${a.ra_deg.toFixed(2)}°, Dec ${a.dec_deg.toFixed(2)}°` : "") +
-        (a.error_radius_deg ? ` ± ${a.error_radius_deg.toPrecision(2)}°` : "") +
-        (a.area90_deg2 ? `, 90% area ${Math.round(a.area90_deg2)} deg²` : "") +
-        (a.role !== "observation" ? ` [${a.role.toUpperCase()}]` : "");
-      const attrs = { "data-id": a.id, "data-ivorn": a.ivorn, "data-messenger": a.messenger };
-      if (a.contour90 && a.contour90.length) {
-        const path = node("path", { ...attrs, d: a.contour90.map((l) => d(splitWrap(l))).join(""),
-          class: `sky-contour ${cls}`, stroke: colour(a.messenger), fill: "none" }, title(`${tip} — 90% credible region`));
-        contours.append(node("a", { href: `/dashboard/alerts/${enc(a.ivorn)}` }, path));
-      } else if (a.error_radius_deg && a.ra_deg !== null && a.ra_deg !== undefined) {
-        const path = node("path", { ...attrs, d: d(splitWrap(smallCircle(a.ra_deg, a.dec_deg, Math.min(a.error_radius_deg, 90)))),
-          class: `sky-circle ${cls}`, stroke: colour(a.messenger), fill: colour(a.messenger) }, title(tip));
-        circles.append(path);
-      }
-      if (a.ra_deg !== null && a.ra_deg !== undefined && a.dec_deg !== null) {
-        const [x, y] = project(a.ra_deg, a.dec_deg);
-        const dot = node("circle", { ...attrs, cx: x.toFixed(2), cy: y.toFixed(2), r: 2.6,
-          class: `sky-alert ${cls}`, fill: colour(a.messenger), "data-ra": a.ra_deg, "data-dec": a.dec_deg }, title(tip));
-        points.append(node("a", { href: `/dashboard/alerts/${enc(a.ivorn)}` }, dot));
-      }
+      const sh = this.shapesOf(a, members.has(a.id));
+      if (sh.contour) drawn.contours.push(sh.contour);
+      if (sh.circle) drawn.circles.push(sh.circle);
+      if (sh.dot) drawn.points.push(sh.dot);
     }
+    contours.replaceChildren(...drawn.contours);
+    circles.replaceChildren(...drawn.circles);
+    points.replaceChildren(...drawn.points);
+    const marks = [];
     for (const c of [...this.coincidences.values()].sort((x, y) => x.id - y.id)) {
       if (!this.passes(c)) continue;
       let { ra_deg: ra, dec_deg: dec } = c;
@@ -336,15 +361,14 @@ export class SkyView {
         `found ${utc(c.created_at)} UTC${c.role !== "observation" ? ` [${c.role.toUpperCase()}]` : ""} — open details`;
       const mark = node("g", { transform: `translate(${x.toFixed(2)},${y.toFixed(2)})` },
         node("circle", { r: 7, class: "ring" }), node("path", { d: "M-11,0H-4M4,0H11M0,-11V-4M0,4V11", class: "cross" }), title(tip));
-      coincs.append(node("a", { href: `/dashboard/coincidences/${enc(c.ivorn)}`, class: cls,
+      marks.push(node("a", { href: `/dashboard/coincidences/${enc(c.ivorn)}`, class: cls,
         "data-id": c.id, "data-ivorn": c.ivorn, "data-x": x.toFixed(2), "data-y": y.toFixed(2),
         "aria-label": `coincidence ${c.pairing}` }, mark));
     }
-    layer.append(contours, circles, points, coincs);
-    this.svg.querySelector("#sky-layer").replaceWith(layer);
+    coincs.replaceChildren(...marks);
     this.svg.dataset.alerts = String(shown);
-    this.svg.dataset.coincidences = String(coincs.childElementCount);
+    this.svg.dataset.coincidences = String(marks.length);
     const count = this.root.querySelector("#sky-count");
-    if (count) count.textContent = `${shown} alert${shown === 1 ? "" : "s"}, ${coincs.childElementCount} coincidence${coincs.childElementCount === 1 ? "" : "s"}`;
+    if (count) count.textContent = `${shown} alert${shown === 1 ? "" : "s"}, ${marks.length} coincidence${marks.length === 1 ? "" : "s"}`;
   }
 }
