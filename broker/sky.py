@@ -18,6 +18,7 @@ page at most :data:`MAX_CONTOUR_POINTS` points whatever its resolution.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
 
 from broker import query as q
+from broker.errors import InputError
 from broker.livefeed import (
     ALERT_COLUMNS,
     COINCIDENCE_COLUMNS,
@@ -36,6 +38,8 @@ from broker.livefeed import (
     coincidence_summaries,
 )
 from broker.models import AlertRow, CoincidenceMember, CoincidenceRow
+
+log = logging.getLogger(__name__)
 
 MAX_SKY_ALERTS = 2000
 """Most alerts one sky answer holds (the newest of the span)."""
@@ -161,7 +165,10 @@ def cached_contour(sha256: str, load: Any, level: float = CONTOUR_LEVEL
     """:func:`contour` of the sky map with content hash ``sha256``, traced once.
 
     ``load(sha256)`` gives the map's bytes or None (then None is returned); the map
-    itself comes through :func:`crossmatch.localization.skymap_by_hash`'s cache.
+    itself comes through :func:`crossmatch.localization.skymap_by_hash`'s cache.  Bytes
+    that are no sky map, or not the ones the hash names, give no lines and the reason
+    (``error``), kept like a contour: the view still shows the alert's position, and one
+    bad file does not cost every page load a parse.
     """
     from crossmatch.localization import skymap_by_hash
 
@@ -170,10 +177,16 @@ def cached_contour(sha256: str, load: Any, level: float = CONTOUR_LEVEL
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    sky = skymap_by_hash(sha256, load)
-    if sky is None:
-        return None
-    result = contour(sky, level)
+    try:
+        sky = skymap_by_hash(sha256, load)
+    except InputError as exc:
+        log.warning("sky map %s cannot be outlined: %s", sha256, exc)
+        sky, result = None, {"lines": [], "area_deg2": None, "step_deg": None,
+                             "error": str(exc)}
+    else:
+        if sky is None:
+            return None
+        result = contour(sky, level)
     with _cache_lock:
         _cache[key] = result
         while len(_cache) > _CACHE_SIZE:
@@ -207,7 +220,7 @@ def sky_view(conn: Any, who: q.Viewer, now: datetime, hours: float, settings: An
         if row.skymap_sha256:
             traced = cached_contour(row.skymap_sha256,
                                     lambda sha: q.skymap_bytes(conn, sha))
-            if traced is not None:
+            if traced is not None and traced["lines"]:
                 item["contour90"] = traced["lines"]
                 item["area90_deg2"] = traced["area_deg2"]
         alerts.append(item)

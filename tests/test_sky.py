@@ -91,9 +91,13 @@ def test_a_region_around_a_pole_is_one_line_round_the_sky() -> None:
         np.ptp([p[0] for p in lines[0]]) > 300
 
 
-@pytest.mark.parametrize("name", ["bayestar.multiorder.fits", "combined-ext.multiorder.fits"])
-def test_the_contour_of_a_real_lvk_map(name: str) -> None:
-    path = SAMPLE_DIR / "lvk" / name
+@pytest.mark.parametrize("name", ["lvk/bayestar.multiorder.fits",
+                                  "lvk/combined-ext.multiorder.fits",
+                                  "voevents/gwcelery/fermi_skymap.fits.gz"])
+def test_the_contour_of_a_real_sky_map(name: str) -> None:
+    # LVK multi-order maps and a flat Fermi GBM map (nside 8, 1,400 deg2 around the south
+    # pole), read in place: their licences keep them out of tests/data.
+    path = SAMPLE_DIR / name
     if not path.exists():
         pytest.skip(f"shared sample {path} not present (CI has ../shared/samples; or set "
                     "MMBROKER_SAMPLES)")
@@ -105,8 +109,10 @@ def test_the_contour_of_a_real_lvk_map(name: str) -> None:
     assert traced["area_deg2"] == pytest.approx(sky.moc.area_deg2(0.9), rel=0.02)
     assert all(0 <= ra < 360 and -90 <= dec <= 90 for line in lines for ra, dec in line)
     _on_boundary(sky, lines, 3 * traced["step_deg"])
-    # The most probable position lies inside the outline (ray casting in RA, Dec; the
-    # sample's region is away from RA 180 and the poles).
+    if "lvk" not in name:
+        return
+    # The most probable position lies inside the outline (ray casting in RA, Dec; the LVK
+    # samples' regions are away from RA 180 and the poles).
     ra0, dec0 = sky.moc.max_position()
     crossings = 0
     for line in lines:
@@ -135,6 +141,12 @@ def test_a_contour_is_traced_once_per_sky_map() -> None:
     second = cached_contour(sha, load)
     assert first is second and loads == [sha]
     assert cached_contour("0" * 64, lambda s: None) is None
+    # Bytes that are not the map the hash names: no lines, the reason, and no second parse.
+    wrong: list[str] = []
+    bad = cached_contour("1" * 64, lambda s: wrong.append(s) or fits)
+    assert bad is not None and bad["lines"] == [] and "SHA-256" in bad["error"]
+    assert cached_contour("1" * 64, lambda s: wrong.append(s) or fits) is bad
+    assert wrong == ["1" * 64]
 
 
 # -- the endpoint, both backends ------------------------------------------------------------
