@@ -184,9 +184,11 @@ def sky(request: Request, who: ViewerDep,
             gt=0, le=720, description="Span (h): alerts whose event time is at most this "
                                       "old. Default: the dashboard_sky_hours setting.")] = None,
         after_alert: Annotated[int, Query(
-            ge=0, description="Only alerts with a larger id (what arrived since).")] = 0,
+            ge=0, le=q.MAX_ROW_ID,
+            description="Only alerts with a larger id (what arrived since).")] = 0,
         after_coincidence: Annotated[int, Query(
-            ge=0, description="Only coincidences with a larger id.")] = 0) -> Response:
+            ge=0, le=q.MAX_ROW_ID, description="Only coincidences with a larger id.")] = 0
+        ) -> Response:
     """The alerts of the span the caller may see (position, error radius deg, messenger,
     IVORN, and for a sky map held here the 90% credible region's outline as (RA, Dec)
     polylines in deg), and the coincidences found in it with their member alert ids.

@@ -316,6 +316,11 @@ def test_the_sky_view_draws_the_gw_credible_region_and_hides_embargoed_alerts(
         assert page.locator('#sky-svg path.sky-circle[data-messenger="gamma_ray"]').count() == 1
         assert page.locator("#sky-svg a.sky-coinc").count() == 1  # gw_cbc-grb only
         assert page.locator(f'#sky-svg [data-ivorn="{hidden}"]').count() == 0
+        # The legend names each messenger in the colour its marks are drawn in.
+        swatch = page.locator('.sky-legend li[data-messenger="gravitational_wave"] .sw')
+        assert swatch.evaluate("e => getComputedStyle(e).backgroundColor") == \
+            "rgb(78, 161, 255)"  # #4ea1ff, the contour's stroke above
+        assert "gravitational wave" in page.inner_text(".sky-legend")
         assert page.locator("#sky-svg circle.sky-alert").count() == 2 + 5
         page.wait_for_timeout(500)  # the ring's pulse and fonts settle for the picture
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,8 @@ def test_the_sky_endpoint_shows_each_viewer_what_it_may_see(
     assert sky(tokens["admin"], after_alert=newest)["alerts"] == []
     top = max(c["id"] for c in admin["coincidences"])
     assert sky(tokens["admin"], after_coincidence=top)["coincidences"] == []
-    for bad in ({"hours": 0}, {"hours": 1000}, {"after_alert": -1}, {"hours": "x"}):
+    for bad in ({"hours": 0}, {"hours": 1000}, {"after_alert": -1}, {"hours": "x"},
+                {"after_alert": 2**63}, {"after_coincidence": 2**64}, {"hours": "nan"}):
         assert client.get("/dashboard/sky", params=bad).status_code == 422
 
 

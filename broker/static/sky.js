@@ -10,6 +10,7 @@ const SQRT2 = Math.SQRT2;
 /** SVG units per projection unit: the map spans x in [-2√2, 2√2] * SCALE, y in [-√2, √2] * SCALE. */
 export const SCALE = 100;
 
+/** Messenger colours (the legend is made from this table), bright on the dark sky. */
 export const MESSENGER_COLOURS = {
   gravitational_wave: "#4ea1ff", neutrino: "#2fbf71", gamma_ray: "#ff8c42", x_ray: "#f0b429",
   ultraviolet: "#b28cff", optical: "#f2f2f2", infrared: "#ff6f91", radio: "#5ee6e6",
@@ -164,6 +165,16 @@ export class SkyView {
     // Outlines under circles under dots under coincidences (the rings stay clickable).
     this.layers = ["sky-contours", "sky-circles", "sky-points", "sky-coincidences"].map((c) => node("g", { class: c }));
     this.svg.replaceChildren(frame(), node("g", { id: "sky-layer" }, ...this.layers));
+    const legend = root.querySelector(".sky-legend");
+    if (legend) {
+      legend.prepend(...Object.entries(MESSENGER_COLOURS).map(([m, c]) => {
+        const li = document.createElement("li"), sw = document.createElement("span");
+        sw.className = "sw"; sw.style.background = c;
+        li.dataset.messenger = m;
+        li.append(sw, m.replace("_", " ").replace("x ray", "X-ray"));
+        return li;
+      }));
+    }
     this.select = root.querySelector("#sky-hours");
     const saved = Number(localStorage.getItem("mmbroker.skyHours"));
     this.hours = saved > 0 ? saved : hours;
