@@ -296,6 +296,13 @@ class Settings(BaseSettings):
         description="Longest wait (s) between attempts to start a Comet child that keeps "
                     "failing (1, 2, 4 ... s up to this); the reason is logged once.")
 
+    # -- issue 19, the shifter's sky ---------------------------------------------------------
+    dashboard_sky_hours: float = Field(
+        default=24.0, gt=0, le=720,
+        description="Span (h) of the dashboard's all-sky view when the page does not choose "
+                    "one: alerts whose event time is at most this old, and coincidences found "
+                    "in it. The page's span control goes up to 168 h.")
+
     @classmethod
     def settings_customise_sources(
         cls,

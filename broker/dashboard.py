@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -118,7 +118,8 @@ TokenDep = Annotated[TokenInfo | None, Depends(current_token)]
 @router.get("/", response_class=HTMLResponse, summary="The shifter's live dashboard")
 def index(request: Request, token: TokenDep, who: ViewerDep) -> HTMLResponse:
     """The live page: alarm banner, feed, stream health and latency."""
-    return render("index.html", user=_who(token))
+    return render("index.html", user=_who(token),
+                  sky_hours=request.app.state.settings.dashboard_sky_hours)
 
 
 @router.get("/dashboard/state", summary="Everything the live page starts from")
@@ -177,6 +178,29 @@ def _alarms(conn: Any, who: q.Viewer, now: datetime, settings: Any) -> list[dict
         ~superseded, ~acked)
         .order_by(CoincidenceRow.id.desc()).limit(100)).all()
     return [d for d, _ in coincidence_summaries(conn, rows, settings) if d["significant"]]
+
+
+@router.get("/dashboard/sky", summary="What the all-sky view draws",
+            responses={422: {"description": "A span out of range."}})
+def sky(request: Request, who: ViewerDep,
+        hours: Annotated[float | None, Query(
+            gt=0, le=720, description="Span (h): alerts whose event time is at most this "
+                                      "old. Default: the dashboard_sky_hours setting.")] = None
+        ) -> Response:
+    """The alerts of the span the caller may see (position, error radius deg, messenger,
+    IVORN, and for a sky map held here the 90% credible region's outline as (RA, Dec)
+    polylines in deg), and the coincidences found in it with their members' IVORNs.
+    The same data-rights rule as every other read: an alert the caller may not see is
+    neither listed nor drawn, nor is a coincidence it is a member of; rows are named by
+    IVORN, never by database id."""
+    from broker.sky import sky_view
+
+    settings = request.app.state.settings
+    span = hours if hours is not None else settings.dashboard_sky_hours
+    with transaction(request.app.state.archive.engine, readonly=True) as conn:
+        body = sky_view(conn, who, datetime.now(UTC), span, settings)
+    return Response(json.dumps(body, default=json_default, separators=(",", ":")),
+                    media_type="application/json")
 
 
 @router.get("/dashboard/latency", summary="Recent latency distribution",

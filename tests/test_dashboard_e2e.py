@@ -8,6 +8,7 @@ a detail page go to ``test-artifacts/`` (not committed).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -206,4 +207,122 @@ def test_a_stopped_stream_turns_red(tmp_path: Path) -> None:
         red = page.eval_on_selector(f"{row} .state", "e => getComputedStyle(e).color")
         assert green != red and red.startswith("rgb(229, 72, 77")  # the page's --bad
         assert "disconnected" in page.inner_text(row).lower()
+        assert errors == []
+
+
+# -- the all-sky view ------------------------------------------------------------------------
+
+
+def _sky_dot(page: Any, ivorn: str) -> tuple[float, float]:
+    dot = page.wait_for_selector(f'#sky-svg circle.sky-alert[data-ivorn="{ivorn}"]',
+                                 timeout=5000)
+    return float(dot.get_attribute("cx")), float(dot.get_attribute("cy"))
+
+
+@pytest.mark.timeout(240)
+def test_the_sky_view_draws_updates_live_and_links_coincidences(world: dict[str, Any]) -> None:
+    broker: Broker = world["broker"]
+    with chromium_page() as (page, errors):
+        _open(page, broker.url + "/")
+        page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+        east, _ = scenario(_now(), ra_deg=90.0, dec_deg=15.0)
+        west, _ = scenario(_now(), ra_deg=270.0, dec_deg=15.0)
+        east_ivorn = broker.post_trigger(world["poster"], east)
+        west_ivorn = broker.post_trigger(world["poster"], west)
+        (x90, y90), (x270, y270) = _sky_dot(page, east_ivorn), _sky_dot(page, west_ivorn)
+        assert x90 < 0 < x270 and y90 == pytest.approx(y270, abs=0.01)  # RA grows leftwards
+        assert y90 < 0  # north up
+        # The 90% error circle (1.1 deg) is drawn around it, in the messenger's colour.
+        circle = page.locator(f'#sky-svg path.sky-circle[data-ivorn="{east_ivorn}"]')
+        assert circle.count() == 1 and circle.get_attribute("stroke") == "#2fbf71"
+
+        # A trigger and a GRB that coincide: the coincidence appears without a reload.
+        trigger, grb = scenario(_now(), ra_deg=300.0, dec_deg=-10.0)
+        alert = broker.post_trigger(world["poster"], trigger)
+        produce(world["bootstrap"], GRB_TOPIC, [grb])
+
+        def coincidence() -> str | None:
+            items = broker.get("/api/v1/coincidences?limit=50")["items"]
+            found = [c["id"] for c in items if alert in [m["alert_id"] for m in c["members"]]]
+            return found[0] if found else None
+
+        wait_until(lambda: coincidence() is not None, 30, "the coincidence")
+        ivorn = coincidence()
+        assert ivorn is not None
+        marker = f'#sky-svg a.sky-coinc[data-ivorn="{ivorn}"]'
+        page.wait_for_selector(marker, timeout=5000)
+        assert page.evaluate("window.__sameDocument") is True
+        assert "significant" in page.get_attribute(marker, "class")
+        assert float(page.get_attribute(marker, "data-x")) > 0  # RA 300: right of centre
+        # Its members are highlighted once the view has fetched them.
+        page.wait_for_selector(f'#sky-svg circle.sky-alert.in-coinc[data-ivorn="{alert}"]',
+                               timeout=5000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#sky").screenshot(path=str(ARTIFACTS / "dashboard-sky-live.png"))
+        page.click(marker)
+        page.wait_for_url(f"**/dashboard/coincidences/{quote(ivorn, safe='')}", timeout=10_000)
+        assert ivorn in page.inner_text("main")
+        assert page.locator("table.members tbody tr").count() == 2
+        assert page.locator(f'table.members a[href="/dashboard/alerts/{quote(alert, safe="")}"]'
+                            ).count() == 1
+        assert errors == []
+
+
+@pytest.mark.timeout(240)
+def test_the_sky_view_draws_the_gw_credible_region_and_hides_embargoed_alerts(
+        tmp_path: Path) -> None:
+    from broker.archive import Archive, RawMessage
+    from broker.config import get_settings
+    from broker.listening import make_pipeline
+    from broker.models import AlertRow
+    from tests.conftest import ingest_demo
+
+    # The demo (its LVK alert carries a multi-order sky map), its neutrino trigger under
+    # embargo, and a few public observations around the sky for the picture.
+    archive = Archive.open(f"sqlite:///{tmp_path / 'broker.sqlite3'}")
+    try:
+        ingest_demo(archive, embargoed_until="2099-01-01T00:00:00Z")
+        pipeline = make_pipeline(get_settings(comet=False), archive, targets=[])
+        for i, (ra, dec) in enumerate(((83.6, 22.0), (266.4, -29.0), (10.7, 41.3),
+                                       (300.0, 45.0), (140.0, -60.0))):
+            trigger, _ = scenario(_now() - timedelta(hours=i + 1), ra_deg=ra, dec_deg=dec)
+            trigger["event_id"] = f"SKY-{i}"
+            pipeline.ingest([RawMessage("detector", json.dumps(trigger).encode())])
+        with archive.engine.connect() as conn:
+            from sqlalchemy import select
+
+            hidden = conn.execute(select(AlertRow.ivorn).where(
+                AlertRow.data_rights == "embargoed")).scalar_one()
+            gw = conn.execute(select(AlertRow.ivorn).where(
+                AlertRow.messenger == "gravitational_wave")).scalar_one()
+    finally:
+        archive.close()
+    with running_broker(tmp_path, env={"MMBROKER_LIVE_POLL_S": "0.2",
+                                       "MMBROKER_ALARM_ROLES": "observation,test"}) as broker, \
+            chromium_page() as (page, errors):
+        _open(page, broker.url + "/")
+        contour = page.wait_for_selector(
+            f'#sky-svg path.sky-contour[data-ivorn="{gw}"]', timeout=10_000)
+        assert contour.get_attribute("stroke") == "#4ea1ff"
+        assert contour.get_attribute("d").count("L") > 12  # an outline, not a marker
+        box = contour.evaluate(
+            "e => { const b = e.getBBox(); return [b.x, b.y, b.width, b.height]; }")
+        gx, gy = _sky_dot(page, gw)
+        assert box[0] < gx < box[0] + box[2] and box[1] < gy < box[1] + box[3]
+        # 17 deg across at Dec -23: a few percent of the map's 566-unit width.
+        assert 10 < box[2] < 60 and 10 < box[3] < 60
+        # The GBM's 9.5 deg circle, the demo's coincidences, and nothing of the embargoed
+        # trigger: no dot, no circle, no coincidence it is a member of.
+        assert page.locator('#sky-svg path.sky-circle[data-messenger="gamma_ray"]').count() == 1
+        assert page.locator("#sky-svg a.sky-coinc").count() == 1  # gw_cbc-grb only
+        assert page.locator(f'#sky-svg [data-ivorn="{hidden}"]').count() == 0
+        # The legend names each messenger in the colour its marks are drawn in.
+        swatch = page.locator('.sky-legend li[data-messenger="gravitational_wave"] .sw')
+        assert swatch.evaluate("e => getComputedStyle(e).backgroundColor") == \
+            "rgb(78, 161, 255)"  # #4ea1ff, the contour's stroke above
+        assert "gravitational wave" in page.inner_text(".sky-legend")
+        assert page.locator("#sky-svg circle.sky-alert").count() == 2 + 5
+        page.wait_for_timeout(500)  # the ring's pulse and fonts settle for the picture
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#sky").screenshot(path=str(ARTIFACTS / "dashboard-sky.png"))
         assert errors == []

@@ -1,6 +1,7 @@
 // mmbroker live dashboard: first rows from /dashboard/state, then server-sent events.
 // No framework and no external assets: the page must work on a control-room network.
 import { ackCoincidence, enc, utc } from "./common.js";
+import { SkyView } from "./sky.js";
 
 const MAX_ROWS = 500;
 const config = JSON.parse(document.getElementById("config").textContent);
@@ -46,7 +47,8 @@ const passes = (a) => (!filters.stream.value || a.source === undefined || a.sour
   (!filters.messenger.value || a.messenger === filters.messenger.value ||
     (a.messengers || []).includes(filters.messenger.value)) &&
   (!filters.role.value || a.role === filters.role.value);
-for (const select of Object.values(filters)) select.addEventListener("change", renderAll);
+for (const select of Object.values(filters)) select.addEventListener("change", () => { renderAll(); sky.draw(); });
+const sky = new SkyView($("#sky"), { hours: config.sky_hours, passes });
 
 // -- tables --------------------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ function addAlert(a) {
   remember("stream", a.source); remember("messenger", a.messenger); remember("role", a.role);
   state.alerts.unshift(a);
   state.alerts.length = Math.min(state.alerts.length, MAX_ROWS);
+  sky.alert(a);
   if (!passes(a)) return;
   const body = $("#alerts tbody");
   body.prepend(alertRow(a, true));
@@ -98,6 +101,7 @@ function addCoincidence(c) {
   c.messengers.forEach((m) => remember("messenger", m)); remember("role", c.role);
   state.coincidences.unshift(c);
   state.coincidences.length = Math.min(state.coincidences.length, MAX_ROWS);
+  sky.coincidence(c);
   if (passes(c)) $("#coincidences tbody").prepend(coincidenceRow(c, true));
   if (c.significant && !c.ack) raise(c);
 }
@@ -236,6 +240,7 @@ function cleared(ack) {
   state.alarms.delete(ack.coincidence);
   const c = state.coincidences.find((x) => x.ivorn === ack.coincidence);
   if (c) c.ack = { acked_by: ack.acked_by, acked_at: ack.acked_at };
+  sky.acked(ack.coincidence, { acked_by: ack.acked_by, acked_at: ack.acked_at });
   const cell = document.querySelector(`#coincidences tr[data-ivorn="${CSS.escape(ack.coincidence)}"] .ack`);
   if (cell) cell.textContent = `${ack.acked_by} ${utc(ack.acked_at).slice(11)}`;
   showAlarm();
@@ -317,6 +322,7 @@ async function load() {
   state.alerts = s.alerts;
   state.coincidences = s.coincidences;
   renderAll();
+  sky.reload();
   if (s.health === null) {
     $("#health tbody").replaceChildren();
     $("#health-note").textContent = "Sign in with a token holding the health scope to see stream health.";
