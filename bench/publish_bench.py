@@ -75,6 +75,9 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
            "MMBROKER_LOG_LEVEL": "WARNING"}
     exe = Path(sys.executable).with_name("mmbroker")
     db = str(tmp / "bench.sqlite3")
+    # Only `db upgrade` and `serve` make an archive; the token goes in first.
+    subprocess.run([str(exe), "--db", db, "db", "upgrade"], env=env, capture_output=True,
+                   check=True)
     token = subprocess.run([str(exe), "--db", db, "token", "create", "--scope",
                             "write:triggers", "--detector", "KM3NeT"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()

@@ -42,31 +42,34 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
         self._lock = threading.Lock()
 
+    def _tokens(self, key: str, now: float) -> float:
+        """``key``'s bucket refilled up to ``now`` (call with the lock held)."""
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - at) * self.rate_per_s)
+
     def retry_after_s(self, key: str) -> float | None:
         """Take one request for ``key``: None if allowed, else seconds until one would be."""
-        if self.rate_per_s <= 0:
-            return None
-        now = self._clock()
-        with self._lock:
-            tokens, at = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate_per_s)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                return (1.0 - tokens) / self.rate_per_s
-            if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
-                self._forget_full(now)
-            self._buckets[key] = (tokens - 1.0, now)
-            return None
+        return self._take(key, take=True)
 
     def peek_s(self, key: str) -> float | None:
         """Like :meth:`retry_after_s` without taking a request: None if one would be allowed."""
+        return self._take(key, take=False)
+
+    def _take(self, key: str, *, take: bool) -> float | None:
         if self.rate_per_s <= 0:
             return None
         now = self._clock()
         with self._lock:
-            tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate_per_s)
-        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate_per_s
+            tokens = self._tokens(key, now)
+            if tokens < 1.0:
+                if take:
+                    self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / self.rate_per_s
+            if take:
+                if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+                    self._forget_full(now)
+                self._buckets[key] = (tokens - 1.0, now)
+            return None
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled: they hold no state worth keeping."""

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +29,48 @@ def wait_port(port: int, timeout_s: float = 20.0, host: str = "127.0.0.1") -> No
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s")
+
+
+def http(url: str, body: bytes | None = None, token: str | None = None,
+         accept: str | None = None, timeout_s: float = 20.0) -> tuple[int, bytes]:
+    """GET (or POST a JSON ``body``) with an optional bearer token; (status, body), an HTTP
+    error status included."""
+    request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if accept:
+        request.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def broker_up(base: str) -> bool:
+    """Whether the broker at ``base`` answers /health with 200."""
+    try:
+        return http(f"{base}/health")[0] == 200
+    except OSError:
+        return False
+
+
+class RecordingSender:
+    """A delivery target that accepts everything and records the IVORNs (for tests of the
+    delivery loop's bookkeeping; the real senders are tested against Comet and tansu)."""
+
+    target = "vtp"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        self.sent.append(ivorn)
+
+    def close(self) -> None:
+        pass
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:

@@ -36,7 +36,13 @@ import alerts_schema
 from broker.comet_child import command, port_holders, stock_subscriber_back_s
 from broker.config import get_settings
 from tests.conftest import free_port, mmbroker
-from tests.servers import comet_subscriber, saved_ivorns, stop_process, wait_for
+from tests.servers import (
+    RecordingSender,
+    comet_subscriber,
+    saved_ivorns,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 TRACK = json.loads(next(p for p in alerts_schema.example_paths("trigger")
@@ -345,17 +351,6 @@ class _Gate:
         return resend
 
 
-class _Recording:
-    target = "vtp"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, ivorn: str, xml: bytes) -> None:
-        self.sent.append(ivorn)
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_held_loop_sends_nothing_then_the_window_again_first(archive: object) -> None:
@@ -372,7 +367,7 @@ def test_a_held_loop_sends_nothing_then_the_window_again_first(archive: object) 
     from broker.senders import DeliveryLoop
     from tests.test_delivery import queue, run, voevent
 
-    sender = _Recording()
+    sender = RecordingSender()
     loop = DeliveryLoop(archive, sender, poll_s=0.1)  # type: ignore[arg-type]
     thread, stop = run(loop)
     try:

@@ -18,6 +18,7 @@ from broker import outbox
 from broker.archive import Archive
 from broker.senders import DeliveryLoop, VTPSender
 from tests.servers import (
+    RecordingSender,
     comet_broker,
     comet_send,
     comet_subscriber,
@@ -117,20 +118,6 @@ def test_a_claim_leases_its_deliveries_until_sent_released_or_expired(
         first[1].ivorn, first[2].ivorn}
 
 
-class _Recording:
-    """A sender that accepts everything (the loop's bookkeeping is what is tested here;
-    the real senders have their own tests against Comet and tansu)."""
-
-    target = "vtp"
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send(self, ivorn: str, xml: bytes) -> None:
-        self.sent.append(ivorn)
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_slow_sender_gives_back_the_rest_of_its_claim_at_half_the_lease(
@@ -143,7 +130,7 @@ def test_a_slow_sender_gives_back_the_rest_of_its_claim_at_half_the_lease(
     queue(archive, range(4), ["vtp"])
     monkeypatch.setattr(outbox, "LEASE_S", 1.0)
 
-    class Slow(_Recording):
+    class Slow(RecordingSender):
         def send(self, ivorn: str, xml: bytes) -> None:
             time.sleep(0.3)
             super().send(ivorn, xml)
@@ -162,7 +149,7 @@ def test_a_delivery_sent_but_not_marked_is_marked_not_sent_again(
     from broker.errors import ArchiveUnavailable
 
     queue(archive, range(2), ["vtp"])
-    sender = _Recording()
+    sender = RecordingSender()
     loop = DeliveryLoop(archive, sender)  # type: ignore[arg-type]
     real_mark = outbox.mark_sent
 

@@ -49,7 +49,9 @@ from tests.conftest import free_port, mmbroker, pg_schema
 from tests.servers import (
     FAST_JOIN,
     FAST_JOIN_ENV,
+    broker_up,
     comet_subscriber,
+    http,
     produce,
     saved_ivorns,
     tansu,
@@ -74,20 +76,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def _http(url: str, body: bytes | None = None, token: str | None = None,
-          accept: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    if accept:
-        request.add_header("Accept", accept)
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 class Arrivals:
@@ -218,7 +206,7 @@ def _world(tmp: Path, db: str) -> Iterator[World]:
         private = Arrivals()
         threads: list[threading.Thread] = []
         try:
-            assert wait_for(lambda: _up(base), 90), (tmp / "serve.log").read_text()
+            assert wait_for(lambda: broker_up(base), 90), (tmp / "serve.log").read_text()
             with comet_subscriber(tmp, ports["broadcast"]) as saved:
                 w = World(base, tokens, db, env, bootstrap, "", pushed, private)
                 # The subscriber connects on its own schedule: probe until it has one.
@@ -254,11 +242,6 @@ def _world(tmp: Path, db: str) -> Iterator[World]:
             log.close()
 
 
-def _up(base: str) -> bool:
-    try:
-        return _http(f"{base}/health")[0] == 200
-    except OSError:
-        return False
 
 
 def _iso(t: datetime) -> str:
@@ -269,7 +252,7 @@ def _post(w: World, trigger: dict[str, Any]) -> str:
     """POST a trigger; its IVORN (``posted_at``: just before, for its VOEvent may arrive
     before the answer does)."""
     before = now_utc()
-    status, body = _http(f"{w.base}/api/v1/triggers", json.dumps(trigger).encode(),
+    status, body = http(f"{w.base}/api/v1/triggers", json.dumps(trigger).encode(),
                          w.tokens["write:triggers"])
     assert status == 201, body
     ivorn = json.loads(body)["id"]
@@ -285,7 +268,7 @@ def _probe_reaches(w: World, saved: Path) -> bool:
 
 def _grb_ivorn(w: World) -> str:
     def found() -> list[str]:
-        status, body = _http(f"{w.base}/api/v1/alerts?messenger=gamma_ray&limit=10")
+        status, body = http(f"{w.base}/api/v1/alerts?messenger=gamma_ray&limit=10")
         return [a["id"] for a in json.loads(body)["items"]] if status == 200 else []
 
     assert wait_for(lambda: bool(found()), 60), "the GBM notice was not consumed"
@@ -314,7 +297,7 @@ def _trigger(w: World, key: str, level: str, until: datetime | None, *, near: bo
 def _coincidences_of(w: World, ivorns: set[str]) -> dict[str, datetime]:
     """Coincidences (admin view) with a member among ``ivorns``: when the anonymous viewer
     may see each (all members visible)."""
-    status, body = _http(f"{w.base}/api/v1/coincidences?limit=1000", token=w.tokens["admin"])
+    status, body = http(f"{w.base}/api/v1/coincidences?limit=1000", token=w.tokens["admin"])
     assert status == 200, body
     out = {}
     for c in json.loads(body)["items"]:
@@ -439,7 +422,7 @@ def _polled(w: World) -> list[tuple[str, str, str | None, Any]]:
 
 def _read(getter: Any, token: str | None) -> str:
     if isinstance(getter, str):
-        status, body = _http(getter, token=token)
+        status, body = http(getter, token=token)
         if getter.endswith("/metrics") and token is None:
             # Counts of arrivals would tell that a hidden alert exists: refused anonymously.
             assert status == 401, (getter, status, body[:300])
@@ -503,7 +486,7 @@ def test_nothing_hidden_before_release_everything_within_5_s_after(
     expected = {i: world.release[i] for i in mine} | coincs
     problems += _check_pushed(world, expected, horizon)
     # Every coincidence with a hidden member: absent from the anonymous list until then.
-    status, body = _http(f"{world.base}/api/v1/coincidences?limit=1000")
+    status, body = http(f"{world.base}/api/v1/coincidences?limit=1000")
     assert status == 200, body
     listed = {c["id"] for c in json.loads(body)["items"]}
     for ivorn, release in coincs.items():

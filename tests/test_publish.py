@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -25,24 +24,20 @@ import pytest
 import alerts_schema
 from broker.voevent_build import validate
 from tests.conftest import free_port, mmbroker
-from tests.servers import FAST_JOIN_ENV, comet_subscriber, saved_ivorns, wait_for
+from tests.servers import (
+    FAST_JOIN_ENV,
+    broker_up,
+    comet_subscriber,
+    http,
+    saved_ivorns,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
 TRACK = json.loads(next(p for p in alerts_schema.example_paths("trigger")
                         if "track-single" in p.name).read_text())
 
 
-def _http(url: str, body: bytes | None = None, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 @pytest.fixture
@@ -71,7 +66,7 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{ports['http']}"
     try:
-        assert wait_for(lambda: _up(base), 60), (tmp_path / "serve.log").read_text()
+        assert wait_for(lambda: broker_up(base), 60), (tmp_path / "serve.log").read_text()
         yield {"base": base, "token": token, "ports": ports, "db": db, "env": env,
                "tmp": tmp_path}
     finally:
@@ -84,11 +79,6 @@ def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[dict[str,
         log.close()
 
 
-def _up(base: str) -> bool:
-    try:
-        return _http(f"{base}/health")[0] == 200
-    except OSError:
-        return False
 
 
 def _subscribe(broker: dict[str, object]) -> object:
@@ -96,7 +86,7 @@ def _subscribe(broker: dict[str, object]) -> object:
 
 
 def _post(broker: dict[str, object], trigger: dict) -> dict:
-    status, body = _http(f"{broker['base']}/api/v1/triggers", json.dumps(trigger).encode(),
+    status, body = http(f"{broker['base']}/api/v1/triggers", json.dumps(trigger).encode(),
                          broker["token"])  # type: ignore[arg-type]
     assert status == 201, body
     return json.loads(body)
@@ -123,7 +113,7 @@ def test_trigger_update_retraction_reach_a_comet_subscriber(broker: dict[str, ob
     for ivorn in wanted:
         assert validate(files[ivorn]) == []
         assert saved_ivorns(saved).count(ivorn) == 1
-        status, sent = _http(f"{broker['base']}/api/v1/voevents/{quote(ivorn, safe='')}")
+        status, sent = http(f"{broker['base']}/api/v1/voevents/{quote(ivorn, safe='')}")
         assert status == 200 and sent == files[ivorn]  # byte for byte what was sent
     assert re.search(rb'<EventIVORN cite="supersedes">' + re.escape(first["id"].encode()),
                      files[update["id"]])
@@ -174,7 +164,7 @@ def test_own_voevents_fed_back_are_not_published_again(kafka_for_loop: str,
         time.sleep(2)
         assert _voevent_count(broker) == 1  # the trigger's, nothing more
         assert archive.count_alerts() == 1  # the echoes did not become alerts
-        status, _ = _http(f"{broker['base']}/api/v1/voevents/{quote(ivorn, safe='')}")
+        status, _ = http(f"{broker['base']}/api/v1/voevents/{quote(ivorn, safe='')}")
         assert status == 200
     finally:
         archive.close()
