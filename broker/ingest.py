@@ -308,9 +308,10 @@ class Ingestor:
                     results, owner=self.owner, cleared=dead_marks))
             except SQLAlchemyError as exc:
                 outcomes = self._one_by_one(results, exc)
-        # After the batch's own: callers read the first outcome as their message's.
-        outcomes += recovered
-        for outcome in outcomes:
+        # Counted, not returned: they are other messages' (a dead process's), and a caller
+        # answers its own sender from what it gets back (an HTTP poster must not be told
+        # of them); they are in quarantine, and recover() logs them.
+        for outcome in [*outcomes, *recovered]:
             MESSAGES.labels(outcome.source, outcome.status).inc()
         return outcomes
 

@@ -452,3 +452,49 @@ def test_a_message_that_hangs_the_probe_is_quarantined(archive: Archive, tmp_pat
     assert outcome.status == "quarantined" and outcome.raw_sha256 == hanging.sha256
     assert outcome.reason == f"{DIED_REASON} (it hung for over 5 s)"
     assert archive.inflight_marks() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_trigger_reply_names_only_the_posted_triggers_after_a_dead_process(
+        archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first batch after a restart also settles what a dead process left in flight;
+    those outcomes are other messages' and were appended to the batch's own, so the
+    first trigger POSTed after a restart was answered with a second item, the dead
+    process's message and its quarantine reason.  Now the reply names only what was
+    posted; the dead process's message is in quarantine all the same."""
+    from fastapi.testclient import TestClient
+
+    from broker.app import create_app
+    from broker.config import get_settings
+    from broker.tokens import create_token
+
+    hole = tmp_path / "hang"
+    hole.mkdir()
+    (hole / "sitecustomize.py").write_text(
+        "import time\n"
+        "import listeners.registry as _r\n"
+        "_real = _r.normalize\n"
+        "def _normalize(data, meta):\n"
+        "    if b'HANG' in data:\n"
+        "        time.sleep(600)\n"
+        "    return _real(data, meta)\n"
+        "_r.normalize = _normalize\n")
+    monkeypatch.setenv("PYTHONPATH", str(hole))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    owner = _owner_of(gone)
+    gone.wait()
+    left = RawMessage("detector", b'{"HANG": 2}')
+    archive.store_raw([left], owner=owner)
+    token, _ = create_token(archive, "online", ["write:triggers"], detectors=["KM3NeT"])
+    app = create_app(get_settings(api_rate_limit_per_s=0, comet=False, probe_timeout_s=3),
+                     archive=archive)
+    with TestClient(app) as client:
+        reply = client.post("/api/v1/triggers", content=_good_trigger("after-restart"),
+                            headers={"Authorization": f"Bearer {token}",
+                                     "Content-Type": "application/json"})
+    assert reply.status_code == 201, reply.text
+    items = reply.json()["items"]
+    assert [i["status"] for i in items] == ["archived"], items
+    assert "after-restart" in items[0]["id"] and DIED_REASON not in reply.text
+    assert [q["raw_sha256"] for q in archive.list_quarantine()] == [left.sha256]
+    assert archive.inflight_marks() == []
