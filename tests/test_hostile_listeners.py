@@ -425,10 +425,9 @@ def test_ivorn_encoding_keeps_ordinary_names() -> None:
         "ivo://test.mmbroker/nasa.gsfc.gcn/SWIFT#655721-0"
 
 
-def test_a_message_that_hangs_the_probe_is_quarantined(archive: Archive, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Left in flight by a dead process, it hangs the child too: quarantined as hanging,
-    and the good message after it in the same probe is not blamed."""
+def _dead_owner_and_a_hanging_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The owner id of a process that has exited; and probe children (which take
+    PYTHONPATH) that hang on any message holding ``HANG``."""
     hole = tmp_path / "hang"
     hole.mkdir()
     (hole / "sitecustomize.py").write_text(
@@ -444,6 +443,14 @@ def test_a_message_that_hangs_the_probe_is_quarantined(archive: Archive, tmp_pat
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     owner = _owner_of(gone)
     gone.wait()
+    return owner
+
+
+def test_a_message_that_hangs_the_probe_is_quarantined(archive: Archive, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left in flight by a dead process, it hangs the child too: quarantined as hanging,
+    and the good message after it in the same probe is not blamed."""
+    owner = _dead_owner_and_a_hanging_probe(tmp_path, monkeypatch)
     hanging = RawMessage("detector", b'{"HANG": 1}')
     good = RawMessage("detector", _good_trigger("after-hang"))
     archive.store_raw([hanging, good], owner=owner)
@@ -468,21 +475,7 @@ def test_a_trigger_reply_names_only_the_posted_triggers_after_a_dead_process(
     from broker.config import get_settings
     from broker.tokens import create_token
 
-    hole = tmp_path / "hang"
-    hole.mkdir()
-    (hole / "sitecustomize.py").write_text(
-        "import time\n"
-        "import listeners.registry as _r\n"
-        "_real = _r.normalize\n"
-        "def _normalize(data, meta):\n"
-        "    if b'HANG' in data:\n"
-        "        time.sleep(600)\n"
-        "    return _real(data, meta)\n"
-        "_r.normalize = _normalize\n")
-    monkeypatch.setenv("PYTHONPATH", str(hole))
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    owner = _owner_of(gone)
-    gone.wait()
+    owner = _dead_owner_and_a_hanging_probe(tmp_path, monkeypatch)
     left = RawMessage("detector", b'{"HANG": 2}')
     archive.store_raw([left], owner=owner)
     token, _ = create_token(archive, "online", ["write:triggers"], detectors=["KM3NeT"])
