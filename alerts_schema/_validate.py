@@ -18,8 +18,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
+from alerts_schema.errors import SchemaValidationError
 from alerts_schema.model import UTC_DATETIME_PATTERN
-from broker.errors import SchemaValidationError
 
 SCHEMA_NAMES = ("alert", "coincidence", "trigger")
 
@@ -105,7 +105,8 @@ def validation_errors(name: str, document: Any) -> list[str]:
 
 
 def validate(name: str, document: Any) -> None:
-    """Raise :class:`~broker.errors.SchemaValidationError` unless ``document`` follows ``name``."""
+    """Raise :class:`~alerts_schema.errors.SchemaValidationError` unless ``document``
+    follows ``name``."""
     errors = validation_errors(name, document)
     if errors:
         raise SchemaValidationError(name, errors)

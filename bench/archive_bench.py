@@ -7,7 +7,7 @@ batches, and 2,000 of them published (VOEvent and PROV built, outbox queued).
 
 ``query``: p50/p95/p99 of cone + time-range queries over ``--rows`` synthetic
 alerts, uniform on the sky over one year, through the query path the API uses
-(``broker.query.search_alerts`` for an anonymous caller, data-rights condition
+(``broker.archive.query.search_alerts`` for an anonymous caller, data-rights condition
 included; every synthetic alert is public), first 100 rows newest first, one
 shape also counting every match.  Then the same archive over HTTP: the app
 served by uvicorn on loopback (rate limit off), the latency of a cone + one
@@ -37,8 +37,8 @@ _BULK_RAW = b"synthetic bulk-loaded alert (benchmark fixture)"
 
 def bench_insert(backend: str, n_batch: int, n_single: int, batch: int) -> list[Figure]:
     from alerts_schema.synthetic import alert_documents
-    from broker.archive import Archive, RawMessage
-    from broker.ingest import Ingestor
+    from broker.archive.store import Archive, RawMessage
+    from broker.runtime.ingest import Ingestor
 
     url = backend_url(backend, "insert", recreate=True)
     archive = Archive.open(url)
@@ -71,7 +71,7 @@ def _store_coincidences(archive: Any, backend: str, n: int, batch: int
 
     import alerts_schema
     from alerts_schema import Coincidence
-    from broker.models import AlertRow
+    from broker.archive.models import AlertRow
 
     with archive.engine.connect() as conn:
         ivorns = list(conn.execute(select(AlertRow.ivorn).order_by(AlertRow.id).limit(n + 1))
@@ -98,7 +98,7 @@ def _store_coincidences(archive: Any, backend: str, n: int, batch: int
 def _queue_voevents(archive: Any, backend: str, results: list[tuple[str, Any]]) -> Figure:
     """Coincidence VOEvents built (VOEvent 2.0 + PROV) and queued for VTP, in one round."""
     from broker.config import Settings
-    from broker.publisher import Publisher
+    from broker.publish.publisher import Publisher
     from crossmatch.engine import Result
 
     publisher = Publisher(archive, Settings(), targets=("vtp",))
@@ -119,7 +119,7 @@ def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None
                ) -> tuple[list[str], Any]:
     """Column names and a generator of row tuples for ``n`` synthetic alerts, all over the
     sky except the first ``cluster[3]``, which fall inside the ``cluster`` cone."""
-    from broker.archive import sha256_hex
+    from broker.archive.store import sha256_hex
     from crossmatch.healpix import nested29
 
     rng = np.random.default_rng(seed)
@@ -172,7 +172,7 @@ def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None) -> floa
     took."""
     from sqlalchemy import text
 
-    from broker.archive import RawMessage
+    from broker.archive.store import RawMessage
 
     archive.store_raw([RawMessage("bulk", _BULK_RAW, received_at=T0)])
     cols, rows = _bulk_rows(n, cluster=cluster)
@@ -207,7 +207,7 @@ def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None) -> floa
 
 
 def bench_query(backend: str, rows: int, queries: int, rebuild: bool) -> list[Figure]:
-    from broker.archive import Archive
+    from broker.archive.store import Archive
 
     url = backend_url(backend, "query", recreate=rebuild)
     archive = Archive.open(url)
@@ -262,8 +262,8 @@ def _cone_queries(archive: Any, backend: str, rows: int, queries: int) -> list[F
     """The API's query path: ``search_alerts`` for an anonymous caller, one read
     transaction per query (data-rights condition included; the synthetic
     alerts are all public, so it filters nothing out)."""
-    from broker.db import transaction
-    from broker.query import ANONYMOUS, AlertQuery, search_alerts
+    from broker.archive.db import transaction
+    from broker.archive.query import ANONYMOUS, AlertQuery, search_alerts
 
     rng = np.random.default_rng(99)  # the first three shapes draw the same cones as before
     figures = []
@@ -315,8 +315,8 @@ def serve_api(url: str, port: int) -> None:
 
     import uvicorn
 
-    from broker.app import create_app
     from broker.config import Settings
+    from broker.web.app import create_app
 
     logging.basicConfig(level=logging.WARNING)
     settings = Settings(database_url=url, api_rate_limit_per_s=0, comet=False,

@@ -32,7 +32,7 @@ def bench_dashboard(rows: int = 10_000, rate_per_s: float = 20.0, seconds: float
     import tempfile
 
     from bench.archive_bench import load_synthetic
-    from broker.archive import Archive
+    from broker.archive.store import Archive
     from tests.dashboard_support import (
         browser_missing,
         chromium_page,

@@ -97,8 +97,8 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def bench_stream(stream: str, n: int, batch: int, backends: list[str]) -> list[Figure]:
-    from broker.archive import Archive, RawMessage
-    from broker.ingest import Ingestor
+    from broker.archive.store import Archive, RawMessage
+    from broker.runtime.ingest import Ingestor
 
     topic, messages = STREAMS[stream](n)
     figures = []

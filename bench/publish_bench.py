@@ -130,7 +130,7 @@ def _health(base: str) -> bool:
 
 
 def _bare_hop(receive_port: int, arrivals: _Arrivals, n: int, rate_hz: float) -> list[float]:
-    from broker.senders import VTPSender
+    from broker.publish.senders import VTPSender
 
     template = (ROOT / "tests" / "data" / "voevents" / "BAT_GRB_Pos_655721-214.xml").read_bytes()
     sender = VTPSender("127.0.0.1", receive_port)

@@ -39,7 +39,7 @@ def _machine_busy() -> tuple[float, float]:
 
 
 def bench_scaling(alerts: int = 8000) -> list[Figure]:
-    from broker.archive import Archive
+    from broker.archive.store import Archive
     from tests.conftest import pg_schema
     from tests.servers import produce, stop_process, tansu
     from tests.stage_support import GRBS, TRIGGERS, inputs, numbered, stage_env, start_stage
@@ -197,8 +197,8 @@ def bench_soak(minutes: float = 30.0, rate_per_s: float = 100.0,
 
     from sqlalchemy import func, select
 
-    from broker.archive import Archive
-    from broker.models import AlertRow
+    from broker.archive.models import AlertRow
+    from broker.archive.store import Archive
     from tests.conftest import pg_schema
     from tests.dashboard_support import scenario
     from tests.servers import stop_process, tansu

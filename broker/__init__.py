@@ -1,12 +1,12 @@
 """mmbroker: a real-time multimessenger alert broker.
 
 The public Python API is re-exported here; everything in a module whose name
-starts with an underscore is private.  Errors live in :mod:`broker.errors`.
+starts with an underscore is private.  Errors live in :mod:`alerts_schema.errors`.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from broker.errors import (
+from alerts_schema.errors import (
     ArchiveUnavailable,
     ConfigurationError,
     HostileInput,

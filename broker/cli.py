@@ -20,7 +20,7 @@ import typer
 from broker import logs
 
 if TYPE_CHECKING:
-    from broker.archive import Archive
+    from broker.archive.store import Archive
     from broker.config import Settings
 
 app = typer.Typer(
@@ -99,8 +99,8 @@ def _root(ctx: typer.Context, db: DbOption = None,
 
 
 def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    from alerts_schema.errors import ConfigurationError
     from broker.config import database_url_from_option, get_settings
-    from broker.errors import ConfigurationError
 
     db = (ctx.find_root().obj or {}).get("db")
     try:
@@ -135,9 +135,9 @@ def _engine(ctx: typer.Context, *, create: bool = False, need_archive: bool = Tr
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from broker import migrate
-    from broker.db import make_engine
-    from broker.errors import MMBrokerError
+    from alerts_schema.errors import MMBrokerError
+    from broker.archive import migrate
+    from broker.archive.db import make_engine
 
     settings = _settings(ctx)
     url = settings.effective_database_url
@@ -179,8 +179,8 @@ def _engine(ctx: typer.Context, *, create: bool = False, need_archive: bool = Tr
 
 def _archive(ctx: typer.Context, *, create: bool = False) -> Archive:
     """The archive, its schema brought up to date (it must exist unless ``create``)."""
-    from broker import migrate
-    from broker.archive import Archive
+    from broker.archive import migrate
+    from broker.archive.store import Archive
 
     engine = _engine(ctx, create=create, need_archive=not create)
     if not migrate.is_current(engine):
@@ -420,7 +420,7 @@ def serve(
     import uvicorn
     from rich.console import Console
 
-    from broker.app import create_app, start_ops, stop_ops
+    from broker.web.app import create_app, start_ops, stop_ops
 
     settings = _settings(ctx, http_host=host, http_port=port)
     if demo:
@@ -457,11 +457,11 @@ SHUTDOWN_GRACE_S = 10
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
-    from broker import listening
+    from broker.runtime import listening
 
     comet = None
     if settings.comet:
-        from broker.comet_child import CometChild
+        from broker.publish.comet_child import CometChild
 
         # Comet first: a listener subscribed to it (or a peer relaying it) must
         # find it up, since VTP replays nothing sent before a subscriber connects.
@@ -526,8 +526,8 @@ def ingest(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Ingest message files: detect each format, normalize, archive or quarantine."""
-    from broker.ingest import IngestReport
-    from broker.listening import configure_normalizers, make_pipeline
+    from broker.runtime.ingest import IngestReport
+    from broker.runtime.listening import configure_normalizers, make_pipeline
 
     settings = _settings(ctx)
     configure_normalizers(settings)
@@ -565,7 +565,7 @@ def db_upgrade(ctx: typer.Context,
                revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
                ) -> None:
     """Create or migrate the archive schema to REVISION (default: newest)."""
-    from broker import migrate
+    from broker.archive import migrate
 
     engine = _engine(ctx, create=True, need_archive=False)
     migrate.upgrade(engine, revision)
@@ -578,7 +578,7 @@ def db_downgrade(ctx: typer.Context,
                  revision: Annotated[str, typer.Argument(help="Target revision; 'base' "
                                                               "drops every table.")]) -> None:
     """Migrate the archive schema back to REVISION."""
-    from broker import migrate
+    from broker.archive import migrate
 
     engine = _engine(ctx)
     migrate.downgrade(engine, revision)
@@ -589,7 +589,7 @@ def db_downgrade(ctx: typer.Context,
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
     """Show the archive's schema revision and the newest one this version knows."""
-    from broker import migrate
+    from broker.archive import migrate
 
     engine = _engine(ctx, need_archive=False)
     typer.echo(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision()}")
@@ -643,7 +643,7 @@ def alerts_list(
     wide: WideOption = False,
 ) -> None:
     """List archived alerts, newest event first."""
-    from broker.archive import AlertQuery
+    from broker.archive.store import AlertQuery
 
     cone_t = None
     if cone:
@@ -821,7 +821,7 @@ def voevents_list(ctx: typer.Context, limit: LimitOption = 50,
     broadcasts to the subscribers connected then); never a receipt from a
     subscriber. For kafka-*, the Kafka cluster (acks=all).
     """
-    from broker import outbox
+    from broker.publish import outbox
 
     archive = _archive(ctx)
     entries = outbox.status(archive, limit=limit)
@@ -873,7 +873,7 @@ def crossmatch_calibrate(
     """Time-scramble archived alerts and compare, per pairing, the observed false-coincidence
     rate with the rate the configured backgrounds predict."""
     from alerts_schema import Alert
-    from broker.archive import AlertQuery
+    from broker.archive.store import AlertQuery
     from crossmatch.calibration import calibrate_alerts
     from crossmatch.config import load_config
 
@@ -979,7 +979,7 @@ def listen_kafka(
     """Consume Kafka topics into the archive. Credentials come from KAFKA_* variables named
     as gcn-kafka names them (e.g. KAFKA_CLIENT___ID, KAFKA_CLIENT___SECRET, KAFKA_DOMAIN)."""
 
-    from broker import listening
+    from broker.runtime import listening
     from listeners.kafka import config_from_env
 
     settings = _settings(ctx, kafka_group_id=group_id)
@@ -1006,7 +1006,7 @@ def listen_vtp(
 ) -> None:
     """Subscribe to VTP brokers (Comet or any VTP peer) and archive what they send."""
 
-    from broker import listening
+    from broker.runtime import listening
 
     settings = _settings(ctx, vtp_peers=remote)
     logs.configure(settings.log_level, settings.log_format)
@@ -1022,7 +1022,7 @@ def listen_vtp(
 
 def _stage_ops(settings: Settings, archive: Any, running: Any) -> None:
     if settings.ops_port:
-        from broker.opsserver import ready_checks, serve_ops
+        from broker.web.opsserver import ready_checks, serve_ops
 
         serve_ops(settings.ops_host, settings.ops_port,
                   lambda: ready_checks(archive, running), archive)
@@ -1033,7 +1033,7 @@ def _stage_settings(ctx: typer.Context) -> Settings:
     logs.configure(settings.log_level, settings.log_format)
     if not settings.kafka_bootstrap:
         _fail("the stages are joined by Kafka: set MMBROKER_KAFKA_BOOTSTRAP")
-    from broker.notify import bus_client_kwargs, ensure_topic
+    from broker.runtime.announce import bus_client_kwargs, ensure_topic
 
     bus = bus_client_kwargs()  # a bad property or secret file is no "cluster still starting"
     try:
@@ -1049,8 +1049,8 @@ def _stage_settings(ctx: typer.Context) -> Settings:
 def stage_listen(ctx: typer.Context) -> None:
     """Archive what the input streams send (MMBROKER_KAFKA_TOPICS, MMBROKER_VTP_PEERS) and
     announce each alert to the match stage."""
-    from broker import listening
-    from broker.notify import announcer
+    from broker.runtime import listening
+    from broker.runtime.announce import announcer
 
     settings = _stage_settings(ctx)
     archive = _archive(ctx, create=True)
@@ -1065,9 +1065,9 @@ def stage_listen(ctx: typer.Context) -> None:
 @stage_app.command("match")
 def stage_match(ctx: typer.Context) -> None:
     """Cross-match announced alerts, store coincidences and queue their VOEvents."""
-    from broker import listening
-    from broker.matching import MatchSink, MatchWorker, run_sweeper
-    from broker.notify import bus_consumer_properties
+    from broker.runtime import listening
+    from broker.runtime.announce import bus_consumer_properties
+    from broker.runtime.match_stage import MatchSink, MatchWorker, run_sweeper
     from listeners.kafka import KafkaListener, KafkaSource
 
     settings = _stage_settings(ctx)
@@ -1094,7 +1094,7 @@ def stage_match(ctx: typer.Context) -> None:
 @stage_app.command("publish")
 def stage_publish(ctx: typer.Context) -> None:
     """Deliver queued VOEvents to Comet (VTP) and the Kafka output topics."""
-    from broker import listening
+    from broker.runtime import listening
 
     settings = _stage_settings(ctx)
     archive = _archive(ctx, create=True)
@@ -1114,7 +1114,7 @@ def stage_api(
     """Serve the HTTP API and dashboard; posted triggers are archived and announced."""
     import uvicorn
 
-    from broker.app import create_app, start_ops, stop_ops
+    from broker.web.app import create_app, start_ops, stop_ops
 
     settings = _stage_settings(ctx)
     _engine(ctx, create=True, need_archive=False).dispose()
@@ -1136,7 +1136,7 @@ def stage_api(
 def streams(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
             wide: WideOption = False) -> None:
     """Health of every input stream: last message, counts, heartbeats (ages in seconds)."""
-    from broker.archive import utcnow
+    from broker.archive.store import utcnow
 
     archive = _archive(ctx)
     now = utcnow()
@@ -1177,8 +1177,8 @@ def token_create(
     import math
     from datetime import timedelta
 
-    from broker.errors import ConfigurationError
-    from broker.tokens import create_token
+    from alerts_schema.errors import ConfigurationError
+    from broker.web.tokens import create_token
 
     if expires_days is not None and not (math.isfinite(expires_days) and expires_days > 0):
         _fail(f"--expires-days must be more than 0 (got {expires_days:g}); omit it for a "
@@ -1208,7 +1208,7 @@ def token_create(
 def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
                wide: WideOption = False) -> None:
     """List tokens (never their secrets)."""
-    from broker.tokens import list_tokens
+    from broker.web.tokens import list_tokens
 
     archive = _archive(ctx)
     rows = [{"id": t.id, "name": t.name, "scopes": " ".join(sorted(t.scopes)),
@@ -1224,7 +1224,7 @@ def token_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.table,
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument()]) -> None:
     """Revoke token TOKEN_ID."""
-    from broker.tokens import revoke_token
+    from broker.web.tokens import revoke_token
 
     archive = _archive(ctx)
     ok = revoke_token(archive, token_id)

@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from broker.errors import ConfigurationError
+from alerts_schema.errors import ConfigurationError
 
 
 def default_data_dir() -> Path:

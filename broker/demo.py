@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from broker.archive import Outcome, RawMessage, utcnow
+from broker.archive.store import Outcome, RawMessage, utcnow
 
 CENTRE_DEG = (197.45, -23.38)
 SKY_SIGMA_DEG = 4.0

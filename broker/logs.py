@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 TOKEN_PATTERN = re.compile(r"mmb_[A-Za-z0-9_\-]{8,}")
-"""What an API token looks like (broker.tokens.TOKEN_PREFIX and its secret part)."""
+"""What an API token looks like (broker.web.tokens.TOKEN_PREFIX and its secret part)."""
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 

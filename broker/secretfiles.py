@@ -13,7 +13,7 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from broker.errors import ConfigurationError
+from alerts_schema.errors import ConfigurationError
 
 
 def read_secret_file(path: str | Path) -> str:

@@ -86,8 +86,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, cast
 
+from alerts_schema.errors import ConfigurationError
 from alerts_schema.model import Alert
-from broker.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_CONFIG_RESOURCE",

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
-from broker.errors import MalformedInput
+from alerts_schema.errors import MalformedInput
 from crossmatch.skymap import (
     MAX_ORDER,
     MultiOrderMap,
@@ -738,7 +738,7 @@ class SkyMap:
         negative_tolerance
             Negative pixels holding at most this fraction of the map's
             positive probability are clipped to 0 (noted in ``moc.notes``);
-            more raise :class:`~broker.errors.MalformedInput`.
+            more raise :class:`~alerts_schema.errors.MalformedInput`.
 
         See Also
         --------
@@ -987,7 +987,7 @@ def skymap_by_hash(sha256: str, load: Callable[[str], bytes | None]) -> SkyMap |
 
     ``load(sha256)`` gives the file's bytes or None (then None is returned);
     bytes that do not hash to ``sha256`` raise
-    :class:`~broker.errors.MalformedInput`.  Reading a large map takes tens
+    :class:`~alerts_schema.errors.MalformedInput`.  Reading a large map takes tens
     of ms, so the cross-match engine and the query API share the cache.
     """
     with _cache_lock:

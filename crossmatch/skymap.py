@@ -9,8 +9,8 @@ a typical LVK map is ~20,000 rows, where flattening to its finest order
 (order 11) would be 50 million pixels.
 
 Pure functions of in-memory bytes and arrays; no file or network I/O.  Errors
-a sender caused raise :class:`~broker.errors.MalformedInput` (or
-:class:`~broker.errors.HostileInput` for decompression bombs) with a reason
+a sender caused raise :class:`~alerts_schema.errors.MalformedInput` (or
+:class:`~alerts_schema.errors.HostileInput` for decompression bombs) with a reason
 a person can act on.
 
 >>> sky = read_multiorder(fits_bytes)
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput
 
 __all__ = [
     "MAX_FITS_BYTES",

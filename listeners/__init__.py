@@ -1,10 +1,10 @@
 """Input streams: one module per stream, each a pure normalizer plus its transport.
 
 A normalizer is a function ``(data: bytes, meta: MessageMeta) -> Normalized``
-that raises an :class:`~broker.errors.InputError` subclass with a reason a
+that raises an :class:`~alerts_schema.errors.InputError` subclass with a reason a
 person understands when the bytes cannot become Alerts.  It does no I/O; the
 transports (Kafka, VTP, HTTP, files) feed it and hand the results to the
-archive through :mod:`broker.ingest`.
+archive through :mod:`broker.runtime.ingest`.
 
 :mod:`listeners.detect` sniffs the format of raw bytes;
 :mod:`listeners.registry` routes them to the normalizer that handles them;

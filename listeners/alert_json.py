@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alerts_schema import Alert, validation_errors
-from broker.errors import NormalizationError, SchemaValidationError
+from alerts_schema.errors import NormalizationError, SchemaValidationError
 from listeners import json_limits
 from listeners.base import MessageMeta, Normalized
 

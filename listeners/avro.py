@@ -23,15 +23,15 @@ the framing and :func:`decode_datum` decodes the body.
 recursively in C: a recursive record nested 100,000 deep in the data overflows
 the C stack and kills the process (SIGSEGV, no exception to catch).  So a
 writer schema whose named types refer to themselves, or whose types nest deeper
-than :data:`MAX_SCHEMA_DEPTH`, is refused as :class:`~broker.errors.HostileInput`
+than :data:`MAX_SCHEMA_DEPTH`, is refused as :class:`~alerts_schema.errors.HostileInput`
 when it is first parsed; data can nest no deeper than its schema.  A stream's
 normalizer also names the :class:`SchemaFamily` it decodes (ZTF, Rubin, LVK),
 and a container whose writer schema is of another family is refused unread.
 The verdict, good or bad, is cached by the schema's bytes
 (:class:`SchemaCache`), so a flood of one hostile schema is parsed once.
 
-Every failure raises :class:`~broker.errors.MalformedInput` (the bytes do not
-parse) or :class:`~broker.errors.HostileInput` (they try to exhaust the
+Every failure raises :class:`~alerts_schema.errors.MalformedInput` (the bytes do not
+parse) or :class:`~alerts_schema.errors.HostileInput` (they try to exhaust the
 decoder), with a reason that says which part of the message is at fault.
 """
 
@@ -51,8 +51,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
 
+from alerts_schema.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from alerts_schema.model import format_utc
-from broker.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from listeners import json_limits
 from listeners.common import finite_or_none
 

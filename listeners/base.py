@@ -2,7 +2,7 @@
 
 A normalizer is a pure function ``(data: bytes, meta: MessageMeta) -> Normalized``:
 no I/O, no clock (times come from the message or ``meta.received_at``), and
-any failure raised as an :class:`~broker.errors.InputError` subclass whose
+any failure raised as an :class:`~alerts_schema.errors.InputError` subclass whose
 ``reason`` a person can act on.
 """
 

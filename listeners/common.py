@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker.errors import ImplausibleValue, NormalizationError
+from alerts_schema.errors import ImplausibleValue, NormalizationError
 
 SECONDS_PER_YEAR = 365.25 * 86400.0  # Julian year, as GCN and LVK use for yr^-1
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
@@ -123,7 +123,7 @@ def check_plausible(alert: Any, received_at: datetime) -> None:
     * errors (radius, semi-axes, systematic): finite, >= 0 and <= 180 deg;
     * trigger time: from :data:`EARLIEST_TRIGGER_TIME` to ``received_at`` + 1 year.
 
-    Applied to every normalizer's output in one place (:meth:`broker.ingest.
+    Applied to every normalizer's output in one place (:meth:`broker.runtime.ingest.
     Ingestor.normalize`); the normalizers themselves refuse such values rather
     than wrap, clamp or drop them (docs/errors.md).
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickletools
 from enum import StrEnum
 
-from broker.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput
 
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 

@@ -129,8 +129,8 @@ from alerts_schema import (
     Provenance,
     SkymapLocalization,
 )
+from alerts_schema.errors import NormalizationError
 from alerts_schema.model import format_utc
-from broker.errors import NormalizationError
 from listeners import json_limits
 from listeners.base import Heartbeat, MessageMeta, Normalized, SkymapFile
 from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from broker.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64

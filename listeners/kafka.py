@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from broker.errors import ConfigurationError, RetryableError
-from broker.ingest import Ingestor
+from alerts_schema.errors import ConfigurationError, RetryableError
+from broker.runtime.ingest import Ingestor
 from listeners.connection import ConnectionReporter, kafka_connected
 
 log = logging.getLogger(__name__)

@@ -64,8 +64,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from alerts_schema import Alert
+from alerts_schema.errors import HostileInput, MalformedInput, NormalizationError
 from alerts_schema.model import format_utc
-from broker.errors import HostileInput, MalformedInput, NormalizationError
 from crossmatch.skymap import MultiOrderMap, read_multiorder
 from listeners import avro, json_limits
 from listeners.base import MessageMeta, Normalized, SkymapFile

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
-from broker.errors import ConfigurationError, RetryableError
+from alerts_schema.errors import ConfigurationError, RetryableError
 
 REFRESH_MARGIN_S = 60.0
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import MalformedInput, NormalizationError, UnknownFormat
+from alerts_schema.errors import MalformedInput, NormalizationError, UnknownFormat
 from listeners import (
     alert_json,
     avro,
@@ -85,7 +85,7 @@ def route(data: bytes, meta: MessageMeta) -> tuple[Route, Any]:
     """The route for ``data`` and its decoded JSON (None for other formats).
 
     Raises :class:`UnknownFormat` saying what was seen when no route accepts it, and
-    :class:`~broker.errors.HostileInput` for an Avro container whose writer schema
+    :class:`~alerts_schema.errors.HostileInput` for an Avro container whose writer schema
     could crash the decoder (see :mod:`listeners.avro`).
     """
     fmt = sniff(data)

@@ -50,7 +50,7 @@ from typing import Any
 from fastavro.schema import load_schema
 
 from alerts_schema import Alert
-from broker.errors import ConfigurationError, InputError, MalformedInput, NormalizationError
+from alerts_schema.errors import ConfigurationError, InputError, MalformedInput, NormalizationError
 from listeners import avro
 from listeners.base import MessageMeta, Normalized
 from listeners.common import finite_or_none, survey_detection, tai_mjd_to_utc

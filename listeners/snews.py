@@ -84,8 +84,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from alerts_schema import Alert, DataRights, NoLocalization, Provenance
+from alerts_schema.errors import NormalizationError, UnknownFormat
 from alerts_schema.model import format_utc
-from broker.errors import NormalizationError, UnknownFormat
 from listeners import json_limits
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import finite_or_none, local_id, parse_flag, parse_utc, per_year_to_hz
@@ -185,7 +185,7 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
     ----------
     data
         The message as received: JSON (a pickle raises
-        :class:`~broker.errors.HostileInput` unread).
+        :class:`~alerts_schema.errors.HostileInput` unread).
     meta
         Where and when it was received.
 

@@ -3,7 +3,7 @@
 A trigger arrives as JSON by ``POST /api/v1/triggers`` or on the
 ``detector.triggers`` Kafka topic.  It is validated against
 ``alerts_schema/trigger.schema.json`` first (violations raise
-:class:`~broker.errors.SchemaValidationError` listing each one with its JSON
+:class:`~alerts_schema.errors.SchemaValidationError` listing each one with its JSON
 path), then becomes one Alert:
 
 * messenger ``neutrino``; facility = ``detector``, instrument = ``instrument``;
@@ -59,7 +59,7 @@ from alerts_schema import (
     Provenance,
     validation_errors,
 )
-from broker.errors import NormalizationError, SchemaValidationError, UnknownFormat
+from alerts_schema.errors import NormalizationError, SchemaValidationError, UnknownFormat
 from listeners import json_limits
 from listeners.base import MessageMeta, Normalized
 from listeners.common import checked_ra, local_id, parse_utc

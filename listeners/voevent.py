@@ -115,8 +115,8 @@ from alerts_schema import (
     PointLocalization,
     Provenance,
 )
+from alerts_schema.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from alerts_schema.model import format_utc
-from broker.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from listeners import xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import (

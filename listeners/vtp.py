@@ -15,9 +15,9 @@ import socket
 import threading
 import time
 
-from broker.archive import RawMessage
-from broker.errors import ArchiveUnavailable, InputError
-from broker.ingest import Ingestor
+from alerts_schema.errors import ArchiveUnavailable, InputError
+from broker.archive.store import RawMessage
+from broker.runtime.ingest import Ingestor
 from listeners import xml_safe
 from listeners.connection import ConnectionReporter
 from listeners.vtp_protocol import FrameTooLarge, frame, read_frame, transport

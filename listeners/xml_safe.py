@@ -26,7 +26,7 @@ import re
 
 from lxml import etree
 
-from broker.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput
 
 __all__ = ["ALLOWED_ENCODINGS", "make_parser", "parse"]
 

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from alerts_schema import Alert
-from broker.errors import NormalizationError
+from alerts_schema.errors import NormalizationError
 from listeners import avro
 from listeners.base import MessageMeta, Normalized
 from listeners.common import finite_or_none, jd_to_utc, survey_detection

@@ -128,7 +128,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def archive(db_url: str) -> Iterator[object]:
-    from broker.archive import Archive
+    from broker.archive.store import Archive
 
     arch = Archive.open(db_url)
     try:
@@ -139,7 +139,7 @@ def archive(db_url: str) -> Iterator[object]:
 
 @pytest.fixture
 def ingestor(archive: object) -> object:
-    from broker.ingest import Ingestor
+    from broker.runtime.ingest import Ingestor
 
     return Ingestor(archive, authority="test.mmbroker", retry_delays_s=(0.05, 0.2))
 
@@ -175,9 +175,9 @@ def ingest_demo(archive: object, *, embargoed_until: str | None = None,
     import json
 
     from broker import demo
-    from broker.archive import RawMessage
+    from broker.archive.store import RawMessage
     from broker.config import get_settings
-    from broker.listening import make_pipeline
+    from broker.runtime.listening import make_pipeline
 
     pipeline = make_pipeline(get_settings(comet=False), archive,  # type: ignore[arg-type]
                              targets=list(targets))

@@ -62,7 +62,7 @@ def numbered(archive: object) -> int:
     """How many alerts the match stage has numbered (-1 while the archive is unreachable)."""
     from sqlalchemy import func, select
 
-    from broker.models import AlertRow
+    from broker.archive.models import AlertRow
 
     try:
         with archive.engine.connect() as conn:  # type: ignore[attr-defined]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from broker import migrate
-from broker.app import create_app
-from broker.archive import Archive, RawMessage
+from broker.archive import migrate
+from broker.archive.store import Archive, RawMessage
 from broker.config import get_settings
-from broker.ingest import Ingestor
-from broker.tokens import create_token
+from broker.runtime.ingest import Ingestor
+from broker.web.app import create_app
+from broker.web.tokens import create_token
 from tests.conftest import free_port
 from tests.servers import wait_for
 
@@ -100,13 +100,13 @@ def test_serve_demo_archives_the_scenario(tmp_path: Path) -> None:
         while archive.count_alerts() < 3:
             assert time.monotonic() < deadline, "demo did not archive its three alerts"
             time.sleep(0.2)
-        from broker.archive import AlertQuery
+        from broker.archive.store import AlertQuery
 
         docs = archive.list_alerts(AlertQuery(role="test"))
         assert sorted(d["messenger"] for d in docs) == ["gamma_ray", "gravitational_wave",
                                                         "neutrino"]
         # ...and ends with the coincidence VOEvents accepted by the built-in Comet.
-        from broker.outbox import status
+        from broker.publish.outbox import status
 
         def delivered() -> set[str]:
             return {e["ivorn"].split("#")[1].split("-")[0] for e in status(archive)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from sqlalchemy import func, inspect, select
 
+from alerts_schema.errors import ArchiveUnavailable, PermanentError
 from alerts_schema.synthetic import alert_documents
-from broker import migrate
-from broker.archive import AlertQuery, Archive, RawMessage, sha256_hex
-from broker.errors import ArchiveUnavailable, PermanentError
-from broker.ingest import Ingestor
-from broker.models import AlertRow, Base, QuarantineEntry, RawPayload
+from broker.archive import migrate
+from broker.archive.models import AlertRow, Base, QuarantineEntry, RawPayload
+from broker.archive.store import AlertQuery, Archive, RawMessage, sha256_hex
+from broker.runtime.ingest import Ingestor
 from crossmatch.healpix import angular_separation_deg
 from tests.conftest import mmbroker
 
@@ -33,7 +33,7 @@ def test_migrations_up_from_empty_match_the_models(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from broker.db import make_engine
+    from broker.archive.db import make_engine
 
     engine = make_engine(db_url)
     assert migrate.current_revision(engine) is None
@@ -162,8 +162,8 @@ def test_normalizer_crash_is_quarantined(ingestor: Ingestor, archive: Archive,
 _WRITER = """
 import json, sys
 from pathlib import Path
-from broker.archive import Archive, RawMessage
-from broker.ingest import Ingestor
+from broker.archive.store import Archive, RawMessage
+from broker.runtime.ingest import Ingestor
 url, folder = sys.argv[1], Path(sys.argv[2])
 archive = Archive.open(url)
 ing = Ingestor(archive, authority="test.mmbroker")
@@ -272,7 +272,7 @@ def test_hpx29_vectorized_agrees_with_scalar() -> None:
 
 def test_skymaps_heartbeats_and_stream_health(archive: Archive) -> None:
     from alerts_schema import Alert
-    from broker.models import Skymap
+    from broker.archive.models import Skymap
     from listeners.base import Heartbeat, Normalized, SkymapFile
 
     sky = SkymapFile(b"SIMPLE  = T fake multi-order map", "multiorder", area_90_deg2=31.6)
@@ -327,8 +327,8 @@ def test_same_content_in_other_bytes_is_a_duplicate(ingestor: Ingestor,
 
 
 def test_migration_0003_backfills_content_hashes(db_url: str) -> None:
-    from broker.archive import content_sha256
-    from broker.db import make_engine
+    from broker.archive.db import make_engine
+    from broker.archive.store import content_sha256
 
     engine = make_engine(db_url)
     migrate.upgrade(engine, "0002")
@@ -337,7 +337,7 @@ def test_migration_0003_backfills_content_hashes(db_url: str) -> None:
     raw = RawMessage("old", json.dumps(doc).encode())
     archive.store_raw([raw])
     from alerts_schema import Alert
-    from broker.archive import alert_row_values
+    from broker.archive.store import alert_row_values
 
     values = alert_row_values(Alert.model_validate(doc), raw)
     values.pop("content_sha256")
@@ -358,7 +358,7 @@ def test_a_row_the_database_refuses_costs_one_message(
     """A permanent database error on one alert quarantines that message, not the batch."""
     from sqlalchemy.exc import DataError
 
-    from broker import archive as archive_module
+    from broker.archive import store as archive_module
 
     docs = alert_documents(5, seed=41)
     poisoned = docs[2]["event_id"]
@@ -391,7 +391,7 @@ def test_coincidences_are_stored_once_with_their_members(archive: Archive) -> No
     assert archive.store_coincidences([("k" * 64, coinc)]) == [False]  # same result key
     (stored,) = archive.list_coincidences()
     assert stored["id"] == coinc.id and len(stored["members"]) == 2
-    from broker.models import CoincidenceMember
+    from broker.archive.models import CoincidenceMember
     with archive.engine.connect() as conn:
         offsets = sorted(r.time_offset_s for r in conn.execute(select(CoincidenceMember)))
     assert offsets == [0.0, 1.71]
@@ -400,7 +400,7 @@ def test_coincidences_are_stored_once_with_their_members(archive: Archive) -> No
 def test_coincidence_revisions_link_to_what_they_supersede(archive: Archive) -> None:
     import alerts_schema
     from alerts_schema import Coincidence
-    from broker.models import CoincidenceRow
+    from broker.archive.models import CoincidenceRow
 
     ingestor = Ingestor(archive, authority="local.mmbroker")
     examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}

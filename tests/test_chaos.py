@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from broker import outbox
-from broker.archive import Archive
-from broker.models import AlertRow, CoincidenceMember, CoincidenceRow, VOEventRow
+from broker.archive.models import AlertRow, CoincidenceMember, CoincidenceRow, VOEventRow
+from broker.archive.store import Archive
+from broker.publish import outbox
 from tests.servers import (
     comet_broker,
     comet_subscriber,

@@ -27,7 +27,7 @@ ALL_COMMANDS = _commands(typer.main.get_command(app))
 
 def new_archive(path: Path) -> str:
     """An empty archive, as `mmbroker db upgrade` makes it (only it and `serve` make one)."""
-    from broker.archive import Archive
+    from broker.archive.store import Archive
 
     Archive.open(f"sqlite:///{path}").close()
     return str(path)
@@ -402,7 +402,7 @@ def test_alembic_is_quiet_at_the_default_log_level(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("from broker import logs, migrate; from broker.db import make_engine; "
+    code = ("from broker import logs, migrate; from broker.archive.db import make_engine; "
             "logs.configure('INFO'); "
             f"migrate.upgrade(make_engine('sqlite:///{tmp_path / 'q.sqlite3'}'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -128,11 +128,11 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def _serve(db_url: str, tmp: Path) -> Iterator[Served]:
-    from broker.app import create_app
-    from broker.archive import Archive, RawMessage
-    from broker.ingest import Ingestor
-    from broker.listening import make_pipeline
-    from broker.tokens import create_token
+    from broker.archive.store import Archive, RawMessage
+    from broker.runtime.ingest import Ingestor
+    from broker.runtime.listening import make_pipeline
+    from broker.web.app import create_app
+    from broker.web.tokens import create_token
     from tests.test_skymap import fisher_map, multiorder_fits
 
     with pytest.MonkeyPatch.context() as env:
@@ -400,7 +400,7 @@ def test_cone_search(served: Served) -> None:
 
 
 def test_rate_limited_then_retried(served: Served) -> None:
-    from broker.app import create_app
+    from broker.web.app import create_app
 
     settings = _settings(served.db_url, served.data_dir, api_rate_limit_per_s=1,
                          api_rate_limit_burst=2)
@@ -467,7 +467,7 @@ def test_client_needs_no_server_dependencies(served: Served) -> None:
     result = json.loads(proc.stdout)
     assert result == {"n": 12, "same": True, "missing": 404,
                       "count": served.client().count_alerts(), "loaded": [],
-                      "broker": ["broker", "broker.client", "broker.errors"]}
+                      "broker": ["broker", "broker.client", "alerts_schema.errors"]}
 
 
 # -- without the broker --------------------------------------------------------------------

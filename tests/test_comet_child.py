@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 import alerts_schema
-from broker.comet_child import command, port_holders, stock_subscriber_back_s
 from broker.config import get_settings
+from broker.publish.comet_child import command, port_holders, stock_subscriber_back_s
 from tests.conftest import free_port, mmbroker
 from tests.servers import (
     RecordingSender,
@@ -360,11 +360,11 @@ def test_a_held_loop_sends_nothing_then_the_window_again_first(archive: object) 
 
     from sqlalchemy import select, update
 
-    from broker import outbox
-    from broker.archive import utcnow
-    from broker.db import transaction
-    from broker.models import Delivery, VOEventRow
-    from broker.senders import DeliveryLoop
+    from broker.archive.db import transaction
+    from broker.archive.models import Delivery, VOEventRow
+    from broker.archive.store import utcnow
+    from broker.publish import outbox
+    from broker.publish.senders import DeliveryLoop
     from tests.test_delivery import queue, run, voevent
 
     sender = RecordingSender()

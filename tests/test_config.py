@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from alerts_schema.errors import ConfigurationError
 from broker.config import Settings, database_url_from_option, get_settings
-from broker.errors import ConfigurationError
 
 
 def test_defaults(tmp_path: Path) -> None:

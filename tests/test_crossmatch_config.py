@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from alerts_schema import Alert
-from broker.errors import ConfigurationError
+from alerts_schema.errors import ConfigurationError
 from crossmatch.config import (
     FIGURE_NAMES,
     CrossmatchConfig,

@@ -22,15 +22,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from broker.app import create_app
-from broker.archive import Archive, RawMessage
-from broker.auth import SESSION_COOKIE
+from broker.archive.models import AlertRow, Delivery, VOEventRow
+from broker.archive.store import Archive, RawMessage
 from broker.config import Settings, get_settings
-from broker.ingest import Ingestor
-from broker.latency import STEPS, distribution, step_times
-from broker.models import AlertRow, Delivery, VOEventRow
-from broker.streamhealth import health_view
-from broker.tokens import create_token
+from broker.runtime.ingest import Ingestor
+from broker.web.app import create_app
+from broker.web.auth import SESSION_COOKIE
+from broker.web.latency import STEPS, distribution, step_times
+from broker.web.streamhealth import health_view
+from broker.web.tokens import create_token
 from tests.conftest import ingest_demo
 from tests.servers import live_app, wait_for
 
@@ -275,7 +275,7 @@ def test_the_feed_looks_again_for_ids_it_skipped() -> None:
     """Ids need not commit in order: one skipped over is looked for until the grace ends."""
     from sqlalchemy.dialects import sqlite
 
-    from broker.livefeed import GAP_GRACE_S, _Marks
+    from broker.web.livefeed import GAP_GRACE_S, _Marks
 
     marks = _Marks(10)
     marks.advance([11, 12, 15], mono_s=0.0)
@@ -345,7 +345,7 @@ def test_connection_changes_move_only_on_a_change(archive: Archive) -> None:
 
 
 def test_latency_chain_runs_forward(archive: Archive) -> None:
-    from broker import outbox
+    from broker.publish import outbox
 
     ingest_demo(archive, targets=("vtp",))
     # Comet accepts every queued VOEvent (the outbox's own record of it).
@@ -369,8 +369,8 @@ def test_latency_chain_runs_forward(archive: Archive) -> None:
 
 def test_provenance_graph_draws_every_record(world: tuple[TestClient, Archive, dict[str, str]]
                                              ) -> None:
-    from broker.models import ProvenanceDoc
-    from broker.provenance_graph import to_svg
+    from broker.archive.models import ProvenanceDoc
+    from broker.web.provenance_graph import to_svg
 
     _, archive, _ = world
     with archive.engine.connect() as conn:
@@ -389,7 +389,7 @@ def test_stale_overrides_setting_parses() -> None:
     s = get_settings(stream_stale_overrides="gcn.heartbeat=10, snews = 120")
     assert s.stale_after_s("gcn.heartbeat") == 10 and s.stale_after_s("snews") == 120
     assert s.stale_after_s("other") == s.stream_stale_after_s
-    from broker.errors import ConfigurationError
+    from alerts_schema.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="not stream=seconds"):
         get_settings(stream_stale_overrides="gcn.heartbeat")
@@ -428,10 +428,10 @@ def test_rows_that_never_alarm_cannot_hide_an_alarm(archive: Archive) -> None:
     alarms out of the page's first state (the alarm query's limit)."""
     from sqlalchemy import insert
 
-    from broker import query as q
-    from broker.dashboard import _alarms
-    from broker.db import transaction
-    from broker.models import CoincidenceMember, CoincidenceRow
+    from broker.archive import query as q
+    from broker.archive.db import transaction
+    from broker.archive.models import CoincidenceMember, CoincidenceRow
+    from broker.web.dashboard import _alarms
 
     ingest_demo(archive)
     settings = get_settings(comet=False, alarm_roles=["observation", "test"])
@@ -465,7 +465,7 @@ def test_stream_health_is_read_only_while_someone_looks(archive: Archive) -> Non
     computes it on demand."""
     import asyncio
 
-    from broker.livefeed import LiveFeed
+    from broker.web.livefeed import LiveFeed
 
     Ingestor(archive, authority="test.mmbroker").ingest([RawMessage("igwn.gwalert", b"{}")])
     feed = LiveFeed(archive, _settings())
@@ -483,7 +483,7 @@ def test_stream_health_is_read_only_while_someone_looks(archive: Archive) -> Non
 def test_messages_per_minute_spans_a_window_and_no_gap(archive: Archive) -> None:
     """The rate is over at least a minute of readings, and none across a gap (nobody
     watching for a while): no figure rather than a few seconds' noise."""
-    from broker.streamhealth import RATE_WINDOW_S
+    from broker.web.streamhealth import RATE_WINDOW_S
 
     settings = _settings(streams=["s"])
     totals: deque = deque()
@@ -506,7 +506,7 @@ def test_concurrent_health_refreshes_compute_once(archive: Archive,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Page loads and the poller refresh from threads of their own: one computes, the
     others wait for its result (two at once mutated the shared readings)."""
-    from broker.livefeed import LiveFeed
+    from broker.web.livefeed import LiveFeed
 
     feed = LiveFeed(archive, _settings())
     calls: list[int] = []
@@ -696,8 +696,8 @@ def test_a_hidden_revision_neither_clears_nor_shows_a_public_alarm(
     by a database id, whose gaps would count hidden rows."""
     from sqlalchemy import insert
 
-    from broker.db import transaction
-    from broker.models import CoincidenceMember, CoincidenceRow
+    from broker.archive.db import transaction
+    from broker.archive.models import CoincidenceMember, CoincidenceRow
 
     client, archive, tokens = world
     public = client.get("/dashboard/state").json()
@@ -744,8 +744,8 @@ def test_a_viewer_is_offered_and_replayed_exactly_what_it_may_see(
     the viewer's queue holds exactly the rows it may see, in order; resuming from any id
     it got, or from a page's ``last_event_id`` taken before, replays exactly the visible
     rows after it; every id is new and of one shape, whatever came between."""
-    from broker.livefeed import LiveFeed, _Subscriber
-    from broker.query import Viewer
+    from broker.archive.query import Viewer
+    from broker.web.livefeed import LiveFeed, _Subscriber
 
     feed = LiveFeed(None, _settings())  # type: ignore[arg-type]  # no archive: not polled
     viewer = Viewer(frozenset(scopes))

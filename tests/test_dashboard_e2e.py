@@ -128,8 +128,8 @@ def test_a_significant_coincidence_raises_the_alarm_until_acknowledged(
             page.wait_for_timeout(300)
         page.wait_for_selector("#alarm", state="hidden", timeout=5000)
         assert page.title() == "mmbroker"
-        from broker.archive import Archive
-        from broker.models import Acknowledgement
+        from broker.archive.models import Acknowledgement
+        from broker.archive.store import Archive
 
         archive = Archive.open(f"sqlite:///{broker.db}", upgrade=False)
         try:
@@ -271,10 +271,10 @@ def test_the_sky_view_draws_updates_live_and_links_coincidences(world: dict[str,
 @pytest.mark.timeout(240)
 def test_the_sky_view_draws_the_gw_credible_region_and_hides_embargoed_alerts(
         tmp_path: Path) -> None:
-    from broker.archive import Archive, RawMessage
+    from broker.archive.models import AlertRow
+    from broker.archive.store import Archive, RawMessage
     from broker.config import get_settings
-    from broker.listening import make_pipeline
-    from broker.models import AlertRow
+    from broker.runtime.listening import make_pipeline
     from tests.conftest import ingest_demo
 
     # The demo (its LVK alert carries a multi-order sky map), its neutrino trigger under

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from broker import outbox
-from broker.archive import Archive
-from broker.senders import DeliveryLoop, VTPSender
+from broker.archive.store import Archive
+from broker.publish import outbox
+from broker.publish.senders import DeliveryLoop, VTPSender
 from tests.servers import (
     RecordingSender,
     comet_broker,
@@ -92,7 +92,7 @@ def test_one_round_queues_new_ivorns_once_and_hands_back_their_deliveries(
     assert sorted(entry["targets"]) == ["kafka-xml", "vtp"]
     from sqlalchemy import select
 
-    from broker.models import ProvenanceDoc
+    from broker.archive.models import ProvenanceDoc
     with archive.engine.connect() as conn:
         subjects = sorted(conn.execute(select(ProvenanceDoc.subject_ivorn)).scalars())
     assert [s.rsplit("#", 1)[1] for s in subjects] == ["ev0", "ev2", "ev3"]
@@ -102,7 +102,7 @@ def test_a_claim_leases_its_deliveries_until_sent_released_or_expired(
         archive: Archive) -> None:
     from datetime import timedelta
 
-    from broker.archive import utcnow
+    from broker.archive.store import utcnow
 
     queue(archive, range(3), ["vtp"])
     now = utcnow()
@@ -146,7 +146,7 @@ def test_a_delivery_sent_but_not_marked_is_marked_not_sent_again(
         archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import timedelta
 
-    from broker.errors import ArchiveUnavailable
+    from alerts_schema.errors import ArchiveUnavailable
 
     queue(archive, range(2), ["vtp"])
     sender = RecordingSender()
@@ -164,8 +164,8 @@ def test_a_delivery_sent_but_not_marked_is_marked_not_sent_again(
     # Its lease over, the delivery is claimed again: marked sent, not sent twice.
     from sqlalchemy import update
 
-    from broker.archive import utcnow
-    from broker.models import Delivery
+    from broker.archive.models import Delivery
+    from broker.archive.store import utcnow
     with archive.engine.begin() as conn:
         conn.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
     loop._deliver_some(threading.Event())
@@ -201,8 +201,8 @@ def test_comet_down_for_30_s_loses_and_doubles_nothing(tmp_path: Path, archive: 
 
 _SENDER = """
 import signal, sys, threading
-from broker.archive import Archive
-from broker.senders import DeliveryLoop, KafkaSender
+from broker.archive.store import Archive
+from broker.publish.senders import DeliveryLoop, KafkaSender
 archive = Archive.open(sys.argv[1], upgrade=False)
 loop = DeliveryLoop(archive, KafkaSender(sys.argv[2], "mmbroker.voevent", timeout_s=2.0),
                     poll_s=0.2, max_backoff_s=4.0)

@@ -82,8 +82,8 @@ def test_every_topic_is_declared_with_replication_3_and_min_isr_2() -> None:
 def test_producers_are_idempotent_with_acks_all(tmp_path: Path) -> None:
     """Every producer the broker makes (announcements, VOEvent output), connected to a real
     Kafka-protocol broker, is idempotent and waits for every in-sync replica."""
-    from broker.notify import AnnouncingIngestor
-    from broker.senders import KafkaSender
+    from broker.publish.senders import KafkaSender
+    from broker.runtime.announce import AnnouncingIngestor
     from tests.servers import tansu
 
     with tansu(tmp_path) as bootstrap:
@@ -415,7 +415,7 @@ def test_db_init_gives_the_roles_their_secret_passwords_and_lets_ingest_migrate(
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from broker.archive import Archive
+    from broker.archive.store import Archive
     from tests.conftest import PG_URL
 
     for tool in ("psql", "pg_isready"):
@@ -584,7 +584,7 @@ def test_the_build_context_is_small_and_holds_what_the_build_copies(tmp_path: Pa
     (wheel,) = (tmp_path / "dist").glob("mmbroker-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         members = set(zf.namelist())
-    for member in ("broker/cli.py", "broker/templates/base.html",
+    for member in ("broker/cli.py", "broker/web/templates/base.html",
                    "alerts_schema/alert.schema.json", "listeners/kafka.py",
                    "crossmatch/__init__.py"):
         assert member in members, member
@@ -623,7 +623,7 @@ def test_the_image_health_check_answers_for_a_live_process_only() -> None:
     """The HEALTHCHECK's command, run as the image would run it, against the stages' real
     ops server (MMBROKER_OPS_PORT) and an HTTP port (serve): 0 while it answers, non-zero
     once it is gone."""
-    from broker.opsserver import serve_ops
+    from broker.web.opsserver import serve_ops
     from tests.conftest import free_port
 
     (check,) = [v for k, v in _dockerfile_instructions() if k == "HEALTHCHECK"]
@@ -976,8 +976,8 @@ def test_the_broker_runs_under_the_units_system_call_filter(tmp_path: Path) -> N
     proc = subprocess.Popen(sandboxed(exe, *start.split()[1:], "--demo"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        from broker.archive import Archive
-        from broker.outbox import status
+        from broker.archive.store import Archive
+        from broker.publish.outbox import status
 
         deadline = time.monotonic() + 120
         while True:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from broker import outbox
-from broker.archive import Archive, RawMessage, utcnow
-from broker.outbox import hold
+from broker.archive.store import Archive, RawMessage, utcnow
+from broker.publish import outbox
+from broker.publish.outbox import hold
 
 PUBLIC = ("vtp", "kafka-xml", "kafka-json")
 TARGETS = (*PUBLIC, "kafka-private")
@@ -25,7 +25,7 @@ TARGETS = (*PUBLIC, "kafka-private")
 
 def _pipeline(archive: Archive) -> Any:
     from broker.config import get_settings
-    from broker.listening import make_pipeline
+    from broker.runtime.listening import make_pipeline
 
     pipeline = make_pipeline(get_settings(comet=False), archive, targets=list(TARGETS))
     pipeline.publisher.private_targets = ["kafka-private"]
@@ -172,7 +172,7 @@ def test_releasing_reads_only_what_is_due(archive: Archive, scale: int) -> None:
     the (state, held_until) index range whose time has passed."""
     from sqlalchemy import text
 
-    from broker.outbox import Outgoing, queue
+    from broker.publish.outbox import Outgoing, queue
 
     now = utcnow()
     queue(archive, [Outgoing(f"ivo://test.mmbroker/detector#H{i}", b"<x/>", "test", {},
@@ -208,8 +208,8 @@ def test_the_delivery_loop_releases_by_itself_within_a_second(archive: Archive) 
     """What `serve` and `stage publish` run: no call but the loop's own polling."""
     import threading
 
-    from broker.outbox import Outgoing, queue
-    from broker.senders import DeliveryLoop
+    from broker.publish.outbox import Outgoing, queue
+    from broker.publish.senders import DeliveryLoop
     from tests.servers import wait_for
 
     sender = _Recorder()
@@ -240,9 +240,9 @@ def test_the_delivery_loop_releases_by_itself_within_a_second(archive: Archive) 
 
 
 def test_a_private_topic_named_like_a_public_one_is_refused() -> None:
+    from alerts_schema.errors import ConfigurationError
     from broker.config import get_settings
-    from broker.errors import ConfigurationError
-    from broker.listening import delivery_targets, private_targets
+    from broker.runtime.listening import delivery_targets, private_targets
 
     settings = get_settings(kafka_bootstrap="127.0.0.1:9", kafka_private_topic="collab.v")
     assert delivery_targets(settings)[-1] == "kafka-private"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from alerts_schema import Alert, EllipseLocalization, PointLocalization, validation_errors
-from broker.errors import HostileInput, InputError, MalformedInput, NormalizationError
+from alerts_schema.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from listeners import gcn_json, json_limits
 from listeners.base import MessageMeta, Normalized
 from listeners.detect import Format, sniff
@@ -358,7 +358,7 @@ def test_heartbeat_from_topic_and_file() -> None:
 
 def test_ra_is_never_wrapped() -> None:
     """Issue 14, item 6: an RA outside [0, 360) is refused, not repaired."""
-    from broker.errors import ImplausibleValue
+    from alerts_schema.errors import ImplausibleValue
 
     doc = load("notices__swift__bat__guano.loc_arc_min.example.json")
     for ra in (-10.0, 360.0, 540.0, -360.0, 400.0):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import alerts_schema
-from broker.archive import Archive, RawMessage
-from broker.ingest import Ingestor
+from broker.archive.store import Archive, RawMessage
+from broker.runtime.ingest import Ingestor
 
 # Unpickling this creates the file below: proof, if it exists, that a pickle ran.
 PWNED = Path(tempfile.gettempdir()) / f"mmbroker-pwned-{os.getpid()}"
@@ -119,7 +119,7 @@ def test_nan_and_infinity_decode_as_missing() -> None:
 
 
 def test_overflowing_and_huge_numbers() -> None:
-    from broker.errors import MalformedInput
+    from alerts_schema.errors import MalformedInput
     from listeners import json_limits
 
     assert json_limits.loads(b'{"far_hz": 1e999, "x": -1e999}') == {"far_hz": None, "x": None}

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.archive import Archive, RawMessage
-from broker.ingest import DIED_REASON, Ingestor, _start_ticks, owner_alive, process_identity
+from broker.archive.store import Archive, RawMessage
+from broker.runtime.ingest import DIED_REASON, Ingestor, _start_ticks, owner_alive, process_identity
 from listeners import avro
 from listeners.base import MessageMeta
 from tests.conftest import mmbroker
@@ -471,9 +471,9 @@ def test_a_trigger_reply_names_only_the_posted_triggers_after_a_dead_process(
     posted; the dead process's message is in quarantine all the same."""
     from fastapi.testclient import TestClient
 
-    from broker.app import create_app
     from broker.config import get_settings
-    from broker.tokens import create_token
+    from broker.web.app import create_app
+    from broker.web.tokens import create_token
 
     owner = _dead_owner_and_a_hanging_probe(tmp_path, monkeypatch)
     left = RawMessage("detector", b'{"HANG": 2}')

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from alerts_schema.errors import ConfigurationError
 from alerts_schema.synthetic import alert_documents
-from broker.archive import Archive
-from broker.errors import ConfigurationError
-from broker.ingest import Ingestor
+from broker.archive.store import Archive
+from broker.runtime.ingest import Ingestor
 from listeners.kafka import KafkaListener, KafkaSource, config_from_env, consumer_kwargs
 from tests.servers import FAST_JOIN, FAST_JOIN_ENV, produce, stop_process, tansu, wait_for
 
@@ -64,7 +64,7 @@ def test_messages_are_archived_with_their_offsets(kafka: str, archive: Archive,
     with archive.engine.connect() as conn:
         from sqlalchemy import select
 
-        from broker.models import AlertRow
+        from broker.archive.models import AlertRow
         transports = [t for (t,) in conn.execute(select(AlertRow.transport))]
     positions = {(t["kafka"]["partition"], t["kafka"]["offset"]) for t in transports}
     assert len(positions) == 50
@@ -136,7 +136,7 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(
     with archive.engine.connect() as conn:
         from sqlalchemy import func, select
 
-        from broker.models import AlertRow
+        from broker.archive.models import AlertRow
         distinct = conn.execute(select(func.count(func.distinct(AlertRow.event_id)))).scalar()
     assert distinct == 400
     archive.close()

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alerts_schema.errors import MalformedInput
 from alerts_schema.model import Alert
-from broker.errors import MalformedInput
 from crossmatch.localization import (
     GBM_CORE_WEIGHT,
     GBM_TAIL_DEG,

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts_schema import Alert, validation_errors
-from broker.errors import HostileInput, InputError, MalformedInput, NormalizationError
+from alerts_schema.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from crossmatch.skymap import read_multiorder
 from listeners import avro as avro_machinery
 from listeners import lvk

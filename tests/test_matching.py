@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from broker.archive import Archive
-from broker.models import AlertRow, CoincidenceRow
+from broker.archive.models import AlertRow, CoincidenceRow
+from broker.archive.store import Archive
 from tests.stage_support import GRBS, TRIGGERS
 
 
@@ -22,7 +22,7 @@ def test_announcements_keep_an_event_together_and_spread_a_stream() -> None:
 
     from kafka.partitioner.default import murmur2
 
-    from broker.notify import announcement_key
+    from broker.runtime.announce import announcement_key
 
     partitions = list(range(4))
 
@@ -39,7 +39,7 @@ def test_the_broker_s_own_kafka_takes_its_own_credentials_not_the_input_streams(
     """``KAFKA_*`` configure the input streams (GCN's OIDC credentials, say); the alerts
     topic, the VOEvent output and the match stage's consumer use ``MMBROKER_BUS_KAFKA_*``."""
     from broker.config import get_settings
-    from broker.notify import bus_client_kwargs, bus_consumer_properties
+    from broker.runtime.announce import bus_client_kwargs, bus_consumer_properties
     from listeners.kafka import consumer_kwargs
 
     settings = get_settings(kafka_bootstrap="bus:9092", comet=False)
@@ -71,10 +71,10 @@ def test_a_round_that_lost_the_match_lock_numbers_nothing_and_is_matched_again(
     read again finds the pair the first attempt could not."""
     from datetime import UTC, datetime, timedelta
 
+    from alerts_schema.errors import MatchOrderLost
     from broker.config import get_settings
-    from broker.errors import MatchOrderLost
-    from broker.listening import make_ingestor
-    from broker.matching import MatchWorker
+    from broker.runtime.listening import make_ingestor
+    from broker.runtime.match_stage import MatchWorker
     from tests.dashboard_support import scenario
 
     settings = get_settings(comet=False)
@@ -133,8 +133,8 @@ def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_l
     from datetime import UTC, datetime, timedelta
 
     from broker.config import get_settings
-    from broker.listening import make_ingestor
-    from broker.matching import MatchWorker
+    from broker.runtime.listening import make_ingestor
+    from broker.runtime.match_stage import MatchWorker
 
     settings = get_settings(comet=False, crossmatch_late_slack_s=600.0)
     ingestor = make_ingestor(settings, archive)
@@ -194,7 +194,7 @@ def test_the_engine_s_archive_window_sees_a_retraction_without_a_position(
     from datetime import UTC, datetime, timedelta
 
     from broker.config import get_settings
-    from broker.listening import archive_history, make_ingestor
+    from broker.runtime.listening import archive_history, make_ingestor
 
     ingestor = make_ingestor(get_settings(comet=False), archive)
     when = datetime.now(UTC) - timedelta(hours=2)
@@ -216,7 +216,7 @@ def test_the_match_lock_knows_when_it_is_lost(pg_url: str) -> None:
     and a round checks it before it stores anything."""
     from sqlalchemy import text
 
-    from broker.matching import LOCK_KEY, match_lock
+    from broker.runtime.match_stage import LOCK_KEY, match_lock
 
     archive = Archive.open(pg_url)
     try:

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from broker.errors import ConfigurationError
+from alerts_schema.errors import ConfigurationError
 from listeners.oidc import OIDCTokenProvider, TokenError
 
 pytestmark = pytest.mark.timeout(60)

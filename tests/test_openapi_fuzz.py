@@ -25,10 +25,10 @@ from schemathesis.checks import (
 )
 
 from alerts_schema.synthetic import alert_documents
-from broker.app import create_app
-from broker.archive import Archive, RawMessage
+from broker.archive.store import Archive, RawMessage
 from broker.config import get_settings
-from broker.tokens import create_token
+from broker.web.app import create_app
+from broker.web.tokens import create_token
 from tests.servers import live_app
 
 
@@ -48,7 +48,7 @@ def api_schema(request: pytest.FixtureRequest,
 
 def _served_schema(db_url: str, folder: Path) -> Iterator[Any]:
     from broker import demo
-    from broker.listening import make_pipeline
+    from broker.runtime.listening import make_pipeline
 
     archive = Archive.open(db_url)
     settings = get_settings(api_rate_limit_per_s=0, write_rate_limit_per_s=0,

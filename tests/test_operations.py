@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from broker import migrate
-from broker.app import create_app
-from broker.archive import Archive
+from alerts_schema.errors import ConfigurationError
+from broker.archive import migrate
+from broker.archive.store import Archive
 from broker.config import get_settings
-from broker.errors import ConfigurationError
+from broker.web.app import create_app
 from tests.conftest import ingest_demo, metric
 
 
@@ -48,7 +48,7 @@ def test_metrics_cover_match_publish_and_the_outbox(archive: Archive) -> None:
     # The registry is the process's: what this test did is the difference.
     assert value("mmbroker_match_latency_seconds_count") - matched == 3
     assert value("mmbroker_coincidences_total", pairing="gw-hen", state="new") - gw_hen == 1
-    from broker.tokens import create_token
+    from broker.web.tokens import create_token
 
     scraper, _ = create_token(archive, "prometheus", ["read:metrics"])
     with TestClient(create_app(get_settings(comet=False), archive=archive)) as client:
@@ -62,7 +62,7 @@ def test_json_logs_carry_alert_ids_and_never_tokens() -> None:
         "import logging\n"
         "from broker import logs\n"
         "logs.configure('INFO', 'json')\n"
-        "log = logging.getLogger('broker.pipeline')\n"
+        "log = logging.getLogger('broker.runtime.pipeline')\n"
         "log.info('coincidence %s', 'ivo://x/c#1', extra={'ivorn': 'ivo://x/c#1'})\n"
         "log.warning('rejected token %s', 'mmb_0123456789abcdefABCDEF')\n"
         "logging.getLogger('uvicorn.access').info('GET /?t=mmb_zzzzzzzzzzzz 200')\n"
@@ -74,7 +74,7 @@ def test_json_logs_carry_alert_ids_and_never_tokens() -> None:
                          timeout=60, check=True).stderr
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0]["ivorn"] == "ivo://x/c#1" and records[0]["level"] == "INFO"
-    assert records[0]["time"].endswith("Z") and records[0]["logger"] == "broker.pipeline"
+    assert records[0]["time"].endswith("Z") and records[0]["logger"] == "broker.runtime.pipeline"
     for secret in ("mmb_0123456789", "mmb_zzzz", "mmb_yyyy", "mmb_xxxx"):
         assert secret not in out, secret
     assert records[1]["message"] == "rejected token mmb_[redacted]"

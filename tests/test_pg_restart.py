@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from broker.archive import Archive
-from broker.models import AlertRow, CoincidenceRow
+from broker.archive.models import AlertRow, CoincidenceRow
+from broker.archive.store import Archive
 from tests.conftest import REQUIRE_PG
 from tests.servers import produce, stop_process, tansu, wait_for
 from tests.stage_support import GRBS, TRIGGERS, inputs, numbered, stage_env, start_stage

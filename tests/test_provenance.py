@@ -1,4 +1,4 @@
-"""The W3C PROV documents of published VOEvents (:mod:`broker.provenance`)."""
+"""The W3C PROV documents of published VOEvents (:mod:`broker.publish.provenance`)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from prov.model import (
     ProvUsage,
 )
 
-from broker import provenance
-from broker.provenance import IVO, MMBROKER, InputAlert
+from broker.publish import provenance
+from broker.publish.provenance import IVO, MMBROKER, InputAlert
 
 FORMATS = ("json", "xml", "provn")
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -328,7 +328,7 @@ def test_identical_across_processes_with_different_hash_seeds() -> None:
     script = textwrap.dedent("""
         import sys
         from tests import test_provenance as t
-        from broker import provenance
+        from broker.publish import provenance
         sys.stdout.buffer.write(provenance.serialize(t.coincidence_doc(), sys.argv[1]))
     """)
     for fmt in FORMATS:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 import alerts_schema
-from broker.voevent_build import validate
+from broker.publish.voevent_build import validate
 from tests.conftest import free_port, mmbroker
 from tests.servers import (
     FAST_JOIN_ENV,
@@ -148,7 +148,7 @@ def _loop_env(ports: dict[str, int], _tmp: Path) -> dict[str, str]:
 def test_own_voevents_fed_back_are_not_published_again(kafka_for_loop: str,
                                                        broker: dict[str, object]) -> None:
     """Published over VTP and Kafka, read back over both: never published a second time."""
-    from broker.archive import Archive
+    from broker.archive.store import Archive
 
     ivorn = _post(broker, {**TRACK, "event_id": "LOOP-1"})["id"]
     archive = Archive.open(f"sqlite:///{broker['db']}", upgrade=False)
@@ -171,8 +171,8 @@ def test_own_voevents_fed_back_are_not_published_again(kafka_for_loop: str,
 
 
 def _voevent_count(broker: dict[str, object]) -> int:
-    from broker.archive import Archive
-    from broker.outbox import status
+    from broker.archive.store import Archive
+    from broker.publish.outbox import status
 
     archive = Archive.open(f"sqlite:///{broker['db']}", upgrade=False)
     try:
@@ -184,25 +184,25 @@ def _voevent_count(broker: dict[str, object]) -> int:
 def test_coincidence_provenance_names_inputs_hashes_and_config(tmp_path: Path) -> None:
     from sqlalchemy import select
 
-    from broker import provenance
-    from broker.archive import Archive
+    from broker.archive.models import AlertRow
+    from broker.archive.store import Archive
     from broker.config import get_settings
-    from broker.listening import make_pipeline
-    from broker.models import AlertRow
+    from broker.publish import provenance
+    from broker.runtime.listening import make_pipeline
     from crossmatch.config import load_config
 
     url = f"sqlite:///{tmp_path / 'prov.sqlite3'}"
     archive = Archive.open(url)
     pipeline = make_pipeline(get_settings(database_url=url), archive, targets=[])
     examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
-    from broker.archive import RawMessage
+    from broker.archive.store import RawMessage
 
     pipeline.ingest([RawMessage("file", examples[n]) for n in (
         "alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json")])
     (result,) = [r for r in pipeline.coincidences if r.coincidence.pairing == "gw_cbc-grb"]
     from fastapi.testclient import TestClient
 
-    from broker.app import create_app
+    from broker.web.app import create_app
 
     with TestClient(create_app(get_settings(database_url=url), archive=archive)) as client:
         reply = client.get(f"/api/v1/voevents/{quote(result.coincidence.id, safe='')}"
@@ -223,12 +223,12 @@ def test_coincidence_provenance_names_inputs_hashes_and_config(tmp_path: Path) -
 def test_nothing_is_lost_when_storing_or_building_fails(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """An archive outage after ingest is retried; a broken builder costs only its VOEvent."""
-    from broker import voevent_build
-    from broker.archive import Archive, RawMessage
+    from alerts_schema.errors import ArchiveUnavailable
+    from broker.archive.store import Archive, RawMessage
     from broker.config import get_settings
-    from broker.errors import ArchiveUnavailable
-    from broker.listening import make_pipeline
-    from broker.outbox import status
+    from broker.publish import voevent_build
+    from broker.publish.outbox import status
+    from broker.runtime.listening import make_pipeline
 
     url = f"sqlite:///{tmp_path / 'robust.sqlite3'}"
     archive = Archive.open(url)
@@ -268,11 +268,11 @@ def test_skymaps_are_served_only_for_public_alerts(tmp_path: Path) -> None:
 
     from fastapi.testclient import TestClient
 
-    from broker.app import create_app
-    from broker.archive import Archive
+    from broker.archive.store import Archive
     from broker.config import get_settings
     from broker.demo import scenario_messages
-    from broker.ingest import Ingestor
+    from broker.runtime.ingest import Ingestor
+    from broker.web.app import create_app
 
     url = f"sqlite:///{tmp_path / 'maps.sqlite3'}"
     archive = Archive.open(url)
@@ -286,7 +286,7 @@ def test_skymaps_are_served_only_for_public_alerts(tmp_path: Path) -> None:
         with archive.engine.begin() as conn:
             from sqlalchemy import update
 
-            from broker.models import AlertRow
+            from broker.archive.models import AlertRow
             conn.execute(update(AlertRow).values(data_rights="proprietary"))
         assert client.get(f"/api/v1/skymaps/{sha}").status_code == 404
         assert client.get(f"/api/v1/skymaps/{'0' * 64}").status_code == 404

@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alerts_schema.synthetic import alert_documents
-from broker.app import create_app
-from broker.archive import Archive, RawMessage
+from broker.archive.query import AlertQuery
+from broker.archive.store import Archive, RawMessage
 from broker.config import get_settings
-from broker.ingest import Ingestor
-from broker.query import AlertQuery
-from broker.tokens import create_token
+from broker.runtime.ingest import Ingestor
+from broker.web.app import create_app
+from broker.web.tokens import create_token
 from crossmatch.healpix import angular_separation_deg
 from tests.conftest import ingest_demo
 
@@ -415,7 +415,7 @@ def test_rate_limits_answer_429_per_caller(tmp_path: Any) -> None:
 
 
 def test_rate_limiter_refills_at_its_rate() -> None:
-    from broker.ratelimit import RateLimiter
+    from broker.web.ratelimit import RateLimiter
 
     now = [0.0]
     limiter = RateLimiter(2.0, 2, clock=lambda: now[0])
@@ -432,8 +432,8 @@ def test_embargo_ends_by_itself(archive: Archive) -> None:
     (doc,) = _archive_docs(archive, [{**_documents(1, seed=3, prefix="e", rights=False)[0],
                                       "data_rights": {"level": "embargoed",
                                                       "embargo_until": soon}}])
-    from broker import query as q
-    from broker.db import transaction
+    from broker.archive import query as q
+    from broker.archive.db import transaction
 
     with transaction(archive.engine, readonly=True) as conn:
         def shown(now: datetime) -> list[str]:
@@ -522,7 +522,7 @@ def test_coincidence_and_voevent_filters(demo: tuple[TestClient, Archive, str]) 
         assert sorted(v["ivorn"] for v in got) == sorted(
             v["ivorn"] for v in voevents if keep(v)), params
     for v in voevents:  # the citations table holds what the bytes as sent say
-        from broker.voevent_build import citations_of
+        from broker.publish.voevent_build import citations_of
 
         xml = client.get("/api/v1/voevents/" + quote(v["ivorn"], safe=""), headers=auth)
         assert sorted((c["ivorn"], c["cite"]) for c in v["citations"]) == sorted(
@@ -607,7 +607,7 @@ def test_the_python_client_knows_every_filter_of_every_list() -> None:
     """A filter added to a route and not to broker.client would be refused by the client
     (TypeError); one the client sends that no route takes would be a 400."""
     from broker import client
-    from broker.query_api import router
+    from broker.web.query_api import router
 
     lists = {"/api/v1/alerts": client.ALERT_FILTERS,
              "/api/v1/coincidences": client.COINCIDENCE_FILTERS,
@@ -634,9 +634,9 @@ def test_the_live_feed_rule_and_the_sql_rule_see_the_same_rows(archive: Archive)
 
     from sqlalchemy import insert, select
 
-    from broker import query as q
-    from broker.db import transaction
-    from broker.models import AlertRow
+    from broker.archive import query as q
+    from broker.archive.db import transaction
+    from broker.archive.models import AlertRow
 
     ingest_demo(archive)
     now = datetime.now(UTC)
@@ -727,7 +727,7 @@ def test_bad_parameters_are_400_on_every_backend(archive: Archive) -> None:
 
 
 def _cursor_sealer(archive: Archive) -> Any:
-    from broker.sealing import archive_sealer
+    from broker.archive.sealing import archive_sealer
 
     with archive.engine.connect() as conn:
         return archive_sealer(conn, "cursor")
@@ -779,7 +779,7 @@ def test_citation_filters_count_only_voevents_the_caller_may_see(archive: Archiv
     hidden revision exists (the public VOEvent listed as cited); now only citers the
     caller may see count, and a read:embargoed caller still finds the citation."""
     from broker import demo
-    from broker.listening import make_pipeline
+    from broker.runtime.listening import make_pipeline
 
     pipeline = make_pipeline(get_settings(comet=False), archive, targets=[])
     _, raw, _ = demo.scenario_messages()[0]

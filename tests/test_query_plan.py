@@ -1,6 +1,6 @@
 """Sky queries: the plan chosen never changes the answer, and SQLite is steered to the right one.
 
-``broker.query`` decides per query whether SQLite should read a cone's
+``broker.archive.query`` decides per query whether SQLite should read a cone's
 HEALPix ranges or walk the time index (PostgreSQL decides by itself).  These
 tests run real archives of synthetic alerts (the benchmark's generator) and
 compare every page, cursor and total under both plans with positions tested
@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import event, text
 
 from bench.archive_bench import SPAN_S, T0, load_synthetic
-from broker import query as query_module
-from broker.archive import Archive
-from broker.db import transaction
-from broker.query import ANONYMOUS, AlertQuery, search_alerts
+from broker.archive import query as query_module
+from broker.archive.db import transaction
+from broker.archive.query import ANONYMOUS, AlertQuery, search_alerts
+from broker.archive.store import Archive
 from crossmatch.healpix import angular_separation_deg
 
 ROWS = 4000

@@ -21,7 +21,7 @@ import pytest
 
 import alerts_schema
 from alerts_schema import Alert
-from broker.errors import ConfigurationError, InputError, MalformedInput, NormalizationError
+from alerts_schema.errors import ConfigurationError, InputError, MalformedInput, NormalizationError
 from listeners import avro, rubin
 from listeners.base import MessageMeta, Normalized
 from listeners.common import tai_mjd_to_utc

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 import alerts_schema
 from alerts_schema import model as m
+from alerts_schema.errors import SchemaValidationError
 from alerts_schema.synthetic import alert_documents
-from broker.errors import SchemaValidationError
 
 MODELS = {"alert": m.Alert, "coincidence": m.Coincidence}
 

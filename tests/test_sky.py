@@ -20,11 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from broker import demo
-from broker.app import create_app
-from broker.archive import Archive, RawMessage
+from broker.archive.store import Archive, RawMessage
 from broker.config import get_settings
-from broker.sky import MAX_CONTOUR_LINES, MAX_CONTOUR_POINTS, cached_contour, contour
-from broker.tokens import create_token
+from broker.web.app import create_app
+from broker.web.sky import MAX_CONTOUR_LINES, MAX_CONTOUR_POINTS, cached_contour, contour
+from broker.web.tokens import create_token
 from crossmatch.localization import SkyMap
 from tests.conftest import SAMPLES, ingest_demo
 
@@ -165,7 +165,7 @@ def _trigger(event_id: str, ra: float, dec: float, rights: dict[str, Any], *,
 
 @pytest.fixture
 def sky_world(archive: Archive) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    from broker.listening import make_pipeline
+    from broker.runtime.listening import make_pipeline
 
     ingest_demo(archive, embargoed_until="2099-01-01T00:00:00Z")
     pipeline = make_pipeline(get_settings(comet=False), archive, targets=[])
@@ -180,7 +180,7 @@ def sky_world(archive: Archive) -> Iterator[tuple[TestClient, dict[str, str], di
     with archive.engine.connect() as conn:
         from sqlalchemy import select
 
-        from broker.models import AlertRow
+        from broker.archive.models import AlertRow
         # Trigger event ids come back as "<detector>:<id>"; the demo's is DEMO-<time>.
         ivorns = {r.event_id.rpartition(":")[2]: r.ivorn
                   for r in conn.execute(select(AlertRow.event_id, AlertRow.ivorn))}

@@ -1,4 +1,4 @@
-"""The sky view's projection math (``broker/static/sky.js``) run where it runs: in headless
+"""The sky view's projection math (``broker/web/static/sky.js``) run where it runs: in headless
 Chromium, the module served from the package by a routed origin (no server process),
 checked against matplotlib's Mollweide transform and astropy's Galactic frame."""
 

@@ -19,7 +19,7 @@ from astropy.io import fits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput
 from crossmatch.skymap import (
     MAX_ORDER,
     SR_TO_DEG2,

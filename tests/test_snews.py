@@ -18,7 +18,7 @@ import pytest
 
 import alerts_schema
 from alerts_schema import Alert
-from broker.errors import HostileInput, NormalizationError
+from alerts_schema.errors import HostileInput, NormalizationError
 from listeners import snews
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import SECONDS_PER_YEAR

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from broker.archive import Archive
-from broker.models import AlertRow, CoincidenceMember, CoincidenceRow, VOEventRow
+from broker.archive.models import AlertRow, CoincidenceMember, CoincidenceRow, VOEventRow
+from broker.archive.store import Archive
 from tests.conftest import free_port, metric
 from tests.servers import produce, stop_process, tansu, wait_for
 from tests.stage_support import GRBS, TRIGGERS, inputs, numbered, stage_env, start_stage

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import alerts_schema
-from broker.archive import AlertQuery, Archive, RawMessage
-from broker.ingest import Ingestor
+from broker.archive.store import AlertQuery, Archive, RawMessage
+from broker.runtime.ingest import Ingestor
 from listeners import gcn_json
 from listeners.base import MessageMeta
 from listeners.kafka import KafkaListener, KafkaSource

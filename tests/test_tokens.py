@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from broker.archive import Archive
-from broker.errors import ConfigurationError
-from broker.models import ApiToken
-from broker.tokens import create_token, list_tokens, revoke_token, verify_token
+from alerts_schema.errors import ConfigurationError
+from broker.archive.models import ApiToken
+from broker.archive.store import Archive
+from broker.web.tokens import create_token, list_tokens, revoke_token, verify_token
 from tests.conftest import mmbroker
 
 
@@ -109,7 +109,7 @@ def test_a_token_lifetime_must_be_positive(archive: Archive) -> None:
 
 def test_valid_token_ids_is_one_query_for_many(archive: Archive) -> None:
     """What the live feed re-checks its open streams with: revoked and expired ids drop."""
-    from broker.tokens import valid_token_ids
+    from broker.web.tokens import valid_token_ids
 
     ids = {name: create_token(archive, name, ["read:embargoed"], expires_in=life)[1].id
            for name, life in (("live", None), ("later", timedelta(days=1)),

@@ -12,7 +12,7 @@ import pytest
 
 import alerts_schema
 from alerts_schema import Alert
-from broker.errors import HostileInput, SchemaValidationError
+from alerts_schema.errors import HostileInput, SchemaValidationError
 from listeners import trigger
 from listeners.base import MessageMeta
 from listeners.detect import Format

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 import alerts_schema
-from broker.app import create_app
-from broker.archive import Archive
+from broker.archive.store import Archive
 from broker.config import get_settings
-from broker.tokens import create_token, revoke_token
+from broker.web.app import create_app
+from broker.web.tokens import create_token, revoke_token
 from tests.servers import live_app
 
 EXAMPLES = {p.name: p.read_bytes() for p in alerts_schema.example_paths("trigger")}
@@ -189,7 +189,7 @@ def _trigger(detector: str, event_id: str, revision: int = 0, **fields: Any) -> 
 
 def _rows(archive: Archive, table: str) -> list[Any]:
     """Every row of ``table`` (typed columns: JSON decoded, bytes as bytes), by id."""
-    from broker.models import Base
+    from broker.archive.models import Base
 
     model = Base.metadata.tables[table]
     with archive.engine.connect() as conn:

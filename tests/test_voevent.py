@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from alerts_schema import Alert, validation_errors
-from broker.errors import HostileInput, InputError, NormalizationError, UnknownFormat
+from alerts_schema.errors import HostileInput, InputError, NormalizationError, UnknownFormat
 from listeners import voevent
 from listeners.base import MessageMeta, Normalized
 from listeners.common import SECONDS_PER_YEAR
@@ -440,7 +440,7 @@ def test_v20_namespace_with_v11_schema_location() -> None:
 
 
 def test_positions_in_radians_never_wrapped_and_placeholders() -> None:
-    from broker.errors import ImplausibleValue
+    from alerts_schema.errors import ImplausibleValue
 
     rad = one_alert(make_voevent(param("TrigID", 1, ucd="meta.id"), unit="rad",
                                  position=(3 * math.pi / 2, math.pi / 6, 0.01)))

@@ -1,4 +1,4 @@
-"""VOEvent 2.0 building: detector triggers and coincidences (broker.voevent_build).
+"""VOEvent 2.0 building: detector triggers and coincidences (broker.publish.voevent_build).
 
 Every packet is checked against the VOEvent 2.0 XSD bundled with voevent-parse
 (offline), against the 99,000-byte limit, for determinism, and read back
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-import broker.voevent_build as vb
+import broker.publish.voevent_build as vb
 from alerts_schema import (
     Alert,
     Coincidence,
@@ -37,7 +37,7 @@ from alerts_schema import (
     NoLocalization,
     SkymapLocalization,
 )
-from broker.voevent_build import (
+from broker.publish.voevent_build import (
     MAX_VOEVENT_BYTES,
     TRIGGER_FIELD_PARAMS,
     PublishError,

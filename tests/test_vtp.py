@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.archive import Archive
-from broker.ingest import Ingestor
+from broker.archive.store import Archive
+from broker.runtime.ingest import Ingestor
 from listeners.vtp import VTPSubscriber
 from listeners.vtp_protocol import frame, read_frame, transport
 from tests.servers import comet_broker, comet_send, wait_for
@@ -54,7 +54,7 @@ def test_voevents_from_comet_are_archived(tmp_path: Path, archive: Archive,
         for n in range(3):
             comet_send(receive, _voevent(n))
         assert wait_for(lambda: archive.count_alerts() == 3, 30)
-    docs = archive.list_alerts(__import__("broker.archive", fromlist=["AlertQuery"])
+    docs = archive.list_alerts(__import__("broker.archive.store", fromlist=["AlertQuery"])
                                .AlertQuery(limit=10))
     assert {d["source"] for d in docs} == {"ivo://nasa.gsfc.gcn/SWIFT"}
     assert all(d["source_ivorn"].endswith(tuple(f"#mmbtest-{n}" for n in range(3)))
@@ -139,7 +139,7 @@ def test_oversize_frame_is_quarantined_and_the_connection_dropped(
 def test_event_is_held_through_an_archive_outage(archive: Archive, ingestor: Ingestor,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """VTP has no replay: an event arriving while the archive is down waits, then lands."""
-    from broker.errors import ArchiveUnavailable
+    from alerts_schema.errors import ArchiveUnavailable
 
     real = ingestor.ingest
     outage = {"left": 3}

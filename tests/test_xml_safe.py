@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from broker.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput
 from listeners import xml_safe
 from listeners.xml_safe import make_parser, parse
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import alerts_schema
 from alerts_schema import Alert
-from broker.errors import HostileInput, InputError, MalformedInput, NormalizationError
+from alerts_schema.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from listeners import avro, ztf
 from listeners.base import MessageMeta, Normalized
 from listeners.detect import Format, sniff

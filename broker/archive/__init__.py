@@ -1,0 +1,1 @@
+"""The archive: tables, engines, migrations, the store and its queries."""

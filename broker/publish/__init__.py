@@ -1,0 +1,1 @@
+"""Publishing: VOEvents and their provenance, the outbox, the senders and the Comet child."""

@@ -1,0 +1,321 @@
+"""Delivery targets: a Comet broker over VTP, and Kafka output topics; the loop feeding them.
+
+A sender's ``send(ivorn, xml)`` returns only once the target has accepted the
+event (VTP ``ack``; Kafka acks=all) and raises otherwise; the
+:class:`DeliveryLoop` marks the delivery sent or schedules a retry.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from alerts_schema.errors import InputError, RetryableError
+from broker.archive.store import Archive, utcnow
+from broker.metrics import DELIVERIES
+from broker.publish import outbox
+from listeners import xml_safe
+from listeners.vtp_protocol import COMET_MAX_FRAME_BYTES, frame, read_frame
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(RetryableError):
+    """The target refused or could not be reached; the delivery will be retried."""
+
+
+class Sender(Protocol):
+    target: str
+
+    def send(self, ivorn: str, xml: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class VTPSender:
+    """Submit VOEvents to a VTP receiver (Comet's ``--receive`` port) as an author.
+
+    One connection per event, as Comet's own ``comet-sendvo``: Comet answers
+    each submission with an ``ack`` or a ``nak`` and expects the author to go.
+    """
+
+    target = "vtp"
+
+    def __init__(self, host: str, port: int, *, timeout_s: float = 10.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        if len(xml) > COMET_MAX_FRAME_BYTES:
+            raise DeliveryError(f"{ivorn}: {len(xml)} bytes is over Comet's frame limit")
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.timeout_s) as s:
+                s.settimeout(self.timeout_s)
+                s.sendall(frame(xml))
+                reply = read_frame(s, max_bytes=1 << 16, keep_going=lambda: True)
+        except (OSError, ConnectionError) as exc:
+            raise DeliveryError(f"VTP {self.host}:{self.port}: {exc}") from exc
+        try:
+            root = xml_safe.parse(reply, max_bytes=1 << 16)
+        except InputError as exc:
+            raise DeliveryError(f"VTP {self.host}:{self.port} answered garbage: {exc}") from exc
+        role = root.get("role")
+        if role != "ack":
+            reason = " ".join(t.strip() for t in root.itertext() if t.strip())[:300]
+            raise DeliveryError(f"VTP {self.host}:{self.port} answered {role}: {reason}")
+
+    def close(self) -> None:
+        pass
+
+
+def kafka_producer(bootstrap: str | list[str], timeout_s: float,
+                   config: dict[str, Any] | None = None) -> Any:
+    """The broker's Kafka producer: idempotent, ``acks=all``, in order per key.
+
+    Every producer the broker makes (VOEvent output, alert announcements) comes
+    from here, so none can be durable in one place and not in another.
+    """
+    from kafka import KafkaProducer
+
+    servers = [b.strip() for b in bootstrap.split(",") if b.strip()] \
+        if isinstance(bootstrap, str) else bootstrap
+    return KafkaProducer(
+        bootstrap_servers=servers, acks="all", enable_idempotence=True,
+        max_in_flight_requests_per_connection=5, retries=5, linger_ms=0,
+        # Find the cluster again within seconds once it is back: the library's
+        # default back-off grows to 30 s.
+        reconnect_backoff_max_ms=2000,
+        request_timeout_ms=int(timeout_s * 1000), max_block_ms=int(timeout_s * 1000),
+        **(config or {}))
+
+
+class KafkaSender:
+    """Publish VOEvents to a Kafka topic: the XML as is, or a JSON form of it.
+
+    Idempotent producer with ``acks=all``; the message key is the IVORN, so
+    every revision of an event lands in one partition, in order.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, as_json: bool = False,
+                 document: Callable[[str], dict[str, Any] | None] | None = None,
+                 timeout_s: float = 10.0, config: dict[str, Any] | None = None,
+                 target: str | None = None) -> None:
+        self.target = target or f"kafka-{'json' if as_json else 'xml'}"
+        self.topic = topic
+        self.as_json = as_json
+        self.document = document
+        self.timeout_s = timeout_s
+        self._bootstrap = [b.strip() for b in bootstrap.split(",") if b.strip()]
+        self._config = config or {}
+        self._producer: Any = None
+
+    def _producer_or_connect(self) -> Any:
+        if self._producer is None:
+            try:
+                self._producer = kafka_producer(self._bootstrap, self.timeout_s, self._config)
+            except Exception as exc:  # kafka-python raises NoBrokersAvailable and kin
+                raise DeliveryError(f"Kafka {','.join(self._bootstrap)}: {exc}") from exc
+        return self._producer
+
+    def send(self, ivorn: str, xml: bytes) -> None:
+        payload = xml
+        if self.as_json:
+            doc = self.document(ivorn) if self.document else None
+            payload = json.dumps({"ivorn": ivorn, "voevent_xml": xml.decode("utf-8"),
+                                  "document": doc}, separators=(",", ":")).encode()
+        producer = self._producer_or_connect()
+        try:
+            producer.send(self.topic, key=ivorn.encode(), value=payload).get(
+                timeout=self.timeout_s)
+        except Exception as exc:
+            # The producer is kept: it reconnects by itself, and a new producer per
+            # failed attempt would leak the sockets of its failed connections.
+            raise DeliveryError(f"Kafka topic {self.topic}: {type(exc).__name__}: {exc}") \
+                from exc
+
+    def close(self) -> None:
+        close_producer(self._producer)
+        self._producer = None
+
+
+def close_producer(producer: Any, timeout_s: float = 2.0) -> None:
+    """Close a producer made by :func:`kafka_producer` (None: nothing to close)."""
+    if producer is None:
+        return
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception:  # closing a producer whose broker is gone may raise
+        log.debug("Kafka producer close failed", exc_info=True)
+
+
+class DeliveryGate(Protocol):
+    """What a target that restarts under us tells its delivery loop (the Comet child does)."""
+
+    def hold_s(self) -> float:
+        """Seconds to wait before sending anything (0: go)."""
+        ...
+
+    def take_resend(self) -> tuple[datetime | None, float] | None:
+        """Once per restart: ``(before, window_s)``, deliveries marked sent since ``window_s``
+        before ``before`` (None: the last one sent) to send again."""
+        ...
+
+
+class DeliveryLoop:
+    """Send due deliveries of one target until stopped.
+
+    Parameters
+    ----------
+    archive
+        Where the outbox lives.
+    sender
+        The target's sender.
+    poll_s
+        How often to look for due deliveries when idle, seconds.
+    max_backoff_s
+        Longest wait between attempts at a target that is down, seconds.
+    wake
+        Set by the publisher when it queues something, so delivery starts at
+        once instead of at the next poll.
+    gate
+        For a target that restarts (the Comet child): sending waits while it
+        holds, and what it may have lost is sent again before anything else.
+    """
+
+    def __init__(self, archive: Archive, sender: Sender, *, poll_s: float = 0.5,
+                 wake: threading.Event | None = None,
+                 max_backoff_s: float = outbox.MAX_BACKOFF_S,
+                 gate: DeliveryGate | None = None) -> None:
+        self.archive = archive
+        self.gate = gate
+        self._resend: tuple[datetime | None, float] | None = None
+        self.sender = sender
+        self.poll_s = poll_s
+        self.max_backoff_s = max_backoff_s
+        self.wake = wake or threading.Event()
+        self.sent = 0
+        # Deliveries handed over by the publisher right after its commit: sent
+        # without reading the outbox back (the outbox remains the record, and
+        # the path for retries).  Ids sent recently, so a claim does not resend.
+        self._inbox: collections.deque[outbox.Due] = collections.deque()
+        self._done: collections.OrderedDict[int, None] = collections.OrderedDict()
+
+    def offer(self, items: list[outbox.Due]) -> None:
+        """Take this target's share of freshly committed deliveries, and wake up."""
+        mine = [i for i in items if i.target == self.sender.target]
+        if mine:
+            self._inbox.extend(mine)
+            self.wake.set()
+
+    def _next_batch(self) -> list[outbox.Due]:
+        if self._inbox:
+            batch = []
+            while self._inbox:
+                batch.append(self._inbox.popleft())
+            return batch
+        try:
+            return outbox.claim_due(self.archive, self.sender.target)
+        except RetryableError as exc:
+            log.warning("outbox unavailable: %s", exc)
+            return []
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set; nothing a database or target does ends the loop."""
+        try:
+            while not stop.is_set():
+                try:
+                    if self._held(stop):
+                        continue
+                    due = self._deliver_some(stop)
+                except RetryableError as exc:
+                    log.warning("%s: outbox unavailable (%s); retrying", self.sender.target,
+                                exc)
+                    stop.wait(min(5.0, self.max_backoff_s))
+                    continue
+                except Exception:  # a delivery loop must outlive anything one round throws
+                    log.exception("%s: delivery round failed; retrying", self.sender.target)
+                    stop.wait(min(5.0, self.max_backoff_s))
+                    continue
+                if not due:
+                    self.wake.wait(self.poll_s)
+                    self.wake.clear()
+        finally:
+            self.sender.close()
+
+    def _held(self, stop: threading.Event) -> bool:
+        """Wait while the gate holds (whether it did); then resend what it asks for."""
+        if self.gate is None:
+            return False
+        hold = self.gate.hold_s()
+        if hold > 0:
+            # Handed-over deliveries stay pending in the outbox: claimed, in order, later.
+            self._inbox.clear()
+            stop.wait(min(hold, 0.5))
+            return True
+        # Kept until done: the outbox may be away when it is asked for.
+        resend = self._resend = self._resend or self.gate.take_resend()
+        if resend is not None:
+            before, window_s = resend
+            ids = outbox.resend_recent(self.archive, self.sender.target, window_s, before)
+            self._resend = None
+            for delivery_id in ids:
+                self._done.pop(delivery_id, None)  # to be sent, not merely marked
+            if ids:
+                log.warning("%s: sending again the %d VOEvents acknowledged in the %.0f s "
+                            "before the target restarted (subscribers drop copies)",
+                            self.sender.target, len(ids), window_s)
+        return False
+
+    def _deliver_some(self, stop: threading.Event) -> bool:
+        """Send one batch of due deliveries; whether there was anything to send."""
+        batch = self._next_batch()
+        for item in batch:
+            if item.delivery_id in self._done:
+                # Sent by this process, but marking it failed (the archive was away):
+                # mark it now, or it would be claimed (and leased) again and again.
+                outbox.mark_sent(self.archive, item)
+        due = [i for i in batch if i.delivery_id not in self._done]
+        started = time.monotonic()
+        for n, item in enumerate(due):
+            # Well inside the lease: slow sends must not outlast it, or another sender
+            # would claim the rest and send them too.
+            if stop.is_set() or time.monotonic() - started > outbox.LEASE_S / 2:
+                # Claimed but not attempted: leased no more.
+                outbox.release(self.archive, [i.delivery_id for i in due[n:]], utcnow())
+                break
+            try:
+                self.sender.send(item.ivorn, item.xml)
+            except DeliveryError as exc:
+                error = str(exc)
+            except RetryableError:
+                raise  # the outbox itself is unreachable: the loop backs off
+            except Exception as exc:  # an unexpected failure of one send
+                log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                # Remembered before the outbox is updated: if marking fails, a later
+                # claim must not send the same delivery again from this process.
+                self._done[item.delivery_id] = None
+                if len(self._done) > 10_000:
+                    self._done.popitem(last=False)
+                outbox.mark_sent(self.archive, item)
+                DELIVERIES.labels(self.sender.target, "sent").inc()
+                self.sent += 1
+                continue
+            # The target is down: this one and those behind it wait for the back-off,
+            # in their order.
+            delay = outbox.mark_failed_attempt(
+                self.archive, item.delivery_id, item.attempts, error,
+                max_backoff_s=self.max_backoff_s, behind=[i.delivery_id for i in due[n + 1:]])
+            DELIVERIES.labels(self.sender.target, "retry").inc()
+            log.warning("%s: %s; retry in %.0f s", self.sender.target, error, delay)
+            break
+        return bool(due)

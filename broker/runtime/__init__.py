@@ -1,0 +1,1 @@
+"""The runtime: ingest, the in-process pipeline, listeners' start-up and the stages."""

@@ -1,0 +1,154 @@
+"""The listen stage's hand-over to the match stage: archived alerts announced on Kafka.
+
+When the stages run as separate processes (``mmbroker stage ...``), a
+listener archives what it receives and then announces each alert's IVORN on
+the alerts topic (``MMBROKER_KAFKA_ALERTS_TOPIC``), keyed by its event (stream and
+event id), so the revisions of one event stay in order on one partition while the
+events of even a single stream spread over every partition, and so over every
+match worker (a stream key put all of a busy stream on one worker, idle the
+others: measured with two streams and two workers).  The announcement is
+acknowledged by every in-sync replica (idempotent producer, ``acks=all``)
+before the listener commits its input offsets, so a crash in between only
+repeats work: the input is read again, the archive answers "duplicate", and
+the duplicate is announced again (the match stage skips what it has already
+matched, and sweeps the archive for anything never announced).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from alerts_schema.errors import RetryableError
+from broker.archive.store import Outcome, RawMessage
+
+log = logging.getLogger(__name__)
+
+ANNOUNCED = ("archived", "duplicate")
+"""Outcomes whose alert is announced (a duplicate may never have been)."""
+
+
+BUS_ENV_PREFIX = "MMBROKER_BUS_KAFKA_"
+"""Confluent-style properties of the broker's own Kafka cluster (``MMBROKER_KAFKA_BOOTSTRAP``:
+the alerts topic and the VOEvent output topics), e.g. ``MMBROKER_BUS_KAFKA_SECURITY_PROTOCOL``
+or ``MMBROKER_BUS_KAFKA_SASL_PASSWORD_FILE``.  Apart from ``KAFKA_*``, which belong to the
+input streams (GCN's credentials must never reach the broker's own cluster, nor its to them)."""
+
+
+def bus_properties(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``MMBROKER_BUS_KAFKA_*`` properties (Confluent-style)."""
+    from listeners.kafka import config_from_env
+
+    return config_from_env(env, prefix=BUS_ENV_PREFIX)
+
+
+def bus_client_kwargs(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """kafka-python keyword arguments of every producer and admin client on the broker's own
+    cluster."""
+    from listeners.kafka import client_kwargs
+
+    return client_kwargs(bus_properties(env))
+
+
+def bus_consumer_properties(settings: Any, group: str,
+                            env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Confluent-style properties of a consumer of the broker's own cluster, read from the
+    start of what its group never committed."""
+    return {**bus_properties(env), "bootstrap.servers": settings.kafka_bootstrap or "",
+            "group.id": group, "auto.offset.reset": "earliest"}
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,
+                 config: dict[str, Any] | None = None) -> None:
+    """Create the alerts topic if it does not exist (``min.insync.replicas`` below
+    the replication factor, so one broker may be down)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **(config or {}))
+    try:
+        topic_config = {"min.insync.replicas": str(max(1, replication - 1))}
+        admin.create_topics([NewTopic(topic, partitions, replication,
+                                      topic_configs=topic_config)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def announcement_key(alert: Any) -> bytes:
+    """The Kafka key of an alert's announcement: its stream and event id (every
+    revision of an event on one partition, in order)."""
+    return f"{alert.source}\x1f{alert.event_id}".encode()
+
+
+class AnnouncingIngestor:
+    """An ingestor whose archived alerts are announced on the alerts topic.
+
+    It has the :class:`~broker.runtime.ingest.Ingestor` interface (``receive``,
+    ``ingest``, ``archive``), so every transport feeds it unchanged.
+
+    Raises
+    ------
+    RetryableError
+        From :meth:`ingest` when the announcements were not acknowledged: the
+        caller must not commit its input, which is then read again.
+    """
+
+    def __init__(self, ingestor: Any, bootstrap: str, topic: str, *,
+                 timeout_s: float = 10.0, config: dict[str, Any] | None = None) -> None:
+        self.ingestor = ingestor
+        self.archive = ingestor.archive
+        self.topic = topic
+        self._bootstrap = bootstrap
+        self._timeout_s = timeout_s
+        self._config = config or {}
+        self._producer: Any = None
+
+    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
+        return self.ingestor.receive(source, data, **kwargs)
+
+    def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
+        outcomes = self.ingestor.ingest(messages)
+        ivorns = [(announcement_key(o.alert), o.ivorn) for o in outcomes
+                  if o.status in ANNOUNCED and o.ivorn is not None and o.alert is not None]
+        if ivorns:
+            self.announce(ivorns)
+        return outcomes
+
+    def announce(self, ivorns: Sequence[tuple[bytes, str]]) -> None:
+        """Publish (key, IVORN) pairs and wait until every replica has them."""
+        try:
+            producer = self._connect()
+            futures = [producer.send(self.topic, key=key, value=ivorn.encode())
+                       for key, ivorn in ivorns]
+            producer.flush(timeout=self._timeout_s)
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except Exception as exc:  # kafka-python's errors, timeouts: the input is read again
+            # The producer is kept: it reconnects by itself (see KafkaSender.send).
+            raise RetryableError(f"announcing {len(ivorns)} alert(s) on {self.topic} failed: "
+                                 f"{exc}") from exc
+
+    def _connect(self) -> Any:
+        if self._producer is None:
+            from broker.publish.senders import kafka_producer
+
+            self._producer = kafka_producer(self._bootstrap, self._timeout_s, self._config)
+        return self._producer
+
+    def close(self) -> None:
+        from broker.publish.senders import close_producer
+
+        close_producer(self._producer)
+        self._producer = None
+
+
+def announcer(settings: Any, archive: Any) -> AnnouncingIngestor:
+    """The ingestor of the listen and api stages: archive, then announce."""
+    from broker.runtime.listening import make_ingestor
+
+    return AnnouncingIngestor(make_ingestor(settings, archive), settings.kafka_bootstrap or "",
+                              settings.kafka_alerts_topic, config=bus_client_kwargs())
+

@@ -1,0 +1,321 @@
+"""The match stage: cross-match what the listen stage archived, with any number of workers.
+
+Workers consume the alerts topic (:mod:`broker.runtime.announce`) in one consumer
+group, so the alerts of one coincidence may reach different workers.  The
+archive is the shared index, and one lock makes the workers take turns:
+
+1. take the match lock (a PostgreSQL advisory lock; a file lock beside a
+   SQLite archive);
+2. catch the engine up: every alert another worker matched since this one
+   last held the lock (``alerts.match_seq`` above the last it knows, in that
+   order) and every coincidence stored since, loaded without matching again;
+3. match its own alerts that nobody has matched yet, store the coincidences
+   and queue their VOEvents (the triggers' own VOEvents, which depend on no
+   match, were queued before taking the lock);
+4. number them (``match_seq``), record ``matched_at``, release the lock; only
+   then is the Kafka offset committed.  A database restart drops the advisory
+   lock, and another worker may number alerts meanwhile: before storing, the
+   round checks the lock's connection; the numbering refuses if the newest
+   number is not the one this worker caught up to.  Either way the worker
+   rebuilds its engine from the archive and reads the round again, once, in
+   place (:class:`~alerts_schema.errors.MatchOrderLost`).  A lock lost while the
+   round matches may leave that round's results stored.
+
+So every alert is matched against every alert matched before it, whichever
+worker matched that one, and a coincidence is found by the worker that holds
+its later member, once.  A worker killed at any point leaves its alerts
+unnumbered: the announcement is read again (or the sweep finds them), the
+same results are computed, and the archive stores each result once (result
+keys) and queues each VOEvent once (IVORNs); the sweep of unpublished results
+covers a death between storing and queueing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from alerts_schema import Alert, Coincidence
+from alerts_schema.errors import ArchiveUnavailable, MatchOrderLost, RetryableError
+from broker.archive.db import transaction
+from broker.archive.models import AlertRow, CoincidenceRow
+from broker.archive.store import (
+    RECEIPT_COLUMNS,
+    Archive,
+    RawMessage,
+    receipt,
+    utcnow,
+    window_documents,
+)
+from broker.config import Settings
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x6D6D_626D
+"""The PostgreSQL advisory lock every match worker takes in turn ("mmbm")."""
+SWEEP_EVERY_S = 10.0
+"""How often (s) a worker looks for alerts nobody announced or matched (results nobody
+published: every :data:`PUBLISH_SWEEP_EVERY_S`)."""
+PUBLISH_SWEEP_EVERY_S = 60.0
+"""How often (s) a worker looks for stored results that have no VOEvent."""
+UNANNOUNCED_AFTER_S = 30.0
+"""An alert still unmatched this long (s) after it was archived is matched by the sweep."""
+
+
+@contextlib.contextmanager
+def match_lock(archive: Archive) -> Iterator[Callable[[], bool]]:
+    """Hold the match lock: one worker at a time, across processes and hosts.
+
+    PostgreSQL: a session advisory lock on a connection of its own, released
+    by the server if the worker dies.  SQLite: an exclusive ``flock`` on
+    ``<archive>.match-lock`` (one host, as SQLite itself).  Yields ``held()``:
+    False once the lock's connection is gone (a database restart drops the lock).
+    """
+    if archive.engine.dialect.name == "postgresql":
+        with archive.engine.connect() as conn:
+            # Keyed by schema too: two brokers sharing a database do not wait on each other.
+            conn.exec_driver_sql(
+                f"SELECT pg_advisory_lock({LOCK_KEY}, hashtext(current_schema()))")
+            conn.commit()
+
+            def held() -> bool:
+                try:
+                    conn.exec_driver_sql("SELECT 1")
+                    conn.commit()
+                    return True
+                except SQLAlchemyError:
+                    return False
+
+            try:
+                yield held
+            finally:
+                try:
+                    conn.exec_driver_sql(
+                        f"SELECT pg_advisory_unlock({LOCK_KEY}, hashtext(current_schema()))")
+                    conn.commit()
+                except SQLAlchemyError:  # the connection, and the lock with it, are gone
+                    log.warning("the match lock's connection was lost before unlocking")
+        return
+    import fcntl
+
+    database = make_url(str(archive.engine.url)).database or ":memory:"
+    path = Path(database + ".match-lock") if database != ":memory:" else None
+    if path is None:
+        yield lambda: True
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield lambda: True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class MatchWorker:
+    """One match worker: an engine kept in step with the archive's matching order.
+
+    Parameters
+    ----------
+    settings, archive
+        As for ``mmbroker serve``; the worker queues VOEvents for the targets the
+        settings enable (the publish stage delivers them).
+    """
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        from broker.runtime.listening import make_pipeline
+
+        self.archive = archive
+        self.settings = settings
+        self.pipeline = make_pipeline(settings, archive, warm=False)
+        self.seq = 0
+        self.coincidence_seen = 0
+        self._swept_publications = 0.0
+        self._lock = threading.Lock()  # the sweeper thread and the consumer share the engine
+
+    def warm(self, stop: threading.Event | None = None) -> None:
+        """Load the live window's matched alerts and stored coincidences into the engine,
+        waiting (1 s doubling to 30 s) while the archive is unreachable: a worker started
+        during a database restart must not die of it."""
+        delay = 1.0
+        while True:
+            try:
+                self._warm()
+                return
+            except (ArchiveUnavailable, OperationalError) as exc:
+                log.warning("match worker cannot reach the archive (%s); retrying in %.0f s",
+                            exc, delay)
+                if stop is not None and stop.wait(delay):
+                    return
+                if stop is None:
+                    time.sleep(delay)
+                delay = min(2 * delay, 30.0)
+
+    def _warm(self) -> None:
+        with self._lock, match_lock(self.archive):
+            self._load()
+        if self.pipeline.publisher is not None:
+            # Outside the lock, and only what is old enough that no live round is still
+            # queueing it.
+            now = utcnow()
+            self.pipeline.publisher.sweep(
+                now - timedelta(seconds=self.pipeline.engine.window_s),
+                until=now - timedelta(seconds=UNANNOUNCED_AFTER_S))
+
+    def _load(self) -> None:
+        """Fill the engine from the archive: the live window's numbered alerts, in their
+        order, and its stored coincidences (the match lock held)."""
+        engine = self.pipeline.engine
+        with transaction(self.archive.engine, readonly=True) as conn:
+            self.seq = conn.execute(select(func.max(AlertRow.match_seq))).scalar() or 0
+            self.coincidence_seen = conn.execute(
+                select(func.max(CoincidenceRow.id))).scalar() or 0
+            alerts, coincidences = window_documents(conn, engine.retention_by_messenger(),
+                                                    numbered=True)
+        engine.warm(alerts, coincidences)
+        log.info("match worker warmed with %d alerts, at match_seq %d", len(alerts), self.seq)
+
+    def handle(self, ivorns: Sequence[str]) -> int:
+        """Match the alerts named that nobody has matched yet; how many this worker matched."""
+        wanted = sorted(set(ivorns))
+        if not wanted:
+            return 0
+        # Unnumbered, not "unmatched": a worker killed between matching and numbering
+        # leaves matched_at set, and its alerts must be matched again.
+        with transaction(self.archive.engine, readonly=True) as conn:
+            rows = conn.execute(select(AlertRow.ivorn, AlertRow.document, *RECEIPT_COLUMNS)
+                                .where(AlertRow.ivorn.in_(wanted),
+                                       AlertRow.match_seq.is_(None))
+                                .order_by(AlertRow.event_time, AlertRow.id)).all()
+        if not rows:
+            return 0
+        alerts = [Alert.model_validate(r.document) for r in rows]
+        receipts = {r.ivorn: receipt(r) for r in rows}
+        publisher = self.pipeline.publisher
+        if publisher is not None:
+            # A trigger's own VOEvent depends on nothing matched: built and queued here,
+            # outside the match lock (most of a round's work: another worker matches
+            # meanwhile) and before it, so it is queued ahead of any coincidence citing
+            # it.  The outbox takes an IVORN once, so a round read again queues nothing.
+            publisher.publish(alerts, [], receipts)
+        try:
+            return self._round(alerts, receipts)
+        except MatchOrderLost:
+            # This round matched, or was about to, against an incomplete past: start the
+            # engine again from the archive and read the round again, once, here.
+            log.warning("the match lock was lost during a round; rebuilding the engine")
+            with self._lock, match_lock(self.archive):
+                self._rebuild()
+            return self._round(alerts, receipts)
+
+    def _round(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
+        """Catch up, match and number ``alerts`` under the match lock; how many."""
+        with self._lock, match_lock(self.archive) as held:
+            self._catch_up()
+            with transaction(self.archive.engine, readonly=True) as conn:
+                # Another worker may have matched some since they were read (a
+                # rebalance, or the sweep).
+                still = set(conn.execute(select(AlertRow.ivorn).where(
+                    AlertRow.ivorn.in_([a.id for a in alerts]),
+                    AlertRow.match_seq.is_(None))).scalars())
+            alerts = [a for a in alerts if a.id in still]
+            if not alerts:
+                return 0
+            if not held():  # lost while catching up: nothing stored yet
+                raise MatchOrderLost("the match lock's connection is gone")
+            self.pipeline.match(alerts, {a.id: receipts[a.id] for a in alerts},
+                                record_matched=False, publish_alerts=False)
+            if self.pipeline.backlog:
+                # Results held in memory only: not numbered, not committed; the next
+                # round stores them first (and a restart recomputes them).
+                raise RetryableError("the archive refused this round's results; retrying")
+            # Refuses (MatchOrderLost) if another worker numbered alerts meanwhile.
+            self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
+                                                 number=True, after=self.seq) or self.seq
+            log.info("matched %d alert(s), match_seq up to %d", len(alerts), self.seq)
+        return len(alerts)
+
+    def _rebuild(self) -> None:
+        """A fresh engine filled from the archive (the match lock held)."""
+        from broker.runtime.listening import make_pipeline
+
+        self.pipeline = make_pipeline(self.settings, self.archive, warm=False)
+        self._load()
+
+    def _catch_up(self) -> None:
+        """Load into the engine what other workers matched and stored since this one (its
+        own coincidences of the last round too: loading them again changes nothing)."""
+        with transaction(self.archive.engine, readonly=True) as conn:
+            rows = conn.execute(select(AlertRow.match_seq, AlertRow.document).where(
+                AlertRow.match_seq > self.seq).order_by(AlertRow.match_seq)).all()
+            stored = conn.execute(select(CoincidenceRow.id, CoincidenceRow.document).where(
+                CoincidenceRow.id > self.coincidence_seen).order_by(CoincidenceRow.id)).all()
+        if rows or stored:
+            self.pipeline.engine.warm([Alert.model_validate(r.document) for r in rows],
+                                      [Coincidence.model_validate(c.document) for c in stored])
+        if rows:
+            self.seq = rows[-1].match_seq
+        if stored:
+            self.coincidence_seen = stored[-1].id
+
+    def sweep(self) -> int:
+        """Match alerts of the live window archived a while ago that no worker numbered (an
+        announcement lost between an archive commit and a crash), and publish what nobody
+        published."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=UNANNOUNCED_AFTER_S)
+        horizon = now - timedelta(seconds=self.pipeline.engine.window_s)
+        with transaction(self.archive.engine, readonly=True) as conn:
+            ivorns = list(conn.execute(select(AlertRow.ivorn).where(
+                AlertRow.match_seq.is_(None), AlertRow.received_at <= cutoff,
+                AlertRow.received_at >= horizon).order_by(AlertRow.id).limit(5000)).scalars())
+        done = self.handle(ivorns) if ivorns else 0
+        if done:
+            log.warning("the sweep matched %d alert(s) nobody had announced", done)
+        publisher = self.pipeline.publisher
+        if publisher is not None and time.monotonic() - self._swept_publications >= \
+                PUBLISH_SWEEP_EVERY_S:
+            self._swept_publications = time.monotonic()
+            with self._lock:
+                # Only results old enough that no live worker is still queueing them.
+                publisher.sweep(now - timedelta(hours=1), until=cutoff)
+        return done
+
+
+class MatchSink:
+    """What the match stage's Kafka listener hands announcements to (the ingestor
+    interface: ``receive`` and ``ingest``).
+
+    It has no ``archive``, so the listener records no stream health for the alerts
+    topic: that is the broker's own bus, not an input stream a shifter watches (its
+    backlog is the ``mmbroker_kafka_consumer_lag`` metric).
+    """
+
+    def __init__(self, worker: MatchWorker) -> None:
+        self.worker = worker
+
+    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
+        return RawMessage(source, data, transport=kwargs.get("transport") or {})
+
+    def ingest(self, messages: Sequence[RawMessage]) -> list[Any]:
+        ivorns = [m.data.decode("utf-8", errors="replace") for m in messages if m.data]
+        self.worker.handle([i for i in ivorns if i.startswith("ivo://")])
+        return []
+
+
+def run_sweeper(worker: MatchWorker, stop: threading.Event) -> None:
+    """Sweep every :data:`SWEEP_EVERY_S` until ``stop``."""
+    while not stop.wait(SWEEP_EVERY_S):
+        try:
+            worker.sweep()
+        except Exception:  # the archive may be restarting: the next sweep retries
+            log.warning("match sweep failed; retrying", exc_info=True)

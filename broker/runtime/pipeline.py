@@ -1,0 +1,184 @@
+"""The in-process bus: ingest -> cross-match -> store coincidences -> publish.
+
+:class:`Pipeline` has the Ingestor's interface (``receive`` and ``ingest``),
+so every transport feeds it unchanged; ``mmbroker serve`` builds one.  Each
+newly archived alert revision goes to the cross-match engine, and the
+coincidences it returns are stored in the archive in the same call, before
+the transport acknowledges or commits; then the publisher queues the VOEvents
+of new detector triggers and new coincidence revisions in the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from alerts_schema import Alert
+from broker.archive.db import transaction
+from broker.archive.store import Archive, Outcome, RawMessage, utcnow, window_documents
+from broker.metrics import COINCIDENCES, MATCH_SECONDS
+from broker.runtime.ingest import Ingestor
+from crossmatch.engine import Engine, Result
+
+if TYPE_CHECKING:
+    from broker.publish.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Ingest a batch, cross-match what was newly archived, store the coincidences.
+
+    Parameters
+    ----------
+    ingestor
+        Stores, normalizes and archives raw messages.
+    engine
+        The cross-match engine (its state is rebuilt from the archive by
+        :meth:`warm`).
+    """
+
+    def __init__(self, ingestor: Ingestor, engine: Engine,
+                 publisher: Publisher | None = None) -> None:
+        self.ingestor = ingestor
+        self.engine = engine
+        self.publisher = publisher
+        # Listener threads share one engine: its live window is one state.
+        self._engine_lock = threading.Lock()
+        # Results not yet stored, and alerts and results not yet queued for
+        # publication, when the archive refused a round: retried, in order.
+        self._unstored: list[Result] = []
+        self._unpublished: list[Result] = []
+        self._unpublished_alerts: list[Alert] = []
+        self._receipts: dict[str, dict] = {}
+        self.archive: Archive = ingestor.archive
+        self.coincidences: list[Result] = []  # the latest batch's, for callers and tests
+
+    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
+        return self.ingestor.receive(source, data, **kwargs)
+
+    def warm(self) -> int:
+        """Load the live window's alerts and coincidences into the engine; how many alerts."""
+        with transaction(self.archive.engine, readonly=True) as conn:
+            alerts, coincidences = window_documents(
+                conn, self.engine.retention_by_messenger(), numbered=False)
+        since = utcnow() - timedelta(seconds=self.engine.window_s)
+        with self._engine_lock:
+            self.engine.warm(alerts, coincidences)
+        if self.publisher is not None:
+            # A crash between archiving and queueing left these unpublished.
+            self.publisher.sweep(since)
+        return len(alerts)
+
+    def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
+        outcomes = self.ingestor.ingest(messages)
+        fresh = [o.alert for o in outcomes if o.status == "archived" and o.alert is not None]
+        by_sha = {m.sha256: m for m in messages}
+        receipts = {o.alert.id: {"id": o.alert_id, "source": o.alert.source,
+                                 "transport": dict(by_sha[o.raw_sha256].transport),
+                                 "raw_sha256": o.raw_sha256,
+                                 "received_at": by_sha[o.raw_sha256].received_at}
+                    for o in outcomes if o.status == "archived" and o.alert is not None
+                    and o.raw_sha256 in by_sha}
+        self.match(fresh, receipts)
+        return outcomes
+
+    @property
+    def backlog(self) -> bool:
+        """Whether results or VOEvents are held in memory because the archive refused them
+        (stored and queued by the next round)."""
+        return bool(self._unstored or self._unpublished or self._unpublished_alerts)
+
+    def match(self, fresh: Sequence[Alert], receipts: dict[str, dict], *,
+              record_matched: bool = True, publish_alerts: bool = True) -> list[Result]:
+        """Cross-match archived alerts, store the coincidences and queue their VOEvents.
+
+        ``receipts`` (by alert IVORN: row id, source, transport, raw hash,
+        received time) are what the publisher and the latency metric need.
+        Returns the results.  ``matched_at`` is recorded for every alert unless
+        ``record_matched`` is False (the match stage records it with its numbers).
+        The triggers' own VOEvents are queued too unless ``publish_alerts`` is
+        False (the match stage queues them before it takes the match lock).
+        """
+        if not fresh:
+            self.coincidences = []
+            return []
+        snews = any(a.messenger == "neutrino" and a.source.startswith("snews") for a in fresh)
+        status = self._snews_status() if snews else None
+        results: list[Result] = []
+        # One lock from cross-match to outbox: the engine's state, the order in
+        # which revisions are stored and the order in which they are published
+        # must be the same, whichever thread delivered the alerts.
+        with self._engine_lock:
+            if status is not None:
+                self.engine.set_detector_status(status)
+            for alert in sorted(fresh, key=lambda a: a.trigger_time):
+                try:
+                    results.extend(self.engine.process(alert))
+                except Exception:  # a cross-match bug must not stop ingest
+                    log.exception("cross-match failed on %s", alert.id,
+                                  extra={"ivorn": alert.id})
+            matched_at = utcnow()
+            self._unstored.extend(results)
+            if publish_alerts:
+                self._unpublished_alerts.extend(fresh)
+            self._receipts.update(receipts)
+            self._flush_locked()
+        for receipt in receipts.values():
+            MATCH_SECONDS.observe(max(0.0, (matched_at - receipt["received_at"]).total_seconds()))
+        if record_matched:
+            try:
+                self.archive.mark_matched([a.id for a in fresh], matched_at)
+            except Exception:  # a latency figure is not worth failing a batch for
+                log.exception("recording when %d alert(s) were matched failed", len(fresh))
+        self.coincidences = results
+        return results
+
+    def flush(self) -> None:
+        """Store and publish what an earlier round could not (the archive was down)."""
+        with self._engine_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._unstored:
+            try:
+                new = self.archive.store_coincidences(
+                    [(r.key, r.coincidence) for r in self._unstored])
+            except Exception:  # kept, in order, for the next round: nothing is lost
+                log.exception("storing %d coincidence(s) failed; will retry",
+                              len(self._unstored))
+                return
+            for result, is_new in zip(self._unstored, new, strict=True):
+                if is_new:
+                    COINCIDENCES.labels(result.coincidence.pairing,
+                                        result.coincidence.state).inc()
+                    self._unpublished.append(result)
+                    log.info("coincidence %s (%s, %s)", result.coincidence.id,
+                             result.coincidence.pairing, result.coincidence.state,
+                             extra={"ivorn": result.coincidence.id,
+                                    "pairing": result.coincidence.pairing,
+                                    "members": [m.alert_id for m in
+                                                result.coincidence.members]})
+            self._unstored = []
+        if self.publisher is None:
+            self._unpublished, self._unpublished_alerts = [], []
+            return
+        if self._unpublished or self._unpublished_alerts:
+            try:
+                self.publisher.publish(self._unpublished_alerts, self._unpublished,
+                                       self._receipts)
+            except Exception:  # the outbox was unreachable: kept for the next round
+                log.exception("queueing VOEvents failed; will retry")
+                return
+            self._unpublished, self._unpublished_alerts = [], []
+            self._receipts = {}
+
+    def _snews_status(self) -> dict[str, bool]:
+        status = {}
+        for row in self.archive.stream_health():
+            if row["stream"].startswith("snews") and row["detector"]:
+                status[row["detector"]] = (row["heartbeat_status"] or "").upper() == "ON"
+        return status

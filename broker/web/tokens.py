@@ -1,0 +1,144 @@
+"""API bearer tokens: created once, shown once, stored only as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from alerts_schema.errors import ConfigurationError
+from broker.archive.db import transaction
+from broker.archive.models import ApiToken
+from broker.archive.store import Archive, utcnow
+
+SCOPES = {
+    "read:embargoed": "read embargoed alerts before their release time",
+    "read:proprietary": "read proprietary alerts (never public)",
+    "write:triggers": "POST detector triggers to /api/v1/triggers (for its --detector ones)",
+    "ack": "acknowledge coincidences on the dashboard",
+    "read:metrics": "read Prometheus /metrics on the public HTTP listener",
+    "admin": "everything, including token management",
+}
+TOKEN_PREFIX = "mmb_"
+TOKENS = ApiToken.__table__
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    detectors: frozenset[str] | None = None
+    """The detectors a ``write:triggers`` token may write; None: bound to none (legacy)."""
+
+    def may_write(self, detector: str, *, allow_unbound: bool) -> bool:
+        """Whether this token may post, revise or retract triggers of ``detector``.
+
+        ``admin`` writes any detector; a bound token only its own; an unbound
+        one (made before tokens were bound) only when ``allow_unbound``.
+        """
+        if "admin" in self.scopes:
+            return True
+        if self.detectors is None:
+            return allow_unbound
+        return detector in self.detectors
+
+    def describe(self) -> str:
+        """``token 7 (km3net-online, detectors KM3NeT)``, for reasons and logs."""
+        bound = ", ".join(sorted(self.detectors)) if self.detectors is not None else "none"
+        return f"token {self.id} ({self.name}, detectors {bound})"
+
+
+def _info(row: Any) -> TokenInfo:
+    return TokenInfo(row.id, row.name, frozenset(row.scopes.split()), row.created_at,
+                     row.expires_at, row.revoked_at,
+                     frozenset(row.detectors) if row.detectors is not None else None)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(archive: Archive, name: str, scopes: list[str],
+                 expires_in: timedelta | None = None,
+                 detectors: list[str] | None = None) -> tuple[str, TokenInfo]:
+    """Create a token; returns the plaintext (shown once, never stored) and its record.
+
+    ``detectors`` binds a ``write:triggers`` token to the detectors (the
+    trigger's ``detector`` field) it may post, revise and retract triggers for.
+    """
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise ConfigurationError("a token's lifetime must be positive (omit it for a token "
+                                 "that never expires)")
+    unknown = sorted(set(scopes) - SCOPES.keys())
+    if unknown or not scopes:
+        raise ConfigurationError(f"unknown or missing scope(s) {unknown}; known: "
+                                 f"{', '.join(sorted(SCOPES))}")
+    bound = sorted(set(detectors)) if detectors else None
+    if bound is not None:
+        if "write:triggers" not in scopes:
+            raise ConfigurationError("--detector binds a write:triggers token; add "
+                                     "--scope write:triggers")
+        bad = [d for d in bound if not 1 <= len(d) <= 128 or not d.isprintable()
+               or d != d.strip()]
+        if bad:
+            raise ConfigurationError(f"detector name(s) {bad!r}: 1 to 128 printable "
+                                     "characters, no surrounding spaces")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    expires = now + expires_in if expires_in is not None else None
+    with transaction(archive.engine) as conn:
+        token_id = conn.execute(TOKENS.insert().returning(TOKENS.c.id), {
+            "name": name, "token_hash": _hash(token), "scopes": " ".join(sorted(set(scopes))),
+            "created_at": now, "expires_at": expires, "detectors": bound}).scalar_one()
+    return token, TokenInfo(token_id, name, frozenset(scopes), now, expires, None,
+                            frozenset(bound) if bound is not None else None)
+
+
+def verify_token(archive: Archive, token: str) -> TokenInfo | None:
+    """The token's record if it is known, unrevoked and unexpired; else None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    now = utcnow()
+    with transaction(archive.engine) as conn:
+        tok = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == _hash(token))).first()
+        if tok is None:
+            return None
+        if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
+            return None
+        conn.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
+    return _info(tok)
+
+
+def valid_token_ids(archive: Archive, ids: set[int]) -> set[int]:
+    """Those of ``ids`` that are still unrevoked and unexpired: one query however many
+    (live streams re-check the tokens they were opened with)."""
+    if not ids:
+        return set()
+    now = utcnow()
+    with transaction(archive.engine, readonly=True) as conn:
+        return set(conn.execute(select(TOKENS.c.id).where(
+            TOKENS.c.id.in_(sorted(ids)), TOKENS.c.revoked_at.is_(None),
+            (TOKENS.c.expires_at.is_(None)) | (TOKENS.c.expires_at > now))).scalars())
+
+
+def list_tokens(archive: Archive) -> list[TokenInfo]:
+    with transaction(archive.engine, readonly=True) as conn:
+        rows = conn.execute(select(TOKENS).order_by(TOKENS.c.id))
+        return [_info(t) for t in rows]
+
+
+def revoke_token(archive: Archive, token_id: int) -> bool:
+    """Revoke token ``token_id``; False if there is no such live token."""
+    with transaction(archive.engine) as conn:
+        result = conn.execute(update(ApiToken)
+                              .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+                              .values(revoked_at=utcnow()))
+        return result.rowcount == 1
