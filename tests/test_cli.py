@@ -402,7 +402,8 @@ def test_alembic_is_quiet_at_the_default_log_level(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("from broker import logs, migrate; from broker.archive.db import make_engine; "
+    code = ("from broker import logs; from broker.archive import migrate; "
+            "from broker.archive.db import make_engine; "
             "logs.configure('INFO'); "
             f"migrate.upgrade(make_engine('sqlite:///{tmp_path / 'q.sqlite3'}'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
