@@ -572,6 +572,12 @@ def test_pyvo_cone_search_of_a_live_server(archive: Archive) -> None:
             expected = sorted(d["id"] for d in docs if _in_cone(d, ra, dec, radius))
             assert sorted(table["ivorn"]) == expected
             assert str(table["ra_deg"].unit) == "deg"
+            by_id = {d["id"]: d for d in docs}
+            for rec in result:  # SCS 1.03 as pyvo reads it: the UCD1 columns
+                assert rec.id in by_id
+                loc = by_id[rec.id]["localization"]
+                assert rec.pos.ra.deg == pytest.approx(loc["ra_deg"])
+                assert rec.pos.dec.deg == pytest.approx(loc["dec_deg"])
         query = service.create_query(pos=SkyCoord(0 * u.deg, 0 * u.deg), radius=180)
         query["MAXREC"] = 5  # DALI's MAXREC; SCS 1.03 clients do not send it
         assert len(query.execute()) == 5
@@ -812,3 +818,22 @@ def test_citation_filters_count_only_voevents_the_caller_may_see(archive: Archiv
         assert found({"cited": "true"}) == []
         assert found({"cited_by": hidden}) == []
         assert found({"cited": "false"}) == [first]
+
+
+def test_every_votable_is_clean_to_astropy(
+        world: tuple[TestClient, list[dict[str, Any]], str]) -> None:
+    """Each VOTable we answer parses with astropy's strictest check: no W06 (UCD) or other
+    warning, which TOPCAT and pyvo users would otherwise see."""
+    import io
+
+    from astropy.io.votable import parse
+
+    client, _, _ = world
+    paths = ["/api/v1/alerts?format=votable", "/api/v1/coincidences?format=votable",
+             "/api/v1/voevents?format=votable", "/scs?RA=197&DEC=-23&SR=180&VERB=1",
+             "/scs?RA=197&DEC=-23&SR=180", "/scs?RA=197&DEC=-23&SR=180&VERB=3",
+             "/scs?RA=197&DEC=-23&SR=500"]
+    for path in paths:
+        body = client.get(path).content
+        assert b"<VOTABLE" in body, path
+        parse(io.BytesIO(body), verify="exception")  # raises on the first warning

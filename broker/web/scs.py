@@ -3,7 +3,10 @@
 ``GET /scs?RA=..&DEC=..&SR=..`` (ICRS degrees; parameter names are
 case-insensitive, as DALI has them) answers a VOTable of the alerts with a
 position within ``SR`` of (``RA``, ``DEC``), newest event first, as many as
-``MAXREC`` allows (``QUERY_STATUS`` ``OVERFLOW`` when more match).  ``VERB``
+``MAXREC`` allows (``QUERY_STATUS`` ``OVERFLOW`` when more match).  The
+identifier and position columns carry the UCD1 words SCS 1.03 requires
+(``ID_MAIN``, ``POS_EQ_RA_MAIN``, ``POS_EQ_DEC_MAIN``), so the answer is a
+VOTable 1.1, the version SCS 1.03 cites (later versions reject UCD1 words).  ``VERB``
 picks the columns: 1 the identifier and position, 2 (default) also time,
 messenger, facility, error radius and FAR, 3 every column of
 ``/api/v1/alerts?format=votable``.  Errors are VOTables too, with an INFO
@@ -16,6 +19,7 @@ be sent); rate limits answer 429 with a VOTable body.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -37,12 +41,22 @@ _VERB2 = (*_VERB1, "event_time", "messenger", "facility", "source", "alert_type"
           "error_radius_deg", "far_hz")
 
 
+# SCS 1.03 names the identifier and position columns by their UCD1 words, and
+# clients find them by those alone (pyvo's ``rec.pos`` and ``rec.id``); every
+# other column keeps its UCD1+ word.
+SCS_VOTABLE_VERSION = "1.1"
+_SCS_UCD1 = {"ivorn": "ID_MAIN", "ra_deg": "POS_EQ_RA_MAIN", "dec_deg": "POS_EQ_DEC_MAIN"}
+
+
 def _columns(verb: int) -> tuple[tabular.Column, ...]:
     if verb >= 3:
-        return tabular.ALERT_COLUMNS
-    wanted = _VERB1 if verb == 1 else _VERB2
-    by_name = {c.name: c for c in tabular.ALERT_COLUMNS}
-    return tuple(by_name[name] for name in wanted)
+        chosen = tabular.ALERT_COLUMNS
+    else:
+        wanted = _VERB1 if verb == 1 else _VERB2
+        by_name = {c.name: c for c in tabular.ALERT_COLUMNS}
+        chosen = tuple(by_name[name] for name in wanted)
+    return tuple(replace(c, ucd=_SCS_UCD1[c.name]) if c.name in _SCS_UCD1 else c
+                 for c in chosen)
 
 
 class ScsError(ValueError):
@@ -116,7 +130,7 @@ def cone_search(request: Request, who: Annotated[q.Viewer, Depends(viewer)]) -> 
         except q.QueryError as exc:
             raise ScsError(str(exc)) from exc
     except ScsError as exc:
-        return _votable_response(tabular.error_votable(str(exc)))
+        return _votable_response(tabular.error_votable(str(exc), SCS_VOTABLE_VERSION))
     columns = _columns(verb)
     rows: list[Any] = []
     status = "OK"
@@ -133,7 +147,7 @@ def cone_search(request: Request, who: Annotated[q.Viewer, Depends(viewer)]) -> 
              ("SR", repr(cone.radius_deg), ""), ("VERB", str(verb), "")]
     return _votable_response(tabular.to_votable(
         columns, rows, name="alerts", description="mmbroker alerts in the cone, newest first.",
-        infos=infos))
+        infos=infos, version=SCS_VOTABLE_VERSION))
 
 
 @router.get("/scs/capabilities", response_class=Response, responses={

@@ -110,7 +110,7 @@ ALERT_COLUMNS: tuple[Column, ...] = (
     _text("alert_type", "meta.code", "initial, update or retraction."),
     _text("role", "meta.code", "observation, test, drill, utility or prediction."),
     _text("messenger", "meta.code", "Messenger (gravitational_wave, neutrino, gamma_ray, ...)."),
-    _text("facility", "instr.obsty", "Observatory or collaboration."),
+    _text("facility", "meta.id;instr.obsty", "Observatory or collaboration."),
     _text("instrument", "instr", "Instrument or pipeline-level detector name."),
     _time("event_time", "time.epoch", "Trigger time (UTC)."),
     _real("event_time_error_s", "stat.error;time.epoch", "Uncertainty of the trigger time.",
@@ -122,7 +122,7 @@ ALERT_COLUMNS: tuple[Column, ...] = (
     _real("error_radius_deg", "stat.error;pos.eq",
           "Error circle radius or ellipse semi-major axis at its stated containment.", "deg"),
     _text("skymap_sha256", "meta.id;meta.file", "SHA-256 of the alert's HEALPix sky map."),
-    _real("far_hz", "arith.rate;stat.falsealarm", "False-alarm rate.", "Hz"),
+    _real("far_hz", "arith.rate", "False-alarm rate.", "Hz"),
     _real("p_value", "stat.probability", "p-value."),
     _real("signalness", "stat.probability", "Probability of astrophysical origin."),
     _real("energy_gev", "phys.energy", "Energy.", "GeV"),
@@ -130,7 +130,7 @@ ALERT_COLUMNS: tuple[Column, ...] = (
     _real("energy_max_gev", "phys.energy;stat.max", "Upper end of the energy range.", "GeV"),
     _text("data_rights", "meta.code", "public, embargoed or proprietary."),
     _time("embargo_until", "time.end", "End of the embargo (UTC)."),
-    _text("pipeline", "meta.software", "Pipeline that produced the alert."),
+    _text("pipeline", "meta.id;meta.software", "Pipeline that produced the alert."),
     _text("pipeline_version", "meta.version", "Version of that pipeline."),
     _text("reco_method", "meta.note", "Reconstruction method."),
     _text("raw_sha256", "meta.id;meta.file", "SHA-256 of the raw message as received."),
@@ -148,7 +148,7 @@ COINCIDENCE_COLUMNS: tuple[Column, ...] = (
     _real("dec_deg", "pos.eq.dec;meta.main", "Declination of the best position (ICRS).",
           "deg"),
     _real("overlap", "stat.value", "Spatial overlap integral I = 4 pi * integral p1 p2."),
-    _real("far_hz", "arith.rate;stat.falsealarm",
+    _real("far_hz", "arith.rate",
           "Smallest false-alarm rate among the significance figures.", "Hz"),
     _text("members", "meta.id",
           "Member alert IVORNs, space-separated.",
@@ -183,18 +183,27 @@ def to_csv(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> byte
     return out.getvalue().encode("utf-8")
 
 
+# The null value a VOTable 1.1 integer column declares for an empty cell.
+_INTEGER_TYPES = {"short": -32768, "int": -2147483648, "long": -9223372036854775808}
+
+
 def to_votable(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *,
-               name: str, description: str, infos: Sequence[tuple[str, str, str]] = ()
-               ) -> bytes:
-    """A VOTable 1.4 with one RESOURCE (type results) and one TABLE of ``rows``.
+               name: str, description: str, infos: Sequence[tuple[str, str, str]] = (),
+               version: str = "1.4") -> bytes:
+    """A VOTable (1.4 unless ``version`` says) with one RESOURCE (type results) and one TABLE.
 
     ``infos`` are (name, value, text) INFO elements of the RESOURCE; a
-    ``QUERY_STATUS`` of ``OK`` comes first unless one is given.
+    ``QUERY_STATUS`` of ``OK`` comes first unless one is given.  ``version``
+    "1.1" is for Simple Cone Search 1.03, whose UCD1 words (``ID_MAIN``) later
+    VOTable versions no longer accept: times lose their ``xtype`` and integer
+    columns declare a null value.
     """
     import numpy as np
-    from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
+    from astropy.io.votable.tree import Field, Info, Resource, TableElement, Values, VOTableFile
 
-    votable = VOTableFile(version="1.4")
+    votable = VOTableFile(version=version)
+    # VOTable 1.1 (what SCS 1.03 cites) has no xtype and no empty integer cells.
+    legacy = version == "1.1"
     resource = Resource(type="results")
     votable.resources.append(resource)
     given = {i[0] for i in infos}
@@ -216,8 +225,10 @@ def to_votable(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *,
         if datatype == "char" and any(v is not None and not str(v).isascii() for v in values):
             datatype = "unicodeChar"
         field = Field(votable, name=col.name, datatype=datatype, unit=col.unit,
-                      ucd=col.ucd, xtype=col.xtype, **extra)
+                      ucd=col.ucd, xtype=None if legacy else col.xtype, **extra)
         field.description = col.description
+        if legacy and datatype in _INTEGER_TYPES:
+            field.values = Values(votable, field, null=_INTEGER_TYPES[datatype])
         table.fields.append(field)
     table.create_arrays(len(rows))
     for col, values in columns_values:
@@ -236,7 +247,8 @@ def to_votable(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *,
     return buffer.getvalue()
 
 
-def error_votable(message: str) -> bytes:
+def error_votable(message: str, version: str = "1.4") -> bytes:
     """A VOTable reporting an error (DALI ``QUERY_STATUS`` ERROR, and SCS 1.03 ``Error``)."""
     return to_votable([], [], name="error", description="The query failed.",
-                      infos=[("QUERY_STATUS", "ERROR", message), ("Error", message, message)])
+                      infos=[("QUERY_STATUS", "ERROR", message), ("Error", message, message)],
+                      version=version)
