@@ -1,5 +1,6 @@
 # Sourced by scripts/test and scripts/demo: create .venv with Python >= 3.11 and
-# install mmbroker into it (editable), with the extras named in $1 if any, at exactly the
+# install mmbroker into it (editable), with the extras named in $1 if any (and then also the
+# Python client's own distribution, clients/python, which its tests use), at exactly the
 # dependency versions in constraints.txt (the tested ones; refresh with scripts/lock).
 ensure_venv() {
   local extras=${1:-}
@@ -12,7 +13,8 @@ ensure_venv() {
   local log=.venv/install.log
   if ! { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip \
          && .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-              -c constraints.txt -e ".${extras:+[$extras]}"; } >"$log" 2>&1; then
+              -c constraints.txt -e ".${extras:+[$extras]}" \
+              ${extras:+-e ./clients/python}; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "installing mmbroker into .venv failed (log above, also in $log)" >&2
     exit 1

@@ -1,4 +1,4 @@
-"""The analysts' client (:mod:`broker.client`) against a real server, on both backends.
+"""The analysts' client (:mod:`mmbroker_client`) against a real server, on both backends.
 
 One uvicorn server per backend serves an archive of synthetic alerts (some
 embargoed, some proprietary), an LVK alert with a sky map held in the
@@ -25,10 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-import alerts_schema
-from alerts_schema.synthetic import alert_documents
-from broker.client import (
+from mmbroker_client import (
     BadRequest,
     Client,
     ClientError,
@@ -37,6 +34,9 @@ from broker.client import (
     ResultTruncated,
     Unauthorized,
 )
+
+import alerts_schema
+from alerts_schema.synthetic import alert_documents
 from tests.conftest import free_port, pg_schema
 from tests.servers import live_app
 
@@ -215,7 +215,7 @@ def test_table_has_units_and_the_rows_of_the_iterator(served: Served) -> None:
     assert str(table["ra_deg"].unit) == "deg" and str(table["dec_deg"].unit) == "deg"
     assert str(table["far_hz"].unit) == "Hz" and str(table["energy_gev"].unit) == "GeV"
     assert table["ra_deg"].meta["ucd"] == "pos.eq.ra;meta.main"
-    assert table["far_hz"].meta["ucd"] == "arith.rate;stat.falsealarm"
+    assert table["far_hz"].meta["ucd"] == "arith.rate"
     assert table.meta["truncated"] is False
     by_id = {a["id"]: a for a in client.iter_alerts()}
     for row in table:
@@ -223,6 +223,16 @@ def test_table_has_units_and_the_rows_of_the_iterator(served: Served) -> None:
         if doc.get("far_hz") is not None:
             assert row["far_hz"] == pytest.approx(doc["far_hz"])
         assert row["event_time"] == doc["trigger_time"]
+
+    from astropy.time import Time
+
+    for name in ("event_time", "received_at", "embargo_until"):  # times are Time, UTC
+        assert isinstance(table[name], Time) and table[name].scale == "utc", name
+    docs = [by_id[i] for i in table["ivorn"]]
+    expected = Time([d["trigger_time"].rstrip("Z") for d in docs], format="isot", scale="utc")
+    assert abs(table["event_time"] - expected).max().to_value("s") < 1e-6
+    no_embargo = [(d.get("data_rights") or {}).get("embargo_until") is None for d in docs]
+    assert any(no_embargo) and list(table["embargo_until"].mask) == no_embargo
 
     with pytest.warns(ResultTruncated):
         first = client.alerts(page_size=2, max_rows=5)
@@ -238,6 +248,13 @@ def test_alerts_df(served: Served) -> None:
     assert {"ivorn", "ra_deg", "dec_deg", "far_hz", "event_time"} <= set(frame.columns)
     assert isinstance(frame["event_time"].dtype, pd.DatetimeTZDtype)
     assert str(frame["event_time"].dt.tz) == "UTC"
+    by_id = {a["id"]: a for a in served.client().iter_alerts()}
+    for ivorn, when, until in zip(frame["ivorn"], frame["event_time"], frame["embargo_until"],
+                                  strict=True):
+        doc = by_id[ivorn]
+        assert when == pd.Timestamp(doc["trigger_time"])  # aware UTC, to the microsecond
+        embargo = (doc.get("data_rights") or {}).get("embargo_until")
+        assert (until is pd.NaT) if embargo is None else until == pd.Timestamp(embargo)
     assert frame["embargo_until"].isna().all()  # the public ones have none
     empty = served.client().alerts_df(event_id="no-such-event")
     assert len(empty) == 0 and "ra_deg" in empty.columns
@@ -441,7 +458,7 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import broker.client as c
+import mmbroker_client as c
 
 client = c.Client(sys.argv[2])
 alerts = list(client.iter_alerts(page_size=5, max_rows=12))
@@ -451,7 +468,8 @@ try:
 except c.NotFound as exc:
     missing = exc.status
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-broker_modules = sorted(m for m in sys.modules if m.split(".")[0] == "broker")
+broker_modules = sorted(m for m in sys.modules if m.split(".")[0] in
+                        ("broker", "alerts_schema", "listeners", "crossmatch"))
 print(json.dumps({"n": len(alerts), "same": first["alert"] == alerts[0], "missing": missing,
                   "count": client.count_alerts(), "loaded": loaded,
                   "broker": broker_modules}))
@@ -467,14 +485,15 @@ def test_client_needs_no_server_dependencies(served: Served) -> None:
     result = json.loads(proc.stdout)
     assert result == {"n": 12, "same": True, "missing": 404,
                       "count": served.client().count_alerts(), "loaded": [],
-                      "broker": ["broker", "broker.client", "alerts_schema.errors"]}
+                      "broker": []}
 
 
 # -- without the broker --------------------------------------------------------------------
 
 
 def test_filters_become_query_parameters() -> None:
-    from broker.client import ALERT_FILTERS, VOEVENT_FILTERS, _filter_params
+    from mmbroker_client import ALERT_FILTERS, VOEVENT_FILTERS
+    from mmbroker_client._client import _filter_params
 
     params = _filter_params({
         "since": datetime(2026, 1, 2, 3, 4, 5),  # naive: UTC
@@ -556,3 +575,30 @@ def test_the_token_is_not_sent_to_another_origin() -> None:
             server.server_close()
         for thread in threads:
             thread.join(5)
+
+
+# -- the distribution -----------------------------------------------------------------------
+
+
+def test_the_client_installs_alone_with_one_pip_command(tmp_path: Path) -> None:
+    """``pip install ./clients/python``, as README.md shows, gives an importable, typed
+    package that requires nothing (astropy and pandas only as extras)."""
+    root = Path(__file__).resolve().parent.parent / "clients" / "python"
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--target", str(target), str(root)],
+        check=True, capture_output=True, timeout=300)
+    assert (target / "mmbroker_client" / "py.typed").is_file()
+    metadata = next(target.glob("mmbroker_client-*.dist-info")) / "METADATA"
+    requires = [line for line in metadata.read_text().splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert requires and all("extra ==" in line for line in requires), requires
+    # -I: no site-packages, no working directory: only what was installed, and stdlib.
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c",
+         f"import sys; sys.path.insert(0, {str(target)!r}); import mmbroker_client as m; "
+         "print(m.__version__, m.__file__)"],
+        capture_output=True, text=True, timeout=60, check=True)
+    version, path = proc.stdout.split()
+    assert version == "0.1.0" and path.startswith(str(target))

@@ -414,7 +414,7 @@ def test_hostile_text_from_a_stream_is_shown_as_text(archive: Archive) -> None:
         assert state["alerts"][0]["facility"] == hostile  # data, for textContent
         from importlib import resources
 
-        for script in resources.files("broker").joinpath("static").iterdir():
+        for script in resources.files("broker.web").joinpath("static").iterdir():
             if script.name.endswith(".js"):
                 served = client.get(f"/static/{script.name}")
                 # Module scripts: a browser runs them only with a JavaScript type.

@@ -401,7 +401,7 @@ def _may_see(scope: str, level: str, until: datetime | None, at: datetime) -> bo
 
 def _polled(w: World) -> list[tuple[str, str, str | None, Any]]:
     """(output, scope, ivorn-carrying answer) getters of every polled output."""
-    from broker.client import Client
+    from mmbroker_client import Client
 
     out: list[tuple[str, str, str | None, Any]] = []
     for scope in SCOPES:

@@ -610,9 +610,10 @@ def test_a_misspelt_filter_is_refused_not_ignored(
 
 
 def test_the_python_client_knows_every_filter_of_every_list() -> None:
-    """A filter added to a route and not to broker.client would be refused by the client
+    """A filter added to a route and not to mmbroker_client would be refused by the client
     (TypeError); one the client sends that no route takes would be a 400."""
-    from broker import client
+    import mmbroker_client as client
+
     from broker.web.query_api import router
 
     lists = {"/api/v1/alerts": client.ALERT_FILTERS,

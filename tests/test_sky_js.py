@@ -25,7 +25,7 @@ def sky_js() -> Iterator[Any]:
         if REQUIRE_BROWSER:
             pytest.fail(f"MMBROKER_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
         pytest.skip(reason)
-    static = resources.files("broker").joinpath("static")
+    static = resources.files("broker.web").joinpath("static")
 
     def serve(route: Any) -> None:
         name = route.request.url.removeprefix(ORIGIN + "/static/")

@@ -1,12 +1,13 @@
 """A Python client for the broker's HTTP query API, for analysts.
 
-Only the standard library is needed to import this module and to list and
-fetch alerts, coincidences and VOEvents as JSON; :mod:`astropy` is imported
-when a method returns an :class:`astropy.table.Table`, :mod:`pandas` when one
-returns a DataFrame.  Nothing of the server (SQLAlchemy, FastAPI, healpy, ...)
-is imported.
+This is its own distribution (``clients/python``, ``pip install
+./clients/python``), pure Python: only the standard library is needed to
+import it and to list and fetch alerts, coincidences and VOEvents as JSON;
+:mod:`astropy` (extra ``astropy``) is imported when a method returns an
+:class:`astropy.table.Table`, :mod:`pandas` (extra ``pandas``) when one
+returns a DataFrame.  Nothing of the server is needed.
 
->>> from broker.client import Client
+>>> from mmbroker_client import Client
 >>> client = Client("https://broker.example.org", token="mmb_...")  # doctest: +SKIP
 >>> table = client.alerts(messenger="neutrino", since="2026-01-01",
 ...                       cone=(83.63, 22.01, 5.0))  # doctest: +SKIP
@@ -332,15 +333,63 @@ def _timestamp_columns(table: Table) -> list[str]:
     return [name for name in table.colnames if table[name].meta.get("xtype") == "timestamp"]
 
 
-def _to_pandas(table: Table) -> pandas.DataFrame:
-    """A DataFrame of ``table``, ISO 8601 timestamp columns as UTC datetimes."""
-    import pandas as pd
+def _with_times(table: Table) -> Table:
+    """``table`` with its ISO 8601 timestamp columns as UTC :class:`~astropy.time.Time`.
 
-    times = _timestamp_columns(table)
-    frame = table.to_pandas()
+    A missing time stays masked; the column keeps its description and UCD.
+    """
+    import numpy as np
+    from astropy.table import MaskedColumn
+    from astropy.time import Time
+    from erfa import ErfaWarning
+
+    for name in _timestamp_columns(table):
+        column = table[name]
+        filled = column.filled("") if isinstance(column, MaskedColumn) else column
+        text = np.asarray(filled).astype(str)
+        mask = text == ""  # a missing time is an empty cell in the VOTable
+        text = np.where(mask, "2000-01-01T00:00:00", text)
+        with warnings.catch_warnings():
+            # A time past the leap-second table (an embargo to 2099, say) is "dubious"
+            # to ERFA only in which leap seconds it will have: its UTC label is exact.
+            warnings.simplefilter("ignore", ErfaWarning)
+            values = Time([t.rstrip("Z") for t in text], format="isot", scale="utc",
+                          precision=6)  # the archive keeps microseconds
+        if mask.any():
+            values[mask] = np.ma.masked
+        values.info.description = column.info.description
+        values.info.meta = dict(column.info.meta or {})
+        table.replace_column(name, values)
+    return table
+
+
+def _to_pandas(table: Table) -> pandas.DataFrame:
+    """A DataFrame of ``table``, its :class:`~astropy.time.Time` columns timezone-aware UTC."""
+    import pandas as pd
+    from astropy.time import Time
+
+    times = [name for name in table.colnames if isinstance(table[name], Time)]
+    plain = table.copy(copy_data=False)
+    for name in times:  # ISO strings: pandas makes them aware; NaT where masked
+        plain.replace_column(name, _isot(table[name]))
+    frame = plain.to_pandas()
     for name in times:
         frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
     return frame
+
+
+def _isot(times: Any) -> list[str | None]:
+    import numpy as np
+    from erfa import ErfaWarning
+
+    mask = np.asarray(getattr(times, "mask", np.zeros(len(times), dtype=bool)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ErfaWarning)  # as in _with_times
+        utc = times.utc
+        utc.precision = 6
+        text = utc.isot
+    return [None if m else str(t) + "Z" for t, m in zip(text, np.broadcast_to(mask, len(text)),
+                                                     strict=True)]
 
 
 # -- the client ---------------------------------------------------------------------------------
@@ -633,6 +682,7 @@ class Client:
         for key in ("ID", "name"):
             result.meta.pop(key, None)
         result.meta["truncated"] = bool(cursor)
+        _with_times(result)
         if cursor:
             warnings.warn(f"{resource}: stopped at max_rows={max_rows} while more rows match; "
                           "pass a larger max_rows (or None for all)", ResultTruncated,
@@ -648,8 +698,9 @@ class Client:
         ``table[name].meta["ucd"]``): ``ra_deg``, ``dec_deg``,
         ``error_radius_deg`` in deg, ``far_hz`` in Hz, ``energy_gev``,
         ``energy_min_gev``, ``energy_max_gev`` in GeV, ``event_time_error_s``
-        in s; ``event_time``, ``received_at`` and ``embargo_until`` are ISO
-        8601 UTC strings.  Missing values are masked.
+        in s; ``event_time``, ``received_at`` and ``embargo_until`` are
+        :class:`~astropy.time.Time` columns (scale UTC).  Missing values are
+        masked.
 
         Parameters
         ----------
@@ -674,7 +725,7 @@ class Client:
         """Coincidences matching the filters as an astropy Table, newest found first.
 
         Columns: ``ivorn``, ``pairing``, ``state``, ``revision``,
-        ``reference_time`` and ``created_at`` (ISO 8601 UTC), ``ra_deg``,
+        ``reference_time`` and ``created_at`` (:class:`~astropy.time.Time`, UTC), ``ra_deg``,
         ``dec_deg`` (deg), ``overlap``, ``far_hz`` (Hz), ``members``
         (space-separated IVORNs), ``engine_version``, ``config_hash``.
 
@@ -698,7 +749,7 @@ class Client:
         """The VOEvents this broker issued as an astropy Table, newest first.
 
         Columns: ``ivorn``, ``role``, ``kind``, ``subject_ivorn``,
-        ``created_at`` (ISO 8601 UTC), ``ra_deg``, ``dec_deg`` (deg),
+        ``created_at`` (:class:`~astropy.time.Time`, UTC), ``ra_deg``, ``dec_deg`` (deg),
         ``sha256``, ``size_bytes`` (byte), ``cites`` (``cite:IVORN``,
         space-separated).
 
