@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,17 +22,23 @@ from pydantic import (
 )
 
 __all__ = [
+    "MESSENGERS",
+    "ROLES",
     "Alert",
+    "AlertType",
     "Coincidence",
+    "CoincidenceState",
     "DataRights",
     "EllipseLocalization",
     "Energy",
     "Localization",
     "Member",
+    "Messenger",
     "NoLocalization",
     "Overlap",
     "PointLocalization",
     "Provenance",
+    "Role",
     "Significance",
     "SkymapLocalization",
     "format_utc",
@@ -75,6 +81,12 @@ Messenger = Literal[
     "gravitational_wave", "neutrino", "gamma_ray", "x_ray", "ultraviolet", "optical",
     "infrared", "radio", "cosmic_ray", "other",
 ]
+# The contract's enumerations, named once: query routes and normalizers use these.
+Role = Literal["observation", "test", "drill", "utility", "prediction"]
+AlertType = Literal["initial", "update", "retraction"]
+CoincidenceState = Literal["new", "updated", "retracted"]
+MESSENGERS: tuple[str, ...] = get_args(Messenger)
+ROLES: tuple[str, ...] = get_args(Role)
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 IVORN_PATTERN = r"^ivo://[^/#\s]+/[^#\s]+#\S+$"
 
@@ -180,8 +192,8 @@ class Alert(_Model):
     instrument: str | None = Field(default=None, max_length=128)
     event_id: str = Field(min_length=1, max_length=256)
     revision: JsonInt = Field(ge=0, le=1_000_000)
-    alert_type: Literal["initial", "update", "retraction"]
-    role: Literal["observation", "test", "drill", "utility", "prediction"]
+    alert_type: AlertType
+    role: Role
     trigger_time: UTCDateTime
     trigger_time_error_s: float | None = Field(default=None, ge=0)
     received_time: UTCDateTime | None = None
@@ -237,7 +249,7 @@ class Coincidence(_Model):
     schema_version: Literal["1.0"]
     id: str = Field(pattern=IVORN_PATTERN, max_length=512)
     pairing: str = Field(min_length=1, max_length=128)
-    state: Literal["new", "updated", "retracted"]
+    state: CoincidenceState
     revision: JsonInt = Field(ge=0)
     supersedes: str | None = Field(default=None, max_length=512)
     members: list[Member] = Field(min_length=2, max_length=64)

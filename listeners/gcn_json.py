@@ -131,7 +131,7 @@ from alerts_schema import (
 )
 from alerts_schema.errors import NormalizationError
 from alerts_schema.model import format_utc
-from listeners import json_limits
+from listeners import facilities, json_limits
 from listeners.base import Heartbeat, MessageMeta, Normalized, SkymapFile
 from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev
 from listeners.detect import Format
@@ -170,36 +170,6 @@ _CONSUMED = frozenset({
     "trigger_time", "trigger_time_error", "far", "p_astro", "mission", "instrument",
     "messenger",
 })
-
-# mission key (lower case, letters and digits only) -> (facility, default messenger)
-_MISSIONS: dict[str, tuple[str, str]] = {
-    "fermi": ("Fermi", "gamma_ray"),
-    "swift": ("Swift", "gamma_ray"),
-    "svom": ("SVOM", "gamma_ray"),
-    "burstcube": ("BurstCube", "gamma_ray"),
-    "glowbug": ("Glowbug", "gamma_ray"),
-    "integral": ("INTEGRAL", "gamma_ray"),
-    "agile": ("AGILE", "gamma_ray"),
-    "calet": ("CALET", "gamma_ray"),
-    "konuswind": ("Konus-Wind", "gamma_ray"),
-    "einsteinprobe": ("Einstein Probe", "x_ray"),
-    "ep": ("Einstein Probe", "x_ray"),
-    "maxi": ("MAXI", "x_ray"),
-    "ixpe": ("IXPE", "x_ray"),
-    "nustar": ("NuSTAR", "x_ray"),
-    "xrism": ("XRISM", "x_ray"),
-    "icecube": ("IceCube", "neutrino"),
-    "km3net": ("KM3NeT", "neutrino"),
-    "superkamiokande": ("Super-Kamiokande", "neutrino"),
-    "superk": ("Super-Kamiokande", "neutrino"),
-    "chime": ("CHIME", "radio"),
-    "chimefrb": ("CHIME", "radio"),
-    "dsa110": ("DSA-110", "radio"),
-    "boom": ("BOOM", "optical"),
-    "ztf": ("ZTF", "optical"),
-    "lvk": ("LVK", "gravitational_wave"),
-    "heasarc": ("HEASARC", "other"),
-}
 
 # instrument word -> messenger, where an instrument differs from its mission's default
 _INSTRUMENT_MESSENGERS: dict[str, str] = {
@@ -643,14 +613,18 @@ def _who(document: Mapping[str, Any], context: _Context) -> tuple[str, str | Non
     instrument = _text(document.get("instrument"), "instrument")
     if context.family == "heasarc.archive_alert" and instrument is None:
         instrument = _text(document.get("facility_name"), "facility_name")
-    key = _key(mission or context.mission_hint or "")
-    if not key:
+    name = mission or context.mission_hint or ""
+    if not facilities.key(name):
         raise NormalizationError("cannot tell which mission issued the notice: no mission "
                                  "field, and neither topic nor $schema names one")
-    facility, mission_messenger = _MISSIONS.get(key, (mission or key, None))
+    known = facilities.lookup(name)
+    facility = known.name if known is not None else (mission or facilities.key(name))
     if instrument is None:
         instrument = context.instrument_hint
-    messenger = _instrument_messenger(instrument) or mission_messenger
+    if known is not None and known.fixed:
+        return facility, instrument, known.messenger
+    messenger = _instrument_messenger(instrument) or (
+        known.messenger if known is not None else None)
     if messenger is None:
         stated = document.get("messenger")
         messenger = (_NOTICE_MESSENGERS.get(stated.strip().lower())
@@ -664,8 +638,8 @@ def _instrument_messenger(instrument: str | None) -> str | None:
     for word in re.split(r"[^a-z0-9]+", instrument.lower()):
         if word in _INSTRUMENT_MESSENGERS:
             return _INSTRUMENT_MESSENGERS[word]
-        if _key(word) in _MISSIONS:
-            return _MISSIONS[_key(word)][1]
+        if (known := facilities.lookup(word)) is not None:
+            return known.messenger
     return None
 
 
@@ -692,10 +666,6 @@ def _text(value: Any, field: str) -> str | None:
     if not isinstance(value, str):
         raise NormalizationError(f"{field}: expected a string, got {_clip(value)}")
     return value.strip() or None
-
-
-def _key(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 # -- numbers ----------------------------------------------------------------------------

@@ -71,7 +71,9 @@ The Kafka topic or VTP peer is kept with the archived row.  The broker id is
 
 Sky positions
 -------------
-``WhereWhen`` ``Position2D`` (``unit`` deg, rad, arcmin, arcsec; FK5 is taken as
+The ``Position2D`` and ``ISOTime`` of ``WhereWhen``'s ``ObservationLocation`` (an
+``ObservatoryLocation`` before it holds the telescope's site, never the event's)
+(``unit`` deg, rad, arcmin, arcsec; FK5 is taken as
 ICRS, a < 0.1 arcsec difference) becomes a point localization.  No position is
 kept (``kind: none``, reason in ``extra["position_note"]``) for the
 placeholder 0/0, an error radius of exactly 360 deg (SNEWS's convention), GCN
@@ -116,8 +118,8 @@ from alerts_schema import (
     Provenance,
 )
 from alerts_schema.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
-from alerts_schema.model import format_utc
-from listeners import xml_safe
+from alerts_schema.model import ROLES, format_utc
+from listeners import facilities, xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import (
     checked_ra,
@@ -317,26 +319,13 @@ _ICECUBE_TYPES = {157: "AMON_ICECUBE_COINC", 158: "AMON_ICECUBE_HESE", 169: "AMO
                   173: "ICECUBE_ASTROTRACK_GOLD", 174: "ICECUBE_ASTROTRACK_BRONZE",
                   176: "ICECUBE_CASCADE"}
 
-# Facility and messenger of VOEvent streams named by their IVORN path or
-# authority (lower-case), for packets without a known Packet_Type.
-_STREAMS: dict[str, tuple[str, str]] = {
-    "swift": ("Swift", "gamma_ray"), "fermi": ("Fermi", "gamma_ray"),
-    "integral": ("INTEGRAL", "gamma_ray"), "agile": ("AGILE", "gamma_ray"),
-    "konus": ("Konus-Wind", "gamma_ray"), "maxi": ("MAXI", "x_ray"),
-    "svom": ("SVOM", "gamma_ray"), "einsteinprobe": ("EinsteinProbe", "x_ray"),
-    "snews": ("SNEWS", "neutrino"), "amon": ("IceCube", "neutrino"),
-    "icecube": ("IceCube", "neutrino"), "km3net_neutrino": ("KM3NeT", "neutrino"),
-    "moa": ("MOA", "optical"), "ogle": ("OGLE", "optical"), "asassn": ("ASAS-SN", "optical"),
-    "gaia.cam.uk": ("Gaia", "optical"), "hawc": ("HAWC", "gamma_ray"),
-    "calet": ("CALET", "gamma_ray"), "gwnet": ("LVK", "gravitational_wave"),
-}
-
 # UCD words of Why/Inference/Concept, first match wins.
 _CONCEPT_MESSENGERS = (("em.gamma", "gamma_ray"), ("em.x-ray", "x_ray"), ("em.uv", "ultraviolet"),
                        ("em.opt", "optical"), ("em.ir", "infrared"), ("em.radio", "radio"),
                        ("neutrino", "neutrino"), ("gravitational", "gravitational_wave"))
 
-_ROLES = frozenset({"observation", "test", "utility", "prediction"})
+# VOEvent's own roles: the contract's, less ``drill`` (the broker's label for an exercise).
+_ROLES = frozenset(ROLES) - {"drill"}
 _TRUE = frozenset({"true", "1", "yes", "t"})
 _INT = re.compile(r"^[+-]?(0|[1-9]\d*)$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -595,8 +584,13 @@ def _read(root: etree._Element) -> _Packet:
         if target:  # an empty EventIVORN (seen in the wild) cites nothing
             citations.append((target, (cited.get("cite") or "").strip().lower()))
     where = _child(root, "WhereWhen")
-    coords = _descendant(where, "AstroCoords")
-    system = _descendant(where, "AstroCoordSystem")
+    # The observed position is the ObservationLocation's; an ObservatoryLocation may
+    # come first with the telescope's own Position3D (UTC-GEOD-TOPO, as ANTARES sends).
+    observed = _descendant(where, "ObservationLocation")
+    if observed is None:
+        observed = where
+    coords = _descendant(observed, "AstroCoords")
+    system = _descendant(observed, "AstroCoordSystem")
     who = _child(root, "Who")
     author = _child(who, "Author")
     how = [t for d in _children(_child(root, "How"), "Description") if (t := _text(d))]
@@ -607,7 +601,8 @@ def _read(root: etree._Element) -> _Packet:
     return _Packet(
         ivorn=ivorn, authority=authority, path=path, fragment=fragment, role=role,
         version=root.get("version"), namespace=etree.QName(root).namespace, params=params,
-        citations=citations, time_text=_text(_descendant(where, "ISOTime")),
+        citations=citations,
+        time_text=_text(_descendant(observed, "ISOTime")),
         coord_system=(coords.get("coord_system_id") if coords is not None else None)
         or (system.get("id") if system is not None else None),
         position=_descendant(coords, "Position2D"), who_date=_text(_child(who, "Date")),
@@ -942,13 +937,19 @@ def _gcn_energy(packet: _Packet, gcn: GcnType) -> Energy | None:
 
 
 def _stream_identity(packet: _Packet) -> tuple[str, str]:
-    """(facility, messenger) from the IVORN path/authority, author and Why concepts."""
-    for key in (packet.path.lower().split("/")[-1] if packet.path else "",
-                packet.authority.lower()):
-        if key in _STREAMS:
-            return _STREAMS[key]
-    facility = (packet.author or "").split(" (via")[0].split("/")[0].strip() \
-        or packet.path.split("/")[-1] or packet.authority
+    """(facility, messenger) from the IVORN path/authority or author, and Why concepts.
+
+    A facility in :mod:`listeners.facilities` gives its canonical name and its
+    messenger, whatever the packet's Concept says (ANTARES packets say ``em.gamma``);
+    only an unknown facility's messenger is read from the Concept.
+    """
+    author = (packet.author or "").split(" (via")[0].split("/")[0].strip()
+    path_tail = packet.path.split("/")[-1] if packet.path else ""
+    for name in (path_tail, packet.authority, author):
+        known = facilities.lookup(name)
+        if known is not None:
+            return known.name, known.messenger
+    facility = author or path_tail or packet.authority
     return facility[:128] or "unknown", _concept_messenger(packet)
 
 

@@ -478,7 +478,7 @@ def test_generic_instrument_from_how_and_role_test() -> None:
                         ivorn="ivo://lvk.internal/einsteinprobe#grb-1",
                         how="EinsteinProbe, WXT Instrument")
     alert = one_alert(data, "vtp:127.0.0.1:8099")
-    assert (alert.facility, alert.instrument, alert.messenger) == ("EinsteinProbe", "WXT",
+    assert (alert.facility, alert.instrument, alert.messenger) == ("Einstein Probe", "WXT",
                                                                    "x_ray")
     assert (alert.role, alert.event_id) == ("test", "01709015181")
     assert alert.id == "ivo://test.mmbroker/lvk.internal/einsteinprobe#01709015181-0"
@@ -596,3 +596,49 @@ def test_time_scales_become_utc(system: str, shift_s: float, note: bool) -> None
     assert ("time_scale_note" in alert.extra) is note
     if note:
         assert alert.trigger_time_error_s == 500.0
+
+
+# -- ANTARES: the site's Position3D first, a gamma-ray Concept on a neutrino ---------------
+
+def antares_packet(concept: str = "process.variation.burst;em.gamma") -> bytes:
+    """Built to the layout of ANTARES's real alert packets: an ObservatoryLocation holding
+    the detector's geodetic site (Position3D, UTC-GEOD-TOPO) before the
+    ObservationLocation that holds the event, and an ``em.gamma`` Concept."""
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        f'<voe:VOEvent xmlns:voe="{V20}" version="2.0" role="observation" '
+        'ivorn="ivo://antares.in2p3/alert#ANT240501A-1">'
+        "<Who><AuthorIVORN>ivo://antares.in2p3/alert</AuthorIVORN>"
+        "<Author><shortName>ANTARES</shortName></Author><Date>2024-05-01T10:00:30</Date></Who>"
+        '<What><Param name="run_id" value="81352" ucd="meta.id.part"/>'
+        '<Param name="event_id" value="ANT240501A" ucd="meta.id"/>'
+        '<Param name="nhit" value="152" ucd="meta.number"/></What>'
+        "<WhereWhen><ObsDataLocation>"
+        '<ObservatoryLocation id="ANTARES"><AstroCoordSystem id="UTC-GEOD-TOPO"/>'
+        '<AstroCoords coord_system_id="UTC-GEOD-TOPO"><Position3D unit="deg-deg-m">'
+        "<Value3><C1>6.1650</C1><C2>42.7917</C2><C3>-2475</C3></Value3></Position3D>"
+        "</AstroCoords></ObservatoryLocation>"
+        '<ObservationLocation><AstroCoordSystem id="UTC-ICRS-TOPO"/>'
+        '<AstroCoords coord_system_id="UTC-ICRS-TOPO"><Time unit="s"><TimeInstant>'
+        "<ISOTime>2024-05-01T09:58:12.345</ISOTime></TimeInstant></Time>"
+        '<Position2D unit="deg"><Name1>RA</Name1><Name2>Dec</Name2>'
+        "<Value2><C1>231.25</C1><C2>-48.6</C2></Value2><Error2Radius>0.4</Error2Radius>"
+        "</Position2D></AstroCoords></ObservationLocation>"
+        "</ObsDataLocation></WhereWhen>"
+        '<How><Description>ANTARES neutrino telescope</Description></How>'
+        f'<Why importance="0.9"><Inference probability="0.9"><Concept>{concept}</Concept>'
+        "</Inference></Why></voe:VOEvent>").encode()
+
+
+def test_antares_position_is_the_observation_location_not_the_site() -> None:
+    alert = one_alert(antares_packet())
+    ra, dec, radius, _ = point(alert)
+    assert (ra, dec, radius) == (231.25, -48.6, 0.4)
+    assert alert.trigger_time == datetime(2024, 5, 1, 9, 58, 12, 345000, tzinfo=UTC)
+    assert "position_note" not in alert.extra
+
+
+@pytest.mark.parametrize("concept", ["process.variation.burst;em.gamma", "em.opt", ""])
+def test_a_neutrino_telescope_is_a_neutrino_whatever_its_concept(concept: str) -> None:
+    alert = one_alert(antares_packet(concept))
+    assert (alert.facility, alert.messenger) == ("ANTARES", "neutrino")

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from alerts_schema.model import AlertType, CoincidenceState, Messenger, Role
 from broker.archive import query as q
 from broker.archive.db import transaction
 from broker.archive.models import AlertRow, CoincidenceRow, ProvenanceDoc, RawPayload
@@ -37,12 +38,8 @@ from broker.web.tokens import TokenInfo
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
-Messenger = Literal["gravitational_wave", "neutrino", "gamma_ray", "x_ray", "ultraviolet",
-                    "optical", "infrared", "radio", "cosmic_ray", "other"]
-Role = Literal["observation", "test", "drill", "utility", "prediction"]
-AlertType = Literal["initial", "update", "retraction"]
 DataRights = Literal["public", "embargoed", "proprietary"]
-State = Literal["new", "updated", "retracted"]
+State = CoincidenceState
 FormatParam = Literal["json", "votable", "csv"]
 
 
