@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from alerts_schema.errors import ConfigurationError
 from broker.archive.store import Archive
 from broker.config import Settings
+from broker.publish.hopskotch import TARGETS as HOP_TARGETS
+from broker.publish.hopskotch import hop_senders
 from broker.runtime.ingest import Ingestor
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ VOEvents go to it at once."""
 
 
 def delivery_targets(settings: Settings) -> list[str]:
-    """Where published VOEvents go: Comet over VTP, and Kafka when configured."""
+    """Where published VOEvents go: Comet over VTP, and Kafka and Hopskotch when configured."""
     targets = ["vtp"] if settings.comet else []
     if settings.kafka_bootstrap:
         targets += ["kafka-xml", "kafka-json"]
@@ -72,6 +74,8 @@ def delivery_targets(settings: Settings) -> list[str]:
                     f"MMBROKER_KAFKA_PRIVATE_TOPIC={settings.kafka_private_topic} is a public "
                     "output topic: it would publish embargoed and proprietary VOEvents")
             targets.append(PRIVATE_TARGET)
+    if settings.hop_url:
+        targets += list(HOP_TARGETS)
     return targets
 
 
@@ -104,6 +108,7 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | No
             senders.append(KafkaSender(settings.kafka_bootstrap,
                                        settings.kafka_private_topic or "", config=bus,
                                        target=PRIVATE_TARGET))
+    senders += hop_senders(settings, _document_of(archive))
     if pipeline is not None:
         _spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
