@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from alerts_schema.errors import ConfigurationError
+from listeners.secretfiles import secret_from_env
 
 
 def default_data_dir() -> Path:
@@ -36,14 +37,12 @@ SECRET_SETTINGS = ("database_url", "hop_password")
 
 
 class _SecretFiles(PydanticBaseSettingsSource):
-    """``MMBROKER_<NAME>_FILE`` for the secret settings (see :mod:`broker.secretfiles`)."""
+    """``MMBROKER_<NAME>_FILE`` for the secret settings (see :mod:`listeners.secretfiles`)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        from broker.secretfiles import secret_from_env
-
         out = {}
         for name in SECRET_SETTINGS:
             env_name = f"MMBROKER_{name.upper()}"

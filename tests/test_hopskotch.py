@@ -30,8 +30,8 @@ from broker.config import Settings
 from broker.publish import outbox
 from broker.publish.hopskotch import TARGETS, HopSender, hop_senders
 from broker.publish.senders import DeliveryError, DeliveryLoop
+from broker.runtime.assembly import delivery_targets
 from broker.runtime.ingest import Ingestor
-from broker.runtime.listening import delivery_targets
 from listeners.kafka import KafkaListener, KafkaSource, hop_headers
 from tests.conftest import free_port
 from tests.servers import FAST_JOIN, tansu, wait_for
