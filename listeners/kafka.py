@@ -19,6 +19,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -186,6 +187,31 @@ def client_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
     return kwargs
 
 
+HOP_HEADERS = ("_id", "_sender", "_format", "_test")
+"""The headers hop-client writes (hop.io.Producer.pack): a message UUID, the credential
+that sent it, its model's format (``json``, ``voevent``, ``blob``, ``avro``, ...) and a
+test mark. Kept with the message; ``_test`` makes a SNEWS message a test."""
+
+
+def hop_headers(headers: Any) -> dict[str, str]:
+    """hop-client's headers of a record as text (``_id`` as a UUID), others ignored.
+
+    Parameters
+    ----------
+    headers
+        The record's headers, ``[(key, bytes), ...]`` as kafka-python gives them, or None.
+    """
+    out: dict[str, str] = {}
+    for key, value in headers or ():
+        if key not in HOP_HEADERS or not isinstance(value, bytes) or key in out:
+            continue
+        if key == "_id" and len(value) == 16:
+            out[key] = str(uuid.UUID(bytes=value))
+        else:  # a header is the sender's text: bounded, never trusted as markup
+            out[key] = value[:256].decode("utf-8", errors="replace")
+    return out
+
+
 LagRecorder = Callable[[str, int, int], None]
 """Called with (topic, partition, records not yet consumed) for each assigned partition."""
 
@@ -303,7 +329,8 @@ class KafkaListener:
             r.topic, r.value if r.value is not None else b"",
             transport={"kafka": {"bootstrap": bootstrap, "topic": r.topic,
                                  "partition": r.partition, "offset": r.offset,
-                                 "timestamp_ms": r.timestamp}})
+                                 "timestamp_ms": r.timestamp,
+                                 **({"headers": h} if (h := hop_headers(r.headers)) else {})}})
             for r in records]
         self.sink.ingest(raws)
 

@@ -33,6 +33,8 @@ from broker.archive.store import AlertQuery, Archive
 from broker.config import Settings
 from broker.metrics import KAFKA_LAG
 from broker.publish.comet_child import CometChild
+from broker.publish.hopskotch import TARGETS as HOP_TARGETS
+from broker.publish.hopskotch import hop_senders
 from broker.publish.publisher import Publisher
 from broker.publish.senders import DeliveryLoop, KafkaSender, Sender, VTPSender
 from broker.runtime.announce import AnnouncingIngestor, bus_client_kwargs, bus_consumer_properties
@@ -93,7 +95,7 @@ VOEvents go to it at once."""
 
 
 def delivery_targets(settings: Settings) -> list[str]:
-    """Where published VOEvents go: Comet over VTP, and Kafka when configured."""
+    """Where published VOEvents go: Comet over VTP, and Kafka and Hopskotch when configured."""
     targets = ["vtp"] if settings.comet else []
     if settings.kafka_bootstrap:
         targets += ["kafka-xml", "kafka-json"]
@@ -104,6 +106,8 @@ def delivery_targets(settings: Settings) -> list[str]:
                     f"MMBROKER_KAFKA_PRIVATE_TOPIC={settings.kafka_private_topic} is a public "
                     "output topic: it would publish embargoed and proprietary VOEvents")
             targets.append(PRIVATE_TARGET)
+    if settings.hop_url:
+        targets += list(HOP_TARGETS)
     return targets
 
 
@@ -132,6 +136,7 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | No
             senders.append(KafkaSender(settings.kafka_bootstrap,
                                        settings.kafka_private_topic or "", config=bus,
                                        target=PRIVATE_TARGET))
+    senders += hop_senders(settings, _document_of(archive))
     if pipeline is not None:
         spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
