@@ -21,19 +21,32 @@ Two branches tell a caller what to do next:
     ├── RetryableError
     │   ├── ArchiveUnavailable       the database cannot be reached now
     │   ├── MatchOrderLost           another match worker numbered alerts meanwhile
-    │   └── CometPortTaken           a VTP port is held by a process not our Comet
-    └── PermanentError
-        ├── InputError               the message cannot become an Alert
-        │   ├── UnknownFormat        no normalizer recognizes the bytes
-        │   ├── MalformedInput       recognized, but not parseable (bad JSON, XML, Avro)
-        │   ├── HostileInput         entities, oversize frames, pickles, bombs
-        │   │   └── ProcessDied      a process died (or hung) normalizing it
-        │   ├── NormalizationError   parseable, but lacks what an Alert needs
-        │   │   └── ImplausibleValue off the sky, absurd error, time out of range
-        │   └── OwnPublication       our own VOEvent, come back from a peer or our topic
-        ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
-        ├── IngestConflict           same (source, event id, revision), other content
-        └── RefusedAuthor            a trigger its token may not write (another detector)
+    │   ├── CometPortTaken           a VTP port is held by a process not our Comet
+    │   ├── DeliveryError            a target refused a VOEvent (broker.publish.senders)
+    │   └── TokenError               an OIDC token endpoint said no (listeners.oidc)
+    ├── PermanentError
+    │   ├── InputError               the message cannot become an Alert
+    │   │   ├── UnknownFormat        no normalizer recognizes the bytes
+    │   │   ├── MalformedInput       recognized, but not parseable (bad JSON, XML, Avro)
+    │   │   ├── HostileInput         entities, oversize frames, pickles, bombs
+    │   │   │   ├── ProcessDied      a process died (or hung) normalizing it
+    │   │   │   └── FrameTooLarge    a VTP frame announced over the limit (listeners.vtp_protocol)
+    │   │   ├── NormalizationError   parseable, but lacks what an Alert needs
+    │   │   │   └── ImplausibleValue off the sky, absurd error, time out of range
+    │   │   └── OwnPublication       our own VOEvent, come back from a peer or our topic
+    │   ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
+    │   ├── IngestConflict           same (source, event id, revision), other content
+    │   ├── RefusedAuthor            a trigger its token may not write (another detector)
+    │   └── PublishError             a VOEvent that must not leave (broker.publish.voevent_build)
+    └── RequestError (ValueError)    an HTTP request that cannot be answered as asked (4xx)
+        ├── QueryError               bad cursor, region, unknown sky map (broker.archive.query)
+        ├── ScsError                 a cone search without a usable RA, DEC, SR (broker.web.scs)
+        └── NotAcceptable            no output format the client accepts (broker.web.tabular)
+
+The classes named with a module live beside the one component that raises them;
+every other one is defined here.  ``tests/test_errors_tree.py`` fails on any
+exception class of ``alerts_schema``, ``listeners``, ``crossmatch`` or ``broker``
+outside this tree; ``docs/errors.md`` says what a caller does about each.
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ __all__ = [
     "PermanentError",
     "ProcessDied",
     "RefusedAuthor",
+    "RequestError",
     "RetryableError",
     "SchemaValidationError",
     "UnknownFormat",
@@ -178,6 +192,12 @@ class IngestConflict(PermanentError):
             f"conflicting payload for ({source}, {event_id}, revision {revision}): archived "
             f"content sha256 {existing_sha256[:12]}..., received {new_sha256[:12]}..."
         )
+
+
+class RequestError(MMBrokerError, ValueError):
+    """An HTTP request that cannot be answered as asked: a bad parameter, cursor or region,
+    or no output format the client accepts.  The route answers 4xx with the message; the
+    same request fails the same way.  A :class:`ValueError` too, as parameter errors are."""
 
 
 class RefusedAuthor(PermanentError):

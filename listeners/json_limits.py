@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from alerts_schema.errors import HostileInput, MalformedInput
+from alerts_schema.errors import HostileInput, MalformedInput, MMBrokerError
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
@@ -45,8 +45,8 @@ class _NonFinite:
         self.value = value
 
 
-class _SawNonFinite(Exception):
-    pass
+class _SawNonFinite(MMBrokerError):
+    """Raised inside the decoder and caught in :func:`loads`: never leaves this module."""
 
 
 def loads(data: bytes, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_DEPTH) -> Any:

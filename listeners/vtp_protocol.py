@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
+from alerts_schema.errors import HostileInput
+
 TRANSPORT_NS = "http://www.telescope-networks.org/xml/Transport/v1.1"
 TRANSPORT_SCHEMA = ("http://telescope-networks.org/schema/Transport/v1.1 "
                     "http://www.telescope-networks.org/schema/Transport-v1.1.xsd")
@@ -23,7 +25,7 @@ _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _LENGTH = struct.Struct("!I")
 
 
-class FrameTooLarge(Exception):
+class FrameTooLarge(HostileInput):
     """The peer announced a frame over the limit; ``head`` holds its first bytes."""
 
     def __init__(self, length: int, head: bytes) -> None:

@@ -57,7 +57,7 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.visitors import replacement_traverse
 
-from alerts_schema.errors import MMBrokerError
+from alerts_schema.errors import RequestError
 from broker.archive.models import (
     AlertRow,
     CoincidenceMember,
@@ -75,7 +75,7 @@ MAX_SQL_RANGES = 64
 """Most HEALPix ranges one sky region puts into SQL; finer detail is tested in numpy."""
 
 
-class QueryError(MMBrokerError, ValueError):
+class QueryError(RequestError):
     """A query that cannot be answered as asked (bad cursor, region, unknown sky map)."""
 
 

@@ -58,6 +58,7 @@ from alerts_schema import (
     PointLocalization,
     SkymapLocalization,
 )
+from alerts_schema.errors import PermanentError
 from alerts_schema.model import format_utc
 from listeners import xml_safe
 
@@ -123,7 +124,7 @@ TRIGGER_FIELD_PARAMS: Mapping[str, tuple[str, ...]] = {
 and ``schema_version`` describe the document, not the event, and are not published)."""
 
 
-class PublishError(Exception):
+class PublishError(PermanentError):
     """A VOEvent that must not leave: schema-invalid, or over :data:`MAX_VOEVENT_BYTES`.
 
     Parameters

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from alerts_schema.errors import RequestError
 from broker.archive import query as q
 from broker.archive.db import transaction
 from broker.web import tabular
@@ -59,7 +60,7 @@ def _columns(verb: int) -> tuple[tabular.Column, ...]:
                  for c in chosen)
 
 
-class ScsError(ValueError):
+class ScsError(RequestError):
     """A cone search request that cannot be answered."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from alerts_schema.errors import RequestError
+
 Format = Literal["json", "votable", "csv"]
 
 MEDIA_TYPES: dict[Format, str] = {
@@ -31,7 +33,7 @@ _ACCEPTED: dict[str, Format] = {
 }
 
 
-class NotAcceptable(ValueError):
+class NotAcceptable(RequestError):
     """No format the client accepts is one this API writes."""
 
 
