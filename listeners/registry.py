@@ -10,10 +10,11 @@ streams come before the broad ones (an LVK alert is also JSON from a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from alerts_schema import Alert
 from alerts_schema.errors import MalformedInput, NormalizationError, UnknownFormat
 from listeners import (
     alert_json,
@@ -62,6 +63,24 @@ def _is_alert_json(_fmt: Format, doc: Any, meta: MessageMeta) -> bool:
         return False
     return alert_json.looks_like_alert(doc) or (
         isinstance(doc, list) and bool(doc) and all(map(alert_json.looks_like_alert, doc)))
+
+
+@dataclass(frozen=True)
+class DetectorStatusHook:
+    """A stream whose alerts the cross-match weighs by which of its detectors are ON.
+
+    ``applies(alert)`` says whether a batch needs the status; ``status(rows)`` reads it
+    from the archive's ``stream_health`` rows.  The pipeline consults these hooks and
+    knows no stream by name.
+    """
+
+    applies: Callable[[Alert], bool]
+    status: Callable[[Iterable[Mapping[str, Any]]], dict[str, bool]]
+
+
+DETECTOR_STATUS_HOOKS: tuple[DetectorStatusHook, ...] = (
+    DetectorStatusHook(snews.feeds_detector_status, snews.detector_status),
+)
 
 
 JSON = frozenset({Format.JSON})

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -639,3 +639,18 @@ def _build_alert(**fields: Any) -> Alert:
                              for e in exc.errors()[:5])
         raise NormalizationError(f"SNEWS message gives values the Alert contract refuses: "
                                  f"{problems}") from exc
+
+
+# -- what the cross-match needs from this stream ----------------------------------------
+
+def feeds_detector_status(alert: Alert) -> bool:
+    """True for an alert whose N-fold rate depends on which SN detectors are ON."""
+    return alert.messenger == "neutrino" and alert.source.startswith("snews")
+
+
+def detector_status(health: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+    """Which SNEWS detectors are ON, from the archive's ``stream_health`` rows
+    (``stream``, ``detector``, ``heartbeat_status``) that their heartbeats keep."""
+    return {row["detector"]: (row["heartbeat_status"] or "").upper() == "ON"
+            for row in health if row["stream"].startswith("snews") and row["detector"]}
+

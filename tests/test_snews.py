@@ -23,6 +23,7 @@ from listeners import snews
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import SECONDS_PER_YEAR
 from listeners.detect import Format, sniff
+from listeners.registry import DETECTOR_STATUS_HOOKS
 from tests.conftest import SAMPLES
 
 DATA = Path(__file__).resolve().parent / "data" / "snews"
@@ -470,3 +471,14 @@ def test_shared_time_formats() -> None:
 def test_coincidence_alert_roles(changes: dict[str, Any], source: str, role: str) -> None:
     """Drills and tests are never observations, whether the flag or the topic says so."""
     assert one(cs_alert(**changes), source=source).role == role
+
+
+def test_detector_status_from_stream_health_through_the_registry_hook() -> None:
+    rows = [{"stream": "snews.heartbeat", "detector": "Super-K", "heartbeat_status": "ON"},
+            {"stream": "snews.heartbeat", "detector": "IceCube", "heartbeat_status": "off"},
+            {"stream": "snews.heartbeat", "detector": "JUNO", "heartbeat_status": None},
+            {"stream": "snews.heartbeat", "detector": None, "heartbeat_status": "ON"},
+            {"stream": "gcn.notices.swift", "detector": "BAT", "heartbeat_status": "ON"}]
+    assert snews.detector_status(rows) == {"Super-K": True, "IceCube": False, "JUNO": False}
+    (hook,) = [h for h in DETECTOR_STATUS_HOOKS if h.status is snews.detector_status]
+    assert hook.applies is snews.feeds_detector_status

@@ -22,6 +22,7 @@ from broker.archive.store import Archive, Outcome, RawMessage, utcnow, window_do
 from broker.metrics import COINCIDENCES, MATCH_SECONDS
 from broker.runtime.ingest import Ingestor
 from crossmatch.engine import Engine, Result
+from listeners.registry import DETECTOR_STATUS_HOOKS
 
 if TYPE_CHECKING:
     from broker.publish.publisher import Publisher
@@ -106,8 +107,7 @@ class Pipeline:
         if not fresh:
             self.coincidences = []
             return []
-        snews = any(a.messenger == "neutrino" and a.source.startswith("snews") for a in fresh)
-        status = self._snews_status() if snews else None
+        status = self._detector_status(fresh)
         results: list[Result] = []
         # One lock from cross-match to outbox: the engine's state, the order in
         # which revisions are stored and the order in which they are published
@@ -176,9 +176,13 @@ class Pipeline:
             self._unpublished, self._unpublished_alerts = [], []
             self._receipts = {}
 
-    def _snews_status(self) -> dict[str, bool]:
-        status = {}
-        for row in self.archive.stream_health():
-            if row["stream"].startswith("snews") and row["detector"]:
-                status[row["detector"]] = (row["heartbeat_status"] or "").upper() == "ON"
+    def _detector_status(self, fresh: Sequence[Alert]) -> dict[str, bool] | None:
+        """Detectors ON/OFF for the streams whose hooks apply to ``fresh``, else None."""
+        hooks = [h for h in DETECTOR_STATUS_HOOKS if any(map(h.applies, fresh))]
+        if not hooks:
+            return None
+        rows = self.archive.stream_health()
+        status: dict[str, bool] = {}
+        for hook in hooks:
+            status.update(hook.status(rows))
         return status
