@@ -6,7 +6,7 @@ import argparse
 import sys
 
 BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch",
-              "survey-memory", "publish", "dashboard", "scaling", "soak")
+              "survey-memory", "publish", "drain", "dashboard", "scaling", "soak")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +27,12 @@ def parser() -> argparse.ArgumentParser:
                    help="Live alerts in the index and cross-match benchmarks.")
     p.add_argument("--listener-messages", type=int, default=5000,
                    help="Messages per stream for the listener benchmark.")
+    p.add_argument("--drain-events", type=int, default=2000,
+                   help="VOEvents the drain benchmark sends outbox -> Comet -> subscriber "
+                        "(Comet on its SQLite event database).")
+    p.add_argument("--drain-dbm-events", type=int, default=None,
+                   help="The same through Comet's own dbm event database (default: "
+                        "--drain-events; 0 skips it).")
     p.add_argument("--dashboard-rate", type=float, default=20.0,
                    help="Alerts/s posted while the dashboard benchmark's page is open.")
     p.add_argument("--dashboard-seconds", type=float, default=30.0,
@@ -84,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.publish_bench import bench_publish
 
         figures += bench_publish()
+    if "drain" in args.benchmarks:
+        from bench.drain_bench import bench_drain
+
+        figures += bench_drain(args.drain_events, args.drain_dbm_events)
     if "dashboard" in args.benchmarks:
         from bench.dashboard_bench import bench_dashboard
 

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     comet: bool = Field(default=True,
                         description="Run a Comet broker as a child process of `mmbroker serve` "
                                     "and publish VOEvents through it over VTP.")
+    comet_eventdb: Literal["sqlite", "dbm"] = Field(
+        default="sqlite",
+        description="The Comet child's event database (its \"previously seen\" dedup): "
+                    "`sqlite`, one SQLite file (broker/publish/comet_eventdb.py), or `dbm`, "
+                    "Comet's own, which on a Python without gdbm/ndbm is dbm.dumb, rereading "
+                    "its index for every event (about 13 VOEvents/s after a few thousand).")
     comet_subscriber_whitelist: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1/32"],
         description="Networks (CIDR, comma-separated) allowed to subscribe to the Comet "

@@ -174,24 +174,35 @@ def produce(bootstrap: str, topic: str, values: list[bytes], *, keys: list[bytes
         producer.close(timeout=10)
 
 
-@contextlib.contextmanager
-def comet_broker(workdir: Path, *, receive_port: int | None = None,
-                 broadcast_port: int | None = None) -> Iterator[tuple[int, int]]:
-    """A real Comet broker (``twistd -n comet``) receiving and broadcasting on loopback.
-
-    Yields ``(receive_port, broadcast_port)``.  Authors and subscribers are
-    whitelisted to 127.0.0.1 only.
-    """
+def comet_command(eventdb_backend: str = "sqlite") -> list[str]:
+    """How tests start Comet: its ``twistd`` through this project's launcher
+    (:mod:`broker.publish.comet_run`), which gives it the event database the broker's Comet
+    child has (``eventdb_backend``: the setting ``comet_eventdb``); the ``twistd`` arguments
+    follow."""
     import sys
 
+    return [sys.executable, "-m", "broker.publish.comet_run",
+            f"--eventdb-backend={eventdb_backend}", "-n", "--pidfile="]
+
+
+@contextlib.contextmanager
+def comet_broker(workdir: Path, *, receive_port: int | None = None,
+                 broadcast_port: int | None = None, eventdb_backend: str = "sqlite"
+                 ) -> Iterator[tuple[int, int]]:
+    """A real Comet broker (``twistd -n comet``, run by :func:`comet_command`) receiving and
+    broadcasting on loopback.
+
+    Yields ``(receive_port, broadcast_port)``.  Authors and subscribers are
+    whitelisted to 127.0.0.1 only.  Its event database is kept in ``workdir``
+    per broadcast port: a Comet started again on the same ports remembers what it saw.
+    """
     receive_port = receive_port or free_port()
     broadcast_port = broadcast_port or free_port()
     eventdb = workdir / f"comet-eventdb-{broadcast_port}"
     eventdb.mkdir(exist_ok=True)
-    twistd = Path(sys.executable).with_name("twistd")
     log = open(workdir / f"comet-{broadcast_port}.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(twistd), "-n", "--pidfile=", "comet", "--receive",
+        [*comet_command(eventdb_backend), "comet", "--receive",
          f"--receive-port={receive_port}", "--broadcast", f"--broadcast-port={broadcast_port}",
          "--broadcast-test-interval=0", "--local-ivo=ivo://test.mmbroker/comet",
          f"--eventdb={eventdb}", "--author-whitelist=127.0.0.1/32",
@@ -219,18 +230,18 @@ def comet_send(port: int, xml: bytes, *, timeout_s: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def comet_subscriber(workdir: Path, broadcast_port: int) -> Iterator[Path]:
-    """A real Comet subscriber (``--remote ... --save-event``); yields where it saves events."""
-    import sys
-
+def comet_subscriber(workdir: Path, broadcast_port: int, *, eventdb_backend: str = "sqlite"
+                     ) -> Iterator[Path]:
+    """A real Comet subscriber (``--remote ... --save-event``, Comet's own code run by
+    :func:`comet_command`); yields where it saves events."""
     saved = workdir / f"comet-saved-{broadcast_port}"
     saved.mkdir(exist_ok=True)
     eventdb = workdir / f"comet-sub-eventdb-{broadcast_port}"
     eventdb.mkdir(exist_ok=True)
-    twistd = Path(sys.executable).with_name("twistd")
     log = open(workdir / f"comet-sub-{broadcast_port}.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(twistd), "-n", "--pidfile=", "comet", "--local-ivo=ivo://test.mmbroker/subscriber",
+        [*comet_command(eventdb_backend), "comet",
+         "--local-ivo=ivo://test.mmbroker/subscriber",
          f"--remote=127.0.0.1:{broadcast_port}", "--save-event",
          f"--save-event-directory={saved}", f"--eventdb={eventdb}"],
         stdout=log, stderr=subprocess.STDOUT, cwd=workdir)

@@ -2,7 +2,8 @@
 
 Comet receives the VOEvents this broker publishes (authors: loopback only)
 and broadcasts them to subscribers (the whitelist from settings).  Its own
-event database lives in the data directory.
+event database lives in the data directory: SQLite by default (setting
+``comet_eventdb``; :mod:`broker.publish.comet_eventdb`).
 
 The child's life:
 
@@ -126,6 +127,7 @@ class CometChild:
             with open(log_path, "ab") as log_file:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "broker.publish.comet_run", f"--parent-fd={read_end}",
+                     f"--eventdb-backend={self.settings.comet_eventdb}",
                      *command(self.settings)[1:]],
                     stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(read_end,),
                     cwd=self.settings.data_dir)
