@@ -120,7 +120,11 @@ class EllipseLocalization(_Model):
 
 
 class SkymapLocalization(_Model):
-    """A HEALPix sky map stored once by hash and referenced."""
+    """A HEALPix sky map stored once by hash and referenced.
+
+    ``ra_deg``/``dec_deg`` are the alert's summary position: the best position
+    the alert states when it states one, else the map's most probable pixel.
+    """
 
     kind: Literal["skymap"] = "skymap"
     skymap_sha256: Sha256

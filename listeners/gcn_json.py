@@ -70,10 +70,16 @@ Localization
     ``lvk_nu_track_search`` nests its positions: its ``most_probable_direction`` (or
     the most significant coincident event) with the error region of that most
     significant event; no coincident event, no position.  An inline ``healpix_file``
-    that decodes to FITS is returned as a :class:`SkymapFile` and named in
-    ``extra["healpix_file"]``; it becomes the localization only when no position is
-    given.  A ``healpix_url`` alone cannot (the contract names maps by hash): it stays
-    in ``extra``.
+    that the sky map reader reads is returned as a :class:`SkymapFile`, named in
+    ``extra["healpix_file"]``, and is the localization, what matching uses: a
+    ``skymap`` localization with the map's 90% area whose ``ra_deg``/``dec_deg`` are
+    the notice's own position when it states one (the summary point shown to people;
+    else the map's densest pixel).  The region the notice states about that position
+    (its circle or ellipse) is kept whole in ``extra["position"]`` (issue 16, item 1:
+    a Fermi GBM notice's circle stood in for its map and a GW x GBM overlap came out
+    57x too low).  A map the reader refuses is noted in ``extra["healpix_file"]`` and
+    the stated position stays the localization.  A ``healpix_url`` alone cannot be used
+    (the contract names maps by hash): it stays in ``extra``.
 
 Units
     ``far`` is Hz in GCN JSON (unlike yr^-1 in some VOEvents) and kept as is.
@@ -114,7 +120,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -129,8 +135,9 @@ from alerts_schema import (
     Provenance,
     SkymapLocalization,
 )
-from alerts_schema.errors import NormalizationError
+from alerts_schema.errors import HostileInput, MalformedInput, NormalizationError
 from alerts_schema.model import format_utc
+from crossmatch.skymap import read_multiorder
 from listeners import facilities, json_limits
 from listeners.base import Heartbeat, MessageMeta, Normalized, SkymapFile
 from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev
@@ -423,12 +430,19 @@ def _notice_alert(document: dict[str, Any], context: _Context,
         localization = _lvk_nu_localization(document)
     else:
         localization = _localization(document, "", extra)
-    skymap = _inline_skymap(document, extra)
-    if skymap is not None and isinstance(localization, NoLocalization):
+    skymap, peak = _inline_skymap(document, extra)
+    if skymap is not None:
+        # The map is the localization matching uses; the stated position stays the
+        # summary point (the map's ra/dec) and its stated region is kept in extra.
         url = document.get("healpix_url")
+        centre = peak
+        if isinstance(localization, PointLocalization | EllipseLocalization):
+            extra["position"] = localization.model_dump(mode="json")
+            centre = (localization.ra_deg, localization.dec_deg)
         localization = SkymapLocalization(
             skymap_sha256=skymap.sha256, format=skymap.format,
-            url=url if isinstance(url, str) and len(url) <= 1024 else None)
+            url=url if isinstance(url, str) and len(url) <= 1024 else None,
+            area_90_deg2=skymap.area_90_deg2, ra_deg=centre[0], dec_deg=centre[1])
 
     alert = _make_alert(
         meta, context, event_id=event_id, revision=revision,
@@ -883,18 +897,25 @@ def _lvk_nu_localization(document: Mapping[str, Any]) -> Localization:
                              containment=best.containment)
 
 
-def _inline_skymap(document: Mapping[str, Any], extra: dict[str, Any]) -> SkymapFile | None:
-    """The inline ``healpix_file`` as a SkymapFile, or None (with the reason in extra)."""
+def _inline_skymap(document: Mapping[str, Any], extra: dict[str, Any]
+                   ) -> tuple[SkymapFile | None, tuple[float, float]]:
+    """The inline ``healpix_file`` and its densest pixel (ra, dec deg), or (None, ...)
+    with the reason in extra.
+
+    The map is read here, as the LVK normalizer reads its maps: a map the engine could
+    not read must not displace the position the notice states.
+    """
+    none = (None, (0.0, 0.0))
     text = document.get("healpix_file")
     if text is None:
-        return None
+        return none
     if not isinstance(text, str):
         raise NormalizationError(f"healpix_file: expected base64 text, got {_clip(text)}")
     try:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         extra["healpix_file"] = {"ignored": "not valid base64", "chars": len(text)}
-        return None
+        return none
     head = data[:65536]
     if head[:2] == b"\x1f\x8b":
         # Only the header is needed to tell the map's layout; never inflate more.
@@ -905,11 +926,18 @@ def _inline_skymap(document: Mapping[str, Any], extra: dict[str, Any]) -> Skymap
     if not head.startswith(b"SIMPLE  ="):
         extra["healpix_file"] = {"ignored": "decoded bytes are not a FITS file",
                                  "bytes": len(data)}
-        return None
-    layout = "multiorder" if b"'UNIQ" in head else "flat"
-    skymap = SkymapFile(data=data, format=layout)
+        return none
+    layout: Literal["multiorder", "flat"] = "multiorder" if b"'UNIQ" in head else "flat"
+    try:
+        sky = read_multiorder(data)
+    except (MalformedInput, HostileInput) as exc:
+        extra["healpix_file"] = {"ignored": f"not a readable sky map: {exc.reason}",
+                                 "bytes": len(data)}
+        return none
+    area = sky.area_deg2(0.9)
+    skymap = SkymapFile(data=data, format=layout, area_90_deg2=area)
     extra["healpix_file"] = {"sha256": skymap.sha256, "format": layout, "bytes": len(data)}
-    return skymap
+    return skymap, sky.max_position()
 
 
 # -- energy -----------------------------------------------------------------------------

@@ -132,6 +132,49 @@ def test_bad_input_is_quarantined_with_its_bytes(ingestor: Ingestor, archive: Ar
         assert archive.raw_payload(m.sha256) == m.data
 
 
+def test_replayed_refusals_are_quarantined_once(ingestor: Ingestor, archive: Archive) -> None:
+    """Issue 16, item 11: replaying refused messages (72 in the field made 144 rows)
+    leaves one row per refusal; the same bytes on another stream are another refusal."""
+    msgs = [RawMessage("gcn.notices.x", f'{{"not": json {i}'.encode()) for i in range(72)]
+    for _ in range(2):
+        outcomes = ingestor.ingest(msgs)
+        assert [o.status for o in outcomes] == ["quarantined"] * 72
+    assert archive.count_quarantined() == 72
+    ingestor.ingest([RawMessage("gcn.notices.y", msgs[0].data)])
+    assert archive.count_quarantined() == 73
+
+
+def test_migration_0014_folds_duplicate_refusals(db_url: str) -> None:
+    """Rows a replay duplicated before migration 0014 become one each."""
+    from sqlalchemy import text
+
+    from broker.archive.db import make_engine
+    from broker.archive.store import refusal_sha256
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine, "0013")
+    now = datetime(2026, 12, 6, 16, 0)
+    with engine.begin() as conn:
+        for sha in ("a" * 64, "b" * 64):
+            conn.execute(text("INSERT INTO raw_payloads (sha256, source, first_received_at, "
+                              "size_bytes, data) VALUES (:s, 'x', :t, 1, :d)"),
+                         {"s": sha, "t": now, "d": b"x"})
+        for sha, reason in [("a" * 64, "bad"), ("a" * 64, "bad"), ("a" * 64, "worse"),
+                            ("b" * 64, "bad"), ("b" * 64, "bad"), ("b" * 64, "bad")]:
+            conn.execute(text("INSERT INTO quarantine (source, reason, error_class, "
+                              "received_at, raw_sha256, truncated) VALUES ('x', :r, "
+                              "'MalformedInput', :t, :s, :f)"),
+                         {"r": reason, "t": now, "s": sha, "f": False})
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, raw_sha256, reason, refusal_sha256 "
+                                 "FROM quarantine ORDER BY id")).all()
+    assert [(r[1][0], r[2]) for r in rows] == [("a", "bad"), ("a", "worse"), ("b", "bad")]
+    assert [r[0] for r in rows] == [1, 3, 4]  # each refusal keeps its first row
+    assert all(r[3] == refusal_sha256("x", r[1], r[2]) for r in rows)
+    engine.dispose()
+
+
 def test_raw_bytes_are_committed_before_parsing(
         ingestor: Ingestor, archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash between parsing and archiving still leaves the raw bytes stored."""

@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from alerts_schema import Alert, EllipseLocalization, PointLocalization, validation_errors
+from alerts_schema import (
+    Alert,
+    EllipseLocalization,
+    PointLocalization,
+    SkymapLocalization,
+    validation_errors,
+)
 from alerts_schema.errors import HostileInput, InputError, MalformedInput, NormalizationError
 from listeners import gcn_json, json_limits
 from listeners.base import MessageMeta, Normalized
@@ -382,23 +388,42 @@ def fits_header(*cards: str) -> bytes:
 
 
 def test_inline_sky_map() -> None:
+    """An inline map the reader reads is the localization; the stated position is kept
+    as the summary point and its region in extra (issue 16, item 1)."""
     doc = load("notices__swift__bat__guano.loc_map.example.json")
-    raw = fits_header()
+    raw = (SAMPLES / "voevents" / "gwcelery" / "fermi_skymap.fits.gz").read_bytes()
     result = run(dict(doc, healpix_file=base64.b64encode(raw).decode()))
     (skymap,) = result.skymaps
     (alert,) = result.alerts
     assert skymap.data == raw and skymap.format == "flat"
-    assert alert.localization.kind == "skymap"
-    assert alert.localization.skymap_sha256 == skymap.sha256  # type: ignore[union-attr]
+    loc = alert.localization
+    assert isinstance(loc, SkymapLocalization)
+    assert loc.skymap_sha256 == skymap.sha256
+    # No position stated: the summary point is the map's densest pixel.
+    assert (loc.ra_deg, loc.dec_deg) == pytest.approx((225.0, -72.3876), abs=1e-3)
+    assert loc.area_90_deg2 == pytest.approx(1373.47, rel=1e-4) == skymap.area_90_deg2
 
-    multi = fits_header("TTYPE1  = 'UNIQ    '")
+    multi = (SAMPLES / "lvk" / "bayestar.multiorder.fits").read_bytes()
     gz = run(dict(doc, healpix_file=base64.b64encode(gzip.compress(multi)).decode()))
     assert gz.skymaps[0].format == "multiorder"
 
-    with_position = run(dict(load("notices__swift__bat__guano.loc_arc_min.example.json"),
-                             healpix_file=base64.b64encode(raw).decode()))
-    assert with_position.alerts[0].localization.kind == "point"
-    assert with_position.alerts[0].extra["healpix_file"]["sha256"] == skymap.sha256
+    stated = load("notices__swift__bat__guano.loc_arc_min.example.json")
+    point = run(stated).alerts[0].localization
+    assert isinstance(point, PointLocalization)
+    with_position = run(dict(stated, healpix_file=base64.b64encode(raw).decode()))
+    (mapped,) = with_position.alerts
+    assert mapped.localization.kind == "skymap"  # what matching uses
+    assert (mapped.localization.ra_deg, mapped.localization.dec_deg) == (  # type: ignore[union-attr]
+        point.ra_deg, point.dec_deg)
+    assert mapped.extra["position"] == point.model_dump(mode="json")
+    assert mapped.extra["healpix_file"]["sha256"] == skymap.sha256
+
+    # A FITS file that is no sky map does not displace the stated position.
+    header_only = run(dict(stated, healpix_file=base64.b64encode(fits_header()).decode()))
+    assert header_only.alerts[0].localization == point
+    assert header_only.skymaps == ()
+    assert header_only.alerts[0].extra["healpix_file"]["ignored"].startswith(
+        "not a readable sky map")
 
 
 def test_stream_names_for_files() -> None:
@@ -436,9 +461,12 @@ def test_gwcelery_examples_read_in_place() -> None:
     assert alert.data_rights.level == "proprietary"  # GBM-Targeted-Private
     assert alert.far_hz == 5e-06
     assert alert.extra["healpix_file"]["sha256"] == skymap.sha256
+    # The inline map is the localization; the stated circle is the summary and in extra.
     loc = alert.localization
-    assert isinstance(loc, PointLocalization)
-    assert (loc.error_radius_deg, loc.containment) == (0.3, 0.68)  # dec_uncertainty [0.3]
+    assert isinstance(loc, SkymapLocalization) and loc.skymap_sha256 == skymap.sha256
+    assert (loc.ra_deg, loc.dec_deg) == (14.5, -40.1)
+    stated = alert.extra["position"]
+    assert (stated["error_radius_deg"], stated["containment"]) == (0.3, 0.68)  # [0.3]
 
     swift = one(json.loads((root / "kafka_alert_swift.json").read_text()))
     assert swift.source == "gcn.notices.swift.bat.guano"  # no $schema: named from mission

@@ -254,7 +254,8 @@ class QuarantineEntry(Base):
     """Raw input that could not become an Alert, with the reason, kept for inspection."""
 
     __tablename__ = "quarantine"
-    __table_args__ = (Index(None, "received_at"), Index(None, "source"))
+    __table_args__ = (Index(None, "received_at"), Index(None, "source"),
+                      Index(None, "refusal_sha256", unique=True))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(256))
@@ -266,6 +267,9 @@ class QuarantineEntry(Base):
     truncated: Mapped[bool] = mapped_column(
         Boolean, default=False, doc="True when the payload was over the size limit and only "
                                     "its head is kept.")
+    refusal_sha256: Mapped[str] = mapped_column(
+        String(64), doc="SHA-256 of source, raw payload hash and reason: one row per refusal, "
+                        "however often the message is replayed (issue 16, item 11).")
 
 
 class IngestInflight(Base):

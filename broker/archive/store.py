@@ -293,13 +293,15 @@ class Archive:
                 else:
                     quarantine.append((raw, IngestConflict(*key, match[1],
                                                            values["content_sha256"])))
-            if quarantine:
-                conn.execute(QuarantineEntry.__table__.insert(), [
-                    {"source": raw.source, "reason": _reason(err),
-                     "error_class": type(err).__name__, "received_at": raw.received_at,
-                     "raw_sha256": raw.sha256, "transport": dict(raw.transport) or None,
-                     "truncated": raw.truncated}
-                    for raw, err in quarantine])
+            # A refusal replayed (the same bytes, stream and reason) is the row already
+            # there: quarantine is idempotent like the alerts (issue 16, item 11).
+            insert_ignoring_conflicts(conn, QuarantineEntry.__table__, [
+                {"source": raw.source, "reason": _reason(err),
+                 "error_class": type(err).__name__, "received_at": raw.received_at,
+                 "raw_sha256": raw.sha256, "transport": dict(raw.transport) or None,
+                 "truncated": raw.truncated,
+                 "refusal_sha256": refusal_sha256(raw.source, raw.sha256, _reason(err))}
+                for raw, err in quarantine])
             self._update_health(conn, [raw for raw, _ in results],
                                 [raw for raw, _ in quarantine], heartbeats)
             if owner is not None:
@@ -744,3 +746,13 @@ def _delete_marks(conn: Connection, marks: Iterable[tuple[str, str]]) -> None:
 
 def _reason(err: Exception) -> str:
     return getattr(err, "reason", None) or str(err) or type(err).__name__
+
+
+def refusal_sha256(source: str, raw_sha256: str, reason: str) -> str:
+    """The key of one quarantine row: SHA-256 of its stream, raw payload hash and reason.
+
+    The same bytes refused again on the same stream for the same reason are the
+    same refusal (migration 0014 computes it the same way for older rows).
+    """
+    return hashlib.sha256("\0".join((source, raw_sha256, reason)).encode(
+        "utf-8", "surrogatepass")).hexdigest()

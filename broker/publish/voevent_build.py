@@ -404,7 +404,8 @@ def _circle(loc: Localization | None) -> _Circle | None:
     if isinstance(loc, SkymapLocalization) and loc.ra_deg is not None \
             and loc.dec_deg is not None and loc.area_90_deg2 is not None:
         return _Circle(loc.ra_deg, loc.dec_deg, _cap_radius_deg(loc.area_90_deg2),
-                       "Position2D is the sky map's most probable pixel; Error2Radius (deg) "
+                       "Position2D is the alert's summary position (the position it states, "
+                       "else the sky map's most probable pixel); Error2Radius (deg) "
                        f"is the radius of a circle with the area ({loc.area_90_deg2!r} deg2) "
                        "of the map's 90% credible region, not the region itself: fetch the "
                        "map from the skymap_url Param.")
@@ -501,9 +502,11 @@ def _localization_params(loc: Localization | None, *, skymap_url: str | None,
             _param("area_90", loc.area_90_deg2, unit="deg2", ucd="phys.angArea",
                    description="Area of the 90% credible region."),
             _param("ra", loc.ra_deg, unit="deg", ucd=ra_ucd,
-                   description="Right ascension of the most probable pixel, ICRS."),
+                   description="Right ascension of the summary position (the position "
+                               "the alert states, else the map's most probable pixel), ICRS."),
             _param("dec", loc.dec_deg, unit="deg", ucd=dec_ucd,
-                   description="Declination of the most probable pixel, ICRS.")]
+                   description="Declination of the summary position (the position "
+                               "the alert states, else the map's most probable pixel), ICRS.")]
         if loc.area_90_deg2 is not None and loc.ra_deg is not None:
             params.append(_param(
                 "error_radius_containment", 0.9, ucd="stat.probability",
