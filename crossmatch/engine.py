@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,6 +65,14 @@ _UNSET = object()
 STREAM = "coincidence"
 
 EventKey = tuple[str, str]  # (source, event id): one physical event, all its revisions
+
+
+class History(Protocol):
+    """The archive as the engine reads it for what memory let go (see ``Engine.history``)."""
+
+    def __call__(self, t_lo_s: float, t_hi_s: float, ra_deg: float | None,
+                 dec_deg: float | None, radius_deg: float | None, *,
+                 messengers: frozenset[str] | None = None) -> list[Alert]: ...
 LATE_SLACK_S = 3600.0
 """Default late-arrival slack, seconds: see ``Engine.late_slack_s``."""
 LONG_MARGIN_S = 86400.0
@@ -179,9 +187,11 @@ class Engine:
         to keep even the rare streams briefly; queries reaching further back
         go to ``history``.
     history
-        ``(t_lo_s, t_hi_s, ra_deg, dec_deg, radius_deg) -> alerts`` from the
-        archive (the broker passes a cone + time query); positions None for a
-        time-only query.  Without it, results are limited to what memory holds.
+        ``(t_lo_s, t_hi_s, ra_deg, dec_deg, radius_deg, messengers=...) -> alerts``
+        from the archive (the broker passes a cone + time query); positions None for
+        a time-only query, ``messengers`` None for any (a pairing's other side names
+        the messengers it takes: a late neutrino reads no neutrinos for its optical
+        follow-up).  Without it, results are limited to what memory holds.
     loader
         ``ivorns -> alerts`` from the archive.  With it, alerts no pairing
         looks back to (survey transients, the bulk) are held as index entries
@@ -206,8 +216,7 @@ class Engine:
     clock: Callable[[], float] | None = time.time
     late_slack_s: float = LATE_SLACK_S
     live_window_s: float | None = None
-    history: Callable[[float, float, float | None, float | None, float | None],
-                      list[Alert]] | None = None
+    history: History | None = None
     loader: Callable[[Sequence[str]], list[Alert]] | None = None
     _tiers: dict[float, _Tier] = field(default_factory=dict, init=False)
     _held: dict[EventKey, _Held] = field(default_factory=dict, init=False)
@@ -554,7 +563,8 @@ class Engine:
 
     def _from_history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
                       radius: float | None, live: list[IndexedAlert], keep_s: float,
-                      pad_deg: float = 0.0) -> list[IndexedAlert]:
+                      pad_deg: float = 0.0, messengers: frozenset[str] | None = None
+                      ) -> list[IndexedAlert]:
         """The live results, plus the archive's for the part of the window memory lost
         (memory of the tiers that may hold the side looked for: retention >= ``keep_s``).
 
@@ -574,7 +584,7 @@ class Engine:
         if radius is not None and pad_deg:
             radius = min(180.0, radius + pad_deg)
         t_top = min(t_hi, horizon)
-        for past in self.history(t_lo, t_top, ra, dec, radius):
+        for past in self.history(t_lo, t_top, ra, dec, radius, messengers=messengers):
             key = (sys.intern(past.source), past.event_id)
             if key not in newest or newest[key].revision < past.revision:
                 newest[key] = past
@@ -646,10 +656,10 @@ class Engine:
         reach_a, reach_b = _needs(pairing)
         keep = self._keep_for(reach_b if alert_is_a else reach_a)
         pad = self._pad_deg.get((pairing.name, "b" if alert_is_a else "a"), 0.0)
-        entries = self._candidates(pairing, alert, t_lo, t_hi, keep, pad)
-        # A cheap first cut on fields the index holds: a GRB's window is full of
-        # optical alerts that no GRB pairing wants.
-        messengers = set(other.messenger) if other.messenger else None
+        # A cheap first cut on fields the index (and the archive) holds: a GRB's window
+        # is full of optical alerts that no GRB pairing wants.
+        messengers = frozenset(other.messenger) if other.messenger else None
+        entries = self._candidates(pairing, alert, t_lo, t_hi, keep, pad, messengers)
         role = role_class(alert)
         return [c for c in self._documents(
             e for e in entries
@@ -657,12 +667,14 @@ class Engine:
             if other.matches(c)]
 
     def _candidates(self, pairing: Pairing, alert: Alert, t_lo: float, t_hi: float,
-                    keep_s: float, pad_deg: float) -> list[IndexedAlert]:
+                    keep_s: float, pad_deg: float, messengers: frozenset[str] | None = None
+                    ) -> list[IndexedAlert]:
         """Index lookup: by sky when the pairing is spatial and the window long; the
         archive for what memory let go (``keep_s``, ``pad_deg``: see _from_history)."""
         if not pairing.spatial or pairing.duration_s <= 3600:
             return self._from_history(t_lo, t_hi, None, None, None,
-                                      self._in_time(t_lo, t_hi, keep_s), keep_s)
+                                      self._in_time(t_lo, t_hi, keep_s), keep_s,
+                                      messengers=messengers)
         loc = self._localization(alert)
         level = pairing.credible_level or 0.9
         if isinstance(loc, SkyMap):
@@ -673,12 +685,14 @@ class Engine:
                 e for e in self._in_time(t_lo, t_hi, keep_s) if e.hpx29 is None]
             # The archive answers cones: the one around the map's peak holding its region.
             ra, dec, radius = _bounding_cone(loc, level)
-            return self._from_history(t_lo, t_hi, ra, dec, radius, live, keep_s, pad_deg)
+            return self._from_history(t_lo, t_hi, ra, dec, radius, live, keep_s, pad_deg,
+                                      messengers)
         centre = getattr(alert.localization, "ra_deg", None), getattr(
             alert.localization, "dec_deg", None)
         if loc is None or centre[0] is None or centre[1] is None:
             return self._from_history(t_lo, t_hi, None, None, None,
-                                      self._in_time(t_lo, t_hi, keep_s), keep_s)
+                                      self._in_time(t_lo, t_hi, keep_s), keep_s,
+                                      messengers=messengers)
         radius = min(180.0, loc.credible_radius_deg(level)
                      if hasattr(loc, "credible_radius_deg") else 180.0)
         live = [e for index in self._holding(keep_s)
@@ -690,7 +704,7 @@ class Engine:
                  if getattr(self._events.get(e.payload), "localization", None) is not None
                  and self._events[e.payload].localization.kind == "skymap"]
         return self._from_history(t_lo, t_hi, centre[0], centre[1], radius, live, keep_s,
-                                  pad_deg)
+                                  pad_deg, messengers)
 
     def _batch_sky(self, pairing: Pairing, alert: Alert, partners: list[Alert]
                    ) -> dict[str, Overlap | None]:

@@ -275,7 +275,7 @@ def test_partners_beyond_the_live_window_come_from_history() -> None:
     later = optical("Z1", 2 * 86400.0)  # two days after, inside the 1 deg circle
     asked: list[tuple[float, ...]] = []
 
-    def history(t_lo, t_hi, ra, dec, radius):  # type: ignore[no-untyped-def]
+    def history(t_lo, t_hi, ra, dec, radius, *, messengers=None):  # type: ignore[no-untyped-def]
         asked.append((t_lo, t_hi))
         return [neutrino] if t_lo <= neutrino.trigger_time.timestamp() <= t_hi else []
 
@@ -362,7 +362,8 @@ class _Archive:
         self.asked = {"history": 0, "loader": 0}
 
     def history(self, t_lo: float, t_hi: float, ra: float | None, dec: float | None,
-                radius: float | None) -> list[Alert]:
+                radius: float | None, *, messengers: frozenset[str] | None = None
+                ) -> list[Alert]:
         from crossmatch.healpix import angular_separation_deg
 
         self.asked["history"] += 1
@@ -370,7 +371,8 @@ class _Archive:
         done = [a for a in self.alerts.values()
                 if self.matched is None or a.id in self.matched]
         found = [a for a in done
-                 if t_lo <= a.trigger_time.timestamp() <= t_hi and (not cone or (
+                 if (messengers is None or a.messenger in messengers)
+                 and t_lo <= a.trigger_time.timestamp() <= t_hi and (not cone or (
                      getattr(a.localization, "ra_deg", None) is not None
                      and angular_separation_deg(ra, dec, a.localization.ra_deg,
                                                 a.localization.dec_deg) <= radius))]
@@ -551,3 +553,22 @@ def test_a_transient_after_a_gw_finds_its_sky_map() -> None:
     assert [r.coincidence.pairing for r in inside] == ["gw-optical"]
     assert inside[0].coincidence.spatial_overlap.integral > 0
     assert e.process(optical("Z2", 7200.0, ra=20.0, dec=40.0)) == []
+
+
+def test_the_archive_is_asked_only_for_the_messengers_a_pairing_takes() -> None:
+    """A late neutrino's optical follow-up reads optical alerts from the archive, not the
+    other neutrinos of its days (what made late triggers cost seconds when many came)."""
+    asked: list[frozenset[str] | None] = []
+
+    def history(t_lo, t_hi, ra, dec, radius, *, messengers=None):  # type: ignore[no-untyped-def]
+        asked.append(messengers)
+        return []
+
+    e = Engine(CONFIG, authority="test.mmbroker", clock=None, live_window_s=3600.0,
+               history=history)
+    e.process(optical("Z0", 30 * 86400.0))  # moves memory's horizon far past the neutrino
+    asked.clear()  # (the optical alert itself asked for neutrinos: hen-optical's side a)
+    e.process(alert("nu", "N-late", 0.0, radius=1.0))
+    assert asked and None not in asked
+    assert frozenset({"optical"}) in asked
+    assert all("neutrino" not in m for m in asked if m is not None), asked

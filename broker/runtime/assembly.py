@@ -173,7 +173,8 @@ def archive_history(archive: Archive) -> Any:
     """The engine's window into the past: a cone + time query on the archive, of alerts
     already matched, with later matched revisions of the events it finds."""
     def history(t_lo_s: float, t_hi_s: float, ra: float | None, dec: float | None,
-                radius: float | None) -> list[Alert]:
+                radius: float | None, *, messengers: frozenset[str] | None = None
+                ) -> list[Alert]:
         cone = (ra, dec, radius) if ra is not None and dec is not None and radius else None
         # Only what the cross-match has processed, decided before the limit: what an
         # engine holding everything would hold (an alert archived, not yet matched, is
@@ -181,7 +182,8 @@ def archive_history(archive: Archive) -> Any:
         # alert not yet announced).
         docs = archive.list_alerts(AlertQuery(
             since=datetime.fromtimestamp(t_lo_s, UTC), until=datetime.fromtimestamp(t_hi_s, UTC),
-            cone=cone, matched=True, limit=200_000))
+            cone=cone, matched=True, limit=200_000,
+            messenger=tuple(sorted(messengers)) if messengers else None))
         # The engine takes each event's newest revision: a retraction has no position.
         docs += archive.later_revisions(docs)
         return [Alert.model_validate(d) for d in docs]
