@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -324,7 +325,7 @@ def test_coincidences_follow_their_members_rights(archive: Archive) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_pyvo_and_taplint_against_a_live_server(archive: Archive) -> None:
+def test_pyvo_and_taplint_against_a_live_server(archive: Archive, tmp_path: Path) -> None:
     import pyvo
 
     from tests.servers import live_app
@@ -366,6 +367,12 @@ def test_pyvo_and_taplint_against_a_live_server(archive: Archive) -> None:
                   and not line.startswith(("E-QAS-", "E-UWS-"))]  # no async (UWS) endpoint
         assert not errors, report
         assert "Totals: Errors:" in report
+        for params in ({"QUERY": "SELECT * FROM ivoa.obscore"},
+                       {"QUERY": "SELECT * FROM TAP_SCHEMA.columns", "MAXREC": "3"},
+                       {"QUERY": "SELECT nope FROM ivoa.obscore"}):
+            body = client.get("/tap/sync", params={"LANG": "ADQL", **params},
+                              headers={"Authorization": f"Bearer {admin}"}).content
+            assert _votlint(body, tmp_path) == "", params  # votlint says nothing: clean
 
 
 def _bearer_session(token: str) -> Any:
@@ -374,6 +381,15 @@ def _bearer_session(token: str) -> Any:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     return session
+
+
+def _votlint(body: bytes, folder: Path) -> str:
+    """STILTS votlint's complaints about a VOTable (empty when it has none)."""
+    path = folder / "result.vot"
+    path.write_bytes(body)
+    completed = subprocess.run(["stilts", "votlint", f"votable={path}"], capture_output=True,
+                               text=True, timeout=120, check=False)
+    return (completed.stdout + completed.stderr).strip()
 
 
 def _taplint(url: str) -> str:

@@ -218,10 +218,16 @@ def _format(params: dict[str, str]) -> str:
 
 _SYNC_DOC: dict[int | str, dict[str, Any]] = {
     200: {"description": "The query's rows (VOTable or CSV).",
-          "content": {VOTABLE: {"schema": {"type": "string"}}, "text/csv": {}}},
+          "content": {VOTABLE: {"schema": {"type": "string"}},
+                      CSV: {"schema": {"type": "string"}}}},
     400: {"description": "A query or parameter the service refuses (error VOTable).",
-          "content": {VOTABLE: {}}},
-    503: {"description": "The archive does not answer (error VOTable)."},
+          "content": {VOTABLE: {"schema": {"type": "string"}}}},
+    401: {"description": "An invalid, expired or revoked token (error VOTable).",
+          "content": {VOTABLE: {"schema": {"type": "string"}}}},
+    429: {"description": "Rate limit exceeded (error VOTable; see Retry-After).",
+          "content": {VOTABLE: {"schema": {"type": "string"}}}},
+    503: {"description": "The archive does not answer (error VOTable).",
+          "content": {VOTABLE: {"schema": {"type": "string"}}}},
 }
 _SYNC_PARAMS = {"parameters": [
     {"name": "LANG", "in": "query", "schema": {"type": "string", "enum": ["ADQL"]},
@@ -237,10 +243,24 @@ _SYNC_PARAMS = {"parameters": [
      "description": "TAP 1.0's request type; optional."}]}
 
 
-@router.api_route("/sync", methods=["GET", "POST"], response_class=Response,
-                  responses=_SYNC_DOC, openapi_extra=_SYNC_PARAMS)
-async def sync(request: Request, who: Annotated[q.Viewer, Depends(viewer)]) -> Response:
-    """Run an ADQL query synchronously (TAP 1.1 sync)."""
+@router.get("/sync", response_class=Response, responses=_SYNC_DOC,
+            openapi_extra=_SYNC_PARAMS, operation_id="tap_sync_get")
+async def sync_get(request: Request, who: Annotated[q.Viewer, Depends(viewer)]) -> Response:
+    """Run an ADQL query synchronously (TAP 1.1 sync), parameters in the URL."""
+    return await _sync(request, who)
+
+
+@router.post("/sync", response_class=Response, responses=_SYNC_DOC,
+             operation_id="tap_sync_post", openapi_extra={"requestBody": {"content": {
+                 "application/x-www-form-urlencoded": {"schema": {
+                     "type": "object", "properties": {
+                         p["name"]: p["schema"] for p in _SYNC_PARAMS["parameters"]}}}}}})
+async def sync_post(request: Request, who: Annotated[q.Viewer, Depends(viewer)]) -> Response:
+    """Run an ADQL query synchronously (TAP 1.1 sync), parameters in a form body."""
+    return await _sync(request, who)
+
+
+async def _sync(request: Request, who: q.Viewer) -> Response:
     try:
         params = await _params(request)
         request_type = params.get("REQUEST")
@@ -432,7 +452,7 @@ def tables(request: Request) -> Response:
 
 @router.get("/tables/{name}", response_class=Response, responses={
     200: {"content": {"text/xml": {}}, "description": "One table (VOSI tables 1.1)."},
-    404: {"description": "No such table."}})
+    404: {"description": "No such table.", "content": {"text/plain": {}}}})
 def table(name: str) -> Response:
     """VOSI tables 1.1: one table with its columns."""
     from broker.web.tap.schema import BY_NAME
