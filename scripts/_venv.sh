@@ -34,3 +34,15 @@ ensure_chromium() {
          "(install Debian's chromium package)" >&2
   fi
 }
+
+ensure_stilts() {
+  command -v stilts >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's stilts (taplint, votlint) for the TAP tests..." >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stilts >/dev/null
+  else
+    echo "note: no stilts; the TAP test's taplint/votlint checks will be skipped" \
+         "(install Debian's stilts package)" >&2
+  fi
+}

@@ -124,7 +124,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
     from fastapi.staticfiles import StaticFiles
 
-    from broker.web import dashboard, query_api, scs, triggers_api, voevents_api
+    from broker.web import dashboard, query_api, scs, tap, triggers_api, voevents_api
     from broker.web.bodylimit import BodyLimit
 
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes,
@@ -136,6 +136,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
     app.include_router(query_api.router)
     app.include_router(voevents_api.router)
     app.include_router(scs.router)
+    app.include_router(tap.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -144,6 +145,11 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
             from broker.web.dashboard import error_page
 
             return error_page(request, exc)
+        if request.url.path.startswith("/tap/sync"):
+            from broker.web.tap import error_votable as tap_error
+
+            return Response(tap_error(str(exc.detail)), status_code=exc.status_code,
+                            media_type="application/x-votable+xml", headers=exc.headers)
         if request.url.path.startswith("/scs"):
             from broker.web.tabular import MEDIA_TYPES, error_votable
 

@@ -84,6 +84,7 @@ class Column:
     unit: str | None = None
     xtype: str | None = None
     get: Callable[[Mapping[str, Any]], Any] | None = None
+    utype: str | None = None
 
     def value(self, row: Mapping[str, Any]) -> Any:
         value = self.get(row) if self.get else row.get(self.name)
@@ -227,7 +228,8 @@ def to_votable(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *,
         if datatype == "char" and any(v is not None and not str(v).isascii() for v in values):
             datatype = "unicodeChar"
         field = Field(votable, name=col.name, datatype=datatype, unit=col.unit,
-                      ucd=col.ucd, xtype=None if legacy else col.xtype, **extra)
+                      ucd=col.ucd or None, xtype=None if legacy else col.xtype,
+                      utype=col.utype, **extra)
         field.description = col.description
         if legacy and datatype in _INTEGER_TYPES:
             field.values = Values(votable, field, null=_INTEGER_TYPES[datatype])
