@@ -587,7 +587,8 @@ def _trigger_what(alert: Alert, skymap_url: str | None) -> list[Any | None]:
     extra = alert.extra
     prov = alert.provenance
     energy = alert.energy
-    contact = extra.get("contact") if isinstance(extra.get("contact"), dict) else {}
+    stated = extra.get("contact")
+    contact: dict[str, Any] = stated if isinstance(stated, dict) else {}
     rights = alert.data_rights
     top = [
         _param("event_id", alert.event_id, ucd="meta.id",
