@@ -142,6 +142,9 @@ class PublishError(Exception):
         super().__init__(f"VOEvent {ivorn} not publishable: {shown}{more}")
 
 
+_SHORT_NAME = "mmbroker"
+
+
 @dataclass(frozen=True, slots=True)
 class Who:
     """The ``Who`` of every VOEvent this broker publishes (from configuration).
@@ -159,7 +162,7 @@ class Who:
     """
 
     author_ivorn: str = "ivo://local.mmbroker/mmbroker"
-    short_name: str = "mmbroker"
+    short_name: str = _SHORT_NAME
     contact_name: str | None = None
     contact_email: str | None = None
     publisher: str = "mmbroker multimessenger alert broker"
@@ -168,7 +171,7 @@ class Who:
     def from_settings(cls, settings: Any) -> Who:
         """From :class:`broker.config.Settings` (``author_ivorn``, ``author_short_name`` ...)."""
         authority = getattr(settings, "ivorn_authority", "local.mmbroker")
-        short = getattr(settings, "author_short_name", None) or cls.short_name
+        short = getattr(settings, "author_short_name", None) or _SHORT_NAME
         return cls(author_ivorn=getattr(settings, "author_ivorn", None)
                    or f"ivo://{authority}/mmbroker",
                    short_name=short, contact_name=getattr(settings, "contact_name", None),
