@@ -333,20 +333,20 @@ class AlertQuery(_Query):
     until: datetime | None = None
     received_since: datetime | None = None
     received_until: datetime | None = None
-    source: tuple[str, ...] | str | None = None
-    messenger: tuple[str, ...] | str | None = None
-    facility: tuple[str, ...] | str | None = None
-    instrument: tuple[str, ...] | str | None = None
-    role: tuple[str, ...] | str | None = None
-    alert_type: tuple[str, ...] | str | None = None
-    data_rights: tuple[str, ...] | str | None = None
+    source: tuple[str, ...] | Sequence[str] | str | None = None
+    messenger: tuple[str, ...] | Sequence[str] | str | None = None
+    facility: tuple[str, ...] | Sequence[str] | str | None = None
+    instrument: tuple[str, ...] | Sequence[str] | str | None = None
+    role: tuple[str, ...] | Sequence[str] | str | None = None
+    alert_type: tuple[str, ...] | Sequence[str] | str | None = None
+    data_rights: tuple[str, ...] | Sequence[str] | str | None = None
     event_id: str | None = None
     far_max_hz: float | None = None
     energy_min_gev: float | None = None
     energy_max_gev: float | None = None
-    pipeline: tuple[str, ...] | str | None = None
-    pipeline_version: tuple[str, ...] | str | None = None
-    reco_method: tuple[str, ...] | str | None = None
+    pipeline: tuple[str, ...] | Sequence[str] | str | None = None
+    pipeline_version: tuple[str, ...] | Sequence[str] | str | None = None
+    reco_method: tuple[str, ...] | Sequence[str] | str | None = None
     ivorn_prefix: str | None = None
     ivorn_contains: str | None = None
     cone: Cone | tuple[float, float, float] | None = None
@@ -393,16 +393,16 @@ class CoincidenceQuery(_Query):
     until: datetime | None = None
     created_since: datetime | None = None
     created_until: datetime | None = None
-    pairing: tuple[str, ...] | str | None = None
-    state: tuple[str, ...] | str | None = None
-    messenger: tuple[str, ...] | str | None = None
-    source: tuple[str, ...] | str | None = None
-    facility: tuple[str, ...] | str | None = None
-    role: tuple[str, ...] | str | None = None
+    pairing: tuple[str, ...] | Sequence[str] | str | None = None
+    state: tuple[str, ...] | Sequence[str] | str | None = None
+    messenger: tuple[str, ...] | Sequence[str] | str | None = None
+    source: tuple[str, ...] | Sequence[str] | str | None = None
+    facility: tuple[str, ...] | Sequence[str] | str | None = None
+    role: tuple[str, ...] | Sequence[str] | str | None = None
     member: str | None = None
     far_max_hz: float | None = None
-    config_hash: tuple[str, ...] | str | None = None
-    engine_version: tuple[str, ...] | str | None = None
+    config_hash: tuple[str, ...] | Sequence[str] | str | None = None
+    engine_version: tuple[str, ...] | Sequence[str] | str | None = None
     ivorn_prefix: str | None = None
     ivorn_contains: str | None = None
     cone: Cone | tuple[float, float, float] | None = None
@@ -445,7 +445,7 @@ class VOEventQuery(_Query):
 
     authored_since: datetime | None = None
     authored_until: datetime | None = None
-    role: tuple[str, ...] | str | None = None
+    role: tuple[str, ...] | Sequence[str] | str | None = None
     kind: str | None = None
     stream: str | None = None
     ivorn_prefix: str | None = None
@@ -514,7 +514,7 @@ def _time_range(column: Any, since: datetime | None, until: datetime | None
     return out
 
 
-def _in(pairs: Iterable[tuple[Any, tuple[str, ...] | str | None]]) -> list[ColumnElement[bool]]:
+def _in(pairs: Iterable[tuple[Any, Sequence[str] | None]]) -> list[ColumnElement[bool]]:
     return [column.in_(values) for column, values in pairs if values is not None]
 
 
