@@ -37,8 +37,9 @@ _BULK_RAW = b"synthetic bulk-loaded alert (benchmark fixture)"
 
 def bench_insert(backend: str, n_batch: int, n_single: int, batch: int) -> list[Figure]:
     from alerts_schema.synthetic import alert_documents
-    from broker.archive.store import Archive, RawMessage
+    from broker.archive.store import Archive
     from broker.runtime.ingest import Ingestor
+    from listeners.envelope import RawMessage
 
     url = backend_url(backend, "insert", recreate=True)
     archive = Archive.open(url)
@@ -119,8 +120,8 @@ def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None
                ) -> tuple[list[str], Any]:
     """Column names and a generator of row tuples for ``n`` synthetic alerts, all over the
     sky except the first ``cluster[3]``, which fall inside the ``cluster`` cone."""
-    from broker.archive.store import sha256_hex
     from crossmatch.healpix import nested29
+    from listeners.envelope import sha256_hex
 
     rng = np.random.default_rng(seed)
     ra = rng.uniform(0, 360, n)
@@ -172,7 +173,7 @@ def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None) -> floa
     took."""
     from sqlalchemy import text
 
-    from broker.archive.store import RawMessage
+    from listeners.envelope import RawMessage
 
     archive.store_raw([RawMessage("bulk", _BULK_RAW, received_at=T0)])
     cols, rows = _bulk_rows(n, cluster=cluster)

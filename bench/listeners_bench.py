@@ -97,8 +97,9 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def bench_stream(stream: str, n: int, batch: int, backends: list[str]) -> list[Figure]:
-    from broker.archive.store import Archive, RawMessage
+    from broker.archive.store import Archive
     from broker.runtime.ingest import Ingestor
+    from listeners.envelope import RawMessage
 
     topic, messages = STREAMS[stream](n)
     figures = []

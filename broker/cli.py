@@ -457,24 +457,19 @@ SHUTDOWN_GRACE_S = 10
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
-    from broker.runtime import listening
+    from broker.runtime import assembly
 
-    comet = None
-    if settings.comet:
-        from broker.publish.comet_child import CometChild
-
-        # Comet first: a listener subscribed to it (or a peer relaying it) must
-        # find it up, since VTP replays nothing sent before a subscriber connects.
-        # Never fatal: its supervisor retries with back-off and the outbox waits.
-        comet = app.state.comet = CometChild(settings)
-        comet.run()
+    # Comet first: a listener subscribed to it must find it up (assembly.start_comet).
+    comet = assembly.start_comet(settings)
+    if comet is not None:
+        app.state.comet = comet
         if comet.check() != "ok":  # why: logged by the supervisor, once
             typer.echo("warning: Comet is not up; retrying in the background (/ready says "
                        "why)", err=True)
-    app.state.listeners = listening.start(settings, app.state.archive,
-                                          sink=app.state.ingestor)
-    listening.start_delivery(settings, app.state.archive, app.state.ingestor,
-                             app.state.listeners, vtp_gate=comet)
+    app.state.listeners = assembly.start_listeners(settings, app.state.archive,
+                                                   sink=app.state.ingestor)
+    assembly.start_delivery(settings, app.state.archive, app.state.ingestor,
+                            app.state.listeners, vtp_gate=comet)
 
 
 def _stop_listeners(app: Any) -> None:
@@ -526,8 +521,8 @@ def ingest(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Ingest message files: detect each format, normalize, archive or quarantine."""
-    from broker.runtime.ingest import IngestReport
-    from broker.runtime.listening import configure_normalizers, make_pipeline
+    from broker.runtime.assembly import make_pipeline
+    from broker.runtime.ingest import IngestReport, configure_normalizers
 
     settings = _settings(ctx)
     configure_normalizers(settings)
@@ -979,7 +974,7 @@ def listen_kafka(
     """Consume Kafka topics into the archive. Credentials come from KAFKA_* variables named
     as gcn-kafka names them (e.g. KAFKA_CLIENT___ID, KAFKA_CLIENT___SECRET, KAFKA_DOMAIN)."""
 
-    from broker.runtime import listening
+    from broker.runtime import assembly
     from listeners.kafka import config_from_env
 
     settings = _settings(ctx, kafka_group_id=group_id)
@@ -990,8 +985,9 @@ def listen_kafka(
     if from_beginning:
         config.setdefault("auto.offset.reset", "earliest")
     archive = _archive(ctx)
-    running = listening.start(settings, archive, kafka_topics=topic, kafka_config=config,
-                              vtp_peers=[], since=_parse_time(since))
+    running = assembly.start_listeners(settings, archive, kafka_topics=topic,
+                                       kafka_config=config, vtp_peers=[],
+                                       since=_parse_time(since))
     _listen_until_signalled(running)
     archive.close()
 
@@ -1006,13 +1002,13 @@ def listen_vtp(
 ) -> None:
     """Subscribe to VTP brokers (Comet or any VTP peer) and archive what they send."""
 
-    from broker.runtime import listening
+    from broker.runtime import assembly
 
     settings = _settings(ctx, vtp_peers=remote)
     logs.configure(settings.log_level, settings.log_format)
     archive = _archive(ctx)
-    running = listening.start(settings, archive, kafka_topics=[], vtp_peers=remote,
-                              filters=tuple(filter_ or ()))
+    running = assembly.start_listeners(settings, archive, kafka_topics=[], vtp_peers=remote,
+                                       filters=tuple(filter_ or ()))
     _listen_until_signalled(running)
     archive.close()
 
@@ -1049,13 +1045,12 @@ def _stage_settings(ctx: typer.Context) -> Settings:
 def stage_listen(ctx: typer.Context) -> None:
     """Archive what the input streams send (MMBROKER_KAFKA_TOPICS, MMBROKER_VTP_PEERS) and
     announce each alert to the match stage."""
-    from broker.runtime import listening
-    from broker.runtime.announce import announcer
+    from broker.runtime import assembly
 
     settings = _stage_settings(ctx)
     archive = _archive(ctx, create=True)
-    sink = announcer(settings, archive)
-    running = listening.start(settings, archive, sink=sink)
+    sink = assembly.announcer(settings, archive)
+    running = assembly.start_listeners(settings, archive, sink=sink)
     _stage_ops(settings, archive, running)
     _listen_until_signalled(running)
     sink.close()
@@ -1065,27 +1060,11 @@ def stage_listen(ctx: typer.Context) -> None:
 @stage_app.command("match")
 def stage_match(ctx: typer.Context) -> None:
     """Cross-match announced alerts, store coincidences and queue their VOEvents."""
-    from broker.runtime import listening
-    from broker.runtime.announce import bus_consumer_properties
-    from broker.runtime.match_stage import MatchSink, MatchWorker, run_sweeper
-    from listeners.kafka import KafkaListener, KafkaSource
+    from broker.runtime import assembly
 
     settings = _stage_settings(ctx)
     archive = _archive(ctx, create=True)
-    listening.configure_normalizers(settings)
-    worker = MatchWorker(settings, archive)
-    worker.warm()
-    config = bus_consumer_properties(settings, f"{settings.effective_kafka_group_id}.match")
-    running = listening.Listeners()
-    listening._spawn(running, KafkaListener(KafkaSource([settings.kafka_alerts_topic], config),
-                                            MatchSink(worker),  # type: ignore[arg-type]
-                                            batch_size=settings.ingest_batch_size), "match")
-    import threading
-
-    sweeper = threading.Thread(target=run_sweeper, args=(worker, running.stop),
-                               name="match-sweep", daemon=True)
-    sweeper.start()
-    running.threads.append(sweeper)
+    running = assembly.start_match(settings, archive)
     _stage_ops(settings, archive, running)
     _listen_until_signalled(running)
     archive.close()
@@ -1094,12 +1073,12 @@ def stage_match(ctx: typer.Context) -> None:
 @stage_app.command("publish")
 def stage_publish(ctx: typer.Context) -> None:
     """Deliver queued VOEvents to Comet (VTP) and the Kafka output topics."""
-    from broker.runtime import listening
+    from broker.runtime import assembly
 
     settings = _stage_settings(ctx)
     archive = _archive(ctx, create=True)
-    running = listening.Listeners()
-    listening.start_delivery(settings, archive, None, running)
+    running = assembly.Listeners()
+    assembly.start_delivery(settings, archive, None, running)
     _stage_ops(settings, archive, running)
     _listen_until_signalled(running)
     archive.close()

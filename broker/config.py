@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from alerts_schema.errors import ConfigurationError
+from listeners.secretfiles import secret_from_env
 
 
 def default_data_dir() -> Path:
@@ -31,19 +32,17 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("mmbroker", appauthor=False))
 
 
-SECRET_SETTINGS = ("database_url",)
+SECRET_SETTINGS = ("database_url", "hop_password")
 """Settings that may hold credentials: also read from ``MMBROKER_<NAME>_FILE`` (owner-only)."""
 
 
 class _SecretFiles(PydanticBaseSettingsSource):
-    """``MMBROKER_<NAME>_FILE`` for the secret settings (see :mod:`broker.secretfiles`)."""
+    """``MMBROKER_<NAME>_FILE`` for the secret settings (see :mod:`listeners.secretfiles`)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        from broker.secretfiles import secret_from_env
-
         out = {}
         for name in SECRET_SETTINGS:
             env_name = f"MMBROKER_{name.upper()}"
@@ -172,6 +171,27 @@ class Settings(BaseSettings):
     kafka_output_json_topic: str = Field(
         default="mmbroker.voevent.json", description="Kafka topic for the JSON form of "
                                                      "published VOEvents.")
+    hop_url: str | None = Field(
+        default=None, pattern=r"^kafka://[^/\s]+/?$",
+        description="SCiMMA Hopskotch cluster the broker also publishes to, as hop-client "
+                    "names it (`kafka://kafka.scimma.org/`). Unset: no Hopskotch output. "
+                    "Needs MMBROKER_HOP_USERNAME/PASSWORD unless the host is loopback.")
+    hop_voevent_topic: str = Field(
+        default="mmbroker.voevent", pattern=r"^[A-Za-z0-9._-]+$",
+        description="Hopskotch topic for published VOEvents (hop format `voevent`, the XML "
+                    "as issued).")
+    hop_json_topic: str = Field(
+        default="mmbroker.coincidence", pattern=r"^[A-Za-z0-9._-]+$",
+        description="Hopskotch topic for the JSON form of published VOEvents (hop format "
+                    "`json`: IVORN, VOEvent XML and the coincidence or alert document).")
+    hop_username: str | None = Field(
+        default=None, description="Hopskotch credential name (SCRAM), from scimma.org.")
+    hop_password: SecretStr | None = Field(
+        default=None, description="Hopskotch credential secret; better as "
+                                  "MMBROKER_HOP_PASSWORD_FILE (owner-only file).")
+    hop_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism of the Hopskotch credential "
+                                             "(always over TLS).")
     api_rate_limit_per_s: float = Field(
         default=50.0, ge=0,
         description="Sustained requests per second the query API allows one caller (a token, "
@@ -362,6 +382,18 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _hop_credentials(self) -> Settings:
+        if (self.hop_username is None) != (self.hop_password is None):
+            raise ValueError("MMBROKER_HOP_USERNAME and MMBROKER_HOP_PASSWORD go together")
+        if self.hop_url and self.hop_username is None:
+            host = self.hop_url.removeprefix("kafka://").rstrip("/").rsplit(":", 1)[0]
+            if host not in {"127.0.0.1", "localhost", "::1", "[::1]"}:
+                raise ValueError(f"MMBROKER_HOP_URL={self.hop_url} needs a credential "
+                                 "(MMBROKER_HOP_USERNAME and MMBROKER_HOP_PASSWORD): only a "
+                                 "loopback Hopskotch may be written anonymously")
+        return self
 
     def stale_after_s(self, stream: str) -> float:
         """The age (s) after which ``stream`` shows stale on the dashboard."""

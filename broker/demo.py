@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from broker.archive.store import Outcome, RawMessage, utcnow
+from broker.archive.store import utcnow
+from listeners.envelope import Outcome, RawMessage
 
 CENTRE_DEG = (197.45, -23.38)
 SKY_SIGMA_DEG = 4.0

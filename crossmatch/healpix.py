@@ -82,13 +82,11 @@ def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 def angular_separation_deg(ra1_deg: float | np.ndarray, dec1_deg: float | np.ndarray,
                            ra2_deg: float | np.ndarray, dec2_deg: float | np.ndarray
                            ) -> float | np.ndarray:
-    """Great-circle separation in degrees (Vincenty formula, stable at all separations)."""
-    ra1, dec1, ra2, dec2 = map(np.radians, (ra1_deg, dec1_deg, ra2_deg, dec2_deg))
-    dra = ra2 - ra1
-    sin_d1, cos_d1 = np.sin(dec1), np.cos(dec1)
-    sin_d2, cos_d2 = np.sin(dec2), np.cos(dec2)
-    num1 = cos_d2 * np.sin(dra)
-    num2 = cos_d1 * sin_d2 - sin_d1 * cos_d2 * np.cos(dra)
-    den = sin_d1 * sin_d2 + cos_d1 * cos_d2 * np.cos(dra)
-    sep = np.degrees(np.arctan2(np.hypot(num1, num2), den))
+    """Great-circle separation in degrees, by astropy (Vincenty's formula: stable at all
+    separations); scalars in, a float out."""
+    # astropy.coordinates costs ~0.5 s to import: deferred so the CLI starts fast.
+    from astropy.coordinates import angular_separation
+
+    sep = np.degrees(angular_separation(np.radians(ra1_deg), np.radians(dec1_deg),
+                                        np.radians(ra2_deg), np.radians(dec2_deg)))
     return float(sep) if np.ndim(sep) == 0 else sep

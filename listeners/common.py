@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerts_schema.errors import ImplausibleValue, NormalizationError
+from listeners import timescales
 
 SECONDS_PER_YEAR = 365.25 * 86400.0  # Julian year, as GCN and LVK use for yr^-1
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
@@ -228,25 +229,11 @@ def photon_energy_gev(value: float, unit: str, *, field: str = "energy") -> floa
     raise NormalizationError(f"{field}: unknown energy unit {unit!r}")
 
 
-# -- Julian dates and TAI (for the ZTF and Rubin normalizers) ------------------------
+# -- Julian dates and TAI (ZTF and Rubin normalizers; time scales in timescales.py) -----
 
 JD_MINUS_MJD = 2400000.5  # days
 # MJD of 0001-01-01 and of 9999-12-31, the range a Python datetime can hold.
 _MJD_MIN, _MJD_MAX = -678575.0, 2973483.0
-
-# TAI - UTC in whole seconds from each UTC date on (IERS Bulletin C). Bulletin C 71
-# (January 2026) announced no leap second for June 2026; a new one means a new row.
-# Before 1972 TAI - UTC was not a whole number of seconds: those dates take 10 s.
-_LEAP_SECONDS: tuple[tuple[datetime, int], ...] = tuple(
-    (datetime(y, m, 1, tzinfo=UTC), s) for y, m, s in (
-        (1972, 1, 10), (1972, 7, 11), (1973, 1, 12), (1974, 1, 13), (1975, 1, 14),
-        (1976, 1, 15), (1977, 1, 16), (1978, 1, 17), (1979, 1, 18), (1980, 1, 19),
-        (1981, 7, 20), (1982, 7, 21), (1983, 7, 22), (1985, 7, 23), (1988, 1, 24),
-        (1990, 1, 25), (1991, 1, 26), (1992, 7, 27), (1993, 7, 28), (1994, 7, 29),
-        (1996, 1, 30), (1997, 7, 31), (1999, 1, 32), (2006, 1, 33), (2009, 1, 34),
-        (2012, 7, 35), (2015, 7, 36), (2017, 1, 37),
-    ))
-
 
 def checked_mjd(value: Any, *, field: str = "mjd") -> float:
     """``value`` as an MJD (days) a datetime can hold, else :class:`NormalizationError`.
@@ -276,32 +263,14 @@ def jd_to_utc(jd: Any, *, field: str = "jd") -> datetime:
     return mjd_to_utc(checked_mjd(number - JD_MINUS_MJD, field=field))
 
 
-def tai_minus_utc(utc: datetime) -> int:
-    """TAI - UTC in seconds at the UTC instant ``utc`` (10 before 1972)."""
-    offset = 10
-    for start, seconds in _LEAP_SECONDS:
-        if utc < start:
-            break
-        offset = seconds
-    return offset
-
-
 def tai_mjd_to_utc(mjd_tai: Any, *, field: str = "mjd_tai") -> datetime:
     """UTC datetime of an MJD (days) counted in TAI, as Rubin's ``midpointMjdTai`` is.
 
-    UTC = TAI - (TAI - UTC), the offset taken from the leap-second table above
-    (37 s since 2017).  An instant inside an inserted leap second (23:59:60 UTC,
-    which a datetime cannot hold) comes out in the first second of the next day.
+    The leap seconds are astropy's (:mod:`listeners.timescales`).  An instant inside
+    an inserted leap second (23:59:60 UTC, which a datetime cannot hold) comes out
+    at the first instant of the next day.
     """
-    as_if_utc = mjd_to_utc(checked_mjd(mjd_tai, field=field))
-    # The table is indexed by UTC dates; TAI runs ahead by the offset in force, so
-    # the offset is the last one whose start, shifted into TAI, has been reached.
-    offset = 10
-    for start, seconds in _LEAP_SECONDS:
-        if as_if_utc < start + timedelta(seconds=seconds):
-            break
-        offset = seconds
-    return as_if_utc - timedelta(seconds=offset)
+    return timescales.utc_from_tai_mjd(checked_mjd(mjd_tai, field=field))
 
 
 # Rate units as VOEvent producers spell them, lower-cased and stripped of spaces,

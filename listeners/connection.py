@@ -13,31 +13,33 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from listeners.envelope import Sink
+
 log = logging.getLogger(__name__)
 
 
 class ConnectionReporter:
-    """Record ``connected`` for ``streams`` in the archive of ``sink`` on each change.
+    """Record ``connected`` for ``streams`` through ``sink`` on each change.
 
     Parameters
     ----------
     sink
-        What the listener hands messages to (an Ingestor or a Pipeline); its
-        ``archive`` records the state.
+        What the listener hands messages to; its
+        :meth:`~listeners.envelope.Sink.set_stream_connected` records the state.
     streams
         The stream names (Kafka topics, ``vtp:<peer>``) the connection serves.
     """
 
-    def __init__(self, sink: Any, streams: Sequence[str]) -> None:
-        self._archive = getattr(sink, "archive", None)
+    def __init__(self, sink: Sink, streams: Sequence[str]) -> None:
+        self._sink = sink
         self.streams = list(streams)
         self.state: bool | None = None
 
     def __call__(self, connected: bool) -> None:
-        if connected is self.state or self._archive is None:
+        if connected is self.state:
             return
         try:
-            self._archive.set_stream_connected(self.streams, connected)
+            self._sink.set_stream_connected(self.streams, connected)
         except Exception:  # the listener's own work must go on; the next change retries
             log.warning("could not record %s as %s", ", ".join(self.streams),
                         "connected" if connected else "disconnected", exc_info=True)

@@ -19,14 +19,16 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from alerts_schema.errors import ConfigurationError, RetryableError
-from broker.runtime.ingest import Ingestor
 from listeners.connection import ConnectionReporter, kafka_connected
+from listeners.envelope import Sink
+from listeners.secretfiles import secret_from_env
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,8 @@ def config_from_env(env: Mapping[str, str] | None = None, prefix: str = "KAFKA_"
     ``KAFKA_BOOTSTRAP_SERVERS`` -> ``bootstrap.servers``; a double underscore
     stands for ``-`` and a triple one for ``_`` (Confluent's Docker rules).
     ``KAFKA_<NAME>_FILE`` reads the value from a file only its owner may read
-    (:func:`broker.secretfiles.read_secret_file`): the way to pass passwords.
+    (:func:`listeners.secretfiles.read_secret_file`): the way to pass passwords.
     """
-    from broker.secretfiles import secret_from_env
-
     env = os.environ if env is None else env
     config = {}
     for key in env:
@@ -187,14 +187,43 @@ def client_kwargs(config: Mapping[str, str]) -> dict[str, Any]:
     return kwargs
 
 
+HOP_HEADERS = ("_id", "_sender", "_format", "_test")
+"""The headers hop-client writes (hop.io.Producer.pack): a message UUID, the credential
+that sent it, its model's format (``json``, ``voevent``, ``blob``, ``avro``, ...) and a
+test mark. Kept with the message; ``_test`` makes a SNEWS message a test."""
+
+
+def hop_headers(headers: Any) -> dict[str, str]:
+    """hop-client's headers of a record as text (``_id`` as a UUID), others ignored.
+
+    Parameters
+    ----------
+    headers
+        The record's headers, ``[(key, bytes), ...]`` as kafka-python gives them, or None.
+    """
+    out: dict[str, str] = {}
+    for key, value in headers or ():
+        if key not in HOP_HEADERS or not isinstance(value, bytes) or key in out:
+            continue
+        if key == "_id" and len(value) == 16:
+            out[key] = str(uuid.UUID(bytes=value))
+        else:  # a header is the sender's text: bounded, never trusted as markup
+            out[key] = value[:256].decode("utf-8", errors="replace")
+    return out
+
+
+LagRecorder = Callable[[str, int, int], None]
+"""Called with (topic, partition, records not yet consumed) for each assigned partition."""
+
+
 class KafkaListener:
-    """Consume ``source`` and archive every message through ``ingestor``.
+    """Consume ``source`` and archive every message through ``sink``.
 
     Parameters
     ----------
     source
         Cluster, topics and Confluent-style properties.
-    ingestor
+    sink
         Stores, normalizes and archives each batch.
     batch_size
         Most records per poll (and so per archive transaction).
@@ -206,13 +235,18 @@ class KafkaListener:
     consumer_factory
         Builds the consumer from kafka-python keyword arguments (tests pass
         the real ``KafkaConsumer``; kept injectable for the retry tests).
+    record_lag
+        Told every :data:`LAG_EVERY_S` each partition's lag (the broker sets its
+        ``mmbroker_kafka_consumer_lag`` gauge with it); None: not measured.
     """
 
-    def __init__(self, source: KafkaSource, ingestor: Ingestor, *, batch_size: int = 500,
+    def __init__(self, source: KafkaSource, sink: Sink, *, batch_size: int = 500,
                  poll_timeout_s: float = 0.5, since: datetime | None = None,
-                 consumer_factory: Callable[..., Any] | None = None) -> None:
+                 consumer_factory: Callable[..., Any] | None = None,
+                 record_lag: LagRecorder | None = None) -> None:
         self.source = source
-        self.ingestor = ingestor
+        self.sink = sink
+        self.record_lag = record_lag
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.since = since
@@ -221,7 +255,7 @@ class KafkaListener:
         self._rewound: set[Any] = set()
         self._to_rewind: set[Any] = set()
         self.messages = 0
-        self.connection = ConnectionReporter(ingestor, source.topics)
+        self.connection = ConnectionReporter(sink, source.topics)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; reconnect with back-off after any failure.
@@ -271,9 +305,10 @@ class KafkaListener:
                     state = kafka_connected(consumer)
                     if state is not None:
                         self.connection(state)
-                    if state and time.monotonic() - lag_at >= LAG_EVERY_S:
+                    if state and self.record_lag is not None and \
+                            time.monotonic() - lag_at >= LAG_EVERY_S:
                         lag_at = time.monotonic()
-                        _record_lag(consumer)
+                        _measure_lag(consumer, self.record_lag)
                 if self._to_rewind:
                     # Records fetched before the seek are read again after it.
                     rewound = self._rewind(consumer)
@@ -290,13 +325,14 @@ class KafkaListener:
 
     def _archive(self, records: list[Any]) -> None:
         bootstrap = ",".join(self._kwargs["bootstrap_servers"])
-        raws = [self.ingestor.receive(
+        raws = [self.sink.receive(
             r.topic, r.value if r.value is not None else b"",
             transport={"kafka": {"bootstrap": bootstrap, "topic": r.topic,
                                  "partition": r.partition, "offset": r.offset,
-                                 "timestamp_ms": r.timestamp}})
+                                 "timestamp_ms": r.timestamp,
+                                 **({"headers": h} if (h := hop_headers(r.headers)) else {})}})
             for r in records]
-        self.ingestor.ingest(raws)
+        self.sink.ingest(raws)
 
     @staticmethod
     def _next_offsets(batches: Mapping[Any, list[Any]]) -> dict[Any, Any]:
@@ -323,18 +359,15 @@ class KafkaListener:
         return set(fresh)
 
 
-def _record_lag(consumer: Any) -> None:
-    """Set the lag gauge of every assigned partition: end offset minus position."""
-    from broker.metrics import KAFKA_LAG
-
+def _measure_lag(consumer: Any, record: LagRecorder) -> None:
+    """Tell ``record`` the lag of every assigned partition: end offset minus position."""
     try:
         parts = list(consumer.assignment())
         if not parts:
             return
         ends = consumer.end_offsets(parts)
         for tp in parts:
-            KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(
-                max(0, ends[tp] - consumer.position(tp)))
+            record(tp.topic, tp.partition, max(0, ends[tp] - consumer.position(tp)))
     except Exception:  # a metric is not worth failing a poll loop for
         log.debug("could not measure consumer lag", exc_info=True)
 

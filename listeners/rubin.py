@@ -22,7 +22,7 @@ What the Alert says:
   ``diaObjectId``, ``ssObjectId`` and (schemas up to 7.x) ``alertId`` go to ``extra``.
 * ``trigger_time`` is the DIASource's ``midpointMjdTai`` (``midPointTai`` up to
   schema 4), an MJD in **TAI**, converted to UTC by subtracting TAI - UTC from
-  the leap-second table (37 s since 2017).  The TAI value is kept in ``extra``.
+  astropy's leap-second table (37 s since 2017).  The TAI value is kept in ``extra``.
 * The localization is the DIASource position with an error circle at
   containment 0.9 of radius 2.146 x max(``raErr``, ``decErr``) (the 90% radius of
   a circular Gaussian; taking the larger error, with ``raErr`` not scaled by

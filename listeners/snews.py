@@ -34,8 +34,8 @@ Field names
     booleans or as the strings snews_pt sends (``"True"``).
 
 Roles
-    ``is_test`` (or a CS ``alert_type`` starting with ``TEST``) gives role
-    ``test``; otherwise ``is_firedrill`` gives ``drill``; otherwise
+    ``is_test`` (or a CS ``alert_type`` starting with ``TEST``, or hop-client's
+    ``_test`` header) gives role ``test``; otherwise ``is_firedrill`` gives ``drill``; otherwise
     ``observation``.
 
 Event ids and revisions (all derived from the message, so a redelivered
@@ -439,11 +439,20 @@ def _role(doc: Mapping[str, Any], meta: MessageMeta | None = None) -> str:
     A test that is also a drill is still a test: tests never mix with anything.
     """
     topic = meta.source if meta is not None else ""
-    if _meta_flag(doc, "is_test") or _TEST_TOPIC.search(topic):
+    if _meta_flag(doc, "is_test") or _TEST_TOPIC.search(topic) or _hop_test(meta):
         return "test"
     if _meta_flag(doc, "is_firedrill") or _DRILL_TOPIC.search(topic):
         return "drill"
     return "observation"
+
+
+def _hop_test(meta: MessageMeta | None) -> bool:
+    """hop-client's ``_test`` header (``hop publish --test``, ``write(..., test=True)``),
+    which the Kafka listener keeps in the transport details."""
+    if meta is None:
+        return False
+    headers = meta.transport.get("kafka", {}).get("headers", {})
+    return isinstance(headers, Mapping) and headers.get("_test") == "true"
 
 
 def _detector(doc: Mapping[str, Any]) -> str:

@@ -103,7 +103,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -119,7 +119,7 @@ from alerts_schema import (
 )
 from alerts_schema.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from alerts_schema.model import ROLES, format_utc
-from listeners import facilities, xml_safe
+from listeners import facilities, timescales, xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import (
     checked_ra,
@@ -128,7 +128,6 @@ from listeners.common import (
     parse_utc,
     present_but_not_finite,
     rate_to_hz,
-    tai_minus_utc,
 )
 from listeners.detect import Format
 
@@ -992,24 +991,20 @@ def _to_utc(time: datetime, coord_system: str | None) -> tuple[datetime, str | N
     """The UTC instant of a WhereWhen time in the packet's time scale.
 
     ``coord_system_id`` reads ``<time scale>-<frame>-<reference position>``
-    (``UTC-FK5-GEO``, ``TT-ICRS-TOPO``, ``TDB-ICRS-BARY``).  TAI, TT and GPS
-    times are converted with the leap-second table; TDB is taken as TT
-    (within 2 ms).  A barycentric time cannot be brought to the Earth without
-    the ephemeris, so it is kept with an uncertainty of 500 s and a note.
+    (``UTC-FK5-GEO``, ``TT-ICRS-TOPO``, ``TDB-ICRS-BARY``).  TAI, TT, TDB and GPS
+    times are converted by astropy (:mod:`listeners.timescales`).  A barycentric
+    time cannot be brought to the Earth without the direction and the ephemeris, so
+    it is kept with an uncertainty of 500 s and a note.
     Returns (UTC time, note for ``extra`` or None, extra uncertainty in s).
     """
     parts = (coord_system or "UTC").upper().split("-")
     scale, position = parts[0], parts[-1] if len(parts) > 1 else "GEO"
-    offset_s = {"UTC": None, "TAI": 0.0, "TT": 32.184, "TDB": 32.184, "GPS": -19.0}.get(scale)
-    utc = time
-    if offset_s is not None:
-        # TAI - UTC at the instant (the table is by UTC date; a second's slip at
-        # the boundary is below any coincidence window).
-        utc = time - timedelta(seconds=offset_s + tai_minus_utc(time))
+    known = scale in timescales.SCALES
+    utc = timescales.to_utc(time, scale) if known else time
     if position == "BARY":
         return utc, (f"time in {coord_system}: barycentric, kept to within "
                      f"{_BARYCENTRIC_UNCERTAINTY_S:.0f} s"), _BARYCENTRIC_UNCERTAINTY_S
-    if scale not in ("UTC", "TAI", "TT", "TDB", "GPS"):
+    if not known:
         return utc, f"time scale {scale!r} of {coord_system} taken as UTC", 0.0
     return utc, None, 0.0
 

@@ -16,10 +16,9 @@ import threading
 import time
 
 from alerts_schema.errors import ArchiveUnavailable, InputError
-from broker.archive.store import RawMessage
-from broker.runtime.ingest import Ingestor
 from listeners import xml_safe
 from listeners.connection import ConnectionReporter
+from listeners.envelope import RawMessage, Sink
 from listeners.vtp_protocol import FrameTooLarge, frame, read_frame, transport
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class VTPSubscriber:
     ----------
     host, port
         The peer's broadcast address.
-    ingestor
+    sink
         Archives each VOEvent (source ``vtp:<host>:<port>``).
     local_ivo
         This broker's IVORN, sent in responses.
@@ -47,12 +46,12 @@ class VTPSubscriber:
         connection is dropped, since the stream cannot be trusted after it.
     """
 
-    def __init__(self, host: str, port: int, ingestor: Ingestor, *, local_ivo: str,
+    def __init__(self, host: str, port: int, sink: Sink, *, local_ivo: str,
                  filters: tuple[str, ...] = (), max_frame_bytes: int = 1 << 20,
                  alive_timeout_s: float = ALIVE_TIMEOUT_S) -> None:
         self.host = host
         self.port = port
-        self.ingestor = ingestor
+        self.sink = sink
         self.local_ivo = local_ivo
         self.filters = filters
         self.max_frame_bytes = max_frame_bytes
@@ -61,7 +60,7 @@ class VTPSubscriber:
         self.events = 0
         self.connections = 0
         self.connected = threading.Event()
-        self.connection = ConnectionReporter(ingestor, [self.source])
+        self.connection = ConnectionReporter(sink, [self.source])
         self._stop: threading.Event | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -103,7 +102,7 @@ class VTPSubscriber:
                 payload = read_frame(sock, max_bytes=self.max_frame_bytes,
                                      keep_going=keep_going)
             except FrameTooLarge as exc:
-                self.ingestor.ingest([RawMessage(self.source, exc.head,
+                self.sink.ingest([RawMessage(self.source, exc.head,
                                                  transport={"vtp": {"peer": self.source}},
                                                  full_size=exc.length)])
                 raise ConnectionError(f"peer sent a {exc.length}-byte frame") from exc
@@ -120,7 +119,7 @@ class VTPSubscriber:
         """
         while True:
             try:
-                self.ingestor.ingest([raw])
+                self.sink.ingest([raw])
                 return
             except ArchiveUnavailable as exc:
                 log.warning("VTP: archive unavailable (%s); holding %s", exc, raw.sha256[:12])
@@ -145,7 +144,7 @@ class VTPSubscriber:
             return None
         # A VOEvent, or something hostile or broken: the ingest pipeline stores
         # the bytes and quarantines what it cannot normalize, with the reason.
-        raw = self.ingestor.receive(self.source, payload,
+        raw = self.sink.receive(self.source, payload,
                                     transport={"vtp": {"peer": self.source}})
         self._archive(raw)
         self.events += 1

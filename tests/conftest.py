@@ -175,9 +175,9 @@ def ingest_demo(archive: object, *, embargoed_until: str | None = None,
     import json
 
     from broker import demo
-    from broker.archive.store import RawMessage
     from broker.config import get_settings
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
+    from listeners.envelope import RawMessage
 
     pipeline = make_pipeline(get_settings(comet=False), archive,  # type: ignore[arg-type]
                              targets=list(targets))

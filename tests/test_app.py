@@ -15,11 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from broker.archive import migrate
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.config import get_settings
 from broker.runtime.ingest import Ingestor
 from broker.web.app import create_app
 from broker.web.tokens import create_token
+from listeners.envelope import RawMessage
 from tests.conftest import free_port
 from tests.servers import wait_for
 

@@ -17,9 +17,10 @@ from alerts_schema.errors import ArchiveUnavailable, PermanentError
 from alerts_schema.synthetic import alert_documents
 from broker.archive import migrate
 from broker.archive.models import AlertRow, Base, QuarantineEntry, RawPayload
-from broker.archive.store import AlertQuery, Archive, RawMessage, sha256_hex
+from broker.archive.store import AlertQuery, Archive
 from broker.runtime.ingest import Ingestor
 from crossmatch.healpix import angular_separation_deg
+from listeners.envelope import RawMessage, sha256_hex
 from tests.conftest import mmbroker
 
 
@@ -162,7 +163,8 @@ def test_normalizer_crash_is_quarantined(ingestor: Ingestor, archive: Archive,
 _WRITER = """
 import json, sys
 from pathlib import Path
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
+from listeners.envelope import RawMessage
 from broker.runtime.ingest import Ingestor
 url, folder = sys.argv[1], Path(sys.argv[2])
 archive = Archive.open(url)

@@ -128,11 +128,12 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def _serve(db_url: str, tmp: Path) -> Iterator[Served]:
-    from broker.archive.store import Archive, RawMessage
+    from broker.archive.store import Archive
+    from broker.runtime.assembly import make_pipeline
     from broker.runtime.ingest import Ingestor
-    from broker.runtime.listening import make_pipeline
     from broker.web.app import create_app
     from broker.web.tokens import create_token
+    from listeners.envelope import RawMessage
     from tests.test_skymap import fisher_map, multiorder_fits
 
     with pytest.MonkeyPatch.context() as env:

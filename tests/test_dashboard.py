@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from broker.archive.models import AlertRow, Delivery, VOEventRow
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.config import Settings, get_settings
 from broker.runtime.ingest import Ingestor
 from broker.web.app import create_app
@@ -31,6 +31,7 @@ from broker.web.auth import SESSION_COOKIE
 from broker.web.latency import STEPS, distribution, step_times
 from broker.web.streamhealth import health_view
 from broker.web.tokens import create_token
+from listeners.envelope import RawMessage
 from tests.conftest import ingest_demo
 from tests.servers import live_app, wait_for
 

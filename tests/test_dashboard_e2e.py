@@ -272,9 +272,10 @@ def test_the_sky_view_draws_updates_live_and_links_coincidences(world: dict[str,
 def test_the_sky_view_draws_the_gw_credible_region_and_hides_embargoed_alerts(
         tmp_path: Path) -> None:
     from broker.archive.models import AlertRow
-    from broker.archive.store import Archive, RawMessage
+    from broker.archive.store import Archive
     from broker.config import get_settings
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
+    from listeners.envelope import RawMessage
     from tests.conftest import ingest_demo
 
     # The demo (its LVK alert carries a multi-order sky map), its neutrino trigger under

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from broker.archive.store import Archive, RawMessage, utcnow
+from broker.archive.store import Archive, utcnow
 from broker.publish import outbox
 from broker.publish.outbox import hold
+from listeners.envelope import RawMessage
 
 PUBLIC = ("vtp", "kafka-xml", "kafka-json")
 TARGETS = (*PUBLIC, "kafka-private")
@@ -25,7 +26,7 @@ TARGETS = (*PUBLIC, "kafka-private")
 
 def _pipeline(archive: Archive) -> Any:
     from broker.config import get_settings
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
 
     pipeline = make_pipeline(get_settings(comet=False), archive, targets=list(TARGETS))
     pipeline.publisher.private_targets = ["kafka-private"]
@@ -242,7 +243,7 @@ def test_the_delivery_loop_releases_by_itself_within_a_second(archive: Archive) 
 def test_a_private_topic_named_like_a_public_one_is_refused() -> None:
     from alerts_schema.errors import ConfigurationError
     from broker.config import get_settings
-    from broker.runtime.listening import delivery_targets, private_targets
+    from broker.runtime.assembly import delivery_targets, private_targets
 
     settings = get_settings(kafka_bootstrap="127.0.0.1:9", kafka_private_topic="collab.v")
     assert delivery_targets(settings)[-1] == "kafka-private"

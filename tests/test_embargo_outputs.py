@@ -9,6 +9,8 @@ at once while detector triggers with random data rights and embargo ends are POS
   VOEvent's arrival is its saved file's modification time;
 * Kafka: both output topics (``mmbroker.voevent``, ``mmbroker.voevent.json``), and the
   private topic (``MMBROKER_KAFKA_PRIVATE_TOPIC``) that gets everything at once;
+* Hopskotch: both hop topics (``hop.voevent``, ``hop.coincidence``), written by
+  hop-client through a ``kafka://`` URL to the same tansu;
 * the dashboard's live feed (server-sent events), anonymous;
 * REST ``/api/v1/alerts`` in JSON, VOTable and CSV, ``/api/v1/coincidences`` and
   ``/api/v1/voevents`` in JSON, ``/scs``,
@@ -65,7 +67,9 @@ TRACK = json.loads(next(p for p in alerts_schema.example_paths("trigger")
 RETRACTION = json.loads(next(p for p in alerts_schema.example_paths("trigger")
                              if "retraction" in p.name).read_text())
 PRIVATE_TOPIC = "collab.voevent"
-PUSHED = ("vtp", "mmbroker.voevent", "mmbroker.voevent.json", "live")
+KAFKA_TOPICS = ("mmbroker.voevent", "mmbroker.voevent.json", "hop.voevent", "hop.coincidence")
+PUBLIC_TARGETS = ("vtp", "kafka-xml", "kafka-json", "hop-voevent", "hop-json")
+PUSHED = ("vtp", *KAFKA_TOPICS, "live")
 SCOPES = ("anonymous", "read:embargoed", "read:proprietary", "admin")
 WITHIN_S = 5.0
 FOREVER = datetime(9000, 1, 1, tzinfo=UTC)
@@ -189,6 +193,9 @@ def _world(tmp: Path, db: str) -> Iterator[World]:
                "MMBROKER_KAFKA_BOOTSTRAP": bootstrap,
                "MMBROKER_KAFKA_TOPICS": "gcn.notices.fermi.gbm",
                "MMBROKER_KAFKA_PRIVATE_TOPIC": PRIVATE_TOPIC,
+               "MMBROKER_HOP_URL": f"kafka://{bootstrap}/",
+               "MMBROKER_HOP_VOEVENT_TOPIC": "hop.voevent",
+               "MMBROKER_HOP_JSON_TOPIC": "hop.coincidence",
                "MMBROKER_API_RATE_LIMIT_PER_S": "0",
                "KAFKA_AUTO_OFFSET_RESET": "earliest",
                "MMBROKER_LOG_LEVEL": "INFO", **FAST_JOIN_ENV}
@@ -215,7 +222,7 @@ def _world(tmp: Path, db: str) -> Iterator[World]:
                         ("vtp", _vtp_watch, (saved, pushed["vtp"])),
                         ("live", _live_watch, (base, pushed["live"])),
                         *((t, _kafka_watch, (bootstrap, t, pushed[t]))
-                          for t in ("mmbroker.voevent", "mmbroker.voevent.json")),
+                          for t in KAFKA_TOPICS),
                         ("private", _kafka_watch, (bootstrap, PRIVATE_TOPIC, private))):
                     thread = threading.Thread(target=fn, args=args, daemon=True,
                                               name=f"watch-{target}")
@@ -223,7 +230,7 @@ def _world(tmp: Path, db: str) -> Iterator[World]:
                     threads.append(thread)
                 probe = _post(w, {**TRACK, "event_id": f"PROBE-K-{time.monotonic_ns()}",
                                   "real": False, "time": _iso(now_utc())})
-                for name in ("mmbroker.voevent", "mmbroker.voevent.json", "live", "vtp"):
+                for name in (*KAFKA_TOPICS, "live", "vtp"):
                     assert wait_for(lambda n=name: pushed[n].get(probe) is not None, 90), name
                 assert wait_for(lambda: private.get(probe) is not None, 90)
                 w.grb_ivorn = _grb_ivorn(w)
@@ -354,7 +361,7 @@ def test_embargoed_and_proprietary_triggers_and_their_coincidences(world: World)
     horizon = now_utc()
     assert _check_pushed(world, expected, horizon) == []
     after = _voevents_list(world)
-    for target in ("vtp", "kafka-xml", "kafka-json"):
+    for target in PUBLIC_TARGETS:
         assert after[emb][target]["state"] == "sent"
         assert after[emb][target]["released_at"] is not None
         assert after[prop][target]["state"] == "held"
@@ -379,7 +386,7 @@ def test_a_retraction_of_a_never_released_alert_publishes_nothing(world: World) 
         assert [i for i in ivorns if arrivals.get(i)] == [], name
     states = _voevents_list(world)
     for ivorn in ivorns:
-        assert {states[ivorn][t]["state"] for t in ("vtp", "kafka-xml", "kafka-json")} \
+        assert {states[ivorn][t]["state"] for t in PUBLIC_TARGETS} \
             == {"withdrawn"}, ivorn
 
 

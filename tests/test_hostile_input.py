@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 import alerts_schema
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.runtime.ingest import Ingestor
+from listeners.envelope import RawMessage
 
 # Unpickling this creates the file below: proof, if it exists, that a pickle ran.
 PWNED = Path(tempfile.gettempdir()) / f"mmbroker-pwned-{os.getpid()}"

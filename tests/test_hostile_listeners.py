@@ -23,10 +23,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.runtime.ingest import DIED_REASON, Ingestor, _start_ticks, owner_alive, process_identity
 from listeners import avro
 from listeners.base import MessageMeta
+from listeners.envelope import RawMessage
 from tests.conftest import mmbroker
 from tests.servers import FAST_JOIN_ENV, produce, stop_process, tansu, wait_for
 

@@ -73,8 +73,7 @@ def test_a_round_that_lost_the_match_lock_numbers_nothing_and_is_matched_again(
 
     from alerts_schema.errors import MatchOrderLost
     from broker.config import get_settings
-    from broker.runtime.listening import make_ingestor
-    from broker.runtime.match_stage import MatchWorker
+    from broker.runtime.assembly import make_ingestor, match_worker
     from tests.dashboard_support import scenario
 
     settings = get_settings(comet=False)
@@ -91,7 +90,7 @@ def test_a_round_that_lost_the_match_lock_numbers_nothing_and_is_matched_again(
         trigger, grb = scenario(when, ra_deg=40.0 + 90 * k, dec_deg=10.0)
         pairs.append((archived(TRIGGERS, json.dumps(trigger).encode()),
                       archived(GRBS, grb)))
-    a, b = MatchWorker(settings, archive), MatchWorker(settings, archive)
+    a, b = match_worker(settings, archive), match_worker(settings, archive)
     a.warm()
     b.warm()
     assert a.handle([pairs[0][0]]) == 1 and b.handle([pairs[0][1]]) == 1
@@ -133,8 +132,7 @@ def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_l
     from datetime import UTC, datetime, timedelta
 
     from broker.config import get_settings
-    from broker.runtime.listening import make_ingestor
-    from broker.runtime.match_stage import MatchWorker
+    from broker.runtime.assembly import make_ingestor, match_worker
 
     settings = get_settings(comet=False, crossmatch_late_slack_s=600.0)
     ingestor = make_ingestor(settings, archive)
@@ -148,13 +146,13 @@ def test_a_restarted_match_worker_updates_a_coincidence_whose_survey_member_it_l
     neutrino = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.0, 1.0)
     member = archived("Z1", "optical", "ZTF", now - timedelta(hours=2), 40.2, 0.0003)
     other = archived("Z2", "optical", "ZTF", now - timedelta(hours=2), 200.0, 0.0003)
-    first = MatchWorker(settings, archive)
+    first = match_worker(settings, archive)
     first.warm()
     assert first.handle([neutrino, member, other]) == 3
     assert [c.coincidence.pairing for c in first.pipeline.coincidences] == ["hen-optical"]
     series = first.pipeline.coincidences[0].coincidence.id.rsplit("-", 1)[0]
 
-    restarted = MatchWorker(settings, archive)
+    restarted = match_worker(settings, archive)
     restarted.warm()
     update = archived("N1", "neutrino", "IceCube", now - timedelta(hours=3), 40.1, 0.8,
                       revision=1)
@@ -194,7 +192,7 @@ def test_the_engine_s_archive_window_sees_a_retraction_without_a_position(
     from datetime import UTC, datetime, timedelta
 
     from broker.config import get_settings
-    from broker.runtime.listening import archive_history, make_ingestor
+    from broker.runtime.assembly import archive_history, make_ingestor
 
     ingestor = make_ingestor(get_settings(comet=False), archive)
     when = datetime.now(UTC) - timedelta(hours=2)

@@ -25,10 +25,11 @@ from schemathesis.checks import (
 )
 
 from alerts_schema.synthetic import alert_documents
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.config import get_settings
 from broker.web.app import create_app
 from broker.web.tokens import create_token
+from listeners.envelope import RawMessage
 from tests.servers import live_app
 
 
@@ -48,7 +49,7 @@ def api_schema(request: pytest.FixtureRequest,
 
 def _served_schema(db_url: str, folder: Path) -> Iterator[Any]:
     from broker import demo
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
 
     archive = Archive.open(db_url)
     settings = get_settings(api_rate_limit_per_s=0, write_rate_limit_per_s=0,

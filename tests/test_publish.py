@@ -188,14 +188,14 @@ def test_coincidence_provenance_names_inputs_hashes_and_config(tmp_path: Path) -
     from broker.archive.store import Archive
     from broker.config import get_settings
     from broker.publish import provenance
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
     from crossmatch.config import load_config
 
     url = f"sqlite:///{tmp_path / 'prov.sqlite3'}"
     archive = Archive.open(url)
     pipeline = make_pipeline(get_settings(database_url=url), archive, targets=[])
     examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
-    from broker.archive.store import RawMessage
+    from listeners.envelope import RawMessage
 
     pipeline.ingest([RawMessage("file", examples[n]) for n in (
         "alert-gw-cbc-skymap.example.json", "alert-grb-gbm.example.json")])
@@ -224,11 +224,12 @@ def test_nothing_is_lost_when_storing_or_building_fails(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """An archive outage after ingest is retried; a broken builder costs only its VOEvent."""
     from alerts_schema.errors import ArchiveUnavailable
-    from broker.archive.store import Archive, RawMessage
+    from broker.archive.store import Archive
     from broker.config import get_settings
     from broker.publish import voevent_build
     from broker.publish.outbox import status
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
+    from listeners.envelope import RawMessage
 
     url = f"sqlite:///{tmp_path / 'robust.sqlite3'}"
     archive = Archive.open(url)

@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 
 from alerts_schema.synthetic import alert_documents
 from broker.archive.query import AlertQuery
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.config import get_settings
 from broker.runtime.ingest import Ingestor
 from broker.web.app import create_app
 from broker.web.tokens import create_token
 from crossmatch.healpix import angular_separation_deg
+from listeners.envelope import RawMessage
 from tests.conftest import ingest_demo
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -786,7 +787,7 @@ def test_citation_filters_count_only_voevents_the_caller_may_see(archive: Archiv
     hidden revision exists (the public VOEvent listed as cited); now only citers the
     caller may see count, and a read:embargoed caller still finds the citation."""
     from broker import demo
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
 
     pipeline = make_pipeline(get_settings(comet=False), archive, targets=[])
     _, raw, _ = demo.scenario_messages()[0]

@@ -20,12 +20,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from broker import demo
-from broker.archive.store import Archive, RawMessage
+from broker.archive.store import Archive
 from broker.config import get_settings
 from broker.web.app import create_app
 from broker.web.sky import MAX_CONTOUR_LINES, MAX_CONTOUR_POINTS, cached_contour, contour
 from broker.web.tokens import create_token
 from crossmatch.localization import SkyMap
+from listeners.envelope import RawMessage
 from tests.conftest import SAMPLES, ingest_demo
 
 SAMPLE_DIR = Path(os.environ.get("MMBROKER_SAMPLES", SAMPLES))
@@ -165,7 +166,7 @@ def _trigger(event_id: str, ra: float, dec: float, rights: dict[str, Any], *,
 
 @pytest.fixture
 def sky_world(archive: Archive) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    from broker.runtime.listening import make_pipeline
+    from broker.runtime.assembly import make_pipeline
 
     ingest_demo(archive, embargoed_until="2099-01-01T00:00:00Z")
     pipeline = make_pipeline(get_settings(comet=False), archive, targets=[])

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 import alerts_schema
-from broker.archive.store import AlertQuery, Archive, RawMessage
+from broker.archive.store import AlertQuery, Archive
 from broker.runtime.ingest import Ingestor
 from listeners import gcn_json
 from listeners.base import MessageMeta
+from listeners.envelope import RawMessage
 from listeners.kafka import KafkaListener, KafkaSource
 from tests.conftest import SAMPLES, mmbroker
 from tests.servers import FAST_JOIN, produce, tansu, wait_for

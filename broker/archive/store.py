@@ -15,9 +15,8 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, and_, bindparam, case, func, or_, select, tuple_
@@ -43,52 +42,11 @@ from broker.archive.models import (
 from broker.archive.query import ARCHIVIST, AlertQuery, search_alerts, skymap_bytes
 from crossmatch.healpix import nested29
 from listeners.base import Normalized
-
-Status = Literal["archived", "duplicate", "quarantined", "heartbeat"]
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from listeners.envelope import Outcome, RawMessage
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """Bytes as received, with where and when they came from.
-
-    ``data`` is what is stored; when the transport received more than the
-    size limit, ``data`` is its head and ``full_size`` the real length.
-    """
-
-    source: str
-    data: bytes
-    received_at: datetime = field(default_factory=utcnow)
-    transport: dict[str, Any] = field(default_factory=dict)
-    full_size: int | None = None
-    sha256: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha256", sha256_hex(self.data))
-
-    @property
-    def truncated(self) -> bool:
-        return self.full_size is not None and self.full_size > len(self.data)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What became of one alert (or one unparseable message) at the archive."""
-
-    status: Status
-    source: str
-    raw_sha256: str
-    ivorn: str | None = None
-    alert_id: int | None = None
-    reason: str | None = None
-    alert: Alert | None = None  # as archived (receipt fields set); None for failures
 
 
 RECEIPT_FIELDS = ("received_time", "raw_sha256", "raw_ref")

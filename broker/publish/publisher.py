@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from alerts_schema import Alert
-from broker.archive.store import Archive, sha256_hex, utcnow
+from broker.archive.store import Archive, utcnow
 from broker.config import Settings
 from broker.publish import outbox
 from crossmatch.engine import ENGINE_VERSION, Result
+from listeners.envelope import sha256_hex
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument

@@ -97,6 +97,14 @@ def kafka_producer(bootstrap: str | list[str], timeout_s: float,
         **(config or {}))
 
 
+def json_form(ivorn: str, xml: bytes,
+              document: Callable[[str], dict[str, Any] | None] | None) -> dict[str, Any]:
+    """The JSON form of a published VOEvent, the same on every JSON output (Kafka,
+    Hopskotch): its IVORN, the XML as issued, and the coincidence or alert document."""
+    return {"ivorn": ivorn, "voevent_xml": xml.decode("utf-8"),
+            "document": document(ivorn) if document else None}
+
+
 class KafkaSender:
     """Publish VOEvents to a Kafka topic: the XML as is, or a JSON form of it.
 
@@ -128,9 +136,8 @@ class KafkaSender:
     def send(self, ivorn: str, xml: bytes) -> None:
         payload = xml
         if self.as_json:
-            doc = self.document(ivorn) if self.document else None
-            payload = json.dumps({"ivorn": ivorn, "voevent_xml": xml.decode("utf-8"),
-                                  "document": doc}, separators=(",", ":")).encode()
+            payload = json.dumps(json_form(ivorn, xml, self.document),
+                                 separators=(",", ":")).encode()
         producer = self._producer_or_connect()
         try:
             producer.send(self.topic, key=ivorn.encode(), value=payload).get(

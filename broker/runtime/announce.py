@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from alerts_schema.errors import RetryableError
-from broker.archive.store import Outcome, RawMessage
+from broker.publish.senders import close_producer, kafka_producer
+from broker.runtime.ingest import Ingestor
+from listeners.envelope import Outcome, RawMessage
+from listeners.kafka import client_kwargs, config_from_env
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +42,12 @@ input streams (GCN's credentials must never reach the broker's own cluster, nor 
 
 def bus_properties(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``MMBROKER_BUS_KAFKA_*`` properties (Confluent-style)."""
-    from listeners.kafka import config_from_env
-
     return config_from_env(env, prefix=BUS_ENV_PREFIX)
 
 
 def bus_client_kwargs(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """kafka-python keyword arguments of every producer and admin client on the broker's own
     cluster."""
-    from listeners.kafka import client_kwargs
-
     return client_kwargs(bus_properties(env))
 
 
@@ -86,8 +86,8 @@ def announcement_key(alert: Any) -> bytes:
 class AnnouncingIngestor:
     """An ingestor whose archived alerts are announced on the alerts topic.
 
-    It has the :class:`~broker.runtime.ingest.Ingestor` interface (``receive``,
-    ``ingest``, ``archive``), so every transport feeds it unchanged.
+    A :class:`~listeners.envelope.Sink` wrapping an
+    :class:`~broker.runtime.ingest.Ingestor`, so every transport feeds it unchanged.
 
     Raises
     ------
@@ -96,7 +96,7 @@ class AnnouncingIngestor:
         caller must not commit its input, which is then read again.
     """
 
-    def __init__(self, ingestor: Any, bootstrap: str, topic: str, *,
+    def __init__(self, ingestor: Ingestor, bootstrap: str, topic: str, *,
                  timeout_s: float = 10.0, config: dict[str, Any] | None = None) -> None:
         self.ingestor = ingestor
         self.archive = ingestor.archive
@@ -106,8 +106,13 @@ class AnnouncingIngestor:
         self._config = config or {}
         self._producer: Any = None
 
-    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
-        return self.ingestor.receive(source, data, **kwargs)
+    def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
+                transport: dict[str, Any] | None = None) -> RawMessage:
+        return self.ingestor.receive(source, data, received_at=received_at,
+                                     transport=transport)
+
+    def set_stream_connected(self, streams: Sequence[str], connected: bool) -> None:
+        self.ingestor.set_stream_connected(streams, connected)
 
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         outcomes = self.ingestor.ingest(messages)
@@ -133,22 +138,9 @@ class AnnouncingIngestor:
 
     def _connect(self) -> Any:
         if self._producer is None:
-            from broker.publish.senders import kafka_producer
-
             self._producer = kafka_producer(self._bootstrap, self._timeout_s, self._config)
         return self._producer
 
     def close(self) -> None:
-        from broker.publish.senders import close_producer
-
         close_producer(self._producer)
         self._producer = None
-
-
-def announcer(settings: Any, archive: Any) -> AnnouncingIngestor:
-    """The ingestor of the listen and api stages: archive, then announce."""
-    from broker.runtime.listening import make_ingestor
-
-    return AnnouncingIngestor(make_ingestor(settings, archive), settings.kafka_bootstrap or "",
-                              settings.kafka_alerts_topic, config=bus_client_kwargs())
-

@@ -54,11 +54,13 @@ from alerts_schema.errors import (
     ProcessDied,
     SchemaValidationError,
 )
-from broker.archive.store import Archive, Outcome, RawMessage, utcnow
+from broker.archive.store import Archive, utcnow
+from broker.config import Settings, get_settings
 from broker.metrics import INGEST_SECONDS, MESSAGES
-from listeners import registry
+from listeners import registry, rubin
 from listeners.base import MessageMeta, Normalized
 from listeners.common import check_plausible
+from listeners.envelope import Outcome, RawMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,11 +212,14 @@ def _run_probe(pending: Sequence[RawMessage], authority: str, timeout_s: float
     return started, finished, code, hung
 
 
+def configure_normalizers(settings: Settings) -> None:
+    """Apply settings the normalizers need (the Rubin schema registry)."""
+    if settings.rubin_schema_dir:
+        rubin.use_registry(rubin.SchemaRegistry(settings.rubin_schema_dir))
+
+
 def probe_main() -> None:
     """The child of :func:`probe`: normalize each JSON-line message from stdin."""
-    from broker.config import get_settings
-    from broker.runtime.listening import configure_normalizers
-
     try:
         configure_normalizers(get_settings())
     except Exception:  # the probe judges crashes, not settings
@@ -257,6 +262,8 @@ class IngestReport:
 class Ingestor:
     """Turns batches of :class:`RawMessage` into archived alerts and quarantine entries.
 
+    The plainest :class:`~listeners.envelope.Sink`: the others wrap one.
+
     Parameters
     ----------
     archive
@@ -293,6 +300,10 @@ class Ingestor:
         return RawMessage(source, data[: self.max_message_bytes] if oversize else data,
                           received_at=received_at or utcnow(), transport=transport or {},
                           full_size=len(data) if oversize else None)
+
+    def set_stream_connected(self, streams: Sequence[str], connected: bool) -> None:
+        """Record a transport's connection state for ``streams`` in the archive."""
+        self.archive.set_stream_connected(streams, connected)
 
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         """Store, normalize and archive one batch; retries while the archive is unavailable."""

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +49,10 @@ from alerts_schema import Alert, Coincidence
 from alerts_schema.errors import ArchiveUnavailable, MatchOrderLost, RetryableError
 from broker.archive.db import transaction
 from broker.archive.models import AlertRow, CoincidenceRow
-from broker.archive.store import (
-    RECEIPT_COLUMNS,
-    Archive,
-    RawMessage,
-    receipt,
-    utcnow,
-    window_documents,
-)
+from broker.archive.store import RECEIPT_COLUMNS, Archive, receipt, utcnow, window_documents
 from broker.config import Settings
+from broker.runtime.pipeline import Pipeline
+from listeners.envelope import Outcome, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +124,18 @@ class MatchWorker:
     settings, archive
         As for ``mmbroker serve``; the worker queues VOEvents for the targets the
         settings enable (the publish stage delivers them).
+    new_pipeline
+        Builds a pipeline with a fresh, cold engine for ``archive`` (at start and
+        whenever the worker rebuilds): :func:`broker.runtime.assembly.match_worker`
+        passes the composition root's.
     """
 
-    def __init__(self, settings: Settings, archive: Archive) -> None:
-        from broker.runtime.listening import make_pipeline
-
+    def __init__(self, settings: Settings, archive: Archive,
+                 new_pipeline: Callable[[], Pipeline]) -> None:
         self.archive = archive
         self.settings = settings
-        self.pipeline = make_pipeline(settings, archive, warm=False)
+        self._new_pipeline = new_pipeline
+        self.pipeline = new_pipeline()
         self.seq = 0
         self.coincidence_seen = 0
         self._swept_publications = 0.0
@@ -246,9 +245,7 @@ class MatchWorker:
 
     def _rebuild(self) -> None:
         """A fresh engine filled from the archive (the match lock held)."""
-        from broker.runtime.listening import make_pipeline
-
-        self.pipeline = make_pipeline(self.settings, self.archive, warm=False)
+        self.pipeline = self._new_pipeline()
         self._load()
 
     def _catch_up(self) -> None:
@@ -292,21 +289,26 @@ class MatchWorker:
 
 
 class MatchSink:
-    """What the match stage's Kafka listener hands announcements to (the ingestor
-    interface: ``receive`` and ``ingest``).
+    """What the match stage's Kafka listener hands announcements to (a
+    :class:`~listeners.envelope.Sink`).
 
-    It has no ``archive``, so the listener records no stream health for the alerts
-    topic: that is the broker's own bus, not an input stream a shifter watches (its
-    backlog is the ``mmbroker_kafka_consumer_lag`` metric).
+    It records no stream health for the alerts topic: that is the broker's own
+    bus, not an input stream a shifter watches (its backlog is the
+    ``mmbroker_kafka_consumer_lag`` metric).
     """
 
     def __init__(self, worker: MatchWorker) -> None:
         self.worker = worker
 
-    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
-        return RawMessage(source, data, transport=kwargs.get("transport") or {})
+    def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
+                transport: dict[str, Any] | None = None) -> RawMessage:
+        return RawMessage(source, data, received_at=received_at or utcnow(),
+                          transport=transport or {})
 
-    def ingest(self, messages: Sequence[RawMessage]) -> list[Any]:
+    def set_stream_connected(self, streams: Sequence[str], connected: bool) -> None:
+        pass  # the alerts topic is not an input stream (see the class docstring)
+
+    def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         ivorns = [m.data.decode("utf-8", errors="replace") for m in messages if m.data]
         self.worker.handle([i for i in ivorns if i.startswith("ivo://")])
         return []

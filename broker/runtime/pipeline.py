@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from alerts_schema import Alert
 from broker.archive.db import transaction
-from broker.archive.store import Archive, Outcome, RawMessage, utcnow, window_documents
+from broker.archive.store import Archive, utcnow, window_documents
 from broker.metrics import COINCIDENCES, MATCH_SECONDS
 from broker.runtime.ingest import Ingestor
 from crossmatch.engine import Engine, Result
+from listeners.envelope import Outcome, RawMessage
 from listeners.registry import DETECTOR_STATUS_HOOKS
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 class Pipeline:
     """Ingest a batch, cross-match what was newly archived, store the coincidences.
+
+    A :class:`~listeners.envelope.Sink`: every transport of ``serve`` feeds one.
 
     Parameters
     ----------
@@ -58,8 +61,13 @@ class Pipeline:
         self.archive: Archive = ingestor.archive
         self.coincidences: list[Result] = []  # the latest batch's, for callers and tests
 
-    def receive(self, source: str, data: bytes, **kwargs: Any) -> RawMessage:
-        return self.ingestor.receive(source, data, **kwargs)
+    def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
+                transport: dict[str, Any] | None = None) -> RawMessage:
+        return self.ingestor.receive(source, data, received_at=received_at,
+                                     transport=transport)
+
+    def set_stream_connected(self, streams: Sequence[str], connected: bool) -> None:
+        self.ingestor.set_stream_connected(streams, connected)
 
     def warm(self) -> int:
         """Load the live window's alerts and coincidences into the engine; how many alerts."""

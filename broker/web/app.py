@@ -21,6 +21,7 @@ import broker
 from broker.archive import migrate
 from broker.archive.store import Archive
 from broker.config import Settings
+from broker.runtime import assembly
 from broker.web.ratelimit import RateLimiter
 
 
@@ -83,8 +84,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from broker.runtime.listening import configure_normalizers, make_pipeline
-
         app.state.archive = archive or Archive.open(settings.effective_database_url)
         app.state.settings = settings
         app.state.rate_limiter = RateLimiter(settings.api_rate_limit_per_s,
@@ -93,14 +92,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
                                               settings.write_rate_limit_burst)
         app.state.failed_auth_limiter = RateLimiter(settings.failed_auth_rate_limit_per_s,
                                                     settings.failed_auth_rate_limit_burst)
-        configure_normalizers(settings)
-        if staged:
-            from broker.runtime.announce import announcer
-
-            app.state.ingestor = announcer(settings, app.state.archive)
-        else:
-            # Every transport of this process feeds one pipeline: one cross-match state.
-            app.state.ingestor = make_pipeline(settings, app.state.archive)
+        # Every transport of this process feeds this one sink: one cross-match state.
+        app.state.ingestor = assembly.make_sink(settings, app.state.archive, staged=staged)
         from broker.web.livefeed import LiveFeed
 
         app.state.live_feed = LiveFeed(app.state.archive, settings)

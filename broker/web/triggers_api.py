@@ -35,9 +35,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from alerts_schema.errors import HostileInput, InputError, PermanentError, RefusedAuthor
-from broker.archive.store import Outcome, RawMessage
 from broker.web.auth import require_scope
 from broker.web.tokens import TokenInfo
+from listeners.envelope import Outcome, RawMessage
 
 MAX_TRIGGER_BYTES = 256 * 1024
 TRIGGER_SOURCE = "detector"

@@ -1,26 +1,51 @@
-"""Start the configured input listeners (Kafka topics, VTP peers) as background threads.
+"""The composition root: every process of the broker is assembled here, and only here.
 
-``mmbroker serve`` and ``mmbroker listen`` both go through here, so a stream
+``mmbroker serve`` (through the FastAPI lifespan, :func:`make_sink`, and its start-up
+hook), ``mmbroker listen``, ``mmbroker ingest`` and the stages (``mmbroker stage
+listen|match|publish|api``) build their parts with these functions, so a stream
 configured once is consumed the same way by the all-in-one broker and by a
-dedicated listener process.
+dedicated listener process:
+
+* :func:`make_sink`: what the transports of a process feed (a
+  :class:`~listeners.envelope.Sink`): :func:`make_pipeline` in one process,
+  :func:`announcer` in a staged one;
+* :func:`start_listeners`: a Kafka listener and the VTP subscribers, feeding a sink;
+* :func:`start_delivery`: the outbox's delivery loops;
+* :func:`start_match`: the match stage's worker, its listener on the alerts topic and
+  its sweeper.
+
+Nothing below :mod:`broker.runtime` imports this module.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+from alerts_schema import Alert
 from alerts_schema.errors import ConfigurationError
-from broker.archive.store import Archive
+from broker.archive.store import AlertQuery, Archive
 from broker.config import Settings
-from broker.runtime.ingest import Ingestor
-
-if TYPE_CHECKING:
-    from broker.runtime.pipeline import Pipeline
+from broker.metrics import KAFKA_LAG
+from broker.publish.comet_child import CometChild
+from broker.publish.hopskotch import TARGETS as HOP_TARGETS
+from broker.publish.hopskotch import hop_senders
+from broker.publish.publisher import Publisher
+from broker.publish.senders import DeliveryLoop, KafkaSender, Sender, VTPSender
+from broker.runtime.announce import AnnouncingIngestor, bus_client_kwargs, bus_consumer_properties
+from broker.runtime.ingest import Ingestor, configure_normalizers
+from broker.runtime.match_stage import MatchSink, MatchWorker, run_sweeper
+from broker.runtime.pipeline import Pipeline
+from crossmatch.config import load_config
+from crossmatch.engine import Engine
+from listeners.envelope import Sink
+from listeners.kafka import KafkaListener, KafkaSource, config_from_env
+from listeners.vtp import VTPSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +65,24 @@ class Listeners:
             thread.join(timeout_s)
 
 
-def configure_normalizers(settings: Settings) -> None:
-    """Apply settings the normalizers need (the Rubin schema registry)."""
-    if settings.rubin_schema_dir:
-        from listeners import rubin
+class Worker(Protocol):
+    """A listener, delivery loop or flusher: runs in its own thread until ``stop`` is set."""
 
-        rubin.use_registry(rubin.SchemaRegistry(settings.rubin_schema_dir))
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def spawn(running: Listeners, worker: Worker, name: str) -> None:
+    """Run ``worker`` in a daemon thread of ``running`` (stopped by its ``stop``)."""
+    thread = threading.Thread(target=worker.run, args=(running.stop,),
+                              name=f"listener-{name}", daemon=True)
+    thread.start()
+    running.threads.append(thread)
+    running.workers.append(worker)
+    log.info("listening: %s", name)
 
 
 def make_ingestor(settings: Settings, archive: Archive) -> Ingestor:
+    """The archive's ingest side, as the settings configure it."""
     return Ingestor(archive, authority=settings.ivorn_authority,
                     max_message_bytes=settings.max_message_bytes,
                     inflight_lease_s=settings.inflight_lease_s,
@@ -61,7 +95,7 @@ VOEvents go to it at once."""
 
 
 def delivery_targets(settings: Settings) -> list[str]:
-    """Where published VOEvents go: Comet over VTP, and Kafka when configured."""
+    """Where published VOEvents go: Comet over VTP, and Kafka and Hopskotch when configured."""
     targets = ["vtp"] if settings.comet else []
     if settings.kafka_bootstrap:
         targets += ["kafka-xml", "kafka-json"]
@@ -72,6 +106,8 @@ def delivery_targets(settings: Settings) -> list[str]:
                     f"MMBROKER_KAFKA_PRIVATE_TOPIC={settings.kafka_private_topic} is a public "
                     "output topic: it would publish embargoed and proprietary VOEvents")
             targets.append(PRIVATE_TARGET)
+    if settings.hop_url:
+        targets += list(HOP_TARGETS)
     return targets
 
 
@@ -81,19 +117,15 @@ def private_targets(settings: Settings) -> list[str]:
 
 
 def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | None,
-                   running: Listeners, vtp_gate: Any = None) -> None:
+                   running: Listeners, vtp_gate: CometChild | None = None) -> None:
     """A delivery loop per enabled target, in ``running``'s threads (and, with a pipeline
     in this process, its retry flusher; its publisher wakes the loops at once).
 
     ``vtp_gate``: the Comet child of ``serve`` (holds VTP delivery after its restarts)."""
-    from broker.publish.senders import DeliveryLoop, KafkaSender, VTPSender
-
-    senders: list[Any] = []
+    senders: list[Sender] = []
     if settings.comet:
         senders.append(VTPSender("127.0.0.1", settings.vtp_receive_port))
     if settings.kafka_bootstrap:
-        from broker.runtime.announce import bus_client_kwargs
-
         bus = bus_client_kwargs()
         senders.append(KafkaSender(settings.kafka_bootstrap, settings.kafka_output_xml_topic,
                                    config=bus))
@@ -104,14 +136,15 @@ def start_delivery(settings: Settings, archive: Archive, pipeline: Pipeline | No
             senders.append(KafkaSender(settings.kafka_bootstrap,
                                        settings.kafka_private_topic or "", config=bus,
                                        target=PRIVATE_TARGET))
+    senders += hop_senders(settings, _document_of(archive))
     if pipeline is not None:
-        _spawn(running, _Flusher(pipeline), "pipeline-flush")
+        spawn(running, _Flusher(pipeline), "pipeline-flush")
     for sender in senders:
         # Its own wake event: offer() sets it.
         loop = DeliveryLoop(archive, sender, gate=vtp_gate if sender.target == "vtp" else None)
         if pipeline is not None and pipeline.publisher is not None:
             pipeline.publisher.handoffs.append(loop.offer)
-        _spawn(running, loop, f"deliver-{sender.target}")
+        spawn(running, loop, f"deliver-{sender.target}")
 
 
 class _Flusher:
@@ -139,11 +172,6 @@ def _document_of(archive: Archive) -> Any:
 def archive_history(archive: Archive) -> Any:
     """The engine's window into the past: a cone + time query on the archive, of alerts
     already matched, with later matched revisions of the events it finds."""
-    from datetime import UTC
-
-    from alerts_schema import Alert
-    from broker.archive.store import AlertQuery
-
     def history(t_lo_s: float, t_hi_s: float, ra: float | None, dec: float | None,
                 radius: float | None) -> list[Alert]:
         cone = (ra, dec, radius) if ra is not None and dec is not None and radius else None
@@ -171,20 +199,12 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
     ones the settings enable, see :func:`delivery_targets`; [] archives them
     without sending).
     """
-    import time
-
-    from broker.runtime.pipeline import Pipeline
-    from crossmatch.config import load_config
-    from crossmatch.engine import Engine
-
     engine = Engine(load_config(settings.crossmatch_config),
                     authority=settings.ivorn_authority, skymap_loader=archive.skymap,
                     clock=None if replay else time.time,
                     late_slack_s=settings.crossmatch_late_slack_s,
                     live_window_s=settings.crossmatch_live_window_s,
                     history=archive_history(archive), loader=archive.load_alerts)
-    from broker.publish.publisher import Publisher
-
     publisher = Publisher(archive, settings, delivery_targets(settings)
                           if targets is None else targets,
                           private_targets=private_targets(settings))
@@ -194,17 +214,39 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
     return pipeline
 
 
-def start(settings: Settings, archive: Archive, *, sink: Any = None,
-          kafka_topics: list[str] | None = None,
-          kafka_config: Mapping[str, str] | None = None, vtp_peers: list[str] | None = None,
-          since: datetime | None = None, filters: tuple[str, ...] = ()) -> Listeners:
+def announcer(settings: Settings, archive: Archive) -> AnnouncingIngestor:
+    """The sink of the listen and api stages: archive, then announce to the match stage."""
+    return AnnouncingIngestor(make_ingestor(settings, archive), settings.kafka_bootstrap or "",
+                              settings.kafka_alerts_topic, config=bus_client_kwargs())
+
+
+def make_sink(settings: Settings, archive: Archive, *, staged: bool = False) -> Sink:
+    """What every transport of this process feeds (the HTTP triggers route included), with
+    the normalizers configured: one pipeline, so one cross-match state, in ``serve``; in
+    the api stage (``staged``), an :func:`announcer`."""
+    configure_normalizers(settings)
+    if staged:
+        return announcer(settings, archive)
+    return make_pipeline(settings, archive)
+
+
+def record_kafka_lag(topic: str, partition: int, lag: int) -> None:
+    """The ``mmbroker_kafka_consumer_lag`` gauge of one input partition (records)."""
+    KAFKA_LAG.labels(topic, str(partition)).set(lag)
+
+
+def start_listeners(settings: Settings, archive: Archive, *, sink: Sink | None = None,
+                    kafka_topics: list[str] | None = None,
+                    kafka_config: Mapping[str, str] | None = None,
+                    vtp_peers: list[str] | None = None, since: datetime | None = None,
+                    filters: tuple[str, ...] = ()) -> Listeners:
     """Start a listener per Kafka cluster and per VTP peer; returns them running.
 
     Parameters
     ----------
     sink
-        What the listeners hand their messages to (a :class:`Pipeline`, shared);
-        default: a new pipeline for ``archive``.
+        What the listeners hand their messages to (shared); default: a new
+        pipeline for ``archive``.
     kafka_topics, vtp_peers
         Default to the settings' ``kafka_topics`` and ``vtp_peers``.
     kafka_config
@@ -212,9 +254,6 @@ def start(settings: Settings, archive: Archive, *, sink: Any = None,
     since
         Replay Kafka topics from this time (UTC).
     """
-    from listeners.kafka import KafkaListener, KafkaSource, config_from_env
-    from listeners.vtp import VTPSubscriber
-
     configure_normalizers(settings)
     running = Listeners()
     sink = sink if sink is not None else make_pipeline(settings, archive)
@@ -226,22 +265,51 @@ def start(settings: Settings, archive: Archive, *, sink: Any = None,
         if "bootstrap.servers" not in config and settings.kafka_bootstrap and \
                 "domain" not in config:
             config["bootstrap.servers"] = settings.kafka_bootstrap
-        worker = KafkaListener(KafkaSource(list(topics), config), sink,
-                               batch_size=settings.ingest_batch_size, since=since)
-        _spawn(running, worker, "kafka")
+        spawn(running, KafkaListener(KafkaSource(list(topics), config), sink,
+                                     batch_size=settings.ingest_batch_size, since=since,
+                                     record_lag=record_kafka_lag), "kafka")
     for peer in peers:
         host, _, port = peer.rpartition(":")
-        worker = VTPSubscriber(host, int(port), sink,
-                               local_ivo=f"ivo://{settings.ivorn_authority}/mmbroker",
-                               filters=filters, max_frame_bytes=settings.max_message_bytes)
-        _spawn(running, worker, f"vtp:{peer}")
+        spawn(running, VTPSubscriber(host, int(port), sink,
+                                     local_ivo=f"ivo://{settings.ivorn_authority}/mmbroker",
+                                     filters=filters,
+                                     max_frame_bytes=settings.max_message_bytes),
+              f"vtp:{peer}")
     return running
 
 
-def _spawn(running: Listeners, worker: object, name: str) -> None:
-    thread = threading.Thread(target=worker.run, args=(running.stop,),  # type: ignore[attr-defined]
-                              name=f"listener-{name}", daemon=True)
-    thread.start()
-    running.threads.append(thread)
-    running.workers.append(worker)
-    log.info("listening: %s", name)
+def start_comet(settings: Settings) -> CometChild | None:
+    """The Comet child of ``serve`` (None unless ``settings.comet``), started.
+
+    Comet first: a listener subscribed to it (or a peer relaying it) must find it
+    up, since VTP replays nothing sent before a subscriber connects.  Never fatal:
+    its supervisor retries with back-off and the outbox waits.
+    """
+    if not settings.comet:
+        return None
+    comet = CometChild(settings)
+    comet.run()
+    return comet
+
+
+def match_worker(settings: Settings, archive: Archive) -> MatchWorker:
+    """A match worker whose pipelines queue VOEvents for the targets the settings enable."""
+    return MatchWorker(settings, archive, lambda: make_pipeline(settings, archive, warm=False))
+
+
+def start_match(settings: Settings, archive: Archive) -> Listeners:
+    """The match stage: a warmed :func:`match_worker` fed by a Kafka listener on the alerts
+    topic (its own consumer group), and its sweeper; returns them running."""
+    configure_normalizers(settings)
+    worker = match_worker(settings, archive)
+    worker.warm()
+    config = bus_consumer_properties(settings, f"{settings.effective_kafka_group_id}.match")
+    running = Listeners()
+    spawn(running, KafkaListener(KafkaSource([settings.kafka_alerts_topic], config),
+                                 MatchSink(worker), batch_size=settings.ingest_batch_size,
+                                 record_lag=record_kafka_lag), "match")
+    sweeper = threading.Thread(target=run_sweeper, args=(worker, running.stop),
+                               name="match-sweep", daemon=True)
+    sweeper.start()
+    running.threads.append(sweeper)
+    return running
