@@ -114,7 +114,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -523,9 +523,9 @@ def _revision(document: Mapping[str, Any], context: _Context, gcn_type: str | No
                                      f"{REVISION_MAX + 1}")
         return max(number - 1, 0)
     if context.family == "icecube.lvk_nu_track_search":
-        number = _lvk_notice_number(document.get("reference"))
-        if number is not None:
-            return max(number - 1, 0)
+        notice = _lvk_notice_number(document.get("reference"))
+        if notice is not None:
+            return max(notice - 1, 0)
     if gcn_type == "retraction":
         return REVISION_MAX
     if gcn_type in ("update", "subsequent"):
@@ -906,7 +906,7 @@ def _inline_skymap(document: Mapping[str, Any], extra: dict[str, Any]) -> Skymap
         extra["healpix_file"] = {"ignored": "decoded bytes are not a FITS file",
                                  "bytes": len(data)}
         return None
-    layout = "multiorder" if b"'UNIQ" in head else "flat"
+    layout: Literal["multiorder", "flat"] = "multiorder" if b"'UNIQ" in head else "flat"
     skymap = SkymapFile(data=data, format=layout)
     extra["healpix_file"] = {"sha256": skymap.sha256, "format": layout, "bytes": len(data)}
     return skymap
