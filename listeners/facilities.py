@@ -64,6 +64,15 @@ FACILITIES: tuple[Facility, ...] = (
     Facility("Konus-Wind", "gamma_ray", ("konus",)),
     Facility("HAWC", "gamma_ray"),
     Facility("GECAM", "gamma_ray"),
+    Facility("IPN", "gamma_ray", ("InterPlanetary Network",)),
+    Facility("Suzaku", "gamma_ray"),
+    # retired missions whose GCN notice types still have numbers
+    Facility("CGRO", "gamma_ray", ("BATSE", "COMPTEL")),
+    Facility("HETE-2", "gamma_ray", ("HETE", "HETE2")),
+    Facility("Milagro", "gamma_ray"),
+    Facility("ALEXIS", "x_ray"),
+    Facility("RXTE", "x_ray", ("XTE",)),
+    Facility("BeppoSAX", "x_ray", ("SAX",)),
     # x rays
     Facility("Einstein Probe", "x_ray", ("EP", "EinsteinProbe")),
     Facility("MAXI", "x_ray"),

@@ -109,6 +109,15 @@ _ALERT_TYPES = {  # LVK type -> (contract alert_type, rank within a revision tic
     "RETRACTION": ("retraction", 5),
 }
 _RANK_EXTERNAL_UPDATE = 4
+
+
+def contract_alert_type(lvk_alert_type: str) -> str | None:
+    """The contract's ``alert_type`` of an LVK alert type (``EarlyWarning``,
+    ``Preliminary``: initial; ``Initial``, ``Update``: update; ``Retraction``), the same
+    whether the alert came as igwn.gwalert JSON/Avro or as a GCN VOEvent; None if unknown.
+    """
+    known = _ALERT_TYPES.get(lvk_alert_type.strip().upper().replace("_", ""))
+    return known[0] if known else None
 _SLOTS = 6
 _SECOND_SPAN = 36 * 3600
 _MINUTE_END = 15 * 86400

@@ -119,7 +119,7 @@ from alerts_schema import (
 )
 from alerts_schema.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from alerts_schema.model import ROLES, format_utc
-from listeners import facilities, timescales, xml_safe
+from listeners import facilities, lvk, timescales, xml_safe
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import (
     checked_ra,
@@ -205,6 +205,7 @@ def _types(facility: str, messenger: str, rows: list[tuple[Any, ...]],
 _NO_POS = {"position": False}
 _TEST = {"kind": "test"}
 _POINTING = {"kind": "pointing", "position": False}
+_CONTROL = {"kind": "control", "position": False}
 _GBM = {"containment": GBM_CONTAINMENT}
 
 # Type numbers and names from GCN's public notice-type list; ranks follow the
@@ -221,7 +222,9 @@ GCN_TYPES: dict[int, GcnType] = {
     **_types("Swift", "gamma_ray", [
         (60, "SWIFT_BAT_GRB_ALERT", "BAT", 0, True, _NO_POS),
         (97, "SWIFT_BAT_QL_POS", "BAT", 1, True),
-        (61, "SWIFT_BAT_GRB_POS_ACK", "BAT", 2, False),
+        # The first position: opens the sequence as GCN distributes it (the ALERT before
+        # it has no position and many do not receive it).
+        (61, "SWIFT_BAT_GRB_POS_ACK", "BAT", 2, True),
         (62, "SWIFT_BAT_GRB_POS_NACK", "BAT", 3, False),
         (63, "SWIFT_BAT_GRB_LC", "BAT", 4, False),
         (64, "SWIFT_BAT_SCALEDMAP", "BAT", 5, False),
@@ -253,11 +256,21 @@ GCN_TYPES: dict[int, GcnType] = {
         (141, "SWIFT_BAT_KNOWN_SRC", "BAT", 35, True),
         (82, "SWIFT_BAT_GRB_POS_TEST", "BAT", 0, True, _TEST),
         (83, "SWIFT_POINTDIR", None, 0, False, _POINTING),
+        (46, "SWIFT_TOO_FOM", None, 0, False, _POINTING),
+        (47, "SWIFT_TOO_SC_SLEW", None, 0, False, _POINTING),
+        # Instrument alarms and operations messages: about the spacecraft, not the sky.
+        (90, "SWIFT_BAT_ALARM_SHORT", "BAT", 0, False, _CONTROL),
+        (91, "SWIFT_BAT_ALARM_LONG", "BAT", 0, False, _CONTROL),
+        (92, "SWIFT_UVOT_EMERGENCY", "UVOT", 0, False, _CONTROL),
+        (93, "SWIFT_XRT_EMERGENCY", "XRT", 0, False, _CONTROL),
+        (94, "SWIFT_FOM_PPT_ARG_ERR", None, 0, False, _CONTROL),
+        (95, "SWIFT_FOM_SAFE_POINT", None, 0, False, _CONTROL),
+        (96, "SWIFT_FOM_SLEW_ABORT", None, 0, False, _CONTROL),
         (103, "SWIFT_ACTUAL_POINTDIR", None, 0, False, _POINTING),
     ]),
     **_types("Fermi", "gamma_ray", [
         (110, "FERMI_GBM_ALERT", "GBM", 0, True, {**_GBM, **_NO_POS}),
-        (111, "FERMI_GBM_FLT_POS", "GBM", 1, False, {**_GBM, "systematic_deg": 7.52}),
+        (111, "FERMI_GBM_FLT_POS", "GBM", 1, True, {**_GBM, "systematic_deg": 7.52}),
         (112, "FERMI_GBM_GND_POS", "GBM", 2, False, {**_GBM, "systematic_deg": 3.72}),
         (115, "FERMI_GBM_FIN_POS", "GBM", 3, False, {**_GBM, "systematic_deg": 3.71}),
         (113, "FERMI_GBM_LC", "GBM", 4, False, _GBM),
@@ -275,6 +288,12 @@ GCN_TYPES: dict[int, GcnType] = {
         (126, "FERMI_SC_SLEW", None, 17, False),
         (124, "FERMI_LAT_POS_TEST", "LAT", 0, True, _TEST),
         (129, "FERMI_POINTDIR", None, 0, False, _POINTING),
+        # GBM's internal copies (FLT, GND, FIN, ALERT), on their own topics.
+        (116, "FERMI_GBM_ALERT_INTERNAL", "GBM", 0, True, {**_GBM, **_NO_POS}),
+        (117, "FERMI_GBM_FLT_INTERNAL", "GBM", 1, True, {**_GBM, "systematic_deg": 7.52}),
+        (114, "FERMI_GBM_GND_INTERNAL", "GBM", 2, False, {**_GBM, "systematic_deg": 3.72}),
+        (146, "FERMI_GBM_FIN_INTERNAL", "GBM", 3, False, {**_GBM, "systematic_deg": 3.71}),
+        (144, "FERMI_SC_SLEW_INTERNAL", None, 17, False),
     ]),
     **_types("INTEGRAL", "gamma_ray", [
         (52, "INTEGRAL_SPIACS", "SPI-ACS", 0, True, _NO_POS),
@@ -307,6 +326,61 @@ GCN_TYPES: dict[int, GcnType] = {
         (161, "CALET_GBM_GND_LC", "CGBM", 1, False, _NO_POS),
     ]),
     **_types("AAVSO", "optical", [(57, "AAVSO", None, 0, True)]),
+    **_types("GECAM", "gamma_ray", [
+        (188, "GECAM_FLT", None, 0, True),
+        (189, "GECAM_GND", None, 1, False),
+    ]),
+    # IPN_RAW and IPN_SEG are an annulus and a segment of one: no circle stands for them.
+    **_types("IPN", "gamma_ray", [
+        (31, "IPN_RAW", None, 0, True, _NO_POS),
+        (32, "IPN_SEG", None, 1, False, _NO_POS),
+        (39, "IPN_POS", None, 2, False),
+    ]),
+    **_types("Suzaku", "gamma_ray", [(148, "SUZAKU_LC", "WAM", 0, True, _NO_POS)]),
+    **_types("Super-Kamiokande", "neutrino", [(175, "SK_SN", None, 0, True)]),
+    **_types("IceCube", "neutrino", [
+        # LLAMA's GW + neutrino and AMON's neutrino + gamma-ray coincidences.
+        (168, "GWHEN_COINC", None, 0, True),
+        (172, "AMON_NU_EM_COINC", None, 0, True),
+    ]),
+    **_types("GCN", "other", [
+        (45, "GRB_CNTRPART", None, 0, True, {"messenger": "optical"}),
+        (145, "COINCIDENCE", None, 0, True),
+        (48, "DOW_TOD", None, 0, False, _CONTROL),
+        (38, "spare38", None, 0, False, _CONTROL),
+        (50, "spare50", None, 0, False, _CONTROL),
+    ]),
+    # Retired missions: their numbers still map, so an archived packet reads.
+    **_types("CGRO", "gamma_ray", [
+        (1, "GRB_COORDS", "BATSE", 0, True),
+        (11, "MAXBC", "BATSE", 1, False),
+        (21, "BRAD_COORDS", "BATSE", 2, False),
+        (22, "GRB_FINAL", "BATSE", 3, False),
+        (24, "HUNTS_SRC", "BATSE", 4, False),
+        (30, "COMPTEL_SRC", "COMPTEL", 5, False),
+    ]),
+    **_types("ALEXIS", "x_ray", [(25, "ALEXIS_SRC", None, 0, True)]),
+    **_types("RXTE", "x_ray", [
+        (26, "XTE_PCA_ALERT", "PCA", 0, True),
+        (27, "XTE_PCA_SRC", "PCA", 1, False),
+        (28, "XTE_ASM_ALERT", "ASM", 2, True),
+        (29, "XTE_ASM_SRC", "ASM", 3, False),
+        (37, "XTE_ASM_TRANS", "ASM", 4, True),
+    ]),
+    **_types("BeppoSAX", "x_ray", [
+        (33, "SAX_WFC_ALERT", "WFC", 0, True),
+        (34, "SAX_WFC_SRC", "WFC", 1, False),
+        (35, "SAX_NFI_ALERT", "NFI", 2, True),
+        (36, "SAX_NFI_SRC", "NFI", 3, False),
+    ]),
+    **_types("HETE-2", "gamma_ray", [
+        (40, "HETE_ALERT_SRC", None, 0, True),
+        (41, "HETE_UPDATE_SRC", None, 1, False),
+        (42, "HETE_FINAL_SRC", None, 2, False),
+        (43, "HETE_GNDANA_SRC", None, 3, False),
+        (44, "HETE_TEST", None, 0, True, _TEST),
+    ]),
+    **_types("Milagro", "gamma_ray", [(58, "MILAGRO_POS", None, 0, True)]),
     **_types("OGLE", "optical", [(137, "OGLE", None, 0, True)]),
     **_types("CBAT", "optical", [(138, "CBAT", None, 0, True)]),
     **_types("MOA", "optical", [(139, "MOA", None, 0, True)]),
@@ -712,8 +786,11 @@ def _lvk(packet: _Packet, packet_type: int | None) -> _Fields:
         extra["skymap_url"] = skymap
     pipeline = packet.value("Pipeline")
     return _Fields(
-        event_id=grace_id, revision=revision, first=revision == 0 and not packet.cites(
-            "supersedes", "followup"),
+        event_id=grace_id, revision=revision,
+        # LVK's own alert type says which notice opens the event, as on the JSON path;
+        # only a packet without one falls back to its serial number.
+        first=(contract == "initial") if (contract := lvk.contract_alert_type(alert_kind))
+        else revision == 0 and not packet.cites("supersedes", "followup"),
         facility="LVK", messenger="gravitational_wave", instrument=packet.value("Instruments"),
         role=role, retraction=alert_kind == "retraction" or packet_type == 164,
         position=False, position_note="LVK VOEvents localize by sky map URL only "
@@ -837,9 +914,23 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
         position, note = False, "GCN Coords_Type says unavailable/inappropriate"
     elif (packet.value("RADec_valid", anywhere=True) or "").lower() == "false":
         position, note = False, "RADec_valid is false"
+    elif packet.flag("StarTrack_Lost_Lock") or packet.flag("ImTrig_during_ST_LoL"):
+        # Without star lock the attitude, and so the position, can be off by degrees:
+        # kept in extra, never matched as a localization.
+        position, note = False, ("position taken after the star tracker lost lock "
+                                 "(StarTrack_Lost_Lock): not a trustworthy localization")
     far = _far_hz(packet, default_unit=None) if packet.param("FAR") else _Far(None, {})
     extra: dict[str, Any] = {"gcn": {"packet_type": packet_type, "notice_type": gcn.name},
                              **far.extra}
+    if note and "StarTrack_Lost_Lock" in note and packet.position is not None:
+        # What the packet said, for people to see, exactly as sent.
+        extra["untrusted_position"] = {
+            _local(node): node.text.strip() for node in packet.position.iter()
+            if isinstance(node.tag, str) and _local(node) in ("C1", "C2", "Error2Radius")
+            and node.text}
+    if reasons := _not_a_grb(packet, gcn):
+        extra["not_a_grb"] = True
+        extra["not_a_grb_reasons"] = reasons
     if gcn.systematic_deg is not None and gcn.facility == "Fermi":
         extra["systematic_model"] = "Connaughton et al. 2015 (ApJS 216, 32) core width"
     return _Fields(
@@ -849,6 +940,33 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
         role="test" if test else None, position=position, position_note=note,
         containment=gcn.containment, systematic_deg=gcn.systematic_deg, far_hz=far.hz,
         energy=_gcn_energy(packet, gcn), extra=extra)
+
+
+# Fermi GBM classifies each trigger (Most_Likely_Index, 4 = GRB, with its probability in
+# %). As gwcelery does before RAVEN's searches, a trigger is not taken for a GRB unless
+# GRB is the most likely class at >= 50%.
+_GBM_GRB_CLASS = 4
+_GBM_MIN_GRB_PROB = 50
+# Swift BAT's Solution_Status flags that say "a known source, or not a burst".
+_BAT_KNOWN = ("Def_NOT_a_GRB", "Target_in_Flt_Catalog", "Target_in_Gnd_Catalog",
+              "Target_in_Blk_Catalog")
+
+
+def _not_a_grb(packet: _Packet, gcn: GcnType) -> list[str]:
+    """Why the mission itself says this trigger is a known source or not a GRB (empty: it
+    does not). Such notices are archived and shown, and left out of the GRB selectors."""
+    reasons = [name for name in _BAT_KNOWN if packet.flag(name)]
+    identified = packet.value("GRB_Identified", anywhere=True)
+    if identified is not None and identified.lower() in ("false", "0", "f", "no"):
+        reasons.append("GRB_Identified=false")
+    index = packet.integer("Most_Likely_Index", anywhere=True)
+    if gcn.instrument == "GBM" and index is not None:
+        probability = packet.integer("Most_Likely_Prob", anywhere=True)
+        if index != _GBM_GRB_CLASS:
+            reasons.append(f"Most_Likely_Index={index} (GRB is {_GBM_GRB_CLASS})")
+        elif probability is not None and probability < _GBM_MIN_GRB_PROB:
+            reasons.append(f"Most_Likely_Prob={probability}% < {_GBM_MIN_GRB_PROB}%")
+    return reasons
 
 
 def _generic(packet: _Packet) -> _Fields:

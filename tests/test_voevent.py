@@ -275,7 +275,9 @@ def test_lvk_superevent() -> None:
     alert = one_alert(lvk(), "gcn.classic.voevent.LVC_PRELIMINARY")
     assert (alert.facility, alert.messenger, alert.instrument) == ("LVK", "gravitational_wave",
                                                                    "H1,L1")
-    assert (alert.event_id, alert.revision, alert.alert_type) == ("S240501ab", 1, "update")
+    # A Preliminary is "initial" on every path (igwn.gwalert JSON says so too), whatever
+    # its serial number; an LVK "Initial" is an update of it.
+    assert (alert.event_id, alert.revision, alert.alert_type) == ("S240501ab", 1, "initial")
     assert alert.role == "observation"
     assert alert.far_hz == 1e-10  # LVK FAR is in Hz
     assert alert.localization.kind == "none"
@@ -530,7 +532,7 @@ def test_shared_lvk_chain() -> None:
              "6-Update"]
     chain = [shared(f"lvk/MS181101ab-{name}.xml") for name in names]
     assert [a.revision for a in chain] == [0, 1, 2, 3, 4, 5]
-    assert [a.alert_type for a in chain] == ["initial", "update", "update", "update",
+    assert [a.alert_type for a in chain] == ["initial", "initial", "update", "update",
                                              "retraction", "update"]
     assert {a.role for a in chain} == {"test"}
     assert {a.event_id for a in chain} == {"MS181101ab"}
@@ -644,3 +646,147 @@ def test_antares_position_is_the_observation_location_not_the_site() -> None:
 def test_a_neutrino_telescope_is_a_neutrino_whatever_its_concept(concept: str) -> None:
     alert = one_alert(antares_packet(concept))
     assert (alert.facility, alert.messenger) == ("ANTARES", "neutrino")
+
+
+@pytest.mark.parametrize(("lvk_type", "expected"), [
+    ("EarlyWarning", "initial"), ("Preliminary", "initial"), ("Initial", "update"),
+    ("Update", "update")])
+@pytest.mark.parametrize("serial", [1, 3])
+def test_lvk_alert_types_map_as_on_the_json_path(lvk_type: str, expected: str,
+                                                  serial: int) -> None:
+    """One LVK alert type, one contract alert_type, on the VOEvent path as on igwn.gwalert."""
+    from listeners.lvk import contract_alert_type
+
+    alert = one_alert(lvk(alert_type=lvk_type, serial=serial))
+    assert alert.alert_type == expected == contract_alert_type(lvk_type)
+
+
+# -- GCN's notice-type list -----------------------------------------------------------------
+
+# Every type number GCN lists (nasa-gcn/pygcn gcn/notice_types.py, from GCN's filtering
+# page), with its name.
+GCN_NOTICE_TYPES = {
+    1: "GRB_COORDS", 2: "TEST_COORDS", 3: "IM_ALIVE", 4: "KILL_SOCKET", 11: "MAXBC",
+    21: "BRAD_COORDS", 22: "GRB_FINAL", 24: "HUNTS_SRC", 25: "ALEXIS_SRC",
+    26: "XTE_PCA_ALERT", 27: "XTE_PCA_SRC", 28: "XTE_ASM_ALERT", 29: "XTE_ASM_SRC",
+    30: "COMPTEL_SRC", 31: "IPN_RAW", 32: "IPN_SEG", 33: "SAX_WFC_ALERT", 34: "SAX_WFC_SRC",
+    35: "SAX_NFI_ALERT", 36: "SAX_NFI_SRC", 37: "XTE_ASM_TRANS", 38: "spare38", 39: "IPN_POS",
+    40: "HETE_ALERT_SRC", 41: "HETE_UPDATE_SRC", 42: "HETE_FINAL_SRC", 43: "HETE_GNDANA_SRC",
+    44: "HETE_TEST", 45: "GRB_CNTRPART", 46: "SWIFT_TOO_FOM", 47: "SWIFT_TOO_SC_SLEW",
+    48: "DOW_TOD", 50: "spare50", 51: "INTEGRAL_POINTDIR", 52: "INTEGRAL_SPIACS",
+    53: "INTEGRAL_WAKEUP", 54: "INTEGRAL_REFINED", 55: "INTEGRAL_OFFLINE", 56: "INTEGRAL_WEAK",
+    57: "AAVSO", 58: "MILAGRO_POS", 59: "KONUS_LC", 60: "SWIFT_BAT_GRB_ALERT",
+    61: "SWIFT_BAT_GRB_POS_ACK", 62: "SWIFT_BAT_GRB_POS_NACK", 63: "SWIFT_BAT_GRB_LC",
+    64: "SWIFT_BAT_SCALEDMAP", 65: "SWIFT_FOM_OBS", 66: "SWIFT_SC_SLEW",
+    67: "SWIFT_XRT_POSITION", 68: "SWIFT_XRT_SPECTRUM", 69: "SWIFT_XRT_IMAGE",
+    70: "SWIFT_XRT_LC", 71: "SWIFT_XRT_CENTROID", 72: "SWIFT_UVOT_DBURST",
+    73: "SWIFT_UVOT_FCHART", 76: "SWIFT_BAT_GRB_LC_PROC", 77: "SWIFT_XRT_SPECTRUM_PROC",
+    78: "SWIFT_XRT_IMAGE_PROC", 79: "SWIFT_UVOT_DBURST_PROC", 80: "SWIFT_UVOT_FCHART_PROC",
+    81: "SWIFT_UVOT_POS", 82: "SWIFT_BAT_GRB_POS_TEST", 83: "SWIFT_POINTDIR",
+    84: "SWIFT_BAT_TRANS", 85: "SWIFT_XRT_THRESHPIX", 86: "SWIFT_XRT_THRESHPIX_PROC",
+    87: "SWIFT_XRT_SPER", 88: "SWIFT_XRT_SPER_PROC", 89: "SWIFT_UVOT_POS_NACK",
+    90: "SWIFT_BAT_ALARM_SHORT", 91: "SWIFT_BAT_ALARM_LONG", 92: "SWIFT_UVOT_EMERGENCY",
+    93: "SWIFT_XRT_EMERGENCY", 94: "SWIFT_FOM_PPT_ARG_ERR", 95: "SWIFT_FOM_SAFE_POINT",
+    96: "SWIFT_FOM_SLEW_ABORT", 97: "SWIFT_BAT_QL_POS", 98: "SWIFT_BAT_SUB_THRESHOLD",
+    99: "SWIFT_BAT_SLEW_POS", 100: "AGILE_GRB_WAKEUP", 101: "AGILE_GRB_GROUND",
+    102: "AGILE_GRB_REFINED", 103: "SWIFT_ACTUAL_POINTDIR", 107: "AGILE_POINTDIR",
+    108: "AGILE_TRANS", 109: "AGILE_GRB_POS_TEST", 110: "FERMI_GBM_ALERT",
+    111: "FERMI_GBM_FLT_POS", 112: "FERMI_GBM_GND_POS", 113: "FERMI_GBM_LC",
+    114: "FERMI_GBM_GND_INTERNAL", 115: "FERMI_GBM_FIN_POS", 116: "FERMI_GBM_ALERT_INTERNAL",
+    117: "FERMI_GBM_FLT_INTERNAL", 118: "FERMI_GBM_TRANS", 119: "FERMI_GBM_POS_TEST",
+    120: "FERMI_LAT_POS_INI", 121: "FERMI_LAT_POS_UPD", 122: "FERMI_LAT_POS_DIAG",
+    123: "FERMI_LAT_TRANS", 124: "FERMI_LAT_POS_TEST", 125: "FERMI_LAT_MONITOR",
+    126: "FERMI_SC_SLEW", 127: "FERMI_LAT_GND", 128: "FERMI_LAT_OFFLINE",
+    129: "FERMI_POINTDIR", 130: "SIMBADNED", 131: "FERMI_GBM_SUBTHRESH",
+    133: "SWIFT_BAT_MONITOR", 134: "MAXI_UNKNOWN", 135: "MAXI_KNOWN", 136: "MAXI_TEST",
+    137: "OGLE", 138: "CBAT", 139: "MOA", 140: "SWIFT_BAT_SUBSUB", 141: "SWIFT_BAT_KNOWN_SRC",
+    142: "VOE_11_IM_ALIVE", 143: "VOE_20_IM_ALIVE", 144: "FERMI_SC_SLEW_INTERNAL",
+    145: "COINCIDENCE", 146: "FERMI_GBM_FIN_INTERNAL", 148: "SUZAKU_LC", 149: "SNEWS",
+    150: "LVC_PRELIMINARY", 151: "LVC_INITIAL", 152: "LVC_UPDATE", 153: "LVC_TEST",
+    154: "LVC_COUNTERPART", 157: "AMON_ICECUBE_COINC", 158: "AMON_ICECUBE_HESE",
+    160: "CALET_GBM_FLT_LC", 161: "CALET_GBM_GND_LC", 163: "LVC_EARLY_WARNING",
+    164: "LVC_RETRACTION", 168: "GWHEN_COINC", 169: "AMON_ICECUBE_EHE",
+    171: "HAWC_BURST_MONITOR", 172: "AMON_NU_EM_COINC", 173: "ICECUBE_ASTROTRACK_GOLD",
+    174: "ICECUBE_ASTROTRACK_BRONZE", 175: "SK_SN", 176: "ICECUBE_CASCADE",
+    188: "GECAM_FLT", 189: "GECAM_GND",
+}
+
+
+def test_every_gcn_notice_type_maps_by_number_and_name() -> None:
+    tables = {**{n: t.name for n, t in voevent.GCN_TYPES.items()},
+              **voevent._LVK_TYPES, **voevent._ICECUBE_TYPES}
+    assert {n: tables.get(n) for n in GCN_NOTICE_TYPES} == GCN_NOTICE_TYPES
+
+
+@pytest.mark.parametrize(("number", "facility", "messenger"), [
+    (188, "GECAM", "gamma_ray"), (189, "GECAM", "gamma_ray"), (114, "Fermi", "gamma_ray"),
+    (116, "Fermi", "gamma_ray"), (117, "Fermi", "gamma_ray"), (175, "Super-Kamiokande",
+                                                                "neutrino"),
+    (39, "IPN", "gamma_ray"), (145, "GCN", "other")])
+def test_live_types_that_were_missing_normalize(number: int, facility: str,
+                                                messenger: str) -> None:
+    data = make_voevent(param("Packet_Type", number) + param("TrigID", 123456, ucd="meta.id"),
+                        ivorn=f"ivo://nasa.gsfc.gcn/X#{number}-1")
+    alert = one_alert(data)
+    assert (alert.facility, alert.messenger) == (facility, messenger)
+    assert alert.extra["gcn"]["notice_type"] == GCN_NOTICE_TYPES[number]
+
+
+# -- notice semantics ---------------------------------------------------------------------
+
+def test_a_bat_position_citing_nothing_opens_the_event() -> None:
+    alert = sample("BAT_GRB_Pos_655721-214.xml")
+    assert alert.alert_type == "initial"
+    cited = (DATA / "BAT_GRB_Pos_655721-214.xml").read_bytes().replace(
+        b"</What>", b"</What>", 1).replace(
+        b"<How>", b'<Citations><EventIVORN cite="supersedes">ivo://nasa.gsfc.gcn/SWIFT#'
+        b"BAT_QuickLook_Pos_655721-1</EventIVORN></Citations><How>", 1)
+    assert one_alert(cited).alert_type == "update"
+
+
+def _bat_with(flags: dict[str, str]) -> bytes:
+    xml = (DATA / "BAT_GRB_Pos_655721-214.xml").read_bytes()
+    for name, value in flags.items():
+        xml, n = re.subn(rf'<Param name="{name}" value="[^"]*"'.encode(),
+                         f'<Param name="{name}" value="{value}"'.encode(), xml)
+        assert n >= 1, name
+    return xml
+
+
+@pytest.mark.parametrize(("flags", "reason"), [
+    ({"GRB_Identified": "false"}, "GRB_Identified=false"),
+    ({"Target_in_Flt_Catalog": "true"}, "Target_in_Flt_Catalog"),
+    ({"Def_NOT_a_GRB": "true"}, "Def_NOT_a_GRB"),
+])
+def test_known_sources_and_not_grbs_are_flagged_and_left_out_of_grb(
+        flags: dict[str, str], reason: str) -> None:
+    from crossmatch.config import load_config
+
+    alert = one_alert(_bat_with(flags))
+    assert alert.extra["not_a_grb"] is True and reason in alert.extra["not_a_grb_reasons"]
+    grb = load_config().selectors["grb"]
+    assert not grb.matches(alert)
+    assert grb.matches(sample("BAT_GRB_Pos_655721-214.xml"))
+
+
+def test_a_position_without_star_lock_is_kept_but_not_a_localization() -> None:
+    alert = one_alert(_bat_with({"StarTrack_Lost_Lock": "true"}))
+    assert alert.localization.kind == "none"
+    assert "StarTrack_Lost_Lock" in alert.extra["position_note"]
+    assert alert.extra["untrusted_position"] == {"C1": "319.7309", "C2": "-34.8537",
+                                                 "Error2Radius": "0.0500"}
+
+
+
+@pytest.mark.parametrize(("name", "reasons"), [
+    ("gwcelery/fermi_noise_gcn.xml", ["Most_Likely_Index=19 (GRB is 4)"]),
+    ("gwcelery/fermi_noise_gcn_2.xml", ["Most_Likely_Prob=49% < 50%"]),
+    ("pygcn/gbm_flt_pos.xml", None),
+])
+def test_gbm_classification_decides_what_is_a_grb(name: str, reasons: list[str] | None) -> None:
+    """Real GBM notices: gwcelery's two noise examples, and pygcn's GRB (index 4, 93%)."""
+    path = SAMPLES / "voevents" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (../shared/samples)")
+    alert = one_alert(path.read_bytes())
+    assert alert.extra.get("not_a_grb_reasons") == reasons
