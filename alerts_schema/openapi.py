@@ -26,7 +26,9 @@ def components(schema_name: str) -> dict[str, Any]:
     for key in ("$schema", "$id"):
         schema.pop(key, None)
     text = json.dumps({prefix: schema, **{f"{prefix}{k}": v for k, v in defs.items()}})
-    return json.loads(text.replace('"#/$defs/', f'"#/components/schemas/{prefix}'))
+    components: dict[str, Any] = json.loads(
+        text.replace('"#/$defs/', f'"#/components/schemas/{prefix}'))
+    return components
 
 
 def _inline_external_refs(node: Any) -> None:

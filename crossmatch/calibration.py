@@ -180,7 +180,8 @@ def count_pairs(times_a: ArrayLike, times_b: ArrayLike, window_s: tuple[float, f
 
     def exact(rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray[np.bool_]:
         dt = (b[rows] - sorted_a[cols % a.size]) + shifts[cols // a.size]
-        return (lo <= dt) & (dt <= hi)
+        inside: NDArray[np.bool_] = (lo <= dt) & (dt <= hi)
+        return inside
 
     if gate is None:
         sure = inner_hi > inner_lo

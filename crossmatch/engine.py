@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from alerts_schema import Alert, Coincidence, Member, Overlap, Significance
+from alerts_schema import Alert, Coincidence, Member, Overlap, PointLocalization, Significance
 from crossmatch.config import CrossmatchConfig, Pairing, Selector
 from crossmatch.index import IndexedAlert, LiveIndex
 from crossmatch.localization import SkyMap, from_alert
@@ -722,20 +722,21 @@ class Engine:
         sky = self._localization(alert)
         if not isinstance(sky, SkyMap):
             return {}
-        points = [p for p in partners if p.localization.kind == "point"]
+        points = [(p, p.localization) for p in partners
+                  if isinstance(p.localization, PointLocalization)]
         if not points:
             return {}
-        ra = np.array([p.localization.ra_deg for p in points])
-        dec = np.array([p.localization.dec_deg for p in points])
-        radius = np.array([math.hypot(p.localization.error_radius_deg,
-                                      p.localization.systematic_deg or 0.0) for p in points])
+        ra = np.array([loc.ra_deg for _, loc in points])
+        dec = np.array([loc.dec_deg for _, loc in points])
+        radius = np.array([math.hypot(loc.error_radius_deg, loc.systematic_deg or 0.0)
+                           for _, loc in points])
         rows = sky.rows_at(ra, dec)
         known = rows >= 0
         safe = np.where(known, rows, 0)
         side_deg = np.degrees(np.sqrt(np.pi / 3.0)) / 2.0 ** sky.order[safe]
         level = pairing.credible_level or 0.9
         out: dict[str, Overlap | None] = {}
-        for i, partner in enumerate(points):
+        for i, (partner, _) in enumerate(points):
             if not known[i] or radius[i] >= 0.01 * side_deg[i]:
                 continue  # outside the map, or too wide for the one-pixel answer
             if sky.credible_levels[safe[i]] >= level:
@@ -900,8 +901,8 @@ class Engine:
         if not first:
             tracked.revision += 1
         self._tracked[tracked.ident] = tracked
-        for key in tracked.members:
-            self._of_event[key].add(tracked.ident)
+        for member_key in tracked.members:
+            self._of_event[member_key].add(tracked.ident)
         self._pin(tracked.members, {(m.source, m.event_id): m for m in members})
         ordered = sorted(members, key=lambda m: tracked.members.index((m.source, m.event_id)))
         reference = ordered[0]

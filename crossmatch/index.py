@@ -629,7 +629,8 @@ class LiveIndex:
         buf = buf[(t >= t_lo) & (t <= t_hi)]
         parts.append(buf[_in_ranges(self._hpx[buf], lo29, hi29)])
         slots = np.concatenate(parts)
-        return slots[self._alive[slots]]
+        alive: np.ndarray = slots[self._alive[slots]]
+        return alive
 
     def _entries(self, slots: np.ndarray) -> list[IndexedAlert]:
         """The alive alerts in ``slots``, sorted by event time (ties by slot)."""
@@ -637,7 +638,7 @@ class LiveIndex:
         if slots.size > 1:
             slots = slots[np.lexsort((slots, self._t[slots]))]
         objs = self._objs
-        return [objs[s] for s in slots.tolist()]  # type: ignore[misc]
+        return [objs[s] for s in slots.tolist()]
 
     def _kill(self, slot: int) -> None:
         entry = self._objs[slot]

@@ -145,7 +145,8 @@ def _log_map(vecs: np.ndarray, centre: np.ndarray, east: np.ndarray, north: np.n
 
 def _dot3(vecs: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Dot products of unit vectors (shape ``(..., 3)``) with one vector, without BLAS."""
-    return vecs[..., 0] * v[0] + vecs[..., 1] * v[1] + vecs[..., 2] * v[2]
+    dots: np.ndarray = vecs[..., 0] * v[0] + vecs[..., 1] * v[1] + vecs[..., 2] * v[2]
+    return dots
 
 
 def _exp_map(xi_e: np.ndarray, xi_n: np.ndarray, centre: np.ndarray, east: np.ndarray,
@@ -154,8 +155,9 @@ def _exp_map(xi_e: np.ndarray, xi_n: np.ndarray, centre: np.ndarray, east: np.nd
     theta = np.hypot(xi_e, xi_n)
     # sin(theta) / theta -> 1 at the centre.
     sinc = np.where(theta > 0, np.sin(theta) / np.where(theta > 0, theta, 1.0), 1.0)
-    return (np.cos(theta)[..., None] * centre + (sinc * xi_e)[..., None] * east
-            + (sinc * xi_n)[..., None] * north)
+    vecs: np.ndarray = (np.cos(theta)[..., None] * centre + (sinc * xi_e)[..., None] * east
+                        + (sinc * xi_n)[..., None] * north)
+    return vecs
 
 
 def _check_position(ra_deg: float, dec_deg: float) -> tuple[float, float]:
@@ -325,7 +327,8 @@ class VonMisesFisher:
         d2 = np.sum((vecs - self.vec) ** 2, axis=-1)
         if self.is_point:
             return np.where(d2 == 0, math.inf, -math.inf)
-        return _log_norm_vmf(self.kappa) - 0.5 * self.kappa * d2
+        log_density: np.ndarray = _log_norm_vmf(self.kappa) - 0.5 * self.kappa * d2
+        return log_density
 
     def density(self, ra_deg: float | np.ndarray, dec_deg: float | np.ndarray
                 ) -> float | np.ndarray:
@@ -634,7 +637,8 @@ class Ellipse:
         """Squared Mahalanobis distance of unit vectors in the tangent plane (dimensionless)."""
         xe, xn, _, _ = _log_map(np.asarray(vecs, dtype=np.float64), *self.frame)
         inv = np.linalg.inv(self.covariance)
-        return inv[0, 0] * xe * xe + 2.0 * inv[0, 1] * xe * xn + inv[1, 1] * xn * xn
+        d2: np.ndarray = inv[0, 0] * xe * xe + 2.0 * inv[0, 1] * xe * xn + inv[1, 1] * xn * xn
+        return d2
 
     def log_density(self, vecs: np.ndarray) -> np.ndarray:
         """Natural log of the density (sr^-1) at unit vectors ``vecs`` (shape ``(..., 3)``)."""
@@ -840,7 +844,7 @@ class SkyMap:
         d_sorted = dens[rank]
         first = np.concatenate(([True], d_sorted[1:] != d_sorted[:-1]))
         group_level = before[first][np.cumsum(first) - 1]
-        levels = np.empty_like(group_level)
+        levels: np.ndarray = np.empty_like(group_level)
         levels[rank] = np.where(d_sorted > 0, np.minimum(group_level, 1.0), 1.0)
         levels.setflags(write=False)
         return levels
@@ -960,10 +964,9 @@ def from_alert(alert: Alert, skymap_bytes: Mapping[str, bytes]) -> Localization 
         The bytes under a hash do not have that hash, or are not a sky map.
     """
     loc = alert.localization
-    kind = loc.kind
-    if kind == "none":
+    if loc.kind == "none":
         return None
-    if kind == "point":
+    if loc.kind == "point":
         radius = float(loc.error_radius_deg)
         sys_deg = loc.systematic_deg
         if sys_deg and (alert.instrument or "").strip().upper() == "GBM":
@@ -971,15 +974,15 @@ def from_alert(alert: Alert, skymap_bytes: Mapping[str, bytes]) -> Localization 
         if sys_deg:
             radius = min(180.0, math.hypot(radius, sys_deg))
         return VonMisesFisher.from_radius(loc.ra_deg, loc.dec_deg, radius, loc.containment)
-    if kind == "ellipse":
+    if loc.kind == "ellipse":
         a, b = float(loc.semi_major_deg), float(loc.semi_minor_deg)
         if a == b or max(a, b) == 0:
             return VonMisesFisher.from_radius(loc.ra_deg, loc.dec_deg, a, loc.containment)
         return Ellipse.from_axes(loc.ra_deg, loc.dec_deg, a, b, loc.position_angle_deg,
                                  loc.containment)
-    if kind == "skymap":
+    if loc.kind == "skymap":
         return skymap_by_hash(loc.skymap_sha256, skymap_bytes.get)
-    raise ValueError(f"unknown localization kind {kind!r}")
+    raise ValueError(f"unknown localization kind {loc.kind!r}")
 
 
 def skymap_by_hash(sha256: str, load: Callable[[str], bytes | None]) -> SkyMap | None:
@@ -1024,5 +1027,5 @@ def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     top = np.max(values, axis=axis, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     with np.errstate(divide="ignore"):
-        out = np.log(np.sum(np.exp(values - top), axis=axis, keepdims=True)) + top
+        out: np.ndarray = np.log(np.sum(np.exp(values - top), axis=axis, keepdims=True)) + top
     return np.squeeze(out, axis=axis) if axis is not None else out.reshape(())

@@ -177,7 +177,8 @@ class MultiOrderMap:
     def probability(self) -> np.ndarray:
         """Probability in each pixel (density times area), normalized to sum to 1."""
         prob = self.probdensity * self.pixel_area_sr
-        return prob / prob.sum()
+        normalized: np.ndarray = prob / prob.sum()
+        return normalized
 
     @property
     def total_probability(self) -> float:

@@ -46,7 +46,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import SchemaParseException, UnknownType, to_parsing_canonical_form
@@ -287,7 +287,9 @@ def _project(parsed: dict[str, Any], projection: Projection) -> dict[str, Any]:
     known: dict[str, Any] = {}
     for _ in range(len(named) + 1):
         try:
-            return fastavro.parse_schema(reader, named_schemas=dict(known))
+            # A record schema parses to a dict (fastavro's Schema also allows str, list).
+            return cast("dict[str, Any]",
+                        fastavro.parse_schema(reader, named_schemas=dict(known)))
         except UnknownType as exc:
             if exc.name not in named or exc.name in known:
                 raise
@@ -611,7 +613,8 @@ def _read_one(stream: io.BytesIO, writer: WriterSchema, reader: dict[str, Any] |
     """One datum from ``stream``, every decoder failure turned into an InputError."""
     start = stream.tell()
     try:
-        return fastavro.schemaless_reader(stream, writer.parsed, reader)
+        # The writer schema is a record (WriterSchema refuses any other): so is the datum.
+        return cast("dict[str, Any]", fastavro.schemaless_reader(stream, writer.parsed, reader))
     except RecursionError as exc:
         raise HostileInput(f"Avro {what} nests too deeply") from exc
     except EOFError as exc:

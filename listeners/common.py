@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alerts_schema.errors import ImplausibleValue, NormalizationError
 from listeners import timescales
+
+if TYPE_CHECKING:
+    from alerts_schema import Alert
 
 SECONDS_PER_YEAR = 365.25 * 86400.0  # Julian year, as GCN and LVK use for yr^-1
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
@@ -304,7 +307,7 @@ def rate_to_hz(value: Any, unit: str | None, *, field: str = "rate") -> float | 
 def survey_detection(meta: Any, *, stream: str, facility: str, event_id: str, ra_deg: float,
                      dec_deg: float, error_radius_deg: float, containment: float,
                      trigger_time: datetime, data_rights: str, pipeline: str,
-                     pipeline_version: str | None, extra: dict[str, Any], what: str) -> Any:
+                     pipeline_version: str | None, extra: dict[str, Any], what: str) -> Alert:
     """The Alert of one optical survey detection (ZTF candidate, Rubin DIASource).
 
     Survey detections are single-revision observations at a point; the

@@ -537,9 +537,9 @@ def _revision(document: Mapping[str, Any], context: _Context, gcn_type: str | No
                                      f"{REVISION_MAX + 1}")
         return max(number - 1, 0)
     if context.family == "icecube.lvk_nu_track_search":
-        number = _lvk_notice_number(document.get("reference"))
-        if number is not None:
-            return max(number - 1, 0)
+        notice = _lvk_notice_number(document.get("reference"))
+        if notice is not None:
+            return max(notice - 1, 0)
     if gcn_type == "retraction":
         return REVISION_MAX
     if gcn_type in ("update", "subsequent"):

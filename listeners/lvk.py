@@ -420,11 +420,11 @@ def normalize_record(record: Any, meta: MessageMeta) -> tuple[Alert, list[Skymap
 
 def _external_coinc(coinc: dict[str, Any], files: list[SkymapFile]) -> dict[str, Any]:
     """external_coinc as sent, its combined sky map stored and replaced by a summary."""
-    kept = {k: v for k, v in coinc.items() if k != "combined_skymap"}
+    sent = {k: v for k, v in coinc.items() if k != "combined_skymap"}
     for key in ("time_difference", "time_coincidence_far", "time_sky_position_coincidence_far"):
-        if key in kept:
-            kept[key] = finite_or_none(kept[key], field=f"external_coinc.{key}")
-    kept = _jsonable(kept)
+        if key in sent:
+            sent[key] = finite_or_none(sent[key], field=f"external_coinc.{key}")
+    kept: dict[str, Any] = _jsonable(sent)
     sky_bytes = _skymap_bytes(coinc.get("combined_skymap"), "external_coinc.combined_skymap")
     kept["combined_skymap"] = None
     if sky_bytes is not None:
@@ -475,7 +475,7 @@ def _skymap_format(sky: MultiOrderMap) -> Literal["multiorder", "flat"]:
 def _skymap_meta(sky: MultiOrderMap) -> dict[str, Any]:
     """What the map's header and shape say, for analysts (distances in Mpc)."""
     meta = sky.meta
-    return _jsonable({
+    summary: dict[str, Any] = _jsonable({
         "creator": meta.get("CREATOR"),
         "software": meta.get("VCSVERS"),
         "distmean_mpc": meta.get("DISTMEAN"),
@@ -485,6 +485,7 @@ def _skymap_meta(sky: MultiOrderMap) -> dict[str, Any]:
         "n_pixels": sky.n_pixels,
         "notes": list(sky.notes),
     })
+    return summary
 
 
 # -- field helpers -----------------------------------------------------------------

@@ -521,9 +521,9 @@ def _tier_event_id(doc: Mapping[str, Any], detector: str, tier: str, trigger_tim
     if event_id is None:
         time = _optional_time(doc, _MACHINE_TIME) or trigger_time
         event_id = f"{detector}_{tier}_{format_utc(time)}"
-    event_id = event_id.strip()
-    _check_event_id(event_id)
-    return event_id
+    ident: str = event_id.strip()
+    _check_event_id(ident)
+    return ident
 
 
 def _check_event_id(event_id: str) -> None:

@@ -58,7 +58,7 @@ def _offset_on(day: date) -> float:
 
     noon = datetime(day.year, day.month, day.day, 12)
     with _dubious_years_allowed():
-        tai = Time(noon, scale="utc").tai.to_datetime()
+        tai: datetime = Time(noon, scale="utc").tai.to_datetime()
     # Differences of clock readings, not of MJDs: a leap second day's UTC MJD is
     # stretched over 86,401 s.
     return round((tai - noon).total_seconds(), 6)
@@ -90,7 +90,8 @@ def _full(moment: datetime, scale: str) -> datetime:
             converted = Time(moment, scale=scale.lower()).utc
     # An instant inside an inserted leap second (23:59:60) becomes 00:00:00 of the
     # next day: a datetime cannot hold second 60.
-    return converted.to_datetime(timezone=UTC, leap_second_strict="silent")
+    utc: datetime = converted.to_datetime(timezone=UTC, leap_second_strict="silent")
+    return utc
 
 
 def to_utc(moment: datetime, scale: str) -> datetime:

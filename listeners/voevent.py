@@ -1033,7 +1033,7 @@ def _src_error_containment(packet: _Packet) -> float:
 
 def _gcn_energy(packet: _Packet, gcn: GcnType) -> Energy | None:
     """Energy band from GCN Lo/Hi_Energy or SVOM Lower/Upper_Energy_Bound, in GeV."""
-    bounds = []
+    bounds: list[float | None] = []
     for names in (("Lo_Energy", "Lower_Energy_Bound"), ("Hi_Energy", "Upper_Energy_Bound")):
         param = next((p for n in names if (p := packet.param(n, anywhere=True)) is not None),
                      None)
@@ -1168,7 +1168,7 @@ def _point(packet: _Packet, fields: _Fields) -> tuple[PointLocalization | None, 
     for name, text in texts.items():
         if present_but_not_finite(text):
             # A NaN position is a broken producer, not "no position" (issue 14, item 6).
-            raise ImplausibleValue(f"{packet.ivorn}: Position2D {name} = {text.strip()!r} "
+            raise ImplausibleValue(f"{packet.ivorn}: Position2D {name} = {str(text).strip()!r} "
                                    "is not a finite number")
     ra = finite_or_none(texts["C1"], field="Position2D C1")
     dec = finite_or_none(texts["C2"], field="Position2D C2")

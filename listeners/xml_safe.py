@@ -188,7 +188,7 @@ def _refuse_hostile_tree(root: etree._Element) -> None:
                            f"{docinfo.public_id or ''}".rstrip() + ")")
     dtd = docinfo.internalDTD
     if dtd is not None:
-        names = [entity.name for entity in dtd.iterentities()]
+        names = [str(entity.name) for entity in dtd.iterentities()]
         if names:
             raise HostileInput(f"XML DOCTYPE declares entities ({', '.join(names[:5])})")
     for node in root.iter(etree.Entity):

@@ -173,7 +173,7 @@ def _extra(record: dict[str, Any], candidate: dict[str, Any], candid: int, schem
         if name in candidate:
             value = avro.json_value(candidate[name])
             extra[name] = None if value == _SENTINEL or value == "null" else value
-    extra["band"] = BANDS.get(candidate.get("fid"))
+    extra["band"] = BANDS.get(candidate.get("fid", 0))  # 0 is no filter id: None
     extra["isdiffpos"] = _positive(candidate.get("isdiffpos"))
     # Decoded only on request (cutouts(), history()) from the archived raw bytes.
     extra["raw_only_fields"] = raw_only

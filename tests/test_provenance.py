@@ -178,6 +178,7 @@ def test_broker_and_software_are_associated_with_the_activity() -> None:
     (association,) = records(doc, ProvAssociation)
     activity_id, agent_id, plan_id = association.args
     assert (activity_id, agent_id) == (the_activity(doc).identifier, agent.identifier)
+    assert association.get_attribute(PROV_ROLE) == {MMBROKER["publisher"]}
     (software,) = [e for e in records(doc, ProvEntity) if e.identifier == plan_id]
     assert PROV["Plan"] in software.get_attribute(PROV_TYPE)
     assert attr(software, "softwareVersion") == "0.1.0"

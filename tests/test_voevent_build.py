@@ -280,6 +280,16 @@ def test_update_cites_supersedes_and_retraction_cites_retraction() -> None:
         build_trigger(update, who=WHO, provenance_url=PROV, retracts=PREVIOUS)
 
 
+def test_who_without_a_short_name_takes_the_default() -> None:
+    # Settings whose author_short_name is empty: the default short name, not the dataclass
+    # slot descriptor that `cls.short_name` is on a slotted dataclass.
+    class Bare:
+        author_short_name = ""
+
+    who = Who.from_settings(Bare())
+    assert (who.short_name, who.publisher) == ("mmbroker", "mmbroker")
+
+
 def test_roles_test_and_drill_are_test() -> None:
     test = _alert(EXAMPLES / "trigger-test.example.json")
     assert _root(_build(test)).get("role") == "test"

@@ -161,8 +161,8 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
 
         stmt = sqlite.insert(table).on_conflict_do_nothing()
         if returning:
-            stmt = stmt.returning(*(table.c[name] for name in returning))
-            return list(conn.execute(stmt, list(rows)))
+            returning_stmt = stmt.returning(*(table.c[name] for name in returning))
+            return list(conn.execute(returning_stmt, list(rows)))
         conn.execute(stmt, list(rows))
         return []
     from psycopg.types.json import Jsonb
@@ -194,8 +194,10 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
             dbapi = conn.dialect.loaded_dbapi
             raise DBAPIError.instance(
                 sql, None, exc, dbapi.Error, dialect=conn.dialect,
+                # SQLAlchemy types the error as its own nominal DBAPIModule.Error class,
+                # which no driver's exception subclasses: psycopg.Error is a PEP 249 Error.
                 connection_invalidated=conn.dialect.is_disconnect(
-                    exc, conn.connection.dbapi_connection, cursor)) from exc
+                    exc, conn.connection.dbapi_connection, cursor)) from exc  # type: ignore[arg-type]
         raise
     finally:
         cursor.close()

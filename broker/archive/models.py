@@ -8,7 +8,7 @@ Times are UTC (:class:`~broker.archive.db.UTCDateTime`), angles ICRS degrees, ra
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -46,6 +47,10 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:
+        # Every model here maps one Table (none maps a join or a subquery), so its
+        # __table__ has insert()/update()/delete(); DeclarativeBase declares a FromClause.
+        __table__: ClassVar[Table]
 
 
 class RawPayload(Base):

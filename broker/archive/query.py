@@ -34,7 +34,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from sqlalchemy import (
@@ -276,8 +276,12 @@ def _utc(value: datetime | None) -> datetime | None:
 class _Query:
     """Shared normalization: sequences of accepted values, UTC times, cone tuples."""
 
+    # What every subclass, a frozen dataclass, has.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+    limit: int
+
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.type.startswith("tuple[str, ...]"):
                 object.__setattr__(self, f.name, _values(value))
@@ -291,8 +295,8 @@ class _Query:
         cone = getattr(self, "cone", None)
         if cone is not None and not isinstance(cone, Cone):
             object.__setattr__(self, "cone", Cone(*cone))
-        if not 1 <= self.limit <= 10_000_000:  # type: ignore[attr-defined]
-            raise QueryError(f"limit must be positive, not {self.limit}")  # type: ignore
+        if not 1 <= self.limit <= 10_000_000:
+            raise QueryError(f"limit must be positive, not {self.limit}")
 
     def regions(self) -> list[Region]:
         return [r for r in (getattr(self, "cone", None), getattr(self, "region", None))
@@ -310,7 +314,7 @@ class _Query:
             return value
 
         filters = {f.name: plain(getattr(self, f.name))
-                   for f in dataclasses.fields(self) if f.name != "limit"}  # type: ignore
+                   for f in dataclasses.fields(self) if f.name != "limit"}
         text = json.dumps([type(self).__name__, filters], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -329,20 +333,20 @@ class AlertQuery(_Query):
     until: datetime | None = None
     received_since: datetime | None = None
     received_until: datetime | None = None
-    source: tuple[str, ...] | str | None = None
-    messenger: tuple[str, ...] | str | None = None
-    facility: tuple[str, ...] | str | None = None
-    instrument: tuple[str, ...] | str | None = None
-    role: tuple[str, ...] | str | None = None
-    alert_type: tuple[str, ...] | str | None = None
-    data_rights: tuple[str, ...] | str | None = None
+    source: tuple[str, ...] | Sequence[str] | str | None = None
+    messenger: tuple[str, ...] | Sequence[str] | str | None = None
+    facility: tuple[str, ...] | Sequence[str] | str | None = None
+    instrument: tuple[str, ...] | Sequence[str] | str | None = None
+    role: tuple[str, ...] | Sequence[str] | str | None = None
+    alert_type: tuple[str, ...] | Sequence[str] | str | None = None
+    data_rights: tuple[str, ...] | Sequence[str] | str | None = None
     event_id: str | None = None
     far_max_hz: float | None = None
     energy_min_gev: float | None = None
     energy_max_gev: float | None = None
-    pipeline: tuple[str, ...] | str | None = None
-    pipeline_version: tuple[str, ...] | str | None = None
-    reco_method: tuple[str, ...] | str | None = None
+    pipeline: tuple[str, ...] | Sequence[str] | str | None = None
+    pipeline_version: tuple[str, ...] | Sequence[str] | str | None = None
+    reco_method: tuple[str, ...] | Sequence[str] | str | None = None
     ivorn_prefix: str | None = None
     ivorn_contains: str | None = None
     cone: Cone | tuple[float, float, float] | None = None
@@ -389,16 +393,16 @@ class CoincidenceQuery(_Query):
     until: datetime | None = None
     created_since: datetime | None = None
     created_until: datetime | None = None
-    pairing: tuple[str, ...] | str | None = None
-    state: tuple[str, ...] | str | None = None
-    messenger: tuple[str, ...] | str | None = None
-    source: tuple[str, ...] | str | None = None
-    facility: tuple[str, ...] | str | None = None
-    role: tuple[str, ...] | str | None = None
+    pairing: tuple[str, ...] | Sequence[str] | str | None = None
+    state: tuple[str, ...] | Sequence[str] | str | None = None
+    messenger: tuple[str, ...] | Sequence[str] | str | None = None
+    source: tuple[str, ...] | Sequence[str] | str | None = None
+    facility: tuple[str, ...] | Sequence[str] | str | None = None
+    role: tuple[str, ...] | Sequence[str] | str | None = None
     member: str | None = None
     far_max_hz: float | None = None
-    config_hash: tuple[str, ...] | str | None = None
-    engine_version: tuple[str, ...] | str | None = None
+    config_hash: tuple[str, ...] | Sequence[str] | str | None = None
+    engine_version: tuple[str, ...] | Sequence[str] | str | None = None
     ivorn_prefix: str | None = None
     ivorn_contains: str | None = None
     cone: Cone | tuple[float, float, float] | None = None
@@ -441,7 +445,7 @@ class VOEventQuery(_Query):
 
     authored_since: datetime | None = None
     authored_until: datetime | None = None
-    role: tuple[str, ...] | str | None = None
+    role: tuple[str, ...] | Sequence[str] | str | None = None
     kind: str | None = None
     stream: str | None = None
     ivorn_prefix: str | None = None
@@ -510,7 +514,7 @@ def _time_range(column: Any, since: datetime | None, until: datetime | None
     return out
 
 
-def _in(pairs: Iterable[tuple[Any, tuple[str, ...] | str | None]]) -> list[ColumnElement[bool]]:
+def _in(pairs: Iterable[tuple[Any, Sequence[str] | None]]) -> list[ColumnElement[bool]]:
     return [column.in_(values) for column, values in pairs if values is not None]
 
 
@@ -724,7 +728,7 @@ def _unindex_time(condition: ColumnElement[bool], time: Any) -> Any:
     column = time.expression
     plus = _unindexed(time)
 
-    def swap(element: Any) -> Any:
+    def swap(element: Any, **kw: Any) -> Any:
         # ORM conditions hold annotated copies of the column, hence no ``is``
         same = (getattr(element, "table", None) is column.table
                 and getattr(element, "name", None) == column.name)

@@ -709,7 +709,7 @@ def window_documents(conn: Connection, retention: tuple[float, Mapping[str, floa
     query = select(AlertRow.ivorn, AlertRow.document).where(window)
     if numbered:
         query = query.where(AlertRow.match_seq.is_not(None))
-    alerts = dict(conn.execute(query).all())
+    alerts: dict[str, Any] = dict(conn.execute(query).all())
     earliest = min([since, *longer.values()])
     coincidences = list(conn.execute(select(CoincidenceRow.document).where(
         CoincidenceRow.created_at >= earliest).order_by(CoincidenceRow.id)).scalars())

@@ -396,9 +396,9 @@ def port_holders(ports: tuple[int, ...] | list[int], only: int | None = None
             continue
         try:
             for fd in (proc_dir / "fd").iterdir():
-                port = inodes.get(os.readlink(fd))
-                if port is not None:
-                    holders[port].add(int(proc_dir.name))
+                held = inodes.get(os.readlink(fd))
+                if held is not None:
+                    holders[held].add(int(proc_dir.name))
         except OSError:  # gone, or another user's
             continue
     return holders

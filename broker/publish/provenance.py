@@ -341,7 +341,8 @@ def build(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
     activity = doc.activity(
         _term(f"activity/{activity_name}/{_digest(subject_ivorn)[:32]}"),
         started, ended, activity_attrs)
-    doc.association(activity, broker, software, [(PROV_ROLE, _term("publisher"))])
+    doc.association(activity, broker, software,
+                    other_attributes=[(PROV_ROLE, _term("publisher"))])
 
     if config_hash is not None:
         # The configuration as an entity (IVOA ProvenanceDM's configuration of an

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from alerts_schema import Alert
@@ -34,6 +34,11 @@ from broker.config import Settings
 from broker.publish import outbox
 from crossmatch.engine import ENGINE_VERSION, Result
 from listeners.envelope import sha256_hex
+
+if TYPE_CHECKING:
+    from prov.model import ProvDocument
+
+    from broker.publish.provenance import InputAlert
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +253,7 @@ def _rights(alerts: Sequence[Alert]) -> outbox.Rights:
     return tuple((a.data_rights.level, a.data_rights.embargo_until) for a in alerts)
 
 
-def _input(alert: Alert, receipt: dict) -> object:
+def _input(alert: Alert, receipt: dict) -> InputAlert:
     from broker.publish.provenance import InputAlert
 
     prov = alert.provenance
@@ -262,7 +267,7 @@ def _input(alert: Alert, receipt: dict) -> object:
         source_ivorn=alert.source_ivorn)
 
 
-def _prov_json(doc: object) -> dict:
+def _prov_json(doc: ProvDocument) -> dict:
     import json
 
     from broker.publish.provenance import serialize

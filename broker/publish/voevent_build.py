@@ -143,6 +143,9 @@ class PublishError(PermanentError):
         super().__init__(f"VOEvent {ivorn} not publishable: {shown}{more}")
 
 
+_SHORT_NAME = "mmbroker"
+
+
 @dataclass(frozen=True, slots=True)
 class Who:
     """The ``Who`` of every VOEvent this broker publishes (from configuration).
@@ -160,7 +163,7 @@ class Who:
     """
 
     author_ivorn: str = "ivo://local.mmbroker/mmbroker"
-    short_name: str = "mmbroker"
+    short_name: str = _SHORT_NAME
     contact_name: str | None = None
     contact_email: str | None = None
     publisher: str = "mmbroker multimessenger alert broker"
@@ -169,7 +172,7 @@ class Who:
     def from_settings(cls, settings: Any) -> Who:
         """From :class:`broker.config.Settings` (``author_ivorn``, ``author_short_name`` ...)."""
         authority = getattr(settings, "ivorn_authority", "local.mmbroker")
-        short = getattr(settings, "author_short_name", None) or cls.short_name
+        short = getattr(settings, "author_short_name", None) or _SHORT_NAME
         return cls(author_ivorn=getattr(settings, "author_ivorn", None)
                    or f"ivo://{authority}/mmbroker",
                    short_name=short, contact_name=getattr(settings, "contact_name", None),
@@ -591,7 +594,8 @@ def _trigger_what(alert: Alert, skymap_url: str | None) -> list[Any | None]:
     extra = alert.extra
     prov = alert.provenance
     energy = alert.energy
-    contact = extra.get("contact") if isinstance(extra.get("contact"), dict) else {}
+    stated = extra.get("contact")
+    contact: dict[str, Any] = stated if isinstance(stated, dict) else {}
     rights = alert.data_rights
     top = [
         _param("event_id", alert.event_id, ucd="meta.id",

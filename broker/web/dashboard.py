@@ -229,7 +229,7 @@ async def events(request: Request, token: TokenDep, who: ViewerDep) -> Streaming
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-_PAGE_404 = {404: {"content": {"text/html": {}},
+_PAGE_404: dict[int | str, dict[str, Any]] = {404: {"content": {"text/html": {}},
                    "description": "No such row, or not visible to the caller (a page)."}}
 
 
@@ -308,12 +308,12 @@ def login(request: Request, token: Annotated[str, Form(max_length=256)],
         response.status_code = 401
         return response
     target = next if next.startswith("/") and not next.startswith("//") else "/"
-    response = RedirectResponse(target, status_code=303)
+    redirect = RedirectResponse(target, status_code=303)
     public = request.app.state.settings.public_base_url or ""
-    response.set_cookie(SESSION_COOKIE, token.strip(), max_age=SESSION_MAX_AGE_S,
+    redirect.set_cookie(SESSION_COOKIE, token.strip(), max_age=SESSION_MAX_AGE_S,
                         httponly=True, samesite="strict",
                         secure=request.url.scheme == "https" or public.startswith("https:"))
-    return response
+    return redirect
 
 
 @router.post("/dashboard/logout", summary="Sign out of the dashboard",

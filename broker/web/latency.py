@@ -61,9 +61,9 @@ def step_times(conn: Connection, alert_ids: Sequence[int]) -> dict[int, dict[str
            .join(last_matched, last_matched.c.coincidence_id == CoincidenceMember.coincidence_id)
            .where(CoincidenceMember.alert_id.in_(ids), AlertRow.matched_at == last_matched.c.last))
     first: dict[int, Any] = {}
-    for r in conn.execute(own.union_all(via)):
-        if r.alert_id not in first or r.created_at < first[r.alert_id].created_at:
-            first[r.alert_id] = r
+    for v in conn.execute(own.union_all(via)):
+        if v.alert_id not in first or v.created_at < first[v.alert_id].created_at:
+            first[v.alert_id] = v
     acks = {}
     voevents = [r.voevent_id for r in first.values()]
     if voevents:

@@ -48,7 +48,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -212,7 +212,7 @@ def member_rights(conn: Any, coincidence_ids: list[int]) -> dict[int, list[Any]]
     return members
 
 
-def coincidence_summaries(conn: Any, rows: list[Any], settings: Settings
+def coincidence_summaries(conn: Any, rows: Sequence[Any], settings: Settings
                           ) -> list[tuple[dict[str, Any], list[tuple[str, datetime | None]]]]:
     """Feed summaries of coincidence rows, each with its members' data rights (named by
     IVORN, as is the revision each supersedes: no database ids, see :func:`alert_summary`)."""
@@ -529,7 +529,8 @@ class LiveFeed:
         after = self._sealer.open(last_event_id)
         if after is None:
             return None
-        if after > self.seq or (self.events and after < self.events[0].seq - 1):
+        oldest = self.events[0].seq if self.events else None  # every kept event has one
+        if after > self.seq or (oldest is not None and after < oldest - 1):
             return None
         return [e for e in self.events if e.seq is not None and e.seq > after]
 
@@ -564,13 +565,13 @@ class LiveFeed:
             end = loop.time() + STREAM_MAX_S
             while loop.time() < end:
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    queued = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if event is None or sub not in self.subscribers:
+                if queued is None or sub not in self.subscribers:
                     return
-                if event.visible_to(viewer, utcnow()):
-                    yield event.encoded
+                if queued.visible_to(viewer, utcnow()):
+                    yield queued.encoded
         finally:
             self.subscribers.discard(sub)

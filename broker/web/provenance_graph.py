@@ -81,8 +81,8 @@ def to_svg(doc: dict[str, Any]) -> str:
                      'marker-end="url(#arrow)"/>')
         parts.append(f'<text class="edge-label" x="{(sx + ex) / 2}" y="{(sy + ey) / 2 - 3}">'
                      f'{escape(name)}</text>')
-    for kind, names in (("entity", entities), ("activity", activities), ("agent", agents)):
-        for name in names:
+    for kind, records in (("entity", entities), ("activity", activities), ("agent", agents)):
+        for name in records:
             if name not in position:
                 continue
             x, y = position[name]

@@ -132,7 +132,9 @@ class Sky:
         given = [v is not None for v in (ra, dec, radius)]
         if any(given) and not all(given):
             raise HTTPException(400, "a cone needs all of ra, dec and radius (deg)")
-        self.cone = (ra, dec, radius) if all(given) else None
+        self.cone: tuple[float, float, float] | None = (
+            (ra, dec, radius) if ra is not None and dec is not None and radius is not None
+            else None)
 
 
 class Region:
@@ -177,7 +179,7 @@ def _region(conn: Connection, region: Region) -> q.CredibleRegion | None:
 
 
 def _page_response(request: Request, paging: Paging, page: q.Page,
-                   items: Sequence[Any], rows: Sequence[Mapping[str, Any]],
+                   items: Sequence[Any], rows: Sequence[tabular.Row],
                    columns: Sequence[tabular.Column], name: str, description: str
                    ) -> Response:
     try:

@@ -177,6 +177,7 @@ def cached_contour(sha256: str, load: Any, level: float = CONTOUR_LEVEL
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
+    result: dict[str, Any]
     try:
         sky = skymap_by_hash(sha256, load)
     except InputError as exc:

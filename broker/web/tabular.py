@@ -14,11 +14,15 @@ import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from alerts_schema.errors import RequestError
 
 Format = Literal["json", "votable", "csv"]
+
+Row: TypeAlias = Mapping[Any, Any]
+"""One row, its values by column name: a dict, or SQLAlchemy's RowMapping (whose keys may
+also be Column objects, hence not ``Mapping[str, Any]``)."""
 
 MEDIA_TYPES: dict[Format, str] = {
     "json": "application/json",
@@ -83,10 +87,10 @@ class Column:
     description: str
     unit: str | None = None
     xtype: str | None = None
-    get: Callable[[Mapping[str, Any]], Any] | None = None
+    get: Callable[[Row], Any] | None = None
     utype: str | None = None
 
-    def value(self, row: Mapping[str, Any]) -> Any:
+    def value(self, row: Row) -> Any:
         value = self.get(row) if self.get else row.get(self.name)
         if isinstance(value, datetime):
             return value.isoformat().replace("+00:00", "Z")
@@ -176,7 +180,7 @@ VOEVENT_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def to_csv(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> bytes:
+def to_csv(columns: Sequence[Column], rows: Sequence[Row]) -> bytes:
     """CSV with a header row; empty cells for missing values."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -190,7 +194,7 @@ def to_csv(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> byte
 _INTEGER_TYPES = {"short": -32768, "int": -2147483648, "long": -9223372036854775808}
 
 
-def to_votable(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], *,
+def to_votable(columns: Sequence[Column], rows: Sequence[Row], *,
                name: str, description: str, infos: Sequence[tuple[str, str, str]] = (),
                version: str = "1.4") -> bytes:
     """A VOTable (1.4 unless ``version`` says) with one RESOURCE (type results) and one TABLE.

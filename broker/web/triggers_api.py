@@ -178,7 +178,7 @@ def _in_posted_order(outcomes: list[Outcome], documents: list[Any]) -> list[Outc
 
 
 def _item(outcome: Outcome) -> TriggerItem:
-    return TriggerItem(id=outcome.ivorn, status=outcome.status,  # type: ignore[arg-type]
+    return TriggerItem(id=outcome.ivorn, status=outcome.status,
                        reason=outcome.reason if outcome.status == "quarantined" else None)
 
 

@@ -47,6 +47,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from email.message import Message
+from http.client import HTTPMessage
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
@@ -399,7 +400,7 @@ class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
     """Follow redirects, but send the bearer token only to the origin it was meant for."""
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Message, newurl: str) -> urllib.request.Request | None:
+                         headers: HTTPMessage, newurl: str) -> urllib.request.Request | None:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         old, target = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
         if new is not None and (old.scheme, old.netloc) != (target.scheme, target.netloc):
