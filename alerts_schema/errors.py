@@ -41,6 +41,8 @@ Two branches tell a caller what to do next:
     └── RequestError (ValueError)    an HTTP request that cannot be answered as asked (4xx)
         ├── QueryError               bad cursor, region, unknown sky map (broker.archive.query)
         ├── ScsError                 a cone search without a usable RA, DEC, SR (broker.web.scs)
+        ├── TapError                 a TAP request that cannot be answered (broker.web.tap)
+        ├── AdqlError                an ADQL query this service will not run (broker.web.tap.adql)
         └── NotAcceptable            no output format the client accepts (broker.web.tabular)
 
 The classes named with a module live beside the one component that raises them;

@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape, quoteattr
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from alerts_schema.errors import ArchiveUnavailable
+from alerts_schema.errors import ArchiveUnavailable, RequestError
 from broker.archive import query as q
 from broker.archive.db import transaction
 from broker.web import tabular
@@ -48,7 +48,7 @@ _FORMATS = {"votable": "votable", "application/x-votable+xml": "votable",
             "text/csv;header=present": "csv"}
 
 
-class TapError(ValueError):
+class TapError(RequestError):
     """A TAP request that cannot be answered (HTTP 400, error VOTable)."""
 
 

@@ -31,12 +31,13 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from alerts_schema.errors import RequestError
 from broker.archive.query import coarsen
 from broker.web.tap.schema import BY_NAME, HPX_COLUMN, TapColumn, TapTable
 from crossmatch.healpix import cone_ranges
 
 
-class AdqlError(ValueError):
+class AdqlError(RequestError):
     """An ADQL query this service will not run (syntax, unknown table or column, ...)."""
 
 
