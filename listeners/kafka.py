@@ -61,12 +61,14 @@ def config_from_env(env: Mapping[str, str] | None = None, prefix: str = "KAFKA_"
     (:func:`listeners.secretfiles.read_secret_file`): the way to pass passwords.
     """
     env = os.environ if env is None else env
-    config = {}
+    config: dict[str, str] = {}
     for key in env:
         if key.startswith(prefix) and len(key) > len(prefix):
             base = key.removesuffix("_FILE")
             name = _ENV_SPLIT.sub(lambda m: _ENV_REPLACE.get(m[0], m[0]), base[len(prefix):])
-            config[name.lower()] = secret_from_env(base, env)
+            value = secret_from_env(base, env)
+            if value is not None:  # always, as ``key`` is one of base and base_FILE
+                config[name.lower()] = value
     return config
 
 

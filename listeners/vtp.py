@@ -132,7 +132,7 @@ class VTPSubscriber:
             root = xml_safe.parse(payload, max_bytes=self.max_frame_bytes)
         except InputError:
             root = None
-        if root is not None and root.tag.endswith("Transport"):
+        if root is not None and str(root.tag).endswith("Transport"):
             role = root.get("role")
             origin = root.findtext("Origin") or ""
             if role == "iamalive":

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS seen (
 """
 
 
-class SQLiteEventDB(Event_DB):  # type: ignore[misc]  # Comet ships no type hints
+class SQLiteEventDB(Event_DB):
     """Comet's :class:`~comet.utility.event_db.Event_DB` on one SQLite file.
 
     Parameters

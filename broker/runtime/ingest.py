@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -418,14 +419,14 @@ class Ingestor:
         outcomes: list[Outcome] = []
         for raw, result in results:
             try:
-                outcomes += self._retrying(lambda r=raw, x=result: self.archive.store_results(
-                    [(r, x)], owner=self.owner))
+                outcomes += self._retrying(functools.partial(
+                    self.archive.store_results, [(raw, result)], owner=self.owner))
             except SQLAlchemyError as exc:
                 orig = getattr(exc, "orig", None) or exc
                 refused = PermanentError(f"the archive refused it: {type(orig).__name__}: "
                                          f"{str(orig).strip().splitlines()[0][:300]}")
-                outcomes += self._retrying(lambda r=raw, e=refused: self.archive.store_results(
-                    [(r, e)], owner=self.owner))
+                outcomes += self._retrying(functools.partial(
+                    self.archive.store_results, [(raw, refused)], owner=self.owner))
         return outcomes
 
     def _retrying(self, action: Callable[[], T]) -> T:

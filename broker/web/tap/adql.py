@@ -335,7 +335,7 @@ class _Translator:
             other = None
             if isinstance(parent, (exp.EQ, exp.NEQ)):
                 other = parent.expression if parent.this is contains else parent.this
-            if other is None:
+            if parent is None or other is None:
                 raise AdqlError("CONTAINS must be compared with 1 or 0: CONTAINS(...) = 1")
             wanted = _number(other, "CONTAINS(...) must be compared with 1 or 0")
             if wanted not in (0.0, 1.0):
@@ -348,7 +348,7 @@ class _Translator:
             raise AdqlError(f"{node.name.upper()} is only supported inside CONTAINS(...) = 1 "
                             "or DISTANCE(...)")
 
-    def _contains(self, node: exp.Contains) -> exp.Expression:
+    def _contains(self, node: exp.Contains) -> exp.Expr:
         ra_node, dec_node = _point(node.this)
         region = node.expression
         if not isinstance(region, exp.Anonymous) or region.name.upper() not in ("CIRCLE",
@@ -380,7 +380,7 @@ class _Translator:
         return f"{alias}.{HPX_COLUMN}"
 
     @staticmethod
-    def _parse(text: str) -> exp.Expression:
+    def _parse(text: str) -> exp.Expr:
         return sqlglot.parse_one(text, read="tsql")
 
 
