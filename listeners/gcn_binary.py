@@ -481,6 +481,11 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
         raise NormalizationError(f"{what} is a data-product notice (no event position; "
                                  "its date is the observation's): not an alert")
     layout = LAYOUTS.get(number)
+    if layout is None and gcn.facility == "LVK":
+        raise NormalizationError(f"{what}: this broker does not decode that packet layout; "
+                                 "LVK alerts come whole on igwn.gwalert and as VOEvents (the "
+                                 "binary packet has no position and cuts the sky map's URL "
+                                 "at 40 characters)")
     if layout is None:
         raise NormalizationError(f"{what}: this broker does not decode that packet layout "
                                  f"(read its VOEvent or JSON stream instead)")

@@ -481,3 +481,24 @@ def test_every_decoded_layout_is_a_known_notice_type() -> None:
     for number in gcn_binary.LAYOUTS:
         gcn = voevent.gcn_type(number)
         assert gcn is not None and gcn.kind in ("event", "test"), number
+
+
+def test_selectors_take_binary_notices_as_their_voevents() -> None:
+    """The pairings select by facility, instrument and extra.gcn.notice_type, which the
+    binary alerts carry as the VOEvent ones do: a Super-K SN notice is a supernova
+    burst (never a high-energy neutrino), an IceCube track is one, a GBM position a GRB."""
+    from crossmatch.config import load_config
+
+    selectors = load_config().selectors
+    sk = binary_alert(packet({0: 175, 4: 10063, 5: 20461, 6: 100, 7: e4(270.82),
+                              8: e4(31.46), 15: e4(0.91)}), "gcn.classic.binary.SK_SN")
+    assert selectors["sn_burst"].matches(sk) and not selectors["hen"].matches(sk)
+    track = binary_alert(packet({0: 173, 4: 1, 5: 20461, 6: 100, 7: e4(10.0), 8: e4(5.0),
+                                 11: e4(0.5), 23: 2}),
+                         "gcn.classic.binary.ICECUBE_ASTROTRACK_GOLD")
+    assert selectors["hen"].matches(track) and not selectors["sn_any"].matches(track)
+    subthreshold = binary_alert(packet({0: 131, 4: 1, 5: 20461, 6: 100, 7: e4(10.0),
+                                        8: e4(5.0), 11: e4(10.0)}),
+                                "gcn.classic.binary.FERMI_GBM_SUBTHRESH")
+    assert selectors["grb_subthreshold_gbm"].matches(subthreshold)
+    assert not selectors["grb"].matches(subthreshold)
