@@ -20,8 +20,8 @@ Routing
     (:func:`claims`), before any format sniffing, so a packet's leading zero byte is
     never taken for Confluent Avro's magic byte.  A file (``meta.source == "file"``)
     is read here when it is exactly one packet: 160 bytes, a known type in slot 0 and
-    the terminator (or zero) in slot 39.  On a topic that names a type, a packet of another type
-    is refused (the topic and the packet disagree).
+    the terminator (or zero) in slot 39.  On a topic that names a type, a packet of
+    another type is refused (the topic and the packet disagree).
 
 Error radii (what slot, what unit, what containment)
     ======================================  ===============================  ===========
@@ -35,9 +35,9 @@ Error radii (what slot, what unit, what containment)
     Fermi GBM sub-threshold 131             slot 11, 0.0001 deg              68.27 %
     Fermi LAT 120-124, 127, 128             slot 11, 0.0001 deg              90 %
     INTEGRAL 53-56                          slot 11, arcsec, stat only       90 %
-    AGILE 100-102, 108, 109                 slot 11, 0.0001 deg, stat + sys 90 %
+    AGILE 100-102, 108, 109                 slot 11, 0.0001 deg, stat+sys   90 %
     MAXI 134, 136                           slot 11, 0.0001 deg              90 %
-    IceCube 173, 174, 176                   slot 11, 0.0001 deg, stat + sys  90 %
+    IceCube 173, 174, 176                   slot 11, 0.0001 deg, stat+sys   90 %
     Super-Kamiokande SK_SN 175              slot 15, 0.0001 deg              90 %
     SNEWS 149                               slot 11, 0.0001 deg              90 %
     GECAM 188, 189                          slot 10, 0.0001 deg              68.27 %
@@ -51,8 +51,10 @@ Error radii (what slot, what unit, what containment)
     UTC (TJD + time of day; GECAM's time of day is in 0.0001 s, every other type's in
     0.01 s).  Swift's trigger number is slot 4's low 24 bits (the top 8 are the
     observation segment), INTEGRAL's its low 16 bits (the top 16 the sub-number),
-    IceCube's event is ``<run>:<event>`` (slots 23 and 4), GBM's record number
-    (slot 20) is the serial GBM's VOEvents call ``Sequence_Num``.
+    IceCube's event is ``<run>:<event>`` (slots 23 and 4; read on GCN's real cascade
+    packet, whose file name says ``run00139414.evt000034468187``, and taken to hold for
+    the gold and bronze tracks), GBM's record number (slot 20) is the serial GBM's
+    VOEvents call ``Sequence_Num``.
 
 Semantics: those of the VOEvent path, with the rules shared through
 :mod:`listeners.voevent`
@@ -78,10 +80,9 @@ Not alerts, each refused with a reason naming its type (quarantined, never a cra
 (light curves, spectra, images: no event position) and types whose layout is not
 decoded here (their number and name are in the reason).  ``IM_ALIVE`` is a heartbeat
 of its topic.  A wrong length is :class:`MalformedInput`, an unknown type number
-:class:`UnknownFormat`; an RA outside
-[0, 360), a Dec outside [-90, 90], a negative radius or one past 180 deg, a time of day
-past 86400 s and GCN's ``-2147483648`` "no value" sentinel where a value is needed are
-:class:`ImplausibleValue`.
+:class:`UnknownFormat`; an RA outside [0, 360), a Dec outside [-90, 90], a negative
+radius or one past 180 deg, a time of day past 86400 s and GCN's ``-2147483648`` "no
+value" sentinel where a value is needed are :class:`ImplausibleValue`.
 
 Source
     ``gcn.classic.binary/<facility>`` (``gcn.classic.binary/Swift``): one series per
