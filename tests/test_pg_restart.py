@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -56,12 +55,16 @@ def test_stages_ride_through_a_postgresql_restart(tmp_path: Path, pg_url: str) -
         try:
             produce(bootstrap, TRIGGERS, triggers[: len(triggers) // 2])
             produce(bootstrap, GRBS, grbs[: len(grbs) // 2])
-            time.sleep(3)  # mid-stream
-            subprocess.run(["pg_ctlcluster", *cluster, "restart"], check=True, timeout=120)
-            produce(bootstrap, TRIGGERS, triggers[len(triggers) // 2:])
-            produce(bootstrap, GRBS, grbs[len(grbs) // 2:])
             archive = Archive.open(pg_url, upgrade=False)
             try:
+                # Mid-stream for certain: a fixed sleep restarted the server before a
+                # loaded machine had started the stages, so the test tested start-up.
+                assert wait_for(lambda: numbered(archive) > 0, 120, 0.2), (
+                    "the stages numbered nothing before the restart",
+                    {p.name: p.read_text()[-2000:] for p in tmp_path.glob("*.log")})
+                subprocess.run(["pg_ctlcluster", *cluster, "restart"], check=True, timeout=120)
+                produce(bootstrap, TRIGGERS, triggers[len(triggers) // 2:])
+                produce(bootstrap, GRBS, grbs[len(grbs) // 2:])
                 done = wait_for(lambda: numbered(archive) == total, 240, 1.0)
                 assert done, (numbered(archive), total,
                               {p.name: p.read_text()[-2000:] for p in tmp_path.glob("*.log")})

@@ -70,6 +70,10 @@ RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 DIED_REASON = "the process died while normalizing it"
 INFLIGHT_LEASE_S = 600.0
 PROBE_TIMEOUT_S = 60.0
+PROBE_STARTUP_S = 120.0
+"""How long (s) a probe child may take to import and configure itself before its first
+message; apart from the per-message timeout, which a loaded machine's slow start-up
+must not use up (it did: the child was killed before it read anything)."""
 
 
 # -- who is normalizing what ---------------------------------------------------------
@@ -187,11 +191,13 @@ def _run_probe(pending: Sequence[RawMessage], authority: str, timeout_s: float
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
             buffer = b""
-            deadline = time.monotonic() + timeout_s  # renewed by every line: per message
+            # Start-up has its own allowance; from "ready" on, every line renews the
+            # per-message deadline.
+            deadline = time.monotonic() + max(timeout_s, PROBE_STARTUP_S)
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    hung = True
+                    hung = started is not None
                     proc.kill()
                     break
                 if not selector.select(left):
@@ -226,6 +232,7 @@ def probe_main() -> None:
     except Exception:  # the probe judges crashes, not settings
         log.exception("probe: normalizer settings not applied")
     authority = sys.argv[1]
+    print("ready", flush=True)
     for line in sys.stdin:
         item = json.loads(line)
         meta = MessageMeta(item["source"], datetime.fromisoformat(item["received_at"]),
