@@ -13,6 +13,10 @@ a sender caused raise :class:`~alerts_schema.errors.MalformedInput` (or
 :class:`~alerts_schema.errors.HostileInput` for decompression bombs) with a reason
 a person can act on.
 
+Function-local imports: healpy (about 0.7 s to import, matplotlib with it) and
+astropy.io.fits are imported by the functions that use them, deferred so that
+a command or process that never reads a sky map starts without them.
+
 >>> sky = read_multiorder(fits_bytes)
 >>> sky.area_deg2(0.9), sky.max_position()
 """
