@@ -420,8 +420,10 @@ class Engine:
             known = self._tracked.get(ident)
             if known is not None and known.revision > coinc.revision:
                 continue  # (memory is ahead: never back to an older revision)
-            times = {k: coinc.reference_time + timedelta(seconds=m.time_offset_s)
-                     for k, m in zip(members, coinc.members, strict=True)}
+            t0 = coinc.reference_time
+            times = {} if t0 is None else {
+                k: t0 + timedelta(seconds=m.time_offset_s)
+                for k, m in zip(members, coinc.members, strict=True)}
             self._tracked[ident] = _Tracked(ident, pairing, members, coinc.revision, coinc.id,
                                             coinc.state == "retracted", series, times)
             for k in members:
