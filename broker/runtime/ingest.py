@@ -33,7 +33,8 @@ that time, ``extra.trigger_time_from`` "earlier_revision" and
 it came, flagged; it still supersedes and retracts (the engine keeps each
 retracted coincidence's reference time and offsets, see
 :meth:`crossmatch.engine.Engine.process`).  A retraction the archive already
-holds (a replay) is left as it came, so that its copy is a duplicate.
+holds (a replay) is given the time its archived copy was given, whatever has
+arrived since, so that it is a duplicate, never a conflict.
 """
 
 from __future__ import annotations
