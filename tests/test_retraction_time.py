@@ -181,3 +181,31 @@ def test_with_no_earlier_revision_the_retraction_is_flagged_not_repaired(
                                            .read_bytes(), received_at=RECEIVED)])
     assert [o.status for o in outcomes] == ["duplicate"]
     assert archive.count_quarantined() == 0
+
+
+def retraction_without_time() -> bytes:
+    """The real LVK Retraction VOEvent with no event time in its WhereWhen."""
+    data = (LVK / "MS181101ab-5-Retraction.xml").read_bytes()
+    start, end = data.index(b"<Time unit"), data.index(b"</Time>") + len(b"</Time>")
+    return data[:start] + data[end:]
+
+
+def test_a_voevent_retraction_without_an_event_time_still_retracts(archive: Archive) -> None:
+    """Its Who/Date stands in, flagged; the broker gives it the Preliminary's time."""
+    (alone,) = normalize(retraction_without_time(), "gcn.classic.voevent.LVC_RETRACTION").alerts
+    assert alone.alert_type == "retraction"
+    assert alone.trigger_time == TIME_CREATED  # its Who/Date, said to be no event time
+    assert alone.extra["event_time_known"] is False
+    assert alone.extra["trigger_time_from"] == "who_date"
+
+    pipeline = pipeline_for(archive)
+    feed(pipeline, ((LVK / "MS181101ab-2-Preliminary.xml").read_bytes(), VOEVENT_TOPIC))
+    (gw,) = archived(archive)
+    feed(pipeline, (grb_bytes(format_utc(gw.trigger_time)), GBM_TOPIC))
+    (new,) = [r.coincidence for r in pipeline.coincidences]
+    feed(pipeline, (retraction_without_time(), "gcn.classic.voevent.LVC_RETRACTION"))
+    (retracted,) = [r.coincidence for r in pipeline.coincidences]
+    assert_keeps_time(new, retracted)
+    (gone,) = [a for a in archived(archive) if a.alert_type == "retraction"]
+    assert gone.trigger_time == gw.trigger_time
+    assert gone.extra["event_time_alert_id"] == gw.id
