@@ -526,8 +526,10 @@ def ingest(
     configure_normalizers(settings)
     archive = _archive(ctx)
     # Files hold past alerts: the engine runs on their event times, not the clock,
+    # against what the archive holds (earlier runs' alerts and coincidences: a replay
+    # engine reads its windows from the archive and recalls each event's coincidences),
     # and what they give rise to is archived, not sent to subscribers.
-    ingestor = make_pipeline(settings, archive, replay=True, warm=False, targets=[])
+    ingestor = make_pipeline(settings, archive, replay=True, targets=[])
     size = batch_size or settings.ingest_batch_size
     report = IngestReport()
     path_of: dict[str, str] = {}
