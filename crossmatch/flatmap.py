@@ -15,10 +15,13 @@ Memory bound, for nside 2**m:
 * NESTED, implicit indexing: one inflate block (~8 MB) plus one chunk of
   4**10 pixels being folded (~40 MB of working arrays) plus the result,
   capped at ``MAX_ROWS`` rows (16 B each, 64 MB): under ~120 MB at any nside.
-* RING or explicit indexing: rows do not arrive in NESTED order, so the
-  probabilities are first gathered into one float32 NESTED array of
-  ``12 * 4**m`` pixels (50 MB at nside 1024, 200 MB at nside 2048), then
-  folded as above.
+* RING: rows do not arrive in NESTED order, so each pixel goes to a 512 kB
+  buffer for its NESTED ancestor 8 orders up, folded and freed once full.
+  Rings run north to south, so only the ancestors the current rings cross
+  are open: about 64 buffers (33 MB) at nside 2048.
+* Explicit indexing (a ``PIXEL`` column, any order): buffers are folded at
+  the end, so memory is 512 kB per 4**8-pixel region the listed pixels touch
+  (at most 8 B per pixel of the sphere).
 
 The decompressed size is capped by what the header declares (rows x row
 width, which must itself fit the stated NSIDE); a header that lies, an NSIDE
@@ -64,6 +67,7 @@ _MAX_HDUS = 16
 _TRAILER_BYTES = 1 << 20  # further HDUs after the map (none in LVK files), bytes
 _INFLATE_PIECE = 8 << 20  # bytes inflated per read: the streaming working set
 _CHUNK_LEVELS = 10  # fold 4**10 pixels at a time (8 MB as float64)
+_SCATTER_LEVELS = 8  # RING/explicit: buffers of 4**8 pixels (512 kB), few open at once
 _SAME_RTOL = 1e-9
 _TFORM = re.compile(r"^\s*(\d*)\s*([LXBIJKAEDCMPQ])")
 _WIDTHS = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16,
@@ -400,28 +404,14 @@ def _read_table(flow: _Inflow, raw: bytes, cards: dict[str, str], columns: list[
     # Fold probabilities per pixel, so a density column becomes one (times pixel area, sr).
     area_sr = (math.pi / 3.0) / 4.0 ** order
     factor = density_factor(value_col.unit) * area_sr if per_sr else 1.0
-    blocks = _row_blocks(flow, rows, width, value_col, pixel_col if explicit else None)
+    # Out-of-order rows cost ~8 arrays per row in ring2nest and sorting: smaller blocks.
+    piece = _INFLATE_PIECE if ordering == "NESTED" and not explicit else _INFLATE_PIECE // 4
+    blocks = _row_blocks(flow, rows, width, value_col, pixel_col if explicit else None, piece)
     if ordering == "NESTED" and not explicit:
         uniq, prob = _fold_stream((v for _, v in blocks), order, eps * 1.0 / factor)
         prob = prob * factor
     else:
-        nested = np.zeros(npix, dtype=np.float32)
-        start = 0
-        for pix, vals in blocks:
-            if pix is None:
-                pix = np.arange(start, start + vals.size, dtype=np.int64)
-                start += vals.size
-            elif pix.size and (int(pix.min()) < 0 or int(pix.max()) >= npix):
-                raise MalformedInput(f"flat sky map PIXEL index outside 0..{npix - 1}")
-            if ordering == "RING":
-                import healpy
-
-                pix = np.asarray(healpy.ring2nest(nside, pix), dtype=np.int64)
-            nested[pix] = vals * factor
-        chunk = 4 ** min(order, _CHUNK_LEVELS)
-        uniq, prob = _fold_stream((nested[i:i + chunk] for i in range(0, npix, chunk)),
-                                  order, eps)
-        del nested
+        uniq, prob = _fold_scattered(blocks, nside, ordering == "RING", explicit, factor, eps)
     flow.skip(_padded(width * rows + pcount) - width * rows, "table padding")
     flow.drain()
     header = fits.Header.fromstring(raw.decode("ascii", "replace"))
@@ -432,10 +422,10 @@ def _read_table(flow: _Inflow, raw: bytes, cards: dict[str, str], columns: list[
     return FlatMap(uniq, prob, header, notes)
 
 
-def _row_blocks(flow: _Inflow, rows: int, width: int, value: _Column, pixel: _Column | None
-                ) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
-    """(pixel indices or None, values as float64) per block of rows, in file order."""
-    per_block = max(1, _INFLATE_PIECE // max(width, 1))
+def _row_blocks(flow: _Inflow, rows: int, width: int, value: _Column, pixel: _Column | None,
+                piece: int) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+    """(pixel indices or None, values as float64) per block of about ``piece`` bytes of rows."""
+    per_block = max(1, piece // max(width, 1))
     names, formats, offsets = ["v"], [_dtype(value)], [value.offset]
     if pixel is not None:
         names.append("p")
@@ -488,6 +478,65 @@ def _fold_stream(values: Iterator[np.ndarray], order: int, eps: float
                 fill = 0
     if fill:
         raise MalformedInput("flat sky map ends inside a pixel group")
+    return np.concatenate(uniq_parts), np.concatenate(prob_parts)
+
+
+def _fold_scattered(blocks: Iterator[tuple[np.ndarray | None, np.ndarray]], nside: int,
+                    ring: bool, explicit: bool, factor: float, eps: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Fold pixels arriving out of NESTED order (RING rows, explicit PIXEL) into NUNIQ rows.
+
+    Each pixel goes to the buffer of its NESTED ancestor ``_SCATTER_LEVELS``
+    orders up, which is folded and freed once all its pixels have come.  RING
+    rows run north to south, so only the ancestors the current rings cross
+    are open at once (about 64 of 4**8 pixels, 33 MB, at nside 2048); an
+    explicit map may list pixels in any order, so its buffers wait for the end.
+    """
+    import healpy
+
+    order = nside.bit_length() - 1
+    npix = 12 * nside * nside
+    levels = min(order, _SCATTER_LEVELS)
+    size = 4 ** levels
+    open_: dict[int, tuple[np.ndarray, list[int]]] = {}
+    uniq_parts: list[np.ndarray] = []
+    prob_parts: list[np.ndarray] = []
+    kept = 0
+
+    def fold(root: int) -> None:
+        nonlocal kept
+        buffer, _ = open_.pop(root)
+        u, p = coarsen(buffer, order, root, levels, eps)
+        uniq_parts.append(u)
+        prob_parts.append(p)
+        kept += u.size
+        if kept > MAX_ROWS:
+            raise _TooDetailed
+
+    start = 0
+    for pix, vals in blocks:
+        if pix is None:
+            pix = np.arange(start, start + vals.size, dtype=np.int64)
+            start += vals.size
+        elif pix.size and (int(pix.min()) < 0 or int(pix.max()) >= npix):
+            raise MalformedInput(f"flat sky map PIXEL index outside 0..{npix - 1}")
+        nest = np.asarray(healpy.ring2nest(nside, pix), dtype=np.int64) if ring else pix
+        by_nest = np.argsort(nest)
+        nest = nest[by_nest]
+        vals = vals[by_nest] * factor
+        roots, first = np.unique(nest >> (2 * levels), return_index=True)
+        bounds = [*first.tolist(), nest.size]
+        for k, root in enumerate(roots.tolist()):
+            lo, hi = bounds[k], bounds[k + 1]
+            if root not in open_:
+                open_[root] = (np.zeros(size, dtype=np.float64), [0])
+            buffer, filled = open_[root]
+            buffer[nest[lo:hi] - (root << (2 * levels))] = vals[lo:hi]
+            filled[0] += hi - lo
+            if filled[0] == size and not explicit:
+                fold(root)
+    for root in sorted(open_):
+        fold(root)  # explicit maps (unlisted pixels are 0) and any the rows left incomplete
     return np.concatenate(uniq_parts), np.concatenate(prob_parts)
 
 

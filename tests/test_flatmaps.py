@@ -91,8 +91,9 @@ def test_flat_map_matches_ligo_raven(flat_dir: Path) -> None:
     assert ours.integral == pytest.approx(want, rel=0.01)
 
 
-def test_flat_read_memory_is_bounded(flat_dir: Path) -> None:
-    _, path = _flat(flat_dir, "bayestar-1024-nested-gz")
+@pytest.mark.parametrize("name", ["bayestar-1024-nested-gz", "ms220722v-512-ring-fits"])
+def test_flat_read_memory_is_bounded(flat_dir: Path, name: str) -> None:
+    _, path = _flat(flat_dir, name)
     data = path.read_bytes()
     tracemalloc.start()
     try:
@@ -100,8 +101,9 @@ def test_flat_read_memory_is_bounded(flat_dir: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The whole table would be 403 MB (PROB alone 101 MB); streaming holds a block and a chunk.
-    assert peak < 120e6, f"peak {peak / 1e6:.0f} MB"
+    # The nside-1024 table would be 403 MB (PROB alone 101 MB), a RING one gathered into a
+    # NESTED array 101 MB; streaming holds a block, a chunk (RING: the open buffers), the result.
+    assert peak < 80e6, f"peak {peak / 1e6:.0f} MB"  # measured 38 MB and 30 MB
 
 
 def _header_bytes(nside: int, rows: int, *, columns: tuple[str, ...] = ("PROB",),
@@ -181,7 +183,7 @@ def test_explicit_ring_map_with_density_column() -> None:
     direct = SkyMap.from_uniq(4 * 4**6 + healpy.ring2nest(nside, ring[keep]), dens[keep])
     got = overlap(SkyMap(sky), vmf, credible_level=None).integral
     want = overlap(direct, vmf, credible_level=None).integral
-    assert got == pytest.approx(want, rel=1e-5)  # RING rows pass through float32
+    assert got == pytest.approx(want, rel=1e-9)
 
 
 def test_coarsen_folds_equal_and_negligible_siblings_only() -> None:

@@ -266,7 +266,7 @@ def test_flat_maps_become_single_order_maps(ordering: str, column: str) -> None:
     # Equal siblings fold (lossless): the hot pixel keeps order 5, the flat rest goes coarse.
     assert sky.max_order == 5 and sky.n_pixels < prob.size / 100
     assert sky.density_at(*healpy.pix2ang(nside, hot_nest, nest=True, lonlat=True)) \
-        == pytest.approx(0.5 / healpy.nside2pixarea(nside), rel=1e-6)  # RING: float32
+        == pytest.approx(0.5 / healpy.nside2pixarea(nside), rel=1e-9)
     assert sky.max_position() == pytest.approx(
         healpy.pix2ang(nside, hot_nest, nest=True, lonlat=True), abs=1e-9)
     assert any("flat" in note for note in sky.notes)
