@@ -49,10 +49,14 @@ import numpy as np
 
 from alerts_schema.errors import HostileInput, MalformedInput, MMBrokerError
 
-__all__ = ["EPS_REL", "MAX_NSIDE", "MAX_ROWS", "FlatMap", "coarsen", "read_flat"]
+__all__ = ["EPS_REL", "MAX_NSIDE", "MAX_ROWS", "MAX_TABLE_BYTES", "FlatMap", "coarsen", "read_flat"]
 
 MAX_NSIDE = 8192
 """Finest flat map accepted (order 13, 805 million pixels); LVK sends at most 2048."""
+
+MAX_TABLE_BYTES = 8 << 30
+"""Largest flat table inflated, bytes: bounds the time a stream may take, as memory is bounded
+anyway (nside 4096 with LVK's four float64 columns is 6.4 GB; 8192 fits with PROB alone)."""
 
 MAX_ROWS = 1 << 22
 """Most NUNIQ rows a folded map may keep (16 B each); beyond, folding is made coarser."""
@@ -397,6 +401,9 @@ def _read_table(flow: _Inflow, raw: bytes, cards: dict[str, str], columns: list[
     if (values > npix) if explicit else (values != npix):
         raise HostileInput(f"flat sky map header declares {rows} rows of {value_col.repeat} "
                            f"values, which does not fit NSIDE {nside} ({npix} pixels)")
+    if width * rows + pcount > MAX_TABLE_BYTES:
+        raise HostileInput(f"flat sky map declares a {width * rows + pcount}-byte table, over "
+                           f"the {MAX_TABLE_BYTES}-byte limit ({width} bytes a row)")
     # From here the header has fixed the size: the rest of the stream may hold the table,
     # its padding and a little more, nothing beyond.
     flow.limit = flow.pos + _padded(width * rows + pcount) + _TRAILER_BYTES

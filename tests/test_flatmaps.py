@@ -153,6 +153,41 @@ def test_implausible_headers_are_hostile(nside: int, rows: int, reason: str) -> 
         read_multiorder(data)
 
 
+def test_table_too_long_to_inflate_is_hostile() -> None:
+    # A plausible NSIDE 8192 with LVK's four float64 columns: 25.8 GB to inflate.
+    header = _header_bytes(8192, 12 * 8192**2, columns=("PROB", "DISTMU", "DISTSIGMA",
+                                                        "DISTNORM"))
+    with pytest.raises(HostileInput, match="byte limit"):
+        read_multiorder(_gz_stream(header, zeros=1 << 20))
+
+
+def _noise_map(nside: int, scale: float) -> bytes:
+    rng = np.random.default_rng(7)
+    prob = rng.uniform(0.5, 1.5, 12 * nside**2)
+    prob *= scale / prob.sum()
+    data = prob.astype(">f8").tobytes()
+    return _header_bytes(nside, prob.size) + data + b"\0" * (-len(data) % 2880)
+
+
+def test_detailed_map_folds_coarser_to_stay_under_the_row_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import crossmatch.flatmap
+
+    full = read_multiorder(_noise_map(64, 1.0))
+    assert full.n_pixels == 12 * 64**2  # no two noise pixels are equal, none negligible
+    monkeypatch.setattr(crossmatch.flatmap, "MAX_ROWS", 3000)
+    capped = read_multiorder(_noise_map(64, 1.0))
+    assert capped.n_pixels <= 3000
+    assert capped.total_probability == pytest.approx(full.total_probability, rel=1e-12)
+
+
+def test_unnormalized_map_is_folded_relative_to_its_total() -> None:
+    # The same map summing to 1e-6: the 1e-9 threshold must scale, or every group would fold.
+    tiny = read_multiorder(_noise_map(64, 1e-6))
+    assert tiny.n_pixels == 12 * 64**2
+    assert tiny.total_probability == pytest.approx(1e-6)
+
+
 def test_truncated_flat_map_is_malformed() -> None:
     nside = 64
     npix = 12 * nside**2
