@@ -85,7 +85,7 @@ def test_flat_map_matches_ligo_raven(flat_dir: Path) -> None:
     # ligo-raven's own reading: the flat PROB arrays, NESTED, as healpy returns them.
     want = raven.skymap_overlap_integral(healpy.read_map(str(path_a), nest=True),
                                          healpy.read_map(str(path_b), nest=True),
-                                         gw_nested=True, ext_nested=True)
+                                         se_nested=True, ext_nested=True)
     ours = overlap(SkyMap(read_multiorder(path_a.read_bytes())),
                    SkyMap(read_multiorder(path_b.read_bytes())), credible_level=None)
     assert ours.integral == pytest.approx(want, rel=0.01)
