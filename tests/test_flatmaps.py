@@ -235,3 +235,22 @@ def test_coarsen_folds_equal_and_negligible_siblings_only() -> None:
     # All equal: one row, the base pixel itself.
     uniq, p = coarsen(np.full(16, 0.25), 2, 1, 2, eps=0.0)
     assert uniq.tolist() == [4 + 1] and p.tolist() == [4.0]
+
+
+@pytest.mark.parametrize("nest", [True, False])
+def test_healpy_written_map_with_1024_pixel_rows(tmp_path: Path, nest: bool) -> None:
+    # healpy.write_map packs 1024 float32 pixels a row (TFORM 1024E): another real layout.
+    nside = 128
+    vmf = VonMisesFisher.from_radius(200.0, 40.0, 4.0, 0.9)
+    vecs = np.array(healpy.pix2vec(nside, np.arange(12 * nside**2), nest=nest)).T
+    prob = np.exp(vmf.log_density(vecs)) * healpy.nside2pixarea(nside)
+    path = tmp_path / "map.fits.gz"
+    healpy.write_map(str(path), prob.astype(np.float32), nest=nest, column_names=["PROB"],
+                     coord="C", dtype=np.float32)
+    sky = read_multiorder(path.read_bytes())
+    pix = np.arange(prob.size)
+    direct = SkyMap.from_uniq(4 * 4**7 + (pix if nest else healpy.ring2nest(nside, pix)),
+                              prob.astype(np.float32) / healpy.nside2pixarea(nside))
+    got = overlap(SkyMap(sky), vmf, credible_level=None).integral
+    assert got == pytest.approx(overlap(direct, vmf, credible_level=None).integral, rel=1e-6)
+    assert sky.n_pixels < prob.size / 2  # the far tail folded
