@@ -8,6 +8,7 @@ schema tests check the two agree.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -15,6 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
+from fastjsonschema import JsonSchemaException
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
@@ -73,10 +76,6 @@ def validator(name: str) -> Draft202012Validator:
 @cache
 def fast_validator(name: str) -> Callable[[Any], Any]:
     """A fastjsonschema function for schema ``name``; raises JsonSchemaException if invalid."""
-    import copy
-
-    import fastjsonschema
-
     # fastjsonschema rewrites the $refs of the dicts it is given in place;
     # hand it copies so the cached schemas everyone else reads stay intact.
     by_id = {load_schema(n)["$id"]: load_schema(n) for n in SCHEMA_NAMES}
@@ -88,8 +87,6 @@ def fast_validator(name: str) -> Callable[[Any], Any]:
 
 def is_valid(name: str, document: Any) -> bool:
     """Whether ``document`` follows schema ``name`` (the fast path)."""
-    from fastjsonschema import JsonSchemaException
-
     try:
         fast_validator(name)(document)
     except JsonSchemaException:

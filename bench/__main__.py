@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "crossmatch",
+BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "flatmaps", "crossmatch",
               "survey-memory", "publish", "drain", "dashboard", "scaling", "soak")
 
 
@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.overlap_bench import bench_overlap
 
         figures += bench_overlap()
+    if "flatmaps" in args.benchmarks:
+        from bench.flatmap_bench import bench_flatmaps
+
+        figures += bench_flatmaps()
     if "crossmatch" in args.benchmarks:
         from bench.crossmatch_bench import bench_crossmatch, bench_skymap_vs_optical
 

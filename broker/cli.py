@@ -1,22 +1,36 @@
 """The ``mmbroker`` command line.
 
-Every command imports what it needs inside its body, so ``mmbroker --help``
-stays fast.  ``main(argv=None)`` is the console-script entry point.
+``main(argv=None)`` is the console-script entry point.
+
+Function-local imports: each command imports its machinery (the archive and
+SQLAlchemy, the settings, the runtime, the web app and uvicorn, the cross-match
+engine, Kafka configuration, rich's tables) when it runs, deferred so that
+``mmbroker --help`` and the commands that need little start fast.  What is
+already loaded to parse the command line (the standard library, typer, the
+``broker`` package with the exception tree) is imported at the top.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
+import broker
+from alerts_schema import Alert
+from alerts_schema.errors import ConfigurationError, MMBrokerError
 from broker import logs
 
 if TYPE_CHECKING:
@@ -84,8 +98,6 @@ GLOBAL_OPTIONS = ("--db", "--version")
 
 def _print_version(value: bool) -> None:
     if value:
-        import broker
-
         typer.echo(f"mmbroker {broker.__version__}")
         raise typer.Exit()
 
@@ -99,7 +111,6 @@ def _root(ctx: typer.Context, db: DbOption = None,
 
 
 def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
-    from alerts_schema.errors import ConfigurationError
     from broker.config import database_url_from_option, get_settings
 
     db = (ctx.find_root().obj or {}).get("db")
@@ -118,8 +129,6 @@ PG_CONNECT_TIMEOUT_S = 10
 
 def _db_words(ctx: typer.Context) -> str:
     """How the user named the archive, to repeat in a suggested command."""
-    import shlex
-
     db = (ctx.find_root().obj or {}).get("db")
     return f"--db {shlex.quote(db)} " if db else ""
 
@@ -135,7 +144,6 @@ def _engine(ctx: typer.Context, *, create: bool = False, need_archive: bool = Tr
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from alerts_schema.errors import MMBrokerError
     from broker.archive import migrate
     from broker.archive.db import make_engine
 
@@ -220,8 +228,6 @@ def fmt_time(value: Any) -> str:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value
-    from datetime import UTC
-
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
@@ -340,8 +346,6 @@ def _emit(rows: list[dict[str, Any]], columns: list[Column] | list[str], fmt: Ou
         return
     cols = _columns(columns, rows)
     if fmt is OutputFormat.csv:
-        import csv
-
         writer = csv.DictWriter(sys.stdout, fieldnames=[c.key for c in cols],
                                 extrasaction="ignore")
         writer.writeheader()
@@ -384,8 +388,6 @@ def _emit(rows: list[dict[str, Any]], columns: list[Column] | list[str], fmt: Ou
 def _parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
-    from datetime import UTC
-
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -398,8 +400,6 @@ def _parse_time(value: str | None) -> datetime | None:
 @app.command()
 def version() -> None:
     """Print the mmbroker version."""
-    import broker
-
     typer.echo(f"mmbroker {broker.__version__}")
 
 
@@ -415,8 +415,6 @@ def serve(
     """Run the broker in one process: archive, API (/health, /metrics) and, with --demo, a
     scenario to watch.  With MMBROKER_OPS_PORT, /health, /ready and /metrics (no token)
     are also served on the ops listener."""
-    import threading
-
     import uvicorn
     from rich.console import Console
 
@@ -528,8 +526,10 @@ def ingest(
     configure_normalizers(settings)
     archive = _archive(ctx)
     # Files hold past alerts: the engine runs on their event times, not the clock,
+    # against what the archive holds (earlier runs' alerts and coincidences: a replay
+    # engine reads its windows from the archive and recalls each event's coincidences),
     # and what they give rise to is archived, not sent to subscribers.
-    ingestor = make_pipeline(settings, archive, replay=True, warm=False, targets=[])
+    ingestor = make_pipeline(settings, archive, replay=True, targets=[])
     size = batch_size or settings.ingest_batch_size
     report = IngestReport()
     path_of: dict[str, str] = {}
@@ -867,7 +867,6 @@ def crossmatch_calibrate(
 ) -> None:
     """Time-scramble archived alerts and compare, per pairing, the observed false-coincidence
     rate with the rate the configured backgrounds predict."""
-    from alerts_schema import Alert
     from broker.archive.store import AlertQuery
     from crossmatch.calibration import calibrate_alerts
     from crossmatch.config import load_config
@@ -945,9 +944,6 @@ def _spatial_gate(archive: Any, config: Any) -> Any:
 # -- listeners, stream health -------------------------------------------------
 
 def _listen_until_signalled(running: Any) -> None:
-    import signal
-    import threading
-
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -1153,10 +1149,6 @@ def token_create(
         help="Lifetime in days (more than 0; omit for a token that never expires).")] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
-    import math
-    from datetime import timedelta
-
-    from alerts_schema.errors import ConfigurationError
     from broker.web.tokens import create_token
 
     if expires_days is not None and not (math.isfinite(expires_days) and expires_days > 0):
@@ -1261,8 +1253,6 @@ def _misplaced_globals(args: list[str]) -> list[str]:
 
 def _global_first(args: list[str]) -> str:
     """``args`` with the global options (and their values) moved before the command."""
-    import shlex
-
     before, after, rest = _split_globals(args)
     return shlex.join(["mmbroker", *before, *after, *rest])
 

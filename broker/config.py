@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,8 +29,6 @@ from listeners.secretfiles import secret_from_env
 
 def default_data_dir() -> Path:
     """The per-user data directory (``~/.local/share/mmbroker`` on Linux)."""
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("mmbroker", appauthor=False))
 
 
@@ -427,8 +427,6 @@ def database_url_from_option(value: str) -> str:
 
     Something that starts like a URL but is not one (``htp:/foo``, ``postgres:host``) is
     refused rather than taken as a file name in a new ``htp:`` folder."""
-    import re
-
     if "://" in value:
         return value
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", value):
@@ -440,8 +438,6 @@ def database_url_from_option(value: str) -> str:
 
 def get_settings(**overrides: Any) -> Settings:
     """The process's settings; ``overrides`` win over the environment and config file."""
-    from pydantic import ValidationError
-
     try:
         return Settings(**overrides)
     except ValidationError as exc:

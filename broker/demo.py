@@ -28,6 +28,11 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import healpy
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
 from broker.archive.store import utcnow
 from listeners.envelope import Outcome, RawMessage
 
@@ -55,11 +60,6 @@ def gaussian_multiorder_fits(ra_deg: float, dec_deg: float, sigma_deg: float) ->
     Order-6 pixels (0.92 deg) within 6 sigma of the centre, order-3 pixels
     (7.3 deg) elsewhere; ``PROBDENSITY`` in sr^-1, normalized to 1.
     """
-    import healpy
-    import numpy as np
-    from astropy.io import fits
-    from astropy.table import Table
-
     coarse, fine = 3, 6
     centre = healpy.ang2vec(ra_deg, dec_deg, lonlat=True)
     uniq, dens = [], []

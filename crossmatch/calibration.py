@@ -29,6 +29,7 @@ tests and demonstrations.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -562,8 +563,6 @@ def calibrate_alerts(config: CrossmatchConfig, alerts: Iterable[Alert], *,
 def pairing_seed(seed: int, pairing: str) -> int:
     """The seed of ``pairing``'s own generator: a function of ``seed`` and the pairing's
     name only (SHA-256, so it is the same on every platform and Python)."""
-    import hashlib
-
     digest = hashlib.sha256(f"{seed}\x00{pairing}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 

@@ -19,7 +19,9 @@ events, whatever their revisions):
 * ``updated``: a member's new revision arrived and the members still
   coincide; the new result supersedes the previous revision;
 * ``retracted``: a member was retracted, or its new revision no longer
-  coincides.
+  coincides.  A retraction says nothing of when the event was (an LVK one names
+  no event at all), so a coincidence retracted by one keeps the reference time
+  and member offsets of the revision it retracts.
 
 Results are idempotent per (member alert ids and revisions, config hash):
 :func:`result_key` is what the archive deduplicates on.
@@ -37,7 +39,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -73,6 +75,14 @@ class History(Protocol):
     def __call__(self, t_lo_s: float, t_hi_s: float, ra_deg: float | None,
                  dec_deg: float | None, radius_deg: float | None, *,
                  messengers: frozenset[str] | None = None) -> list[Alert]: ...
+
+
+class Recall(Protocol):
+    """The archive as an engine that is not fed every alert reads it (``Engine.recall``)."""
+
+    def __call__(self, key: EventKey) -> tuple[list[Alert], list[Coincidence]]: ...
+
+
 LATE_SLACK_S = 3600.0
 """Default late-arrival slack, seconds: see ``Engine.late_slack_s``."""
 LONG_MARGIN_S = 86400.0
@@ -143,6 +153,8 @@ class _Tracked:
     ivorn: str = ""
     retracted: bool = False
     series: str = ""                # IVORN without the revision: fixed for life
+    # Members' event times in the last revision emitted: a retracted member keeps its.
+    times: dict[EventKey, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -198,6 +210,17 @@ class Engine:
         only, about a tenth of a whole document, and the documents of those a
         search finds are read back; members of a coincidence are kept whole.
         Without it every document stays in memory.
+    recall
+        ``(source, event id) -> (alerts, coincidences)`` from the archive, for an
+        engine that is *not* fed every alert of the times it is asked about:
+        ``mmbroker ingest`` adding files to an archive earlier runs (or a live broker)
+        filled, each run starting empty.  The newest matched revision of the event
+        and of every event of a coincidence citing it, and those coincidences.  With
+        it, memory is never taken to be complete: every window is read from
+        ``history`` as well (memory adds what this engine processed and the archive
+        has not yet marked), and an event memory does not hold is first recalled,
+        as :meth:`warm` loads the live window, so that its new revision updates, and
+        its retraction retracts, a coincidence an earlier run stored.
 
     Notes
     -----
@@ -218,6 +241,7 @@ class Engine:
     live_window_s: float | None = None
     history: History | None = None
     loader: Callable[[Sequence[str]], list[Alert]] | None = None
+    recall: Recall | None = None
     _tiers: dict[float, _Tier] = field(default_factory=dict, init=False)
     _held: dict[EventKey, _Held] = field(default_factory=dict, init=False)
     _events: dict[EventKey, Alert] = field(default_factory=dict, init=False)  # documents
@@ -393,8 +417,15 @@ class Engine:
             # identity (and the series) of its first revision.
             ident = by_series.get(series) or _identity(pairing, members)
             by_series[series] = ident
+            known = self._tracked.get(ident)
+            if known is not None and known.revision > coinc.revision:
+                continue  # (memory is ahead: never back to an older revision)
+            t0 = coinc.reference_time
+            times = {} if t0 is None else {
+                k: t0 + timedelta(seconds=m.time_offset_s)
+                for k, m in zip(members, coinc.members, strict=True)}
             self._tracked[ident] = _Tracked(ident, pairing, members, coinc.revision, coinc.id,
-                                            coinc.state == "retracted", series)
+                                            coinc.state == "retracted", series, times)
             for k in members:
                 self._of_event[k].add(ident)
             self._pin(members, docs)
@@ -404,6 +435,10 @@ class Engine:
         key = (alert.source, alert.event_id)
         self._archived = {}
         previous = self._held.get(key)
+        if previous is None and self.recall is not None:
+            alerts, coincidences = self.recall(key)
+            self.warm(alerts, coincidences)
+            previous = self._held.get(key)
         if previous is not None and previous.revision >= alert.revision:
             return []  # an older revision arriving late changes nothing
         if alert.alert_type == "retraction":
@@ -432,9 +467,11 @@ class Engine:
             previous = self._held.get(key)
         if previous is not None:
             self._tiers[previous.keep_s].index.remove(previous.id)
-        t = _epoch_s(alert.trigger_time)
-        self._newest_s = max(self._newest_s, t)
         retracted = alert.alert_type == "retraction"
+        t = _epoch_s(alert.trigger_time)
+        if retracted and previous is not None and not event_time_known(alert):
+            t = previous.t_s  # (a stand-in time: the event's is the one held)
+        self._newest_s = max(self._newest_s, t)
         need = 0.0 if retracted else self._need(alert, sides)
         pinned = bool(self._of_event.get(key))
         if pinned:
@@ -576,7 +613,8 @@ class Engine:
         radius of the side: the archive matches positions, memory adds each
         entry's radius.
         """
-        horizon = self._horizon(keep_s)
+        # (an engine that is not fed everything holds no window whole: see ``recall``)
+        horizon = self._horizon(keep_s) if self.recall is None else math.inf
         if self.history is None or t_lo >= horizon:
             return live
         known = {e.key for e in live}
@@ -905,8 +943,15 @@ class Engine:
             self._of_event[member_key].add(tracked.ident)
         self._pin(tracked.members, {(m.source, m.event_id): m for m in members})
         ordered = sorted(members, key=lambda m: tracked.members.index((m.source, m.event_id)))
+        # A retracted member keeps the time it had in the revision retracted (its
+        # retraction may state another, or none: see the module docstring).
+        times = {(m.source, m.event_id): (
+            tracked.times.get((m.source, m.event_id), m.trigger_time)
+            if m.alert_type == "retraction" else m.trigger_time) for m in ordered}
+        tracked.times = times
         reference = ordered[0]
-        t0 = _epoch_s(reference.trigger_time)
+        reference_time = times[(reference.source, reference.event_id)]
+        t0 = _epoch_s(reference_time)
         if not tracked.series:
             tracked.series = (f"ivo://{self.authority}/{STREAM}#{tracked.pairing.name}-"
                               f"{tracked.ident[:12]}")
@@ -917,9 +962,10 @@ class Engine:
             revision=tracked.revision, supersedes=previous_ivorn,
             members=[Member(alert_id=m.id, revision=m.revision, source=m.source,
                             messenger=m.messenger, facility=m.facility,
-                            time_offset_s=round(_epoch_s(m.trigger_time) - t0, 6))
+                            time_offset_s=round(
+                                _epoch_s(times[(m.source, m.event_id)]) - t0, 6))
                      for m in ordered],
-            reference_time=reference.trigger_time,
+            reference_time=reference_time,
             localization=_best_localization(ordered),
             spatial_overlap=sky, significance=significance, engine_version=ENGINE_VERSION,
             config_hash=self.config.config_hash,
@@ -929,6 +975,13 @@ class Engine:
         if retracted:  # a retraction of the same members is its own result
             key = hashlib.sha256((key + ":retracted").encode()).hexdigest()
         return Result(key, coinc)
+
+
+def event_time_known(alert: Alert) -> bool:
+    """False when the alert's ``trigger_time`` is a stand-in, not its event's time (an LVK
+    retraction names no event: the notice time stands in, ``extra.event_time_known``
+    false, until the broker sets the time of the event's earlier revisions)."""
+    return alert.extra.get("event_time_known") is not False
 
 
 def _needs(pairing: Pairing) -> tuple[float, float]:

@@ -5,6 +5,11 @@ a 64-bit integer (``hpx29``).  Because NESTED numbering is hierarchical, the
 order-29 descendants of a pixel ``p`` at order ``k`` are exactly the integers
 ``[p << 2(29-k), (p + 1) << 2(29-k))``, so a cone on the sky becomes a short
 list of integer ranges that a B-tree index answers directly.
+
+Function-local imports: healpy (about 0.7 s to import, matplotlib with it) and
+astropy.coordinates are imported by the functions that use them, deferred so
+that a command that only queries the archive (which imports this module for
+its cone ranges) starts without them.
 """
 
 from __future__ import annotations

@@ -42,6 +42,10 @@ None: a :class:`LiveIndex` must be used from one thread at a time (the
 engine calls it from its single worker thread).  Queries do not mutate the
 index, so concurrent *readers* with no writer are safe, but nothing enforces
 that; wrap it in a lock if more than one thread can reach it.
+
+Function-local imports: healpy (about 0.7 s to import, matplotlib with it) is
+imported by the method that uses it, deferred so that a process that never
+holds a sky map starts without it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ probability density per steradian over the celestial sphere (ICRS):
 :func:`from_alert` turns an alert's ``localization`` into one of these.  Angles
 are degrees in the public API (radians inside), solid angles steradians.
 Pure computation: the only bytes read are those handed in.
+
+Function-local imports: healpy (about 0.7 s to import, matplotlib with it) is
+imported by the methods that use it, deferred so that a command or process
+that never reads a sky map starts without it.
 """
 
 from __future__ import annotations

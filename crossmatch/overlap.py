@@ -47,6 +47,10 @@ reported as 0 with ``gated=True``.  The test is exact for points, circles
 and maps (a map's disc test is done on inclusive HEALPix discs, so it errs
 towards not gating); ellipses enter it by their bounding circle, and
 non-concentric mixtures are never gated.
+
+Function-local imports: healpy (about 0.7 s to import, matplotlib with it) is
+imported by the functions that use it, deferred so that a process that never
+matches a sky map starts without it.
 """
 
 from __future__ import annotations

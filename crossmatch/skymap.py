@@ -13,6 +13,10 @@ a sender caused raise :class:`~alerts_schema.errors.MalformedInput` (or
 :class:`~alerts_schema.errors.HostileInput` for decompression bombs) with a reason
 a person can act on.
 
+Function-local imports: healpy (about 0.7 s to import, matplotlib with it) and
+astropy.io.fits are imported by the functions that use them, deferred so that
+a command or process that never reads a sky map starts without them.
+
 >>> sky = read_multiorder(fits_bytes)
 >>> sky.area_deg2(0.9), sky.max_position()
 """
@@ -49,7 +53,8 @@ SR_TO_DEG2 = (180.0 / math.pi) ** 2
 """Square degrees per steradian (about 3282.8)."""
 
 MAX_FITS_BYTES = 256 * 1024 * 1024
-"""Largest FITS file accepted, after gunzip (bytes); a bound on memory, not on real maps."""
+"""Largest multi-order FITS file accepted, after gunzip (bytes); a bound on memory, not on
+real maps.  Flat maps are streamed, bounded by their declared size instead."""
 
 # uniq values at which each order starts: order k covers [4**(k+1), 4**(k+2)).
 _ORDER_STARTS = np.array([4 ** (k + 1) for k in range(MAX_ORDER + 2)], dtype=np.int64)
@@ -334,15 +339,21 @@ def read_multiorder(data: bytes, *, max_bytes: int = MAX_FITS_BYTES,
     Reads the first binary table with a ``UNIQ`` column (multi-order, NUNIQ
     ordering, ``PROBDENSITY`` in sr^-1 as LVK sends).  A single-resolution map
     (``ORDERING`` RING or NESTED, implicit indexing, ``PROB``/``PROBABILITY``
-    per pixel or ``PROBDENSITY``) is turned into the same form at its one
-    order.  Gzip-compressed files are accepted.
+    per pixel or ``PROBDENSITY``; explicit ``PIXEL`` indexing too) is read
+    as a stream, keeping only the probability column, and folded into the
+    same form (:mod:`crossmatch.flatmap`): equal sibling pixels merge, so a
+    map rasterized from a multi-order one gets its rows back, in bounded
+    memory whatever its size (LVK's nside-2048 maps are 1.6 GB of rows).
+    Gzip-compressed files are accepted.
 
     Parameters
     ----------
     data
         The FITS file (or its gzip), bytes.
     max_bytes
-        Largest size accepted after decompression, bytes.
+        Largest size accepted after decompression, bytes, for multi-order
+        maps; a flat map is bounded instead by what its header declares
+        (rows of an NSIDE up to 8192), which it may not exceed.
     negative_tolerance
         0 (the default) rejects any negative density.  Above 0, negative
         pixels (and healpy's ``UNSEEN`` marker) holding at most this fraction
@@ -362,12 +373,22 @@ def read_multiorder(data: bytes, *, max_bytes: int = MAX_FITS_BYTES,
         Not FITS, truncated, no HEALPix table, coordinates not equatorial,
         or values that do not make a map (see :class:`MultiOrderMap`).
     HostileInput
-        Over ``max_bytes`` after decompression.
+        Over ``max_bytes`` after decompression; a flat map whose NSIDE is no
+        power of 2 up to 8192, whose rows do not fit it, or whose payload
+        inflates past its declared size.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedInput(f"sky map: expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if data[:2] == _GZIP_MAGIC:
+    gzipped = data[:2] == _GZIP_MAGIC
+    flat = _read_flat(data, gzipped, max_bytes)
+    if flat is not None:
+        uniq, dens, meta, notes = flat
+        if negative_tolerance > 0:
+            dens, repaired = repair_negative_density(uniq, dens, negative_tolerance)
+            notes = (*notes, *repaired)
+        return MultiOrderMap(uniq, dens, meta=meta, notes=notes)
+    if gzipped:
         data = _gunzip(data, max_bytes)
     elif len(data) > max_bytes:
         raise HostileInput(f"sky map of {len(data)} bytes exceeds the {max_bytes}-byte limit")
@@ -439,6 +460,22 @@ def repair_negative_density(uniq: np.ndarray, probdensity: np.ndarray, tolerance
     notes.append(f"{int(negative.sum())} negative pixels ({lost / positive:.2e} of the "
                  "probability) clipped to 0")
     return dens, notes
+
+
+def _read_flat(data: bytes, gzipped: bool, max_bytes: int
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], tuple[str, ...]] | None:
+    """A flat map read streaming (see crossmatch.flatmap), or None when not a flat map."""
+    from crossmatch.flatmap import _Fallback, read_flat
+
+    try:
+        flat = read_flat(data, gzipped=gzipped, max_bytes=max_bytes,
+                         density_factor=_density_factor)
+    except _Fallback:
+        return None
+    order, _ = uniq_to_order_ipix(flat.uniq)
+    dens = flat.prob / ((math.pi / 3.0) / np.power(4.0, order))
+    meta, notes = _header_meta(flat.header)
+    return flat.uniq, dens, meta, (*flat.notes, *notes)
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pydantic import ValidationError
+
+from alerts_schema import Alert, DataRights, PointLocalization, Provenance
 from alerts_schema.errors import ImplausibleValue, NormalizationError
 from listeners import timescales
-
-if TYPE_CHECKING:
-    from alerts_schema import Alert
 
 SECONDS_PER_YEAR = 365.25 * 86400.0  # Julian year, as GCN and LVK use for yr^-1
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
@@ -319,10 +319,6 @@ def survey_detection(meta: Any, *, stream: str, facility: str, event_id: str, ra
     NormalizationError
         When a value breaks the Alert contract (first violation and its path).
     """
-    from pydantic import ValidationError
-
-    from alerts_schema import Alert, DataRights, PointLocalization, Provenance
-
     try:
         return Alert(
             schema_version="1.0",

@@ -10,6 +10,11 @@ Configuration follows gcn-kafka: Confluent-style properties (``bootstrap.servers
 environment variables with Confluent's naming rules, plus gcn-kafka's
 ``client_id``/``client_secret``/``domain`` shorthand for GCN's OIDC login.
 They are translated here to kafka-python's keyword arguments.
+
+Function-local imports: kafka-python (about 0.3 s to import) and
+:mod:`listeners.oidc`, which imports it, are imported by the code that builds
+a client, deferred so that a process with no Kafka stream, and every
+``mmbroker`` command that only reads these settings, never pays for them.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ alert_type             ``alert_type``: EARLYWARNING, PRELIMINARY -> "initial";
                        INITIAL, UPDATE -> "update"; RETRACTION -> "retraction"
                        (the LVK name is kept in ``extra.lvk_alert_type``)
 time_created           ``revision`` (see below) and ``extra.time_created``
-event.time             ``trigger_time`` (a retraction has no event: time_created)
+event.time             ``trigger_time``.  A retraction has no event: its time_created
+                       stands in, flagged ``extra.event_time_known`` false, and the
+                       broker gives it the event time of the superevent's earlier
+                       revisions when it holds one (``broker/runtime/ingest.py``)
 event.far (Hz)         ``far_hz``
 classification         ``signalness`` = 1 - Terrestrial; the whole map in extra
 event.skymap           a :class:`~listeners.base.SkymapFile`, named by sha256 in a
@@ -334,9 +337,12 @@ def normalize_record(record: Any, meta: MessageMeta) -> tuple[Alert, list[Skymap
     if event is None:
         if contract_type != "retraction":
             raise NormalizationError(f"{lvk_type} alert for {superevent_id} has no event")
-        # A retraction names no event time; the notice time is the best stand-in.
+        # A retraction names no event time.  The notice time stands in, flagged as not
+        # the event's: the broker replaces it with the event time of the superevent's
+        # earlier revisions it holds (never a time invented here).
         trigger_time = time_created
         extra["trigger_time_from"] = "time_created"
+        extra["event_time_known"] = False
     else:
         trigger_time = parse_utc(event.get("time"), field="event.time")
         far_hz = finite_or_none(event.get("far"), field="event.far")

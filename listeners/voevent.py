@@ -582,14 +582,25 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
         what = "a control packet" if gcn.kind == "control" else "a spacecraft pointing"
         raise NormalizationError(f"GCN {gcn.name} (Packet_Type {packet_type}) is {what}, "
                                  f"not an alert ({packet.ivorn})")
-    if packet.time_text is None:
+    stand_in = packet.time_text is None and _retracts(packet, packet_type) \
+        and packet.who_date is not None
+    if packet.time_text is None and not stand_in:
         raise NormalizationError(f"VOEvent {packet.ivorn} (role {packet.role}) has no event "
                                  "time in WhereWhen: a test or utility packet with nothing "
                                  "to alert on")
-    trigger_time, scale_note, scale_error_s = _to_utc(
-        parse_utc(packet.time_text, field="WhereWhen ISOTime"), packet.coord_system)
+    if stand_in:
+        # A retraction without an event time still retracts: its Who/Date stands in,
+        # flagged as not the event's (the broker gives it the time of the event's
+        # earlier revisions it holds), as an LVK JSON retraction's time_created does.
+        trigger_time, scale_note, scale_error_s = parse_utc(
+            packet.who_date, field="Who/Date"), None, None
+    else:
+        trigger_time, scale_note, scale_error_s = _to_utc(
+            parse_utc(packet.time_text, field="WhereWhen ISOTime"), packet.coord_system)
 
     fields = _family_fields(packet, packet_type, gcn, trigger_time)
+    if stand_in:
+        fields.extra.update(trigger_time_from="who_date", event_time_known=False)
     if scale_error_s:
         fields.trigger_time_error_s = max(fields.trigger_time_error_s or 0.0, scale_error_s)
     if scale_note:
@@ -659,6 +670,14 @@ def not_a_grb_reasons(gcn: GcnType, *, flags: Iterable[str],
         elif probability is not None and probability < _GBM_MIN_GRB_PROB:
             reasons.append(f"Most_Likely_Prob={probability}% < {_GBM_MIN_GRB_PROB}%")
     return reasons
+
+
+def _retracts(packet: _Packet, packet_type: int | None) -> bool:
+    """Whether the packet retracts an event (LVC_RETRACTION, a ``retraction`` citation,
+    an AlertType or Retraction Param saying so), before its family is read."""
+    return (packet_type == 164 or bool(packet.cites("retraction"))
+            or packet.flag("Retraction")
+            or (packet.value("AlertType") or "").strip().lower() == "retraction")
 
 
 # -- reading the tree -------------------------------------------------------------

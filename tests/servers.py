@@ -288,3 +288,53 @@ def live_app(app: object, *, timeout_s: float = 20.0) -> Iterator[str]:
         thread.join(timeout_s)
     # Here, not in the finally: a failure of the test body must not be hidden by it.
     assert not thread.is_alive(), f"uvicorn on port {port} did not stop"
+
+
+def postgres_bindir() -> Path | None:
+    """The newest local PostgreSQL server's binaries (Debian's layout), if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                   else 0)
+    return found[-1].parent if found else None
+
+
+@contextlib.contextmanager
+def postgres_cluster(bindir: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A private, throwaway PostgreSQL server on a free loopback port: yields its
+    SQLAlchemy URL and a function that restarts it.
+
+    Its own cluster, so a test may restart it without cutting off the tests beside it
+    (the suite's server at :5432 stays up).  PostgreSQL refuses to run as root: as root
+    the server runs as the ``postgres`` user.
+    """
+    import pwd
+    import shutil
+    import tempfile
+
+    port = free_port()
+    data = Path(tempfile.mkdtemp(prefix="mmbroker-pg-"))  # outside pytest's 0700 tree
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    pgdata = data / "pgdata"
+    log = data / "server.log"
+
+    def ctl(*args: str) -> None:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log),
+                        "-w", "-t", "120", *args], check=True, timeout=150,
+                       stdout=subprocess.DEVNULL)
+
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres",
+                        "--auth=trust", "--no-sync", "-E", "UTF8"], check=True, timeout=120,
+                       stdout=subprocess.DEVNULL)
+        ctl("-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        try:
+            yield (f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+                   lambda: ctl("-m", "fast", "restart"))
+        finally:
+            ctl("-m", "immediate", "stop")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

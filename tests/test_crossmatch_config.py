@@ -92,9 +92,10 @@ def test_default_has_the_fields_practice(config: CrossmatchConfig) -> None:
     for name in ("hen-optical", "grb-optical", "gw-optical"):
         assert config.pairing(name).spatial and config.pairing(name).credible_level == 0.9
     assert not config.pairing("sn_burst-gw_burst").spatial  # SNEWS has no sky position
-    # Targeted thresholds: GW 2/day, GBM 1e-4 Hz, BAT-GUANO 1e-3 Hz (ligo-raven).
+    # Targeted thresholds, ligo-raven 3.3's defaults (search.coinc_far, SubGRBTargeted):
+    # with Fermi GW 1/day and GBM 1e-4 Hz; with Swift GW 2/day and BAT-GUANO 1e-3 Hz.
     assert config.pairing("gw_cbc-grb_subthreshold_gbm").targeted_far_max_hz == \
-        pytest.approx((2 / DAY, 1e-4))
+        pytest.approx((1 / DAY, 1e-4))
     assert config.pairing("gw_cbc-grb_subthreshold_bat").targeted_far_max_hz == \
         pytest.approx((2 / DAY, 1e-3))
 
@@ -104,6 +105,10 @@ def test_default_rates_are_the_cited_figures(config: CrossmatchConfig) -> None:
     rates = config.background_rates_hz
     assert rates["grb_fermi_gbm"] * year == pytest.approx(240)
     assert rates["grb_swift_bat"] * year == pytest.approx(90)
+    # The RAVEN GW x GRB pairings' GRB rate is ligo-raven's own: 310 per 365-day year.
+    assert rates["grb_independent"] == 310.0 / (365.0 * DAY)
+    for name in ("gw_cbc-grb", "gw_burst-grb"):
+        assert config.pairing(name).rate_b == ("grb_independent",)
     assert rates["hen_icecube_track"] * year == pytest.approx(30)
     assert rates["optical_ztf"] * DAY == pytest.approx(3e5)
     assert rates["sn_detector"] * 7 * DAY == pytest.approx(1.0)

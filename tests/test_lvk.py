@@ -199,6 +199,7 @@ def test_retraction_retracts() -> None:
     assert result.skymaps == ()
     assert alert.trigger_time == datetime(2024, 1, 1, 11, tzinfo=UTC)
     assert alert.extra["trigger_time_from"] == "time_created"
+    assert alert.extra["event_time_known"] is False  # a stand-in, said so (issue 16 item 9)
     assert alert.far_hz is None and alert.provenance is None
     earlier = check(lvk.normalize(as_json(record("UPDATE", external=True)), meta()))
     assert alert.revision > earlier.revision

@@ -11,13 +11,25 @@ which never run.  Layers, bottom first::
 :mod:`crossmatch.skymap`), never the reverse; nothing below ``broker`` imports it.
 A cycle is looked for among every import (function-local ones too: a local
 import does not make a cycle go away, it only hides it).
+
+A function-local import is allowed only where it defers a heavy import (for a
+command's start-up time, or Twisted's reactor order in the Comet child), and it
+says so: a comment with the word "defer" on its line or just above its block of
+imports, or a paragraph of the module docstring starting "Function-local
+imports" that says what it defers.  ``python tests/test_package_graph.py``
+prints the function-local imports per module.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import re
+import sys
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+import tokenize
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,3 +253,185 @@ def test_relative_imports_are_resolved(tmp_path: Path) -> None:
     assert _names(import_edges(tmp_path, ["pkg"])) == {
         ("pkg", "pkg.sub.mod"), ("pkg.sub.mod", "pkg.other"),
         ("pkg.sub.mod", "pkg.sub.sibling")}
+
+
+# -- function-local imports --------------------------------------------------------------
+
+MODULE_NOTE = re.compile(r"^Function-local imports\b.*?\bdefer",
+                         re.IGNORECASE | re.MULTILINE | re.DOTALL)
+"""A module docstring paragraph starting "Function-local imports" that says what it defers:
+it explains every function-local import of that module."""
+REASON = re.compile(r"\bdefer", re.IGNORECASE)
+"""What a comment on (or just above) a function-local import must say: that it defers."""
+
+
+@dataclass(frozen=True)
+class LocalImport:
+    """One function-local ``import`` statement of ``module`` at ``line``."""
+
+    module: str
+    line: int
+    imported: tuple[str, ...]  # absolute dotted names (a relative one resolved)
+    project: bool  # of a module of the packages walked
+    explained: bool  # by a comment saying it defers, or by the module's note
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Each line's comment (tokenize, so a ``#`` inside a string is not one)."""
+    return {tok.start[0]: tok.string for tok in
+            tokenize.generate_tokens(io.StringIO(source).readline)
+            if tok.type == tokenize.COMMENT}
+
+
+def _bodies(node: ast.AST, inside: bool) -> Iterator[tuple[list[ast.stmt], bool]]:
+    """Every statement list under ``node``, and whether it is inside a function; the body
+    of an ``if TYPE_CHECKING:`` is left out (it never runs)."""
+    for field_name in ("body", "orelse", "finalbody"):
+        block = getattr(node, field_name, None)
+        if isinstance(block, list) and block and isinstance(block[0], ast.stmt) and not (
+                isinstance(node, ast.If) and field_name == "body"
+                and _is_type_checking(node.test)):
+            yield block, inside
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.stmt | ast.ExceptHandler | ast.match_case):
+            yield from _bodies(child, inside or isinstance(
+                child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
+def _import_runs(tree: ast.Module) -> Iterator[list[ast.Import | ast.ImportFrom]]:
+    """Runs of consecutive import statements inside functions (a blank line or any other
+    statement ends a run)."""
+    for block, inside in _bodies(tree, False):
+        if not inside:
+            continue
+        run: list[ast.Import | ast.ImportFrom] = []
+        for stmt in block:
+            if isinstance(stmt, ast.Import | ast.ImportFrom) and (
+                    not run or stmt.lineno == (run[-1].end_lineno or run[-1].lineno) + 1):
+                run.append(stmt)
+                continue
+            if run:
+                yield run
+            run = [stmt] if isinstance(stmt, ast.Import | ast.ImportFrom) else []
+        if run:
+            yield run
+
+
+def _absolute(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not node.level:
+        return [node.module or ""]
+    base = module.split(".")
+    if not is_package:
+        base = base[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return [".".join([*base, *([node.module] if node.module else [])])]
+
+
+def local_imports(root: Path, packages: Iterable[str]) -> list[LocalImport]:
+    """Every function-local import statement in the modules of ``packages`` under ``root``."""
+    packages = tuple(packages)
+    found: list[LocalImport] = []
+    for name, path in modules(root, packages).items():
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=str(path))
+        noted = bool(MODULE_NOTE.search(ast.get_docstring(tree) or ""))
+        comments = _comments(source)
+        lines = source.splitlines()
+        for run in _import_runs(tree):
+            first, last = run[0].lineno, run[-1].end_lineno or run[-1].lineno
+            said = [comments.get(n, "") for n in range(first, last + 1)]
+            above = first - 1  # the comment lines just above the run
+            while above >= 1 and lines[above - 1].strip().startswith("#"):
+                said.append(comments.get(above, ""))
+                above -= 1
+            explained = noted or any(REASON.search(c) for c in said)
+            for node in run:
+                imported = tuple(_absolute(node, name, path.name == "__init__.py"))
+                found.append(LocalImport(
+                    name, node.lineno, imported,
+                    any(i.split(".")[0] in packages for i in imported), explained))
+    return found
+
+
+def test_every_function_local_import_says_what_it_defers() -> None:
+    unexplained = [f"{i.module} (line {i.line}) imports {', '.join(i.imported)}"
+                   for i in local_imports(ROOT, LAYERS) if not i.explained]
+    assert unexplained == [], (
+        "function-local imports that do not say which heavy import they defer (move them "
+        "to the top of the module; if that makes a cycle, move the shared thing down):\n"
+        + "\n".join(unexplained))
+
+
+def test_the_local_import_check_reads_comments_and_notes(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": """\
+            from typing import TYPE_CHECKING
+
+            def bare():
+                from pkg import b  # a comment, but not a reason
+                return b
+
+            def commented():
+                # healpy costs 0.7 s to import:
+                # deferred so the CLI starts fast
+                import healpy
+                from . import b
+                return healpy, b
+
+            def inline():
+                import json  # deferred (for the test's sake)
+                if TYPE_CHECKING:
+                    from pkg import b  # never runs: not counted
+                try:
+                    import os
+                except ImportError:
+                    pass
+                return json, os
+
+            def later():
+                import json
+
+                import os  # deferred, but the blank line ended the run above
+                return json, os
+            """,
+        "pkg/b.py": '''\
+            """B.
+
+            Function-local imports: every function imports what it needs when it runs,
+            deferred so that importing b is cheap.
+            """
+
+            def f():
+                import healpy
+                return healpy
+            ''',
+    })
+    found = {(i.module, i.line): (i.imported, i.project, i.explained)
+             for i in local_imports(tmp_path, ["pkg"])}
+    assert found == {
+        ("pkg.a", 4): (("pkg",), True, False),
+        ("pkg.a", 10): (("healpy",), False, True),
+        ("pkg.a", 11): (("pkg",), True, True),
+        ("pkg.a", 15): (("json",), False, True),
+        ("pkg.a", 19): (("os",), False, False),
+        ("pkg.a", 25): (("json",), False, False),
+        ("pkg.a", 27): (("os",), False, True),
+        ("pkg.b", 8): (("healpy",), False, True),
+    }
+
+
+def count(found: Iterable[LocalImport]) -> str:
+    """Function-local imports per module: all of them and those of project modules."""
+    found = list(found)
+    every = Counter(i.module for i in found)
+    project = Counter(i.module for i in found if i.project)
+    rows = [f"{every[m]:5d} {project[m]:8d}  {m}" for m, _ in every.most_common()]
+    return "\n".join([f"{'all':>5} {'project':>8}  module", *rows,
+                      f"{sum(every.values()):5d} {sum(project.values()):8d}  total"])
+
+
+if __name__ == "__main__":  # python tests/test_package_graph.py [ROOT]
+    print(count(local_imports(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT, LAYERS)))

@@ -632,8 +632,9 @@ def test_any_trigger_builds_valid_and_round_trips(doc: dict[str, Any]) -> None:
             _assert_param_value(params[name], expected)
     back = _reread(xml)
     assert back.trigger_time == alert.trigger_time
-    # The reader drops GCN's no-position conventions: RA=Dec=0 and a whole-sky radius.
-    if (doc["ra_deg"], doc["dec_deg"]) != (0.0, 0.0) and doc["error_radius_90_deg"] < 180:
+    # The reader drops GCN's no-position placeholder RA=Dec=0; a radius of 180 deg is a
+    # (poor) position, not the whole-sky convention (360 deg, outside what is drawn here).
+    if (doc["ra_deg"], doc["dec_deg"]) != (0.0, 0.0):
         assert back.localization == alert.localization
     else:
         assert back.localization == NoLocalization()

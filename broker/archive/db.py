@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.types import TypeDecorator
@@ -157,14 +157,14 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
     if not rows:
         return []
     if conn.dialect.name != "postgresql":
-        from sqlalchemy.dialects import sqlite
-
         stmt = sqlite.insert(table).on_conflict_do_nothing()
         if returning:
             returning_stmt = stmt.returning(*(table.c[name] for name in returning))
             return list(conn.execute(returning_stmt, list(rows)))
         conn.execute(stmt, list(rows))
         return []
+    # psycopg (about 0.2 s to import) is loaded by the engine of a PostgreSQL archive only:
+    # deferred to here so that a process on a SQLite archive never imports it.
     from psycopg.types.json import Jsonb
 
     columns = [c for c in table.columns if c.name in rows[0]]
@@ -186,7 +186,7 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
                     break
         return found
     except Exception as exc:
-        import psycopg
+        import psycopg  # deferred: see Jsonb above
 
         if isinstance(exc, psycopg.Error):
             # Surface driver errors as SQLAlchemy's (with a lost connection marked

@@ -68,6 +68,7 @@ from broker.archive.models import (
 )
 from broker.archive.sealing import Sealer, archive_sealer
 from crossmatch.healpix import NPIX_29, angular_separation_deg, cone_ranges
+from crossmatch.localization import skymap_by_hash
 
 MAX_LIMIT = 1000
 """Most rows one page may hold (the API's ``limit`` cap)."""
@@ -226,8 +227,6 @@ def credible_region(conn: Connection, skymap_sha256: str, level: float) -> Credi
     QueryError
         For a level outside (0, 1] or a map the archive does not hold.
     """
-    from crossmatch.localization import skymap_by_hash
-
     if not 0 < level <= 1:
         raise QueryError(f"credible level {level} is outside (0, 1]")
 

@@ -470,6 +470,55 @@ class Archive:
                                              AlertRow.revision < revision)
                 .order_by(AlertRow.revision.desc()).limit(1)).scalar_one_or_none()
 
+    def revisions_of(self, events: Iterable[tuple[str, str]]
+                     ) -> dict[tuple[str, str], list[tuple[int, str, str, datetime]]]:
+        """Every archived revision of these events (source, event id): (revision, alert
+        type, IVORN, event time) of each, by event, in no particular order."""
+        wanted = sorted(set(events))
+        found: dict[tuple[str, str], list[tuple[int, str, str, datetime]]] = {}
+        if not wanted:
+            return found
+        with transaction(self.engine, readonly=True) as conn:
+            for keys in _chunks(wanted):
+                for r in conn.execute(select(
+                        AlertRow.source, AlertRow.event_id, AlertRow.revision,
+                        AlertRow.alert_type, AlertRow.ivorn, AlertRow.event_time).where(
+                        tuple_(AlertRow.source, AlertRow.event_id).in_(keys))):
+                    found.setdefault((r.source, r.event_id), []).append(
+                        (r.revision, r.alert_type, r.ivorn, r.event_time))
+        return found
+
+    def recall_event(self, key: tuple[str, str]) -> tuple[list[Alert], list[Coincidence]]:
+        """What a cross-match engine that is not fed every alert reads before it first
+        processes an event (``Engine.recall``): the stored coincidences citing any
+        revision of the event (``key``: source, event id), and the newest matched
+        revision of the event and of every other event those coincidences cite."""
+        source, event_id = key
+        with transaction(self.engine, readonly=True) as conn:
+            ids = select(AlertRow.id).where(AlertRow.source == source,
+                                            AlertRow.event_id == event_id)
+            cited = select(CoincidenceMember.coincidence_id).where(
+                CoincidenceMember.alert_id.in_(ids))
+            coincidences = [Coincidence.model_validate(d) for d in conn.execute(
+                select(CoincidenceRow.document).where(CoincidenceRow.id.in_(cited))
+                .order_by(CoincidenceRow.id)).scalars()]
+            events = {key}
+            members = sorted({m.alert_id for c in coincidences for m in c.members})
+            for chunk in _chunks(members):
+                events.update((r.source, r.event_id) for r in conn.execute(
+                    select(AlertRow.source, AlertRow.event_id)
+                    .where(AlertRow.ivorn.in_(chunk))))
+            newest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+            for chunk in _chunks(sorted(events)):
+                for r in conn.execute(select(AlertRow.source, AlertRow.event_id,
+                                             AlertRow.revision, AlertRow.document).where(
+                        tuple_(AlertRow.source, AlertRow.event_id).in_(chunk),
+                        AlertRow.matched_at.is_not(None))):
+                    event = (r.source, r.event_id)
+                    if event not in newest or newest[event][0] < r.revision:
+                        newest[event] = (r.revision, r.document)
+        return [Alert.model_validate(d) for _, d in newest.values()], coincidences
+
     def coincidence_row_ids(self, ivorns: Iterable[str]) -> dict[str, int]:
         """Row ids of the stored coincidence revisions among ``ivorns``."""
         wanted = sorted(set(ivorns))

@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from alerts_schema.errors import CometPortTaken
+from broker.archive.store import utcnow
 from broker.config import Settings
 
 log = logging.getLogger(__name__)
@@ -305,8 +306,6 @@ class CometChild:
         self._terminate(self.proc)
 
     def _note_death(self, proc: subprocess.Popen[bytes]) -> None:
-        from broker.archive.store import utcnow
-
         with self._lock:
             self._up_pid = None
             self._died_at = (time.monotonic(), utcnow())

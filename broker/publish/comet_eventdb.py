@@ -122,6 +122,9 @@ def install(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"unknown Comet event database {backend!r}; one of {BACKENDS}")
     if backend == "sqlite":
+        # Deferred to here: comet.service.broker imports twisted.internet.reactor, which
+        # installs Twisted's default reactor; with "dbm" it is left for twistd to import
+        # after it has installed the reactor its options name.
         import comet.service.broker
 
         # makeService looks the class up in its module when it runs.

@@ -33,6 +33,10 @@ import sys
 import threading
 import time
 
+from twisted.scripts.twistd import run
+
+from broker.publish.comet_eventdb import BACKENDS, install
+
 HARD_EXIT_S = 5.0
 """How long (s) Twisted gets to stop after the parent is gone, before ``os._exit``."""
 
@@ -61,8 +65,6 @@ def main(argv: list[str]) -> None:
         options[name] = value
     if not argv:
         sys.exit(USAGE)
-    from broker.publish.comet_eventdb import BACKENDS, install
-
     backend = options["--eventdb-backend"] or ""
     if backend not in BACKENDS:
         sys.exit(f"--eventdb-backend={backend}: one of {', '.join(BACKENDS)}\n{USAGE}")
@@ -70,8 +72,6 @@ def main(argv: list[str]) -> None:
     if options["--parent-fd"] is not None:
         fd = int(options["--parent-fd"])
         threading.Thread(target=_watch, args=(fd,), name="parent-watch", daemon=True).start()
-    from twisted.scripts.twistd import run
-
     sys.argv = ["twistd", *argv]
     run()
 

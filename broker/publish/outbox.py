@@ -53,6 +53,7 @@ from broker.archive.db import insert_ignoring_conflicts, transaction
 from broker.archive.models import Delivery, ProvenanceDoc, VOEventCitation, VOEventRow
 from broker.archive.query import ANONYMOUS
 from broker.archive.store import Archive, utcnow
+from broker.metrics import OUTBOX_PENDING, PUBLISH_SECONDS
 from broker.publish.voevent_build import citations_of
 
 log = logging.getLogger(__name__)
@@ -324,8 +325,6 @@ def _due_again(conn: Any, delivery_ids: Sequence[int], at: datetime) -> None:
 
 def mark_sent(archive: Archive, due: Due) -> None:
     """Record a delivery as accepted by its target (and how long it waited, as a metric)."""
-    from broker.metrics import PUBLISH_SECONDS
-
     d = Delivery.__table__
     now = utcnow()
     with transaction(archive.engine) as conn:
@@ -419,8 +418,6 @@ def status(archive: Archive, *, limit: int = 100) -> list[dict[str, Any]]:
 def export_pending(archive: Archive) -> None:
     """Set the ``mmbroker_outbox_pending`` gauge from the archive (when scraped); a
     metrics scrape must answer while the archive is down, so failures are logged only."""
-    from broker.metrics import OUTBOX_PENDING
-
     try:
         pending = pending_by_target(archive)
     except Exception:

@@ -20,6 +20,7 @@ stays in the archive.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -28,17 +29,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from alerts_schema import Alert
+from sqlalchemy import exists, select
+
+import broker
+from alerts_schema import Alert, Coincidence
+from alerts_schema.errors import RetryableError
+from broker.archive.db import transaction
+from broker.archive.models import AlertRow, CoincidenceRow, VOEventRow
 from broker.archive.store import Archive, utcnow
 from broker.config import Settings
-from broker.publish import outbox
+from broker.publish import outbox, provenance, voevent_build
+from broker.publish.provenance import InputAlert, serialize
+from broker.publish.voevent_build import PublishError, Who
 from crossmatch.engine import ENGINE_VERSION, Result
 from listeners.envelope import sha256_hex
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
-
-    from broker.publish.provenance import InputAlert
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +79,6 @@ class Publisher:
     handoffs: list[Callable[[list[outbox.Due]], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # Import the builders now: importing voevent-parse and prov on the first
-        # trigger would add ~0.2 s to its latency.
-        from broker.publish import provenance  # noqa: F401
-        from broker.publish.voevent_build import Who
-
         s = self.settings
         self.who = Who(author_ivorn=s.author_ivorn or f"ivo://{s.ivorn_authority}/mmbroker",
                        short_name=s.author_short_name, contact_name=s.contact_name,
@@ -132,9 +134,6 @@ class Publisher:
         return sum(new)
 
     def _guarded(self, ivorn: str, build: object) -> outbox.Outgoing | None:
-        from alerts_schema.errors import RetryableError
-        from broker.publish.voevent_build import PublishError
-
         try:
             return build()  # type: ignore[operator]
         except RetryableError:
@@ -158,13 +157,6 @@ class Publisher:
         and periodically in the match stage with ``until`` a little in the past,
         so as not to publish what another worker is queueing right now.
         """
-        from sqlalchemy import exists, select
-
-        from alerts_schema import Coincidence
-        from broker.archive.db import transaction
-        from broker.archive.models import AlertRow, CoincidenceRow, VOEventRow
-        from crossmatch.engine import Result
-
         def unpublished(ivorn: Any) -> Any:
             # An anti-join on the unique IVORN, not NOT IN over every VOEvent ever issued.
             return ~exists(select(VOEventRow.id).where(VOEventRow.ivorn == ivorn))
@@ -188,8 +180,6 @@ class Publisher:
 
     def _trigger(self, alert: Alert, started: datetime,
                  known: dict[str, dict]) -> outbox.Outgoing:
-        from broker.publish import provenance, voevent_build
-
         previous = (self.archive.previous_revision(alert.source, alert.event_id, alert.revision)
                     if alert.revision > 0 else None)
         retraction = alert.alert_type == "retraction"
@@ -211,8 +201,6 @@ class Publisher:
 
     def _coincidence(self, result: Result, started: datetime,
                      lookups: _Lookups) -> outbox.Outgoing:
-        from broker.publish import provenance, voevent_build
-
         coinc = result.coincidence
         members = [Alert.model_validate(lookups.documents[m.alert_id])
                    for m in coinc.members if m.alert_id in lookups.documents]
@@ -254,8 +242,6 @@ def _rights(alerts: Sequence[Alert]) -> outbox.Rights:
 
 
 def _input(alert: Alert, receipt: dict) -> InputAlert:
-    from broker.publish.provenance import InputAlert
-
     prov = alert.provenance
     return InputAlert(
         ivorn=alert.id, source=alert.source, transport=receipt.get("transport") or {},
@@ -268,14 +254,8 @@ def _input(alert: Alert, receipt: dict) -> InputAlert:
 
 
 def _prov_json(doc: ProvDocument) -> dict:
-    import json
-
-    from broker.publish.provenance import serialize
-
     return json.loads(serialize(doc, "json"))
 
 
 def _version() -> str:
-    import broker
-
     return broker.__version__

@@ -83,6 +83,7 @@ def kafka_producer(bootstrap: str | list[str], timeout_s: float,
     Every producer the broker makes (VOEvent output, alert announcements) comes
     from here, so none can be durable in one place and not in another.
     """
+    # kafka-python costs about 0.3 s to import: deferred until a producer is wanted.
     from kafka import KafkaProducer
 
     servers = [b.strip() for b in bootstrap.split(",") if b.strip()] \

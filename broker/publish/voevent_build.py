@@ -60,6 +60,7 @@ from alerts_schema import (
 )
 from alerts_schema.errors import PermanentError
 from alerts_schema.model import format_utc
+from crossmatch.engine import members_class
 from listeners import xml_safe
 
 __all__ = [
@@ -338,9 +339,7 @@ def citations_of(xml: bytes) -> list[tuple[str, str]]:
     ``cites`` / ``cited_by`` query filters); parsed with the hardened parser
     all the same.
     """
-    from listeners.xml_safe import parse
-
-    root = parse(xml, max_bytes=max(len(xml), 1))
+    root = xml_safe.parse(xml, max_bytes=max(len(xml), 1))
     return [((element.text or "").strip(), element.get("cite", ""))
             for element in root.iterfind("Citations/EventIVORN")]
 
@@ -771,8 +770,6 @@ def coincidence_role(members: Sequence[Alert]) -> str:
     Observations and tests are never matched together, so the members agree;
     ``prediction`` members count as observations (:func:`crossmatch.engine.members_class`).
     """
-    from crossmatch.engine import members_class
-
     return "observation" if members_class(m.role for m in members) == "observation" \
         else "test"
 

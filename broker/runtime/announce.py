@@ -63,6 +63,8 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,
                  config: dict[str, Any] | None = None) -> None:
     """Create the alerts topic if it does not exist (``min.insync.replicas`` below
     the replication factor, so one broker may be down)."""
+    # kafka-python's admin client costs about 0.3 s to import: deferred until a stage
+    # creates the topic (this module is imported by every `mmbroker` runtime command).
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 

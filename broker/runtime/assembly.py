@@ -196,22 +196,28 @@ def make_pipeline(settings: Settings, archive: Archive, *, replay: bool = False,
     """Ingest + cross-match for this process: one engine every transport shares.
 
     ``replay`` runs the engine on event time instead of the wall clock (files
-    of past alerts); ``warm`` reloads the live window from the archive;
-    ``targets`` are the delivery targets VOEvents are queued for (None: the
-    ones the settings enable, see :func:`delivery_targets`; [] archives them
-    without sending).
+    of past alerts, ``mmbroker ingest``), against the archive: what earlier runs
+    (or a live broker) stored is matched against as if memory held it, since the
+    engine reads every window from the archive too and recalls each event's
+    coincidences before it first processes it (``Engine.recall``: a replay is
+    warmed event by event, around the times the files hold, not around now).
+    ``warm`` reloads the live window from the archive (not for a replay, which
+    the recall warms); ``targets`` are the delivery targets VOEvents are queued
+    for (None: the ones the settings enable, see :func:`delivery_targets`; []
+    archives them without sending).
     """
     engine = Engine(load_config(settings.crossmatch_config),
                     authority=settings.ivorn_authority, skymap_loader=archive.skymap,
                     clock=None if replay else time.time,
                     late_slack_s=settings.crossmatch_late_slack_s,
                     live_window_s=settings.crossmatch_live_window_s,
-                    history=archive_history(archive), loader=archive.load_alerts)
+                    history=archive_history(archive), loader=archive.load_alerts,
+                    recall=archive.recall_event if replay else None)
     publisher = Publisher(archive, settings, delivery_targets(settings)
                           if targets is None else targets,
                           private_targets=private_targets(settings))
     pipeline = Pipeline(make_ingestor(settings, archive), engine, publisher)
-    if warm:
+    if warm and not replay:
         log.info("cross-match warmed with %d alerts of the live window", pipeline.warm())
     return pipeline
 

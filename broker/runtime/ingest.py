@@ -21,12 +21,27 @@ normalizing it"), and so is every later copy of it; otherwise it was an
 innocent bystander (the batch of a process killed for another reason) and is
 normalized as usual.  Marks of live owners (other workers on PostgreSQL) are
 left alone.
+
+**A retraction keeps its event's time** (issue 16, item 9).  An LVK retraction
+names no event (igwn.gwalert sends ``"event": null``): its normalizer lets the
+notice time stand in, flagged ``extra.event_time_known`` false.  Before it is
+archived, a retraction takes the event time of the newest earlier revision of the
+same event the archive holds (or the same batch brings): ``trigger_time`` becomes
+that time, ``extra.trigger_time_from`` "earlier_revision" and
+``extra.event_time_alert_id`` names the revision; the time it stated is kept in
+``extra.stated_trigger_time``.  With no earlier revision known it is archived as
+it came, flagged; it still supersedes and retracts (the engine keeps each
+retracted coincidence's reference time and offsets, see
+:meth:`crossmatch.engine.Engine.process`).  A retraction the archive already
+holds (a replay) is given the time its archived copy was given, whatever has
+arrived since, so that it is a duplicate, never a conflict.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -45,7 +60,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from alerts_schema import validation_errors
+from alerts_schema import Alert, validation_errors
 from alerts_schema.errors import (
     ArchiveUnavailable,
     HostileInput,
@@ -55,6 +70,7 @@ from alerts_schema.errors import (
     ProcessDied,
     SchemaValidationError,
 )
+from alerts_schema.model import format_utc
 from broker.archive.store import Archive, utcnow
 from broker.config import Settings, get_settings
 from broker.metrics import INGEST_SECONDS, MESSAGES
@@ -70,6 +86,10 @@ RETRY_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 DIED_REASON = "the process died while normalizing it"
 INFLIGHT_LEASE_S = 600.0
 PROBE_TIMEOUT_S = 60.0
+PROBE_STARTUP_S = 120.0
+"""How long (s) a probe child may take to import and configure itself before its first
+message; apart from the per-message timeout, which a loaded machine's slow start-up
+must not use up (it did: the child was killed before it read anything)."""
 
 
 # -- who is normalizing what ---------------------------------------------------------
@@ -187,11 +207,13 @@ def _run_probe(pending: Sequence[RawMessage], authority: str, timeout_s: float
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
             buffer = b""
-            deadline = time.monotonic() + timeout_s  # renewed by every line: per message
+            # Start-up has its own allowance; from "ready" on, every line renews the
+            # per-message deadline.
+            deadline = time.monotonic() + max(timeout_s, PROBE_STARTUP_S)
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    hung = True
+                    hung = started is not None
                     proc.kill()
                     break
                 if not selector.select(left):
@@ -226,6 +248,7 @@ def probe_main() -> None:
     except Exception:  # the probe judges crashes, not settings
         log.exception("probe: normalizer settings not applied")
     authority = sys.argv[1]
+    print("ready", flush=True)
     for line in sys.stdin:
         item = json.loads(line)
         meta = MessageMeta(item["source"], datetime.fromisoformat(item["received_at"]),
@@ -234,6 +257,42 @@ def probe_main() -> None:
         with contextlib.suppress(Exception):  # errors are fine here: only a death counts
             registry.normalize(base64.b64decode(item["data"]), meta)
         print("done", item["sha256"], flush=True)
+
+
+def with_event_time(retraction: Alert,
+                    revisions: Iterable[tuple[int, str, str, datetime]]) -> Alert:
+    """``retraction`` with the event time of the newest earlier revision of its event.
+
+    ``revisions`` are (revision, alert type, IVORN, event time) of revisions of the same
+    event (any; retractions and later ones are passed over).  Unchanged when there is
+    none, or when it states that time already; else ``trigger_time`` is that time and
+    ``extra`` says where it came from and keeps the time stated.
+    """
+    earlier = [r for r in revisions if r[0] < retraction.revision and r[1] != "retraction"]
+    if not earlier:
+        return retraction
+    revision, _, ivorn, event_time = max(earlier, key=lambda r: r[0])
+    if event_time == retraction.trigger_time:
+        return retraction
+    extra = {**retraction.extra, "trigger_time_from": "earlier_revision",
+             "event_time_known": True, "event_time_alert_id": ivorn,
+             "event_time_revision": revision,
+             "stated_trigger_time": format_utc(retraction.trigger_time)}
+    return retraction.model_copy(update={"trigger_time": event_time, "extra": extra})
+
+
+_EVENT_TIME_KEYS = ("trigger_time_from", "event_time_known", "event_time_alert_id",
+                    "event_time_revision", "stated_trigger_time")
+
+
+def as_archived(retraction: Alert, document: dict[str, Any] | None) -> Alert:
+    """``retraction`` with the event time its archived copy (``document``) was given."""
+    if document is None or "event_time_alert_id" not in (document.get("extra") or {}):
+        return retraction
+    extra = {**retraction.extra, **{k: document["extra"][k] for k in _EVENT_TIME_KEYS
+                                    if k in document["extra"]}}
+    when = Alert.model_validate(document).trigger_time
+    return retraction.model_copy(update={"trigger_time": when, "extra": extra})
 
 
 @dataclass
@@ -315,6 +374,7 @@ class Ingestor:
             repeats = self._retrying(lambda: self.archive.store_raw(messages, owner=self.owner))
             verdicts, dead_marks = self._suspects(messages, repeats) if repeats else ({}, [])
             results = [(m, verdicts.get(m.sha256) or self.normalize(m)) for m in messages]
+            results = self._event_times(results)
             try:
                 outcomes = self._retrying(lambda: self.archive.store_results(
                     results, owner=self.owner, cleared=dead_marks))
@@ -405,6 +465,42 @@ class Ingestor:
             except ImplausibleValue as exc:
                 return exc
         return result
+
+    def _event_times(self, results: list[tuple[RawMessage, Normalized | PermanentError]]
+                     ) -> list[tuple[RawMessage, Normalized | PermanentError]]:
+        """The batch's retractions with their event's time (see the module docstring)."""
+        events = {(a.source, a.event_id) for _, r in results if isinstance(r, Normalized)
+                  for a in r.alerts if a.alert_type == "retraction"}
+        if not events:
+            return results
+        known = self._retrying(lambda: self.archive.revisions_of(events))
+        archived = {(source, event_id, rev): ivorn for (source, event_id), revs in known.items()
+                    for rev, _, ivorn, _ in revs}
+        # A retraction archived already (a replay) is given the time it was archived
+        # with, whatever has arrived since: its copy must be a duplicate, not a conflict.
+        again = [archived[k] for _, r in results if isinstance(r, Normalized) for a in r.alerts
+                 if a.alert_type == "retraction"
+                 and (k := (a.source, a.event_id, a.revision)) in archived]
+        stored = self._retrying(lambda: self.archive.get_alerts(again)) if again else {}
+        revisions = {event: list(revs) for event, revs in known.items()}
+        for _, result in results:  # and the earlier revisions this batch brings
+            if isinstance(result, Normalized):
+                for a in result.alerts:
+                    if (a.source, a.event_id) in events:
+                        revisions.setdefault((a.source, a.event_id), []).append(
+                            (a.revision, a.alert_type, a.id, a.trigger_time))
+        out: list[tuple[RawMessage, Normalized | PermanentError]] = []
+        for raw, result in results:
+            if isinstance(result, Normalized) and any(a.alert_type == "retraction"
+                                                      for a in result.alerts):
+                result = dataclasses.replace(result, alerts=tuple(
+                    a if a.alert_type != "retraction"
+                    else as_archived(a, stored.get(archived[k]))
+                    if (k := (a.source, a.event_id, a.revision)) in archived
+                    else with_event_time(a, revisions.get((a.source, a.event_id), []))
+                    for a in result.alerts))
+            out.append((raw, result))
+        return out
 
     def _one_by_one(self, results: list[tuple[RawMessage, Normalized | PermanentError]],
                     batch_error: Exception) -> list[Outcome]:

@@ -33,6 +33,7 @@ covers a death between storing and queueing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import threading
 import time
@@ -101,8 +102,6 @@ def match_lock(archive: Archive) -> Iterator[Callable[[], bool]]:
                 except SQLAlchemyError:  # the connection, and the lock with it, are gone
                     log.warning("the match lock's connection was lost before unlocking")
         return
-    import fcntl
-
     database = make_url(str(archive.engine.url)).database or ":memory:"
     path = Path(database + ".match-lock") if database != ":memory:" else None
     if path is None:

@@ -107,7 +107,8 @@ class Pipeline:
 
         ``receipts`` (by alert IVORN: row id, source, transport, raw hash,
         received time) are what the publisher and the latency metric need.
-        Returns the results.  ``matched_at`` is recorded for every alert unless
+        Returns the results.  ``matched_at`` is recorded for every alert the engine
+        processed (not one it failed on: matched it was not) unless
         ``record_matched`` is False (the match stage records it with its numbers).
         The triggers' own VOEvents are queued too unless ``publish_alerts`` is
         False (the match stage queues them before it takes the match lock).
@@ -117,6 +118,7 @@ class Pipeline:
             return []
         status = self._detector_status(fresh)
         results: list[Result] = []
+        failed: set[str] = set()
         # One lock from cross-match to outbox: the engine's state, the order in
         # which revisions are stored and the order in which they are published
         # must be the same, whichever thread delivered the alerts.
@@ -127,6 +129,7 @@ class Pipeline:
                 try:
                     results.extend(self.engine.process(alert))
                 except Exception:  # a cross-match bug must not stop ingest
+                    failed.add(alert.id)
                     log.exception("cross-match failed on %s", alert.id,
                                   extra={"ivorn": alert.id})
             matched_at = utcnow()
@@ -139,7 +142,8 @@ class Pipeline:
             MATCH_SECONDS.observe(max(0.0, (matched_at - receipt["received_at"]).total_seconds()))
         if record_matched:
             try:
-                self.archive.mark_matched([a.id for a in fresh], matched_at)
+                self.archive.mark_matched([a.id for a in fresh if a.id not in failed],
+                                          matched_at)
             except Exception:  # a latency figure is not worth failing a batch for
                 log.exception("recording when %d alert(s) were matched failed", len(fresh))
         self.coincidences = results

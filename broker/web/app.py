@@ -12,7 +12,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,8 +24,19 @@ import broker
 from broker.archive import migrate
 from broker.archive.store import Archive
 from broker.config import Settings
+from broker.metrics import REGISTRY
+from broker.publish import outbox
 from broker.runtime import assembly
+from broker.web import dashboard, query_api, scs, tap, triggers_api, voevents_api
+from broker.web.auth import require_scope
+from broker.web.bodylimit import BodyLimit
+from broker.web.dashboard import error_page
+from broker.web.livefeed import LiveFeed
+from broker.web.opsserver import ready_checks, serve_ops
+from broker.web.query_api import clean_params
 from broker.web.ratelimit import RateLimiter
+from broker.web.tabular import MEDIA_TYPES, error_votable
+from broker.web.tap import error_votable as tap_error
 
 
 class Health(BaseModel):
@@ -94,8 +108,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
                                                     settings.failed_auth_rate_limit_burst)
         # Every transport of this process feeds this one sink: one cross-match state.
         app.state.ingestor = assembly.make_sink(settings, app.state.archive, staged=staged)
-        from broker.web.livefeed import LiveFeed
-
         app.state.live_feed = LiveFeed(app.state.archive, settings)
         await app.state.live_feed.start()
         for hook in on_startup or []:
@@ -111,8 +123,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
             if archive is None:
                 app.state.archive.close()
 
-    from broker.web.query_api import clean_params
-
     app = FastAPI(
         title="mmbroker",
         version=broker.__version__,
@@ -121,11 +131,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         # No parameter of any route may hold a control character (400 on every backend).
         dependencies=[Depends(clean_params)],
     )
-
-    from fastapi.staticfiles import StaticFiles
-
-    from broker.web import dashboard, query_api, scs, tap, triggers_api, voevents_api
-    from broker.web.bodylimit import BodyLimit
 
     app.add_middleware(BodyLimit, max_bytes=settings.http_max_body_bytes,
                        limits={"/api/v1/triggers": triggers_api.MAX_TRIGGER_BYTES})
@@ -142,25 +147,17 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Errors as JSON, except on the cone search, whose clients expect a VOTable."""
         if request.url.path.startswith(("/dashboard/alerts/", "/dashboard/coincidences/")):
-            from broker.web.dashboard import error_page
-
             return error_page(request, exc)
         if request.url.path.startswith("/tap/sync"):
-            from broker.web.tap import error_votable as tap_error
-
             return Response(tap_error(str(exc.detail)), status_code=exc.status_code,
                             media_type="application/x-votable+xml", headers=exc.headers)
         if request.url.path.startswith("/scs"):
-            from broker.web.tabular import MEDIA_TYPES, error_votable
-
             return Response(error_votable(str(exc.detail)), status_code=exc.status_code,
                             media_type=MEDIA_TYPES["votable"], headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
             spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
                                routes=app.routes)
             spec.setdefault("components", {}).setdefault("schemas", {}).update(
@@ -198,8 +195,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         body = Ready(status="ready" if ok else "not ready", checks=checks)
         return body if ok else JSONResponse(body.model_dump(), status_code=503)
 
-    from broker.web.auth import require_scope
-
     @app.get("/metrics", tags=["operations"], response_class=Response,
              dependencies=[Depends(require_scope("read:metrics"))],
              responses={200: {"content": {"text/plain": {}},
@@ -212,11 +207,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         They count hidden (embargoed, proprietary) arrivals too, so here they need a token
         with ``read:metrics``; Prometheus scrapes them without one on the ops listener
         (``MMBROKER_OPS_PORT``, loopback unless ``MMBROKER_OPS_HOST`` says otherwise)."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        from broker.metrics import REGISTRY
-        from broker.publish import outbox
-
         outbox.export_pending(archive)
 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
@@ -226,8 +216,6 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
 
 def app_ready_checks(app: FastAPI) -> dict[str, str]:
     """What ``/ready`` answers from, on the HTTP listener and on the ops listener."""
-    from broker.web.opsserver import ready_checks
-
     checks = ready_checks(app.state.archive, getattr(app.state, "listeners", None))
     feed = getattr(app.state, "live_feed", None)
     checks["live_feed"] = "ok" if feed is not None and feed.running else "stopped"
@@ -245,8 +233,6 @@ def start_ops(app: FastAPI, settings: Settings) -> None:
     (``MMBROKER_OPS_HOST``:``MMBROKER_OPS_PORT``) beside the app, when the port is set; an
     ``on_startup`` hook (:func:`stop_ops` is its ``on_shutdown``)."""
     if settings.ops_port:
-        from broker.web.opsserver import serve_ops
-
         app.state.ops_server = serve_ops(settings.ops_host, settings.ops_port,
                                          lambda: app_ready_checks(app), app.state.archive)
 

@@ -29,6 +29,7 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
@@ -61,7 +62,9 @@ from broker.web.livefeed import (
     is_significant,
     json_default,
 )
+from broker.web.provenance_graph import to_svg
 from broker.web.query_api import ViewerDep, provenance_doc, visible_alert, visible_coincidence
+from broker.web.sky import sky_view
 from broker.web.tokens import TokenInfo, verify_token
 from crossmatch.engine import members_class
 
@@ -77,8 +80,6 @@ SESSION_MAX_AGE_S = 12 * 3600
 
 
 def _templates() -> Any:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     folder = resources.files("broker.web").joinpath("templates")
     env = Environment(loader=FileSystemLoader(str(folder)),
                       autoescape=select_autoescape(["html"]))
@@ -193,8 +194,6 @@ def sky(request: Request, who: ViewerDep,
     The same data-rights rule as every other read: an alert the caller may not see is
     neither listed nor drawn, nor is a coincidence it is a member of; rows are named by
     IVORN, never by database id."""
-    from broker.web.sky import sky_view
-
     settings = request.app.state.settings
     span = hours if hours is not None else settings.dashboard_sky_hours
     with transaction(request.app.state.archive.engine, readonly=True) as conn:
@@ -281,8 +280,6 @@ def coincidence_page(request: Request, ivorn: str, token: TokenDep,
 
 def _published(conn: Any, ivorn: str, which: Any) -> tuple[str | None, str | None]:
     """The VOEvent XML as sent and the provenance graph SVG, when published."""
-    from broker.web.provenance_graph import to_svg
-
     xml = conn.execute(select(VOEventRow.xml).where(which).order_by(VOEventRow.id)
                        .limit(1)).scalar_one_or_none()
     doc = provenance_doc(conn, ivorn)

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from broker.archive import query as q
 from broker.archive.db import transaction
@@ -254,8 +254,6 @@ class _Marks:
     def unseen(self, column: Any) -> Any:
         """SQL condition for the rows not pushed yet; the gaps as ranges of consecutive ids
         (ids burnt by ``ON CONFLICT DO NOTHING`` come in runs, and a run is one term)."""
-        from sqlalchemy import or_
-
         if not self.gaps:
             return column > self.last
         runs: list[list[int]] = []
@@ -357,8 +355,6 @@ class LiveFeed:
         queue.put_nowait(None)
 
     def _start_marks(self) -> None:
-        from sqlalchemy import func
-
         self._embargoes_seen_until = utcnow()
         with transaction(self.archive.engine, readonly=True) as conn:
             for kind, column in (("alert", AlertRow.id), ("coincidence", CoincidenceRow.id),

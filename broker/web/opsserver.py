@@ -17,13 +17,17 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from broker.archive import migrate
+from broker.metrics import REGISTRY
+from broker.publish import outbox
+
 log = logging.getLogger(__name__)
 
 
 def ready_checks(archive: Any, running: Any = None) -> dict[str, str]:
     """The archive reachable and at this code's schema; every listener thread alive."""
-    from broker.archive import migrate
-
     checks: dict[str, str] = {}
     try:
         current = migrate.current_revision(archive.engine)
@@ -45,10 +49,6 @@ def serve_ops(host: str, port: int, checks: Callable[[], dict[str, str]],
     ``/health`` is liveness only (the process answers); ``/ready`` runs ``checks``;
     with ``archive``, ``/metrics`` includes the outbox depth read from it.
     """
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from broker.metrics import REGISTRY
-
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/health":
@@ -60,8 +60,6 @@ def serve_ops(host: str, port: int, checks: Callable[[], dict[str, str]],
                 self._reply(200 if ok else 503, "application/json", body.encode())
             elif self.path == "/metrics":
                 if archive is not None:
-                    from broker.publish import outbox
-
                     outbox.export_pending(archive)
                 self._reply(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
             else:

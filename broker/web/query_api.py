@@ -28,13 +28,23 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from alerts_schema.model import AlertType, CoincidenceState, Messenger, Role
+from alerts_schema.openapi import components
 from broker.archive import query as q
 from broker.archive.db import transaction
-from broker.archive.models import AlertRow, CoincidenceRow, ProvenanceDoc, RawPayload
+from broker.archive.models import (
+    AlertRow,
+    CoincidenceMember,
+    CoincidenceRow,
+    ProvenanceDoc,
+    RawPayload,
+)
+from broker.publish import provenance
 from broker.web import tabular
 from broker.web.auth import current_token
 from broker.web.ratelimit import retry_after_header
+from broker.web.skymap_image import Marker, render_png
 from broker.web.tokens import TokenInfo
+from crossmatch.localization import skymap_by_hash
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
@@ -224,8 +234,6 @@ def _page_schema(item: str) -> dict[str, Any]:
 
 def openapi_components() -> dict[str, Any]:
     """Schemas of the list pages and details (Alert, Coincidence from the contract)."""
-    from alerts_schema.openapi import components
-
     voevent_item = {
         "type": "object",
         "required": ["ivorn", "role", "kind", "subject_ivorn", "created_at", "sha256",
@@ -531,8 +539,6 @@ def coincidence_provenance(request: Request, ivorn: str, who: ViewerDep,
     404: {"description": "No such coincidence."}})
 def coincidence_skymap_png(request: Request, ivorn: str, who: ViewerDep) -> Response:
     """The members' localizations on one Mollweide projection (PNG)."""
-    from broker.archive.models import CoincidenceMember
-
     with _conn(request) as conn:
         row = visible_coincidence(conn, ivorn, who)
         members = conn.execute(
@@ -641,8 +647,6 @@ def provenance_or_404(conn: Connection, ivorn: str) -> dict[str, Any]:
 
 
 def provenance_response(doc: dict[str, Any], ivorn: str, fmt: str) -> Response:
-    from broker.publish import provenance
-
     if fmt == "json":
         return Response(json.dumps(doc).encode(), media_type=provenance.MEDIA_TYPES["json"])
     parsed = provenance.parse(json.dumps(doc).encode(), "json")
@@ -662,9 +666,6 @@ def _png(conn: Connection, title: str, alerts: Sequence[Mapping[str, Any]]) -> b
     changes, and rendering a multi-order LVK map takes a large share of a second (seen
     in development, not benchmarked).
     """
-    from broker.web.skymap_image import Marker, render_png
-    from crossmatch.localization import skymap_by_hash
-
     key = (title, *(a["ivorn"] for a in alerts))
     with _png_lock:
         if key in _PNG_CACHE:

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from sqlalchemy import text
 
 from alerts_schema.errors import RequestError
 from broker.archive import query as q
@@ -190,8 +191,6 @@ def capabilities(request: Request) -> Response:
     200: {"content": {"text/xml": {}}, "description": "VOSI availability."}})
 def availability(request: Request) -> Response:
     """VOSI availability: whether the archive answers."""
-    from sqlalchemy import text
-
     try:
         with transaction(request.app.state.archive.engine, readonly=True) as conn:
             conn.execute(text("SELECT 1"))

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
+import contourpy
 import numpy as np
 from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
@@ -38,6 +39,7 @@ from broker.web.livefeed import (
     alert_summary,
     coincidence_summaries,
 )
+from crossmatch.localization import skymap_by_hash
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,6 @@ def contour(sky: Any, level: float = CONTOUR_LEVEL) -> dict[str, Any]:
         cut by the map's edge (RA 180 deg, where the view wraps) is open there.
         ``area_deg2``: the region's area; ``step_deg``: the grid step traced at.
     """
-    import contourpy
-
     start, _ = sky.region(level)
     inside = sky.credible_levels < level
     area_deg2 = float(sky.area_sr[inside & (sky.density > 0)].sum()) * (180 / math.pi) ** 2
@@ -170,8 +170,6 @@ def cached_contour(sha256: str, load: Any, level: float = CONTOUR_LEVEL
     (``error``), kept like a contour: the view still shows the alert's position, and one
     bad file does not cost every page load a parse.
     """
-    from crossmatch.localization import skymap_by_hash
-
     key = (sha256, level)
     with _cache_lock:
         if key in _cache:

@@ -54,6 +54,8 @@ def render_png(title: str, *, skymap: Any = None, markers: Sequence[Marker] = ()
     The map is drawn as probability density on a 720 x 360 grid with its
     50% and 90% credible contours; each marker as a point or circle.
     """
+    # matplotlib costs about 0.6 s to import and only the PNG routes need it: deferred so
+    # that `mmbroker serve` and `stage api` start without it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

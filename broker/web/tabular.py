@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+import numpy as np
+
 from alerts_schema.errors import RequestError
 
 Format = Literal["json", "votable", "csv"]
@@ -205,7 +207,8 @@ def to_votable(columns: Sequence[Column], rows: Sequence[Row], *,
     VOTable versions no longer accept: times lose their ``xtype`` and integer
     columns declare a null value.
     """
-    import numpy as np
+    # astropy.io.votable costs about 0.15 s to import and only a VOTable answer needs it:
+    # deferred so that `mmbroker serve` and `stage api` start without it.
     from astropy.io.votable.tree import Field, Info, Resource, TableElement, Values, VOTableFile
 
     votable = VOTableFile(version=version)

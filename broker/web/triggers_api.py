@@ -33,10 +33,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from alerts_schema.errors import HostileInput, InputError, PermanentError, RefusedAuthor
+from alerts_schema.openapi import components
 from broker.web.auth import require_scope
 from broker.web.tokens import TokenInfo
+from listeners import json_limits
 from listeners.envelope import Outcome, RawMessage
 
 MAX_TRIGGER_BYTES = 256 * 1024
@@ -119,23 +122,17 @@ async def post_trigger(
     # MAX_TRIGGER_BYTES is enforced before this runs, for every request to this path
     # (broker.web.bodylimit, set up in broker.web.app).
     body = await request.body()
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(_ingest, request, body, token)
 
 
 def openapi_components() -> dict[str, Any]:
     """The trigger JSON Schema as OpenAPI components (``Trigger`` and its ``$defs``)."""
-    from alerts_schema.openapi import components
-
     return components("trigger")
 
 
 def _documents(body: bytes) -> list[Any] | None:
     """The trigger documents of a body, or None when it is not JSON (the ingest path then
     quarantines it with the parser's reason)."""
-    from listeners import json_limits
-
     try:
         decoded = json_limits.loads(body)
     except InputError:

@@ -26,14 +26,17 @@ from xml.sax.saxutils import escape, quoteattr
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from sqlglot import exp
+from starlette.concurrency import run_in_threadpool
 
 from alerts_schema.errors import ArchiveUnavailable, RequestError
 from broker.archive import query as q
 from broker.archive.db import transaction
 from broker.web import tabular
 from broker.web.query_api import base_url, viewer
+from broker.web.scs import availability as scs_availability
 from broker.web.tap.adql import AdqlError, Translation, translate
-from broker.web.tap.schema import TABLES, Context, TapColumn, TapTable
+from broker.web.tap.schema import BY_NAME, SCHEMAS, TABLES, Context, TapColumn, TapTable
 
 router = APIRouter(prefix="/tap", tags=["ivoa"])
 
@@ -99,8 +102,6 @@ def run_query(conn: Any, adql: str, ctx: Context, maxrec: int
     """Translate and run ``adql``: (names, metadata, rows, overflowed)."""
     translation = translate(adql, ctx.dialect)
     fetch = _limit(translation, maxrec)
-    from sqlglot import exp
-
     translation.tree.set("limit", exp.Limit(expression=exp.Literal.number(fetch)))
     translation.sql = translation.tree.sql(
         dialect="sqlite" if ctx.dialect == "sqlite" else "postgres")
@@ -278,8 +279,6 @@ async def _sync(request: Request, who: q.Viewer) -> Response:
         maxrec, fmt = _maxrec(params), _format(params)
     except TapError as exc:
         return _error(str(exc))
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(_answer, request, who, query, maxrec, fmt)
 
 
@@ -381,8 +380,6 @@ def capabilities(request: Request) -> Response:
     200: {"content": {"text/xml": {}}, "description": "VOSI availability."}})
 def availability(request: Request) -> Response:
     """VOSI availability: whether the archive answers."""
-    from broker.web.scs import availability as scs_availability
-
     return scs_availability(request)
 
 
@@ -437,8 +434,6 @@ _TABLESET_HEAD = """<?xml version="1.0" encoding="UTF-8"?>
 def tables(request: Request) -> Response:
     """VOSI tables: every published table and column with its description, unit and UCD
     (``detail=min`` lists the tables only)."""
-    from broker.web.tap.schema import SCHEMAS
-
     detail = request.query_params.get("detail", "max").lower() != "min"
     xml = [_TABLESET_HEAD]
     for schema, description in SCHEMAS.items():
@@ -455,8 +450,6 @@ def tables(request: Request) -> Response:
     404: {"description": "No such table.", "content": {"text/plain": {}}}})
 def table(name: str) -> Response:
     """VOSI tables 1.1: one table with its columns."""
-    from broker.web.tap.schema import BY_NAME
-
     found = BY_NAME.get(name.lower())
     if found is None:
         return Response(f"no table {name}\n".encode(), status_code=404,

@@ -29,6 +29,9 @@ PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    # Deferred to the upgrade itself: Alembic executes every revision file each time it
+    # reads the history (any command that checks the archive's schema), and voevent-parse
+    # costs about 0.3 s to import.
     from broker.archive.store import coincidence_far_hz
     from broker.publish.voevent_build import citations_of
 
