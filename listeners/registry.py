@@ -1,7 +1,9 @@
 """Route raw bytes to the normalizer that handles them.
 
-Routing looks at the sniffed format first and then, for formats several
-streams share, at the transport's stream name and the content.  The first
+Routing first asks the routes that a transport's stream name alone decides
+(GCN Classic binary notices on ``gcn.classic.binary.*``: their leading zero byte
+would pass for Confluent Avro's magic byte), then looks at the sniffed format and,
+for formats several streams share, at the stream name and the content.  The first
 route in :data:`ROUTES` whose ``accepts`` is true wins, so the specific
 streams come before the broad ones (an LVK alert is also JSON from a
 ``gcn.*``-looking topic; an Alert document is JSON too).
@@ -19,6 +21,7 @@ from alerts_schema.errors import MalformedInput, NormalizationError, UnknownForm
 from listeners import (
     alert_json,
     avro,
+    gcn_binary,
     gcn_json,
     json_limits,
     lvk,
@@ -47,6 +50,9 @@ class Route:
     formats: frozenset[Format]
     accepts: Callable[[Format, Any, MessageMeta, bytes], bool]
     handle: Callable[[bytes, Any, MessageMeta], Normalized]
+    claims: Callable[[MessageMeta, bytes], bool] | None = None
+    """Set for a stream that its transport names (a topic prefix), whatever the bytes
+    look like: asked before any sniffing, so no format's signature can take it."""
 
 
 def _json_only(test: Callable[[Format, Any, MessageMeta], bool]
@@ -87,6 +93,10 @@ JSON = frozenset({Format.JSON})
 AVRO = frozenset({Format.AVRO_OCF, Format.AVRO_CONFLUENT})
 
 ROUTES: list[Route] = [
+    # GCN Classic binary packets start with a zero byte, Confluent Avro's magic byte:
+    # the topic decides (listeners.gcn_binary.claims), before sniffing.
+    Route("gcn-binary", frozenset(), lambda *_: False, gcn_binary.handle,
+          claims=gcn_binary.claims),
     Route("alert-json", JSON, _json_only(_is_alert_json),
           lambda _data, doc, meta: alert_json.normalize_decoded(doc, meta)),
     Route("lvk", JSON | AVRO, _with_bytes(lvk.accepts), lvk.handle),
@@ -107,6 +117,9 @@ def route(data: bytes, meta: MessageMeta) -> tuple[Route, Any]:
     :class:`~alerts_schema.errors.HostileInput` for an Avro container whose writer schema
     could crash the decoder (see :mod:`listeners.avro`).
     """
+    for claimed in ROUTES:
+        if claimed.claims is not None and claimed.claims(meta, data):
+            return claimed, None
     fmt = sniff(data)
     decoded = json_limits.loads(data) if fmt is Format.JSON else None
     for candidate in ROUTES:

@@ -101,7 +101,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -136,14 +136,16 @@ _URI_PATH_SAFE = "!$&'()*+,;=:@/"
 # 0/0 placeholder does elsewhere; any other radius past 180 deg is refused.
 _WHOLE_SKY_RADIUS_DEG = 360.0
 
-__all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "accepts", "handle", "looks_like_voevent",
-           "normalize"]
+__all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "STAR_LOCK_NOTE", "accepts", "gcn_event_id",
+           "gcn_revision", "gcn_type", "handle", "looks_like_voevent", "normalize",
+           "not_a_grb_reasons"]
 
 MAX_VOEVENT_BYTES = 1_000_000
 """Largest VOEvent accepted, in bytes.  Comet drops frames over 99,999 bytes;
 GCN and LVK VOEvents are 2-10 kB.  A megabyte leaves room and bounds the work."""
 
-GBM_CONTAINMENT = 0.6827
+ONE_SIGMA = 0.6827
+GBM_CONTAINMENT = ONE_SIGMA
 DEFAULT_CONTAINMENT = 0.9
 _HEAD = 4096
 _VOEVENT_MARKS = (b"VOEvent", "VOEvent".encode("utf-16-le"), "VOEvent".encode("utf-16-be"))
@@ -326,15 +328,17 @@ GCN_TYPES: dict[int, GcnType] = {
         (161, "CALET_GBM_GND_LC", "CGBM", 1, False, _NO_POS),
     ]),
     **_types("AAVSO", "optical", [(57, "AAVSO", None, 0, True)]),
+    # GECAM's radius is a 1-sigma one (nasa-gcn/gcn-classic-to-json reads it so).
     **_types("GECAM", "gamma_ray", [
         (188, "GECAM_FLT", None, 0, True),
         (189, "GECAM_GND", None, 1, False),
-    ]),
+    ], containment=ONE_SIGMA),
     # IPN_RAW and IPN_SEG are an annulus and a segment of one: no circle stands for them.
     **_types("IPN", "gamma_ray", [
         (31, "IPN_RAW", None, 0, True, _NO_POS),
         (32, "IPN_SEG", None, 1, False, _NO_POS),
-        (39, "IPN_POS", None, 2, False),
+        # The radius of the circle about the error box, at 3 sigma (GCN socket doc).
+        (39, "IPN_POS", None, 2, False, {"containment": 0.9973}),
     ]),
     **_types("Suzaku", "gamma_ray", [(148, "SUZAKU_LC", "WAM", 0, True, _NO_POS)]),
     **_types("Super-Kamiokande", "neutrino", [(175, "SK_SN", None, 0, True)]),
@@ -609,6 +613,63 @@ def normalize(data: bytes, meta: MessageMeta) -> Normalized:
                                  "not an alert")
     alert = _alert(packet, fields, localization, trigger_time, source, stream, meta)
     return Normalized(alerts=(alert,))
+
+
+# -- GCN classic rules, shared with the binary packets (listeners.gcn_binary) ------
+
+STAR_LOCK_NOTE = ("position taken after the star tracker lost lock "
+                  "(StarTrack_Lost_Lock): not a trustworthy localization")
+"""Why a position taken without star lock is kept in ``extra``, never matched."""
+
+
+def gcn_type(packet_type: int) -> GcnType | None:
+    """What GCN's notice type number says: :data:`GCN_TYPES`, or the LVK and IceCube
+    types this module reads as their own families (named, mission's facility)."""
+    known = GCN_TYPES.get(packet_type)
+    if known is not None:
+        return known
+    if packet_type in _LVK_TYPES:
+        return GcnType(_LVK_TYPES[packet_type], "LVK", None, "gravitational_wave", 0,
+                       first=packet_type in (150, 163))
+    if packet_type in _ICECUBE_TYPES:
+        return GcnType(_ICECUBE_TYPES[packet_type], "IceCube", None, "neutrino", 0, first=True)
+    return None
+
+
+def gcn_revision(gcn: GcnType, serial: int | None) -> int:
+    """``rank * 1000 + serial`` (module docstring); a serial outside 0..999 counts as 0."""
+    return gcn.rank * 1000 + (serial if serial is not None and 0 <= serial < 1000 else 0)
+
+
+def gcn_event_id(gcn: GcnType, trigger: str | None, trigger_time: datetime) -> str:
+    """The trigger number, or ``<facility>-<trigger time>`` when there is none (GCN writes
+    0 for "no trigger number")."""
+    if trigger is not None and trigger.strip() and not _is_zero(trigger):
+        return trigger.strip()
+    return local_id(gcn.facility, format_utc(trigger_time))
+
+
+def not_a_grb_reasons(gcn: GcnType, *, flags: Iterable[str],
+                      grb_identified: bool | None,
+                      most_likely: tuple[int, int | None] | None) -> list[str]:
+    """Why the mission itself says this trigger is a known source or not a GRB (empty: it
+    does not). Such notices are archived and shown, and left out of the GRB selectors.
+
+    ``flags`` are the :data:`BAT_KNOWN` flags the notice sets, ``grb_identified`` Swift's
+    GRB_Identified (None when the notice has none), ``most_likely`` Fermi GBM's
+    classification (class index, probability in %).
+    """
+    flagged = set(flags)
+    reasons = [name for name in BAT_KNOWN if name in flagged]
+    if grb_identified is False:
+        reasons.append("GRB_Identified=false")
+    if gcn.instrument == "GBM" and most_likely is not None:
+        index, probability = most_likely
+        if index != _GBM_GRB_CLASS:
+            reasons.append(f"Most_Likely_Index={index} (GRB is {_GBM_GRB_CLASS})")
+        elif probability is not None and probability < _GBM_MIN_GRB_PROB:
+            reasons.append(f"Most_Likely_Prob={probability}% < {_GBM_MIN_GRB_PROB}%")
+    return reasons
 
 
 def _retracts(packet: _Packet, packet_type: int | None) -> bool:
@@ -918,11 +979,10 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
     if event_id is None:
         event_id = _meta_id(packet)
     if event_id is None:
-        event_id = local_id(gcn.facility, format_utc(trigger_time))
+        event_id = gcn_event_id(gcn, None, trigger_time)
     serial = packet.integer("Sequence_Num")
     if serial is None:
         serial = packet.integer("Pkt_Ser_Num")
-    serial = serial if serial is not None and 0 <= serial < 1000 else 0
     test = gcn.kind == "test" or any(packet.flag(name) for name in (
         "Test_Submission", "Test_Notice", "Test", "InternalTest"))
     position, note = gcn.position, None
@@ -936,8 +996,7 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
     elif packet.flag("StarTrack_Lost_Lock") or packet.flag("ImTrig_during_ST_LoL"):
         # Without star lock the attitude, and so the position, can be off by degrees:
         # kept in extra, never matched as a localization.
-        position, note = False, ("position taken after the star tracker lost lock "
-                                 "(StarTrack_Lost_Lock): not a trustworthy localization")
+        position, note = False, STAR_LOCK_NOTE
     far = _far_hz(packet, default_unit=None) if packet.param("FAR") else _Far(None, {})
     extra: dict[str, Any] = {"gcn": {"packet_type": packet_type, "notice_type": gcn.name},
                              **far.extra}
@@ -953,7 +1012,7 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
     if gcn.systematic_deg is not None and gcn.facility == "Fermi":
         extra["systematic_model"] = "Connaughton et al. 2015 (ApJS 216, 32) core width"
     return _Fields(
-        event_id=event_id, revision=gcn.rank * 1000 + serial,
+        event_id=event_id, revision=gcn_revision(gcn, serial),
         first=gcn.first and not packet.cites("supersedes", "followup"),
         facility=gcn.facility, messenger=gcn.messenger, instrument=instrument,
         role="test" if test else None, position=position, position_note=note,
@@ -967,25 +1026,20 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
 _GBM_GRB_CLASS = 4
 _GBM_MIN_GRB_PROB = 50
 # Swift BAT's Solution_Status flags that say "a known source, or not a burst".
-_BAT_KNOWN = ("Def_NOT_a_GRB", "Target_in_Flt_Catalog", "Target_in_Gnd_Catalog",
+BAT_KNOWN = ("Def_NOT_a_GRB", "Target_in_Flt_Catalog", "Target_in_Gnd_Catalog",
               "Target_in_Blk_Catalog")
 
 
 def _not_a_grb(packet: _Packet, gcn: GcnType) -> list[str]:
-    """Why the mission itself says this trigger is a known source or not a GRB (empty: it
-    does not). Such notices are archived and shown, and left out of the GRB selectors."""
-    reasons = [name for name in _BAT_KNOWN if packet.flag(name)]
+    """:func:`not_a_grb_reasons` from a VOEvent's Params."""
     identified = packet.value("GRB_Identified", anywhere=True)
-    if identified is not None and identified.lower() in ("false", "0", "f", "no"):
-        reasons.append("GRB_Identified=false")
     index = packet.integer("Most_Likely_Index", anywhere=True)
-    if gcn.instrument == "GBM" and index is not None:
-        probability = packet.integer("Most_Likely_Prob", anywhere=True)
-        if index != _GBM_GRB_CLASS:
-            reasons.append(f"Most_Likely_Index={index} (GRB is {_GBM_GRB_CLASS})")
-        elif probability is not None and probability < _GBM_MIN_GRB_PROB:
-            reasons.append(f"Most_Likely_Prob={probability}% < {_GBM_MIN_GRB_PROB}%")
-    return reasons
+    return not_a_grb_reasons(
+        gcn, flags=[name for name in BAT_KNOWN if packet.flag(name)],
+        grb_identified=None if identified is None
+        else identified.lower() not in ("false", "0", "f", "no"),
+        most_likely=None if index is None
+        else (index, packet.integer("Most_Likely_Prob", anywhere=True)))
 
 
 def _generic(packet: _Packet) -> _Fields:

@@ -142,6 +142,35 @@ def test_listener_killed_mid_stream_loses_and_doubles_nothing(
     archive.close()
 
 
+def test_gcn_classic_binary_notices_are_normalized_not_taken_for_avro(
+        kafka: str, archive: Archive, ingestor: Ingestor) -> None:
+    """Issue 16 item 5: GCN's 160-byte packets start with 0x00, Confluent Avro's magic
+    byte; on a ``gcn.classic.binary.*`` topic they are binary notices (Swift 655721's
+    BAT and XRT positions, built to the real layout), and a truncated one is refused as
+    a binary notice, not as Avro."""
+    from tests.test_gcn_binary import bat_655721, packet, xrt_655721
+
+    bat_topic = "gcn.classic.binary.SWIFT_BAT_GRB_POS_ACK"
+    xrt_topic = "gcn.classic.binary.SWIFT_XRT_POSITION"
+    alive_topic = "gcn.classic.binary.IM_ALIVE"
+    produce(kafka, bat_topic, [bat_655721(), bat_655721()[:100]])
+    produce(kafka, xrt_topic, [xrt_655721()])
+    produce(kafka, alive_topic, [packet({0: 3, 1: 1, 3: 4_320_000})])
+    source = KafkaSource([bat_topic, xrt_topic, alive_topic], _consumer(kafka, "binary"))
+    with _running(KafkaListener(source, ingestor, batch_size=10)):
+        assert wait_for(lambda: archive.count_alerts() == 2
+                        and archive.count_quarantined() == 1
+                        and alive_topic in {h["stream"] for h in archive.stream_health()}, 60)
+    bat = archive.get_alert("ivo://test.mmbroker/gcn.classic.binary/Swift#655721-2001")
+    xrt = archive.get_alert("ivo://test.mmbroker/gcn.classic.binary/Swift#655721-8002")
+    assert bat is not None and xrt is not None
+    assert bat["localization"]["ra_deg"] == 319.7309 and bat["alert_type"] == "initial"
+    assert xrt["localization"]["error_radius_deg"] == 0.001 and xrt["alert_type"] == "update"
+    (refused,) = archive.list_quarantine()
+    assert refused["source"] == bat_topic and "100 bytes" in refused["reason"]
+    assert "avro" not in refused["reason"].lower()
+
+
 def test_config_from_env_follows_confluent_naming() -> None:
     env = {"KAFKA_BOOTSTRAP_SERVERS": "a:9092,b:9092", "KAFKA_GROUP_ID": "g",
            "KAFKA_SASL_OAUTHBEARER_CLIENT_ID": "cid", "KAFKA_CLIENT___ID": "x",
