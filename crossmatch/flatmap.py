@@ -34,6 +34,10 @@ lossless, which recovers a rasterized multi-order map) or when together they
 hold under ``EPS_REL`` of the map's probability (lossy, far-tail pixels whose
 inner detail cannot change an overlap by more than that).  Groups holding a
 negative or non-finite value are never folded, so the caller still sees them.
+
+Function-local imports: healpy (about 0.7 s to import) and astropy.io.fits are
+imported by the functions that use them, deferred so that a command or process that
+never reads a flat sky map starts without them.
 """
 
 from __future__ import annotations
