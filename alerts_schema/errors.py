@@ -23,6 +23,7 @@ Two branches tell a caller what to do next:
     │   ├── MatchOrderLost           another match worker numbered alerts meanwhile
     │   ├── CometPortTaken           a VTP port is held by a process not our Comet
     │   ├── DeliveryError            a target refused a VOEvent (broker.publish.senders)
+    │   ├── MapFetchUnavailable      a sky map URL not answering yet (broker.runtime.mapfetch)
     │   └── TokenError               an OIDC token endpoint said no (listeners.oidc)
     ├── PermanentError
     │   ├── InputError               the message cannot become an Alert
@@ -37,7 +38,8 @@ Two branches tell a caller what to do next:
     │   ├── SchemaValidationError    a document breaks the Alert/Coincidence schema
     │   ├── IngestConflict           same (source, event id, revision), other content
     │   ├── RefusedAuthor            a trigger its token may not write (another detector)
-    │   └── PublishError             a VOEvent that must not leave (broker.publish.voevent_build)
+    │   ├── PublishError             a VOEvent that must not leave (broker.publish.voevent_build)
+    │   └── MapFetchError            a sky map URL not to fetch, or no map (broker.runtime.mapfetch)
     └── RequestError (ValueError)    an HTTP request that cannot be answered as asked (4xx)
         ├── QueryError               bad cursor, region, unknown sky map (broker.archive.query)
         ├── ScsError                 a cone search without a usable RA, DEC, SR (broker.web.scs)

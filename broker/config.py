@@ -32,6 +32,13 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("mmbroker", appauthor=False))
 
 
+SKYMAP_HOSTS = ("gracedb.ligo.org", "heasarc.gsfc.nasa.gov", "gcn.gsfc.nasa.gov",
+                "roc.icecube.wisc.edu", "opendata.km3net.de")
+"""The hosts the real streams' sky map URLs name (``../shared/samples``: LVK VOEvent
+``skymap_fits``; Fermi GBM and BurstCube ``healpix_url``/``LocationMap_URL``; GBM
+sub-threshold ``HealPix_URL``; IceCube and KM3NeT ``healpix_url``): the default of
+``skymap_fetch_hosts``."""
+
 SECRET_SETTINGS = ("database_url", "hop_password")
 """Settings that may hold credentials: also read from ``MMBROKER_<NAME>_FILE`` (owner-only)."""
 
@@ -328,6 +335,67 @@ class Settings(BaseSettings):
         description="Span (h) of the dashboard's all-sky view when the page does not choose "
                     "one: alerts whose event time is at most this old, and coincidences found "
                     "in it. The page's span control goes up to 168 h.")
+
+    # -- issue 16 item 2: sky maps by URL ---------------------------------------------------
+    skymap_fetch: bool = Field(
+        default=True,
+        description="Fetch the sky maps alerts name by URL (GCN healpix_url, LVK skymap_fits, "
+                    "Fermi GBM LocationMap_URL ...) in the background and make each its "
+                    "alert's localization, matching the alert again (`serve`, `listen`, "
+                    "`stage listen`). Off: the URL stays in the alert's extra.skymap_url and "
+                    "its fetch stays queued for a process that fetches.")
+    skymap_fetch_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(SKYMAP_HOSTS),
+        description="Hosts sky maps may be fetched from, redirects included (comma-separated, "
+                    "exact names). Default: the hosts the real streams name: gracedb.ligo.org "
+                    "(LVK), heasarc.gsfc.nasa.gov (Fermi GBM, BurstCube), gcn.gsfc.nasa.gov "
+                    "(GBM sub-threshold and ground maps), roc.icecube.wisc.edu (IceCube), "
+                    "opendata.km3net.de (KM3NeT).")
+    skymap_fetch_allow_http: bool = Field(
+        default=False,
+        description="Fetch plain http:// URLs over HTTP when their host is loopback (tests). "
+                    "Otherwise an http:// URL is fetched as https:// from the same host, and "
+                    "no other scheme is ever fetched.")
+    skymap_fetch_max_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0,
+        description="Largest sky map fetched, bytes as sent (the map reader bounds what a "
+                    "gzipped map expands to).")
+    skymap_fetch_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="Longest wait for one socket operation of a sky map fetch (connect, a "
+                    "read), seconds.")
+    skymap_fetch_deadline_s: float = Field(
+        default=120.0, gt=0,
+        description="Longest one sky map fetch may take, redirects included, seconds.")
+    skymap_fetch_attempts: int = Field(
+        default=9, ge=1, le=100,
+        description="Attempts at a sky map whose fetch fails in a way worth retrying "
+                    "(timeouts, connection errors, HTTP 404 while it is not yet published, "
+                    "429, 5xx) before the failure is recorded as final.")
+    skymap_fetch_backoff_s: float = Field(
+        default=10.0, gt=0,
+        description="Wait before the second attempt at a sky map, seconds; doubled for each "
+                    "further one (10, 20, 40 ... s), up to skymap_fetch_backoff_max_s.")
+    skymap_fetch_backoff_max_s: float = Field(
+        default=300.0, gt=0, description="Longest wait between attempts at a sky map, seconds.")
+    skymap_fetch_workers: int = Field(
+        default=2, ge=1, le=32,
+        description="Threads fetching sky maps in each process that fetches.")
+
+    @field_validator("skymap_fetch_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        hosts = cls._comma_list(value)
+        if not isinstance(hosts, list):
+            return hosts
+        out = []
+        for host in hosts:
+            name = str(host).strip().lower().rstrip(".")
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[?[0-9a-f:]+\]?", name):
+                raise ValueError(f"sky map host {host!r} is not a host name (no scheme, "
+                                 "port, path or wildcard)")
+            out.append(name.strip("[]"))
+        return out
 
     @classmethod
     def settings_customise_sources(

@@ -63,3 +63,10 @@ KAFKA_LAG = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+SKYMAP_FETCHES = Counter(
+    "mmbroker_skymap_fetches_total",
+    "Attempts at sky maps alerts name by URL, by outcome: fetched, retry (failed, to be "
+    "tried again), failed (for good).",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -16,15 +16,16 @@ Lifecycle of a coincidence (its identity is the pairing plus the member
 events, whatever their revisions):
 
 * ``new``: first found, revision 0;
-* ``updated``: a member's new revision arrived and the members still
-  coincide; the new result supersedes the previous revision;
-* ``retracted``: a member was retracted, or its new revision no longer
-  coincides.  A retraction says nothing of when the event was (an LVK one names
-  no event at all), so a coincidence retracted by one keeps the reference time
-  and member offsets of the revision it retracts.
+* ``updated``: a member's new revision arrived (or the sky map it names by URL,
+  fetched after it: :func:`version`) and the members still coincide; the new
+  result supersedes the previous revision;
+* ``retracted``: a member was retracted, or its new revision (or its map) no
+  longer coincides.  A retraction says nothing of when the event was (an LVK one
+  names no event at all), so a coincidence retracted by one keeps the reference
+  time and member offsets of the revision it retracts.
 
-Results are idempotent per (member alert ids and revisions, config hash):
-:func:`result_key` is what the archive deduplicates on.
+Results are idempotent per (member alert ids and revisions, fetched maps, config
+hash): :func:`result_key` is what the archive deduplicates on.
 """
 
 from __future__ import annotations
@@ -113,9 +114,44 @@ def class_roles(classes: Iterable[str]) -> tuple[str, ...]:
                          for r in (OBSERVATION_ROLES if c == "observation" else (c,))}))
 
 
+FETCHED_MAP = "skymap_fetch"
+"""The ``extra`` key of the record the broker keeps of a sky map it fetched for an alert
+after archiving it (``{"url", "sha256", ...}``; :mod:`broker.runtime.mapfetch`).  When
+its ``sha256`` is the map the alert's localization names, the alert is that revision
+*with its map*: the same IVORN and revision, one step later (see :func:`version`)."""
+
+
+def fetched_map(alert: Alert) -> str | None:
+    """SHA-256 of the sky map fetched after the alert arrived that is its localization, or
+    None (no map, or one the message carried itself)."""
+    record = alert.extra.get(FETCHED_MAP)
+    if record is None:
+        return None
+    sha = getattr(alert.localization, "skymap_sha256", None)
+    return sha if isinstance(record, dict) and sha and record.get("sha256") == sha else None
+
+
+def version(alert: Alert) -> tuple[int, bool]:
+    """Where an alert stands in its event's sequence: ``(revision, has a fetched map)``.
+
+    An alert whose map arrived after it (issue 16, item 2) is matched again as it is
+    now, superseding itself as it was; a later revision still supersedes both.
+    """
+    return alert.revision, fetched_map(alert) is not None
+
+
 def result_key(members: Iterable[Alert], config_hash: str) -> str:
-    """SHA-256 identifying one result: member ids and revisions plus the config hash."""
-    body = json.dumps([sorted((a.id, a.revision) for a in members), config_hash],
+    """SHA-256 identifying one result: member ids and revisions plus the config hash.
+
+    A member whose sky map was fetched after it arrived adds that map's SHA-256: the
+    result with the map is another result than the one without (the key of every other
+    result is what it always was).
+    """
+    def member(a: Alert) -> tuple[str, int] | tuple[str, int, str]:
+        sha = fetched_map(a)
+        return (a.id, a.revision) if sha is None else (a.id, a.revision, sha)
+
+    body = json.dumps([sorted(member(a) for a in members), config_hash],
                       separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -132,6 +168,11 @@ class _Held:
     revision: int
     t_s: float       # event time, Unix s
     keep_s: float    # retention: the live index (tier) it is in
+    fetched: bool = False  # its localization is a map fetched after it arrived
+
+    @property
+    def version(self) -> tuple[int, bool]:
+        return self.revision, self.fetched
 
 
 @dataclass
@@ -386,7 +427,7 @@ class Engine:
         for alert in sorted(alerts, key=lambda a: (a.revision, a.trigger_time)):
             key = (alert.source, alert.event_id)
             held = self._held.get(key)
-            if held is not None and held.revision >= alert.revision:
+            if held is not None and held.version >= version(alert):
                 continue  # (catching up: never back to an older revision)
             self._remember(alert)
             docs[key] = alert
@@ -398,7 +439,7 @@ class Engine:
         for alert in sorted(self._load(sorted(missing)).values(), key=lambda a: a.revision):
             key = (alert.source, alert.event_id)
             held = self._held.get(key)
-            if held is None or held.revision < alert.revision:
+            if held is None or held.version < version(alert):
                 self._remember(alert)
                 docs[key] = alert
             else:
@@ -439,7 +480,7 @@ class Engine:
             alerts, coincidences = self.recall(key)
             self.warm(alerts, coincidences)
             previous = self._held.get(key)
-        if previous is not None and previous.revision >= alert.revision:
+        if previous is not None and previous.version >= version(alert):
             return []  # an older revision arriving late changes nothing
         if alert.alert_type == "retraction":
             self._remember(alert, previous)
@@ -480,7 +521,8 @@ class Engine:
             keep = previous.keep_s
         else:
             keep = self._keep_for(need)
-        self._held[key] = _Held(alert.id, alert.revision, t, keep)
+        self._held[key] = _Held(alert.id, alert.revision, t, keep,
+                                fetched_map(alert) is not None)
         if self.loader is None or need > 0 or pinned or retracted:
             self._events[key] = alert
         else:
@@ -624,7 +666,7 @@ class Engine:
         t_top = min(t_hi, horizon)
         for past in self.history(t_lo, t_top, ra, dec, radius, messengers=messengers):
             key = (sys.intern(past.source), past.event_id)
-            if key not in newest or newest[key].revision < past.revision:
+            if key not in newest or version(newest[key]) < version(past):
                 newest[key] = past
         found = list(live)
         for key, past in newest.items():

@@ -76,6 +76,23 @@ class SkymapFile:
         object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
 
 
+SKYMAP_URL = "skymap_url"
+"""The ``extra`` key under which a normalizer records the URL of a sky map the alert
+names but does not carry (GCN JSON ``healpix_url``, LVK VOEvent ``skymap_fits``, Fermi
+GBM VOEvent ``LocationMap_URL``/``HealPix_URL``; see :func:`listeners.common.skymap_url`).
+A normalizer does no I/O: the broker fetches the map later
+(:mod:`broker.runtime.mapfetch`) and makes it the alert's localization."""
+
+
+def skymap_url_to_fetch(alert: Alert) -> str | None:
+    """The URL of the sky map ``alert`` names (``extra["skymap_url"]``) when the map is
+    still to be fetched: the alert has no sky map localization and retracts nothing."""
+    url = alert.extra.get(SKYMAP_URL)
+    if not isinstance(url, str) or not url or alert.alert_type == "retraction":
+        return None
+    return None if alert.localization.kind == "skymap" else url
+
+
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A sign of life from a stream or one detector on it (GCN heartbeat, SNEWS).

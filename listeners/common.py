@@ -96,6 +96,36 @@ def checked_ra(ra_deg: float, *, field: str = "ra") -> float:
     return number
 
 
+SKYMAP_URL_MAX = 1024
+"""Longest sky map URL recorded (the contract's ``SkymapLocalization.url``)."""
+_FITS_NAME = re.compile(r"\.(fits?|fts)(\.gz)?$", re.IGNORECASE)
+_GRACEDB_VERSION = re.compile(r",\d+$")
+
+
+def skymap_url(value: Any) -> str | None:
+    """``value`` when it is a URL naming a FITS sky map file, else None.
+
+    A URL whose path names a FITS file (``.fits``, ``.fit``, ``.fts``, each optionally
+    ``.gz``), GraceDB's file version suffix (``,0``) allowed after the name, as sent
+    (stripped of surrounding blanks).  What scheme or host may be fetched is not
+    decided here: the broker's fetcher refuses what its settings do not allow
+    (``file:``, a host off its list) and says so on the alert.  A page or a site root
+    (KM3NeT's ``healpix_url`` names ``https://opendata.km3net.de/``) is no map.
+    """
+    if not isinstance(value, str):
+        return None
+    url = value.strip()
+    if not url or len(url) > SKYMAP_URL_MAX or any(c.isspace() for c in url):
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return None
+    path = rest.partition("/")[2].split("?", 1)[0].split("#", 1)[0]
+    if not _FITS_NAME.search(_GRACEDB_VERSION.sub("", path)):
+        return None
+    return url
+
+
 def present_but_not_finite(text: Any) -> bool:
     """True for a value that is given (not None, not blank) yet not a finite number
     (NaN, inf, 1e999): such a value must be refused, not read as "not stated"."""

@@ -78,8 +78,11 @@ Localization
     (its circle or ellipse) is kept whole in ``extra["position"]`` (issue 16, item 1:
     a Fermi GBM notice's circle stood in for its map and a GW x GBM overlap came out
     57x too low).  A map the reader refuses is noted in ``extra["healpix_file"]`` and
-    the stated position stays the localization.  A ``healpix_url`` alone cannot be used
-    (the contract names maps by hash): it stays in ``extra``.
+    the stated position stays the localization.  A ``healpix_url`` naming a FITS file,
+    with no inline map as the localization, is recorded in ``extra["skymap_url"]``
+    (:func:`listeners.common.skymap_url`; the field itself stays in ``extra`` too): a
+    normalizer does no I/O, so the broker fetches the map afterwards and makes it the
+    localization then (:mod:`broker.runtime.mapfetch`, issue 16 item 2).
 
 Units
     ``far`` is Hz in GCN JSON (unlike yr^-1 in some VOEvents) and kept as is.
@@ -139,8 +142,8 @@ from alerts_schema.errors import HostileInput, MalformedInput, NormalizationErro
 from alerts_schema.model import format_utc
 from crossmatch.skymap import read_multiorder
 from listeners import facilities, json_limits
-from listeners.base import Heartbeat, MessageMeta, Normalized, SkymapFile
-from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev
+from listeners.base import SKYMAP_URL, Heartbeat, MessageMeta, Normalized, SkymapFile
+from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev, skymap_url
 from listeners.detect import Format
 
 __all__ = [
@@ -443,6 +446,9 @@ def _notice_alert(document: dict[str, Any], context: _Context,
             skymap_sha256=skymap.sha256, format=skymap.format,
             url=url if isinstance(url, str) and len(url) <= 1024 else None,
             area_90_deg2=skymap.area_90_deg2, ra_deg=centre[0], dec_deg=centre[1])
+    elif url := skymap_url(document.get("healpix_url")):
+        # A map by URL only: the broker fetches it later and makes it the localization.
+        extra[SKYMAP_URL] = url
 
     alert = _make_alert(
         meta, context, event_id=event_id, revision=revision,

@@ -87,14 +87,28 @@ default (GCN's convention; Swift, INTEGRAL, MAXI, IceCube/KM3NeT
 one; ``systematic_deg`` is the core of the Connaughton et al. 2015 model,
 ApJS 216, 32), 0.5 where the radius equals ``src_error_50``.
 
-LVK sky maps
-------------
-An LVK VOEvent names its sky map by URL only.  A ``SkymapLocalization`` must
-carry the SHA-256 of the map bytes, and a normalizer does no I/O, so the
-alert gets ``kind: none`` and the URL in ``extra["skymap_url"]`` (the
-trailing ``,0`` HDU index LVK appends is removed there; the raw value stays in
-``extra["groups"]``).  The LVK JSON/Avro stream carries the map inline and
-gives the localized revision.
+Sky maps by URL
+---------------
+Some VOEvents name a sky map by URL only.  A ``SkymapLocalization`` must carry
+the SHA-256 of the map bytes, and a normalizer does no I/O, so the URL is
+recorded in ``extra["skymap_url"]`` (:data:`listeners.base.SKYMAP_URL`) and the
+broker fetches the map afterwards and makes it the localization
+(:mod:`broker.runtime.mapfetch`, issue 16 item 2).  Until then the alert keeps
+what the packet states: ``kind: none`` for LVK, the position for Fermi GBM.
+
+* LVK: ``skymap_fits`` (O2's ``skymap_fits_basic``/``_shib``/``_x509`` after it),
+  as sent: GraceDB's ``,N`` suffix is the file's version, and keeping it fetches
+  the very map the notice describes, not a later one of the same name.
+* Fermi GBM ground and final positions (and GBM's internal copies of them):
+  ``LocationMap_URL``.  GCN writes the quick-look plot there
+  (``.../quicklook/glg_locplot_all_bnX.png``); the HEALPix map beside it is
+  ``glg_healpix_all_bnX.fit``, the name gwcelery and SkyPortal fetch from the same
+  Param.  A ``LocationMap_URL`` naming a FITS file (``gbm_gnd_loc_map_*.fits``) is
+  taken as it is.
+* Any packet: a ``HealPix_URL`` (GBM sub-threshold) or ``healpix_url`` Param
+  naming a FITS file (:func:`listeners.common.skymap_url`).
+
+The LVK JSON/Avro stream carries the map inline.
 """
 
 from __future__ import annotations
@@ -120,7 +134,7 @@ from alerts_schema import (
 from alerts_schema.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from alerts_schema.model import ROLES, format_utc
 from listeners import facilities, lvk, timescales, xml_safe
-from listeners.base import Heartbeat, MessageMeta, Normalized
+from listeners.base import SKYMAP_URL, Heartbeat, MessageMeta, Normalized
 from listeners.common import (
     checked_ra,
     finite_or_none,
@@ -128,6 +142,7 @@ from listeners.common import (
     parse_utc,
     present_but_not_finite,
     rate_to_hz,
+    skymap_url,
 )
 from listeners.detect import Format
 
@@ -822,6 +837,8 @@ def _family_fields(packet: _Packet, packet_type: int | None, gcn: GcnType | None
         fields = _generic(packet)
     fields.retraction = (fields.retraction or bool(packet.cites("retraction"))
                          or packet.flag("Retraction"))
+    if SKYMAP_URL not in fields.extra and (url := _named_map_url(packet, packet_type)):
+        fields.extra[SKYMAP_URL] = url
     time_error = packet.param("Time_Error", anywhere=True)
     if time_error is not None and time_error.unit.lower() in ("s", "sec", "second", "seconds"):
         error = finite_or_none(time_error.value, field="Time_Error")
@@ -863,7 +880,7 @@ def _lvk(packet: _Packet, packet_type: int | None) -> _Fields:
         extra["external_coinc"] = external
     skymap = _skymap_url(packet)
     if skymap:
-        extra["skymap_url"] = skymap
+        extra[SKYMAP_URL] = skymap
     pipeline = packet.value("Pipeline")
     return _Fields(
         event_id=grace_id, revision=revision,
@@ -883,15 +900,32 @@ def _lvk(packet: _Packet, packet_type: int | None) -> _Fields:
 
 
 def _skymap_url(packet: _Packet) -> str | None:
-    """The LVK sky map URL, without the ``,0`` HDU suffix LVK appends."""
+    """The LVK sky map URL as sent (GraceDB's ``,N`` is the file version: kept)."""
     for name in ("skymap_fits", "skymap_fits_basic"):
-        url = packet.value(name, anywhere=True)
-        if url:
-            return re.sub(r",\d+$", "", url)
+        if url := skymap_url(packet.value(name, anywhere=True)):
+            return url
     for p in packet.params:
-        if p.name.lower().startswith("skymap_fits") and p.value:
-            return re.sub(r",\d+$", "", p.value.strip())
+        if p.name.lower().startswith("skymap_fits") and (url := skymap_url(p.value)):
+            return url
     return None
+
+
+# GBM ground and final positions (and GBM's internal copies): their LocationMap_URL
+# names the quick-look plot, beside which the HEALPix map lies.
+_GBM_MAP_TYPES = frozenset({112, 115, 114, 146})
+_GBM_LOCPLOT = re.compile(r"^(.*/)glg_locplot_(all_bn\d+(?:_v\d+)?)\.png$", re.IGNORECASE)
+
+
+def _named_map_url(packet: _Packet, packet_type: int | None) -> str | None:
+    """The URL of a sky map a (non-LVK) packet names (see "Sky maps by URL" above)."""
+    location = packet.value("LocationMap_URL", anywhere=True)
+    if url := skymap_url(location):
+        return url
+    if location and packet_type in _GBM_MAP_TYPES:
+        match = _GBM_LOCPLOT.match(location)
+        if match:
+            return skymap_url(f"{match.group(1)}glg_healpix_{match.group(2)}.fit")
+    return skymap_url(packet.value("HealPix_URL", "healpix_url", anywhere=True))
 
 
 def _km3net(packet: _Packet) -> _Fields:

@@ -281,7 +281,9 @@ def test_lvk_superevent() -> None:
     assert alert.role == "observation"
     assert alert.far_hz == 1e-10  # LVK FAR is in Hz
     assert alert.localization.kind == "none"
-    assert alert.extra["skymap_url"] == "https://gracedb.example/S240501ab/bayestar.multiorder.fits"
+    # GraceDB's ",0" is the file's version: kept, so the map fetched is the one named.
+    assert alert.extra["skymap_url"] == (
+        "https://gracedb.example/S240501ab/bayestar.multiorder.fits,0")
     assert alert.extra["classification"] == {"BNS": 0.9, "Terrestrial": 0.1}
     assert alert.signalness == pytest.approx(0.9)
     assert alert.provenance is not None and alert.provenance.pipeline == "gstlal"

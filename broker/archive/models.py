@@ -148,6 +148,33 @@ class AlertRow(Base):
         doc="Order in which the match stage processed it (None: not by the match stage).")
 
 
+class SkymapFetch(Base):
+    """A sky map an alert names by URL, to be fetched (issue 16, item 2).
+
+    Queued in the transaction that archives the alert (one row per alert revision),
+    taken by the fetch workers of any process (:mod:`broker.runtime.mapfetch`), which
+    lease a row while they fetch it as the outbox's senders lease deliveries.  The map
+    itself goes to ``skymaps`` (once per SHA-256), the alert's localization becomes it.
+    """
+
+    __tablename__ = "skymap_fetches"
+    __table_args__ = (Index(None, "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), unique=True)
+    url: Mapped[str] = mapped_column(String(1024), doc="As the alert names it.")
+    state: Mapped[str] = mapped_column(
+        String(16), doc="pending (due at next_attempt_at), fetched or failed (for good)")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, doc="When it is due: its first attempt, a retry after back-off, or the "
+                         "end of a worker's lease.")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    skymap_sha256: Mapped[str | None] = mapped_column(String(64), doc="The map, once fetched.")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class CoincidenceRow(Base):
     """One coincidence revision found by the cross-match engine."""
 

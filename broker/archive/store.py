@@ -5,8 +5,10 @@ same key with the same normalized content (:func:`content_sha256`; the raw
 bytes may differ, e.g. the same LVK alert as JSON and as Avro) is a duplicate
 and leaves one row; the same key with other content is an
 :class:`~alerts_schema.errors.IngestConflict`, quarantined instead of overwriting.
-Every arrival's raw bytes are kept either way.  Rows in a batch are inserted in key order so that
-concurrent writers on PostgreSQL wait for each other instead of deadlocking.
+Every arrival's raw bytes are kept either way.  An archived alert that names a sky
+map by URL is queued for fetching (``skymap_fetches``) in the same transaction.  Rows
+in a batch are inserted in key order so that concurrent writers on PostgreSQL wait for
+each other instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from broker.archive.models import (
     QuarantineEntry,
     RawPayload,
     Skymap,
+    SkymapFetch,
     StreamHealth,
 )
 from broker.archive.query import ARCHIVIST, AlertQuery, search_alerts, skymap_bytes
 from crossmatch.healpix import nested29
-from listeners.base import Normalized
+from listeners.base import Normalized, skymap_url_to_fetch
 from listeners.envelope import Outcome, RawMessage
 
 
@@ -98,14 +101,25 @@ def _token_id(transport: dict[str, Any]) -> int | None:
     return token_id if isinstance(token_id, int) else None
 
 
-def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
-    """The ``alerts`` columns for ``alert`` (with its receipt, see :func:`with_receipt`)."""
-    loc = alert.localization
+def localization_columns(loc: Any, *, index: bool = True) -> dict[str, Any]:
+    """The ``alerts`` columns that follow an alert's localization (``hpx29`` only with
+    ``index``: :func:`store_results` computes it for a whole batch at once)."""
     ra = getattr(loc, "ra_deg", None)
     dec = getattr(loc, "dec_deg", None)
     radius = getattr(loc, "error_radius_deg", None)
     if radius is None:  # an ellipse: its semi-major axis bounds the region
         radius = getattr(loc, "semi_major_deg", None)
+    columns = {"loc_kind": loc.kind, "ra_deg": ra, "dec_deg": dec, "error_radius_deg": radius,
+               "skymap_sha256": getattr(loc, "skymap_sha256", None)}
+    if index:
+        columns["hpx29"] = int(nested29(ra, dec)) if ra is not None and dec is not None \
+            else None
+    return columns
+
+
+def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
+    """The ``alerts`` columns for ``alert`` (with its receipt, see :func:`with_receipt`)."""
+    located = localization_columns(alert.localization, index=False)
     document = alert.to_document()
     energy = alert.energy
     rights = alert.data_rights
@@ -124,12 +138,8 @@ def alert_row_values(alert: Alert, raw: RawMessage) -> dict[str, Any]:
         "event_time": alert.trigger_time,
         "event_time_error_s": alert.trigger_time_error_s,
         "received_at": raw.received_at,
-        "loc_kind": loc.kind,
-        "ra_deg": ra,
-        "dec_deg": dec,
-        "error_radius_deg": radius,
+        **located,
         "hpx29": None,  # filled for the whole batch at once: see _index_positions
-        "skymap_sha256": getattr(loc, "skymap_sha256", None),
         "far_hz": alert.far_hz,
         "p_value": alert.p_value,
         "signalness": alert.signalness,
@@ -276,12 +286,20 @@ class Archive:
                 (a.source, a.event_id, a.revision) for _, a, _ in pending
                 if (a.source, a.event_id, a.revision) not in inserted])
             claimed: set[tuple[str, str, int]] = set()
+            fetches: list[dict[str, Any]] = []
+            queued_at = utcnow()
             for raw, alert, values in pending:
                 key = (alert.source, alert.event_id, alert.revision)
                 if key in inserted and key not in claimed:
                     claimed.add(key)
                     outcomes.append(Outcome("archived", raw.source, raw.sha256, alert.id,
                                             inserted[key], alert=alert))
+                    if url := skymap_url_to_fetch(alert):
+                        # Queued with the alert: a process that dies now loses no fetch.
+                        fetches.append({"alert_id": inserted[key], "url": url[:1024],
+                                        "state": "pending", "attempts": 0,
+                                        "next_attempt_at": queued_at,
+                                        "created_at": queued_at})
                     continue
                 match = existing.get(key) or self._claimed_row(conn, key)
                 if match is None:
@@ -293,6 +311,7 @@ class Archive:
                 else:
                     quarantine.append((raw, IngestConflict(*key, match[1],
                                                            values["content_sha256"])))
+            insert_ignoring_conflicts(conn, SkymapFetch.__table__, fetches)
             # A refusal replayed (the same bytes, stream and reason) is the row already
             # there: quarantine is idempotent like the alerts (issue 16, item 11).
             insert_ignoring_conflicts(conn, QuarantineEntry.__table__, [

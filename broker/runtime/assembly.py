@@ -9,7 +9,9 @@ dedicated listener process:
 * :func:`make_sink`: what the transports of a process feed (a
   :class:`~listeners.envelope.Sink`): :func:`make_pipeline` in one process,
   :func:`announcer` in a staged one;
-* :func:`start_listeners`: a Kafka listener and the VTP subscribers, feeding a sink;
+* :func:`start_listeners`: a Kafka listener and the VTP subscribers, feeding a sink,
+  and the sky map fetchers (:func:`start_mapfetch`) that match its alerts again when
+  the maps they name by URL arrive;
 * :func:`start_delivery`: the outbox's delivery loops;
 * :func:`start_match`: the match stage's worker, its listener on the alerts topic and
   its sweeper.
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from alerts_schema import Alert
-from alerts_schema.errors import ConfigurationError
+from alerts_schema.errors import ConfigurationError, RetryableError
 from broker.archive.store import AlertQuery, Archive
 from broker.config import Settings
 from broker.metrics import KAFKA_LAG
@@ -37,8 +39,14 @@ from broker.publish.hopskotch import TARGETS as HOP_TARGETS
 from broker.publish.hopskotch import hop_senders
 from broker.publish.publisher import Publisher
 from broker.publish.senders import DeliveryLoop, KafkaSender, Sender, VTPSender
-from broker.runtime.announce import AnnouncingIngestor, bus_client_kwargs, bus_consumer_properties
+from broker.runtime.announce import (
+    AnnouncingIngestor,
+    announcement_key,
+    bus_client_kwargs,
+    bus_consumer_properties,
+)
 from broker.runtime.ingest import Ingestor, configure_normalizers
+from broker.runtime.mapfetch import FetchPolicy, MapFetchLoop, Rematch
 from broker.runtime.match_stage import MatchSink, MatchWorker, run_sweeper
 from broker.runtime.pipeline import Pipeline
 from crossmatch.config import load_config
@@ -283,7 +291,53 @@ def start_listeners(settings: Settings, archive: Archive, *, sink: Sink | None =
                                      filters=filters,
                                      max_frame_bytes=settings.max_message_bytes),
               f"vtp:{peer}")
+    start_mapfetch(settings, archive, sink, running)
     return running
+
+
+def start_mapfetch(settings: Settings, archive: Archive, sink: Sink,
+                   running: Listeners) -> MapFetchLoop | None:
+    """The sky map fetchers of a process whose transports feed ``sink``
+    (``skymap_fetch_workers`` threads of ``running``; None when ``skymap_fetch`` is off).
+
+    Each alert whose map arrives is matched again where this process matches: by the
+    pipeline of ``serve``, by the match stage after an announcement from a staged
+    listener.  The sink's ingestor wakes them when it archives an alert naming a map.
+    """
+    if not settings.skymap_fetch:
+        return None
+    loop = mapfetch_loop(settings, archive, sink)
+    for n in range(settings.skymap_fetch_workers):
+        spawn(running, loop, f"skymap-fetch-{n}")
+    return loop
+
+
+def mapfetch_loop(settings: Settings, archive: Archive, sink: Sink) -> MapFetchLoop:
+    """The sky map fetch loop of :func:`start_mapfetch`, not started (any number of threads
+    may run it)."""
+    rematch: Rematch | None = None
+    if isinstance(sink, Pipeline):
+        pipeline = sink
+
+        def rematch(alert: Alert) -> None:  # the pipeline's engine, store and publisher
+            pipeline.match([alert], {}, record_matched=False, publish_alerts=False)
+    elif isinstance(sink, AnnouncingIngestor):
+        announcing = sink
+
+        def rematch(alert: Alert) -> None:  # a match worker matches and numbers it again
+            try:
+                announcing.announce([(announcement_key(alert), alert.id)])
+            except RetryableError as exc:  # the match stage's sweep finds it instead
+                log.warning("announcing %s with its sky map failed (%s); the match "
+                            "stage's sweep will match it", alert.id, exc)
+    loop = MapFetchLoop(archive, FetchPolicy.from_settings(settings), rematch,
+                        attempts=settings.skymap_fetch_attempts,
+                        backoff_s=settings.skymap_fetch_backoff_s,
+                        backoff_max_s=settings.skymap_fetch_backoff_max_s)
+    ingestor = getattr(sink, "ingestor", sink)
+    if isinstance(ingestor, Ingestor):
+        ingestor.stored_hooks.append(loop.offer)
+    return loop
 
 
 def start_comet(settings: Settings) -> CometChild | None:

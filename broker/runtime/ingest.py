@@ -352,6 +352,9 @@ class Ingestor:
         self.inflight_lease_s = inflight_lease_s
         self.probe_timeout_s = probe_timeout_s
         self._recovered = False
+        # Told of every stored batch's outcomes (the sky map fetchers wake on it): called
+        # after the commit, each hook's failure logged and ignored.
+        self.stored_hooks: list[Callable[[Sequence[Outcome]], None]] = []
 
     def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
                 transport: dict[str, Any] | None = None) -> RawMessage:
@@ -385,6 +388,11 @@ class Ingestor:
         # of them); they are in quarantine, and recover() logs them.
         for outcome in [*outcomes, *recovered]:
             MESSAGES.labels(outcome.source, outcome.status).inc()
+        for hook in self.stored_hooks:
+            try:
+                hook(outcomes)
+            except Exception:  # a hook is a courtesy: the batch is stored
+                log.exception("a stored-batch hook failed")
         return outcomes
 
     @property
