@@ -78,6 +78,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from sqlalchemy import select, update
 
+import broker
 from alerts_schema import (
     Alert,
     EllipseLocalization,
@@ -166,8 +167,6 @@ class FetchPolicy:
 
     @classmethod
     def from_settings(cls, settings: Any) -> FetchPolicy:
-        import broker
-
         return cls(hosts=frozenset(settings.skymap_fetch_hosts),
                    allow_http=settings.skymap_fetch_allow_http,
                    max_bytes=settings.skymap_fetch_max_bytes,
