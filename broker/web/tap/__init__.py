@@ -21,19 +21,23 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from alerts_schema.errors import ArchiveUnavailable, RequestError
 from broker.archive import query as q
 from broker.archive.db import transaction
+from broker.archive.models import AlertRow
 from broker.web import tabular
 from broker.web.query_api import base_url, viewer
+from broker.web.scs import availability as scs_availability
 from broker.web.tap.adql import AdqlError, Translation, translate
-from broker.web.tap.schema import TABLES, Context, TapColumn, TapTable
+from broker.web.tap.schema import BY_NAME, SCHEMAS, TABLES, Context, TapColumn, TapTable
 
 router = APIRouter(prefix="/tap", tags=["ivoa"])
 
@@ -71,12 +75,35 @@ def _error(message: str, status_code: int = 400) -> Response:
 # -- running a query --------------------------------------------------------------------------
 
 
+def _compile(statement: Any, dialect: Any) -> str:
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+# A time no query is asked at: the stand-in for "now" in the cached table SQL.
+_SENTINEL_NOW = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+def _time_literal(when: datetime, dialect: Any) -> str:
+    """How ``when`` is written inline in a comparison with an archive time column."""
+    return _compile(AlertRow.embargo_until <= when, dialect).split("<=", 1)[1].strip()
+
+
+@lru_cache(maxsize=64)
+def _cte_template(table: TapTable, viewer: q.Viewer, base: str, dialect: Any
+                  ) -> tuple[str, str]:
+    """The table's SQL for this caller's scopes, with a sentinel time where "now" goes,
+    and the sentinel as written.  Compiling a published table's SELECT (some 60 column
+    expressions) takes ~10 ms a query; what it holds depends only on these arguments
+    and the time (tests/test_tap.py compares it with a fresh compile)."""
+    ctx = Context(dialect.name, viewer, _SENTINEL_NOW, base)
+    return _compile(table.build(ctx), dialect), _time_literal(_SENTINEL_NOW, dialect)
+
+
 def _cte_sql(table: TapTable, ctx: Context, conn: Any) -> str:
     """The table's SELECT as SQL text with its values inline (no bound parameters), so it
     can sit beside the translated ADQL in one statement."""
-    statement = table.build(ctx)
-    return str(statement.compile(dialect=conn.dialect,
-                                 compile_kwargs={"literal_binds": True}))
+    template, sentinel = _cte_template(table, ctx.viewer, ctx.base_url, conn.dialect)
+    return template.replace(sentinel, _time_literal(ctx.now, conn.dialect))
 
 
 def build_sql(translation: Translation, ctx: Context, conn: Any) -> str:
@@ -88,22 +115,12 @@ def build_sql(translation: Translation, ctx: Context, conn: Any) -> str:
     return f"WITH {ctes}\n{translation.sql}"
 
 
-def _limit(translation: Translation, maxrec: int) -> int:
-    """Rows to fetch: one beyond MAXREC (to tell an overflow), never beyond TOP."""
-    wanted = maxrec + 1
-    return min(wanted, translation.limit) if translation.limit is not None else wanted
-
-
 def run_query(conn: Any, adql: str, ctx: Context, maxrec: int
               ) -> tuple[list[str], list[TapColumn | None], list[tuple[Any, ...]], bool]:
     """Translate and run ``adql``: (names, metadata, rows, overflowed)."""
-    translation = translate(adql, ctx.dialect)
-    fetch = _limit(translation, maxrec)
-    from sqlglot import exp
-
-    translation.tree.set("limit", exp.Limit(expression=exp.Literal.number(fetch)))
-    translation.sql = translation.tree.sql(
-        dialect="sqlite" if ctx.dialect == "sqlite" else "postgres")
+    fetch = maxrec + 1  # one beyond MAXREC tells an overflow
+    span = q.alert_span(conn) if ctx.dialect == "sqlite" else None
+    translation = translate(adql, ctx.dialect, fetch, span)
     sql = build_sql(translation, ctx, conn)
     # The driver's own cursor, without parameters: psycopg then reads no placeholders, so a
     # '%' in an ADQL string stays a '%' (SQLAlchemy always hands the driver parameters).
@@ -278,8 +295,6 @@ async def _sync(request: Request, who: q.Viewer) -> Response:
         maxrec, fmt = _maxrec(params), _format(params)
     except TapError as exc:
         return _error(str(exc))
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(_answer, request, who, query, maxrec, fmt)
 
 
@@ -381,8 +396,6 @@ def capabilities(request: Request) -> Response:
     200: {"content": {"text/xml": {}}, "description": "VOSI availability."}})
 def availability(request: Request) -> Response:
     """VOSI availability: whether the archive answers."""
-    from broker.web.scs import availability as scs_availability
-
     return scs_availability(request)
 
 
@@ -437,8 +450,6 @@ _TABLESET_HEAD = """<?xml version="1.0" encoding="UTF-8"?>
 def tables(request: Request) -> Response:
     """VOSI tables: every published table and column with its description, unit and UCD
     (``detail=min`` lists the tables only)."""
-    from broker.web.tap.schema import SCHEMAS
-
     detail = request.query_params.get("detail", "max").lower() != "min"
     xml = [_TABLESET_HEAD]
     for schema, description in SCHEMAS.items():
@@ -455,8 +466,6 @@ def tables(request: Request) -> Response:
     404: {"description": "No such table.", "content": {"text/plain": {}}}})
 def table(name: str) -> Response:
     """VOSI tables 1.1: one table with its columns."""
-    from broker.web.tap.schema import BY_NAME
-
     found = BY_NAME.get(name.lower())
     if found is None:
         return Response(f"no table {name}\n".encode(), status_code=404,
