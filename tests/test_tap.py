@@ -482,3 +482,17 @@ def _taplint(url: str) -> str:
         ["stilts", "taplint", f"tapurl={url}", "report=EWF", "maxrepeat=3"],
         capture_output=True, text=True, timeout=240, check=False)
     return completed.stdout + completed.stderr
+
+
+def test_the_tap_benchmark_stops_on_a_stale_archive() -> None:
+    """``python -m bench tap`` asks for "the last 7 days": an archive whose year did not
+    end within the last day (or ends in the future) stops it before anything is timed."""
+    from bench.archive_bench import SPAN_S
+    from bench.tap_bench import StaleInput, check_fresh
+
+    now = datetime.now(UTC)
+    year = timedelta(seconds=SPAN_S)
+    check_fresh(now - year - timedelta(hours=3), now, "sqlite")  # built 3 h ago: fresh
+    for built in (now - timedelta(days=2), now + timedelta(hours=1)):
+        with pytest.raises(StaleInput, match="--rebuild"):
+            check_fresh(built - year, now, "sqlite")
