@@ -23,6 +23,7 @@ from broker.archive.store import Archive
 from broker.config import Settings
 from broker.runtime import assembly
 from broker.web.ratelimit import RateLimiter
+from broker.web.tap import uws
 
 
 class Health(BaseModel):
@@ -106,6 +107,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         finally:
             app.state.draining = True
             await app.state.live_feed.stop()
+            uws.stop_runner(app)
             for hook in on_shutdown or []:
                 hook(app)
             if archive is None:
@@ -137,6 +139,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
     app.include_router(voevents_api.router)
     app.include_router(scs.router)
     app.include_router(tap.router)
+    app.include_router(uws.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
