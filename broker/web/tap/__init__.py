@@ -48,6 +48,10 @@ router = APIRouter(prefix="/tap", tags=["ivoa"])
 DEFAULT_MAXREC = 10_000
 MAX_MAXREC = 100_000
 STATEMENT_TIMEOUT_S = 60
+JOB_LIFETIME_S = 7 * 86400
+"""How long an asynchronous job is kept by default (UWS destruction), seconds."""
+JOB_MAX_LIFETIME_S = 30 * 86400
+"""The longest an asynchronous job may be kept, seconds."""
 VOTABLE = tabular.MEDIA_TYPES["votable"]
 CSV = "text/csv;header=present"
 _FORMATS = {"votable": "votable", "application/x-votable+xml": "votable",
@@ -454,7 +458,10 @@ def capabilities(request: Request) -> Response:
       <mime>text/csv;header=present</mime>
       <alias>csv</alias>
     </outputFormat>
-    <executionDuration><hard>{STATEMENT_TIMEOUT_S}</hard></executionDuration>
+    <retentionPeriod><default>{JOB_LIFETIME_S}</default><hard>{JOB_MAX_LIFETIME_S}</hard>\
+</retentionPeriod>
+    <executionDuration><default>{STATEMENT_TIMEOUT_S}</default><hard>{STATEMENT_TIMEOUT_S}\
+</hard></executionDuration>
     <outputLimit>
       <default unit="row">{DEFAULT_MAXREC}</default>
       <hard unit="row">{MAX_MAXREC}</hard>

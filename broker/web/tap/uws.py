@@ -53,6 +53,8 @@ from broker.web.auth import current_token
 from broker.web.query_api import base_url, viewer
 from broker.web.tap import (
     CSV,
+    JOB_LIFETIME_S,
+    JOB_MAX_LIFETIME_S,
     STATEMENT_TIMEOUT_S,
     VOTABLE,
     Interrupter,
@@ -70,8 +72,8 @@ router = APIRouter(prefix="/tap/async", tags=["ivoa"])
 
 MAX_DURATION_S = STATEMENT_TIMEOUT_S
 """The longest a job may run (and its default), seconds."""
-DEFAULT_LIFETIME = timedelta(days=7)
-MAX_LIFETIME = timedelta(days=30)
+DEFAULT_LIFETIME = timedelta(seconds=JOB_LIFETIME_S)
+MAX_LIFETIME = timedelta(seconds=JOB_MAX_LIFETIME_S)
 MAX_WAIT_S = 60.0
 """The longest a blocking GET of a job (``WAIT``) waits."""
 LOST_AFTER = timedelta(seconds=60)
@@ -456,7 +458,7 @@ async def get_job(request: Request, job_id: str, who: ViewerDep, token: TokenDep
     since = params.get("PHASE", "").strip().upper() or _phase_now(job, utcnow())
     while (_phase_now(job, utcnow()) == since and since in ACTIVE
            and asyncio.get_running_loop().time() < deadline):
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
         job = await run_in_threadpool(_read, request, token, job_id)
         if job is None:
             return _not_found(job_id)
