@@ -252,7 +252,9 @@ def _with_overflow(body: bytes) -> bytes:
     return body[:at] + info + body[at:]
 
 
-async def _params(request: Request) -> dict[str, str]:
+async def form_params(request: Request) -> dict[str, str]:
+    """A TAP or UWS request's parameters, from its URL and form body, by upper-case name
+    (DALI: names are case-insensitive)."""
     params = {k.upper(): v for k, v in request.query_params.items()}
     if request.method == "POST":
         form = await request.form()
@@ -354,7 +356,7 @@ def check_request(params: dict[str, str]) -> TapQuery:
 
 async def _sync(request: Request, who: q.Viewer) -> Response:
     try:
-        asked = check_request(await _params(request))
+        asked = check_request(await form_params(request))
     except TapError as exc:
         return _error(str(exc))
     return await run_in_threadpool(_answer, request, who, asked)

@@ -59,10 +59,10 @@ from broker.web.tap import (
     VOTABLE,
     Interrupter,
     TapError,
-    _params,
     check_request,
     error_votable,
     execute,
+    form_params,
 )
 from broker.web.tokens import TokenInfo, valid_token_ids
 
@@ -401,7 +401,7 @@ def job_list(request: Request, who: ViewerDep, token: TokenDep) -> Response:
     400: {"description": "A job parameter refused.", "content": {"text/plain": {}}}})
 async def create_job(request: Request, who: ViewerDep, token: TokenDep) -> Response:
     """Make a job from the query parameters (``PHASE=RUN`` starts it)."""
-    params = await _params(request)
+    params = await form_params(request)
     return await run_in_threadpool(_create, request, token, params)
 
 
@@ -479,7 +479,7 @@ def delete_job(request: Request, job_id: str, who: ViewerDep, token: TokenDep) -
 @router.post("/{job_id}", response_class=Response, status_code=303)
 async def post_job(request: Request, job_id: str, who: ViewerDep, token: TokenDep) -> Response:
     """``ACTION=DELETE`` deletes the job; anything else posted here is refused."""
-    params = await _params(request)
+    params = await form_params(request)
     if params.get("ACTION", "").strip().upper() == "DELETE":
         return await run_in_threadpool(delete_job, request, job_id, who, token)
     return _bad("POST to a job takes ACTION=DELETE")
@@ -498,7 +498,7 @@ def get_phase(request: Request, job_id: str, who: ViewerDep, token: TokenDep) ->
 async def post_phase(request: Request, job_id: str, who: ViewerDep,
                      token: TokenDep) -> Response:
     """``PHASE=RUN`` queues a pending job; ``PHASE=ABORT`` aborts an active one."""
-    params = await _params(request)
+    params = await form_params(request)
     return await run_in_threadpool(_set_phase, request, job_id, token,
                                    params.get("PHASE", "").strip().upper())
 
@@ -568,7 +568,7 @@ def get_owner(request: Request, job_id: str, who: ViewerDep, token: TokenDep) ->
 async def post_duration(request: Request, job_id: str, who: ViewerDep,
                         token: TokenDep) -> Response:
     """Set the longest a pending job may run (at most the service's limit)."""
-    params = await _params(request)
+    params = await form_params(request)
     return await run_in_threadpool(_set_value, request, job_id, token, "EXECUTIONDURATION",
                                    params.get("EXECUTIONDURATION", ""))
 
@@ -577,7 +577,7 @@ async def post_duration(request: Request, job_id: str, who: ViewerDep,
 async def post_destruction(request: Request, job_id: str, who: ViewerDep,
                            token: TokenDep) -> Response:
     """Set when the job is deleted (at most :data:`MAX_LIFETIME` after its creation)."""
-    params = await _params(request)
+    params = await form_params(request)
     return await run_in_threadpool(_set_value, request, job_id, token, "DESTRUCTION",
                                    params.get("DESTRUCTION", ""))
 
@@ -619,7 +619,7 @@ def get_parameters(request: Request, job_id: str, who: ViewerDep,
 async def post_parameters(request: Request, job_id: str, who: ViewerDep,
                           token: TokenDep) -> Response:
     """Change the parameters of a pending job."""
-    params = await _params(request)
+    params = await form_params(request)
     return await run_in_threadpool(_set_parameters, request, job_id, token, params)
 
 
