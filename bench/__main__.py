@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-BENCHMARKS = ("insert", "query", "listeners", "index", "overlap", "flatmaps", "crossmatch",
+BENCHMARKS = ("insert", "query", "tap", "listeners", "index", "overlap", "flatmaps",
+              "crossmatch",
               "survey-memory", "publish", "drain", "dashboard", "scaling", "soak")
 
 
@@ -16,8 +17,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", action="append", choices=["sqlite", "postgresql"],
                    help="Archive backend(s) (default: both; PostgreSQL skipped if absent).")
     p.add_argument("--rows", type=int, default=1_000_000,
-                   help="Alerts in the archive for the query benchmark.")
-    p.add_argument("--queries", type=int, default=200, help="Queries per query shape.")
+                   help="Alerts in the archive of the query and tap benchmarks.")
+    p.add_argument("--queries", type=int, default=200,
+                   help="Queries per query shape (query, tap).")
     p.add_argument("--insert-batch", type=int, default=5000,
                    help="Alerts ingested in batches for the insert benchmark.")
     p.add_argument("--insert-single", type=int, default=500,
@@ -46,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
                         "the setting's own): how long the survey feed is held in "
                         "memory; memory and latency are also compared after it filled.")
     p.add_argument("--rebuild", action="store_true",
-                   help="Reload the query benchmark's archive even if it has --rows rows.")
+                   help="Reload the query and tap benchmarks' archive even if it has --rows "
+                        "rows.")
     return p
 
 
@@ -68,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     if "postgresql" in backends and (reason := pg_reachable()):
         console.print(f"[yellow]PostgreSQL skipped:[/] {reason}")
         backends = [b for b in backends if b != "postgresql"]
+    if "tap" in args.benchmarks and not args.rebuild:
+        from bench.tap_bench import preflight
+
+        for backend in backends:  # a stale archive stops the run now, not after the others
+            preflight(backend, args.rows)
     figures = []
     if "index" in args.benchmarks:
         from bench.index_bench import bench_index
@@ -120,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         if "query" in args.benchmarks:
             figures += archive_bench.bench_query(backend, args.rows, args.queries,
                                                  args.rebuild)
+        if "tap" in args.benchmarks:
+            from bench.tap_bench import bench_tap
+
+            figures += bench_tap(backend, args.rows, args.queries,
+                                 args.rebuild and "query" not in args.benchmarks)
     import os
 
     table = Table(title="mmbroker benchmarks",

@@ -6,7 +6,8 @@ Alert JSON normalized and validated, the row archived), in batches of
 batches, and 2,000 of them published (VOEvent and PROV built, outbox queued).
 
 ``query``: p50/p95/p99 of cone + time-range queries over ``--rows`` synthetic
-alerts, uniform on the sky over one year, through the query path the API uses
+alerts, uniform on the sky over the year before the archive was built (windows drawn
+in that year), through the query path the API uses
 (``broker.archive.query.search_alerts`` for an anonymous caller, data-rights condition
 included; every synthetic alert is public), first 100 rows newest first, one
 shape also counting every match.  Then the same archive over HTTP: the app
@@ -116,10 +117,11 @@ Cluster = tuple[float, float, float, int]
 """(RA deg, Dec deg, radius deg, how many): synthetic alerts gathered inside one cone."""
 
 
-def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None
+def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None, start: datetime = T0
                ) -> tuple[list[str], Any]:
-    """Column names and a generator of row tuples for ``n`` synthetic alerts, all over the
-    sky except the first ``cluster[3]``, which fall inside the ``cluster`` cone."""
+    """Column names and a generator of row tuples for ``n`` synthetic alerts over the year
+    from ``start`` (all received at its end), all over the sky except the first
+    ``cluster[3]``, which fall inside the ``cluster`` cone."""
     from crossmatch.healpix import nested29
     from listeners.envelope import sha256_hex
 
@@ -140,14 +142,14 @@ def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None
     messengers = np.array(["neutrino", "gamma_ray", "x_ray", "optical", "radio"])
     kinds = rng.integers(0, len(messengers), n)
     raw_sha = sha256_hex(_BULK_RAW)
-    received = T0 + timedelta(seconds=SPAN_S)
+    received = start + timedelta(seconds=SPAN_S)
     cols = ["ivorn", "source", "event_id", "revision", "alert_type", "role", "messenger",
             "facility", "event_time", "received_at", "loc_kind", "ra_deg", "dec_deg",
             "error_radius_deg", "hpx29", "far_hz", "data_rights", "raw_sha256", "document"]
 
     def rows() -> Any:
         for i in range(n):
-            when = T0 + timedelta(seconds=float(t[i]))
+            when = start + timedelta(seconds=float(t[i]))
             ivorn = f"ivo://bench.mmbroker/bulk#{i}-0"
             doc = {
                 "schema_version": "1.0", "id": ivorn, "source": "bulk",
@@ -168,16 +170,17 @@ def _bulk_rows(n: int, seed: int = 7, cluster: Cluster | None = None
     return cols, rows
 
 
-def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None) -> float:
-    """Bulk-load ``n`` synthetic alerts (see :func:`_bulk_rows`); returns the seconds it
-    took."""
+def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None,
+                   start: datetime = T0) -> float:
+    """Bulk-load ``n`` synthetic alerts over the year from ``start`` (see
+    :func:`_bulk_rows`); returns the seconds it took."""
     from sqlalchemy import text
 
     from listeners.envelope import RawMessage
 
-    archive.store_raw([RawMessage("bulk", _BULK_RAW, received_at=T0)])
-    cols, rows = _bulk_rows(n, cluster=cluster)
-    start = time.perf_counter()
+    archive.store_raw([RawMessage("bulk", _BULK_RAW, received_at=start)])
+    cols, rows = _bulk_rows(n, cluster=cluster, start=start)
+    began = time.perf_counter()
     raw = archive.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -204,30 +207,56 @@ def load_synthetic(archive: Any, n: int, cluster: Cluster | None = None) -> floa
         raw.close()
     with archive.engine.begin() as conn:
         conn.execute(text("ANALYZE"))
-    return time.perf_counter() - start
+    return time.perf_counter() - began
 
 
-def bench_query(backend: str, rows: int, queries: int, rebuild: bool) -> list[Figure]:
+def query_archive(backend: str, rows: int, rebuild: bool
+                  ) -> tuple[str, datetime, list[Figure]]:
+    """The archive of the ``query`` and ``tap`` benchmarks: ``rows`` synthetic alerts over
+    the year before it was built, every one received when it was built.
+
+    Kept in ``bench/out`` / schema ``bench_query`` and reused while it holds
+    ``rows`` alerts (``rebuild`` reloads it).  Returns its URL, the start of
+    its year (its alerts' receipt time, one year back) and the bulk-load figure
+    when it was loaded now.
+    """
+    from sqlalchemy import select
+
+    from broker.archive.models import AlertRow
     from broker.archive.store import Archive
 
     url = backend_url(backend, "query", recreate=rebuild)
     archive = Archive.open(url)
     figures = []
-    have = archive.count_alerts()
-    if have != rows:
-        archive.close()
-        url = backend_url(backend, "query", recreate=True)
-        archive = Archive.open(url)
-        seconds = load_synthetic(archive, rows)
-        figures.append(Figure("bulk load", backend, "rows/s", rows / seconds, "rows/s",
-                              f"{rows} rows in {seconds:.1f} s"))
-    if backend == "sqlite":
-        _read_through(url)
     try:
-        figures += _cone_queries(archive, backend, rows, queries)
+        if archive.count_alerts() != rows:
+            archive.close()
+            url = backend_url(backend, "query", recreate=True)
+            archive = Archive.open(url)
+            start = datetime.now(UTC) - timedelta(seconds=SPAN_S)
+            seconds = load_synthetic(archive, rows, start=start)
+            figures.append(Figure("bulk load", backend, "rows/s", rows / seconds, "rows/s",
+                                  f"{rows} rows in {seconds:.1f} s, the year to "
+                                  f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"))
+        with archive.engine.connect() as conn:
+            built = conn.execute(select(AlertRow.received_at).limit(1)).scalar_one()
     finally:
         archive.close()
-    figures += bench_http(url, backend, queries)
+    return url, built.astimezone(UTC) - timedelta(seconds=SPAN_S), figures
+
+
+def bench_query(backend: str, rows: int, queries: int, rebuild: bool) -> list[Figure]:
+    from broker.archive.store import Archive
+
+    url, start, figures = query_archive(backend, rows, rebuild)
+    if backend == "sqlite":
+        _read_through(url)
+    archive = Archive.open(url)
+    try:
+        figures += _cone_queries(archive, backend, rows, queries, start)
+    finally:
+        archive.close()
+    figures += bench_http(url, backend, queries, start)
     return figures
 
 
@@ -251,15 +280,18 @@ def _read_through(url: str) -> None:
                 pass
 
 
-def _random_cone(rng: np.random.Generator, days: float) -> tuple[float, float, datetime]:
-    """A cone centre uniform on the sky and a window start uniform in the year."""
+def _random_cone(rng: np.random.Generator, days: float, start: datetime
+                 ) -> tuple[float, float, datetime]:
+    """A cone centre uniform on the sky and a window start uniform in the year from
+    ``start``."""
     ra = float(rng.uniform(0, 360))
     dec = float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
-    since = T0 + timedelta(seconds=float(rng.uniform(0, SPAN_S - days * 86400)))
+    since = start + timedelta(seconds=float(rng.uniform(0, SPAN_S - days * 86400)))
     return ra, dec, since
 
 
-def _cone_queries(archive: Any, backend: str, rows: int, queries: int) -> list[Figure]:
+def _cone_queries(archive: Any, backend: str, rows: int, queries: int, start: datetime
+                  ) -> list[Figure]:
     """The API's query path: ``search_alerts`` for an anonymous caller, one read
     transaction per query (data-rights condition included; the synthetic
     alerts are all public, so it filters nothing out)."""
@@ -271,15 +303,15 @@ def _cone_queries(archive: Any, backend: str, rows: int, queries: int) -> list[F
     for label, (radius, days, count) in QUERY_SHAPES.items():
         samples, found, total = [], 0, 0
         for q in range(queries + 10):
-            ra, dec, since = _random_cone(rng, days)
+            ra, dec, since = _random_cone(rng, days, start)
             query = AlertQuery(cone=(ra, dec, radius), since=since,
                                until=since + timedelta(days=days), limit=100)
-            start = time.perf_counter()
+            began = time.perf_counter()
             with transaction(archive.engine, readonly=True) as conn:
                 page = search_alerts(conn, query, ANONYMOUS, count=count)
                 result = [row.document for row in page.rows]
             if q >= 10:  # the first ten warm the caches
-                samples.append(time.perf_counter() - start)
+                samples.append(time.perf_counter() - began)
                 found += len(result)
                 total += page.total or 0
         p50, p95, p99 = percentiles_ms(samples)
@@ -411,7 +443,7 @@ def _throughput(port: int, path: str, threads: int, seconds: float
     return len(done) / elapsed, done
 
 
-def bench_http(url: str, backend: str, queries: int) -> list[Figure]:
+def bench_http(url: str, backend: str, queries: int, start: datetime) -> list[Figure]:
     """The API over HTTP on loopback: cone + time latency, and list calls' requests/s.
 
     A uvicorn process serves ``create_app`` on the archive (rate limit off,
@@ -429,15 +461,15 @@ def bench_http(url: str, backend: str, queries: int) -> list[Figure]:
         rng = np.random.default_rng(98)
         samples, found = [], 0
         for q in range(queries + 10):
-            ra, dec, since = _random_cone(rng, 1.0)
+            ra, dec, since = _random_cone(rng, 1.0, start)
             params = {"ra": f"{ra:.6f}", "dec": f"{dec:.6f}", "radius": 2,
                       "since": since.isoformat().replace("+00:00", "Z"),
                       "until": (since + timedelta(days=1)).isoformat().replace("+00:00", "Z")}
-            start = time.perf_counter()
+            began = time.perf_counter()
             body = _get(conn, "/api/v1/alerts?" + urlencode(params))
             page = json.loads(body)
             if q >= 10:
-                samples.append(time.perf_counter() - start)
+                samples.append(time.perf_counter() - began)
                 found += len(page["items"])
         conn.close()
         p50, p95, p99 = percentiles_ms(samples)

@@ -391,3 +391,34 @@ class Acknowledgement(Base):
         ForeignKey("api_tokens.id", ondelete="SET NULL"))
     acked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class TapJob(Base):
+    """An asynchronous TAP query (UWS 1.1 job, ``/tap/async``), owned by its creator.
+
+    It runs with its creator's data rights (the scopes of ``token_id``, checked
+    still valid when it runs; none for an anonymous job) and only its owner
+    reads it.  Deleted at ``destruction``.
+    """
+
+    __tablename__ = "tap_jobs"
+    __table_args__ = (Index(None, "owner", "created_at"), Index(None, "destruction"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True,
+                                    doc="Random, unguessable: the job's URL is its capability.")
+    owner: Mapped[str] = mapped_column(String(64), doc="token:<id> or anonymous.")
+    token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    scopes: Mapped[str] = mapped_column(String(256), doc="The creator's scopes (space-separated).")
+    phase: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(128))
+    parameters: Mapped[dict[str, str]] = mapped_column(Json)
+    base_url: Mapped[str] = mapped_column(String(512), doc="The service URL it was created at.")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    execution_duration_s: Mapped[int] = mapped_column(Integer)
+    destruction: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[bytes | None] = mapped_column(Blob)
+    result_type: Mapped[str | None] = mapped_column(String(64))

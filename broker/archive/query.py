@@ -713,19 +713,19 @@ def _steered(conditions: list[ColumnElement[bool]], spec: _Spec, sky_first: bool
     """The time column and conditions, kept off the time index when the sky ranges are
     the cheaper plan (see :func:`_sky_first`)."""
     if sky_first:
-        return _unindexed(spec.time), [_unindex_time(c, spec.time) for c in conditions]
+        return unindexed(spec.time), [_unindex_time(c, spec.time) for c in conditions]
     return spec.time, conditions
 
 
-def _unindexed(column: Any) -> Any:
+def unindexed(column: Any) -> Any:
     """``+column``: the same value, but SQLite will not walk the column's index for it."""
     return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
 
 def _unindex_time(condition: ColumnElement[bool], time: Any) -> Any:
-    """``condition`` with ``time`` replaced by :func:`_unindexed` ``time``."""
+    """``condition`` with ``time`` replaced by :func:`unindexed` ``time``."""
     column = time.expression
-    plus = _unindexed(time)
+    plus = unindexed(time)
 
     def swap(element: Any, **kw: Any) -> Any:
         # ORM conditions hold annotated copies of the column, hence no ``is``
@@ -749,6 +749,11 @@ def _span(conn: Connection, spec: _Spec) -> tuple[int, datetime, datetime] | Non
     if not n or first is None or last is None:
         return None
     return n, first, last
+
+
+def alert_span(conn: Connection) -> tuple[int, datetime, datetime] | None:
+    """The alerts' :func:`_span` on SQLite (rows, first and last event time), else None."""
+    return _span(conn, _ALERTS)
 
 
 def _sky_first(span: tuple[int, datetime, datetime] | None, spec: _Spec, query: Any,

@@ -37,6 +37,7 @@ from broker.web.query_api import clean_params
 from broker.web.ratelimit import RateLimiter
 from broker.web.tabular import MEDIA_TYPES, error_votable
 from broker.web.tap import error_votable as tap_error
+from broker.web.tap import uws
 
 
 class Health(BaseModel):
@@ -118,6 +119,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         finally:
             app.state.draining = True
             await app.state.live_feed.stop()
+            uws.stop_runner(app)
             for hook in on_shutdown or []:
                 hook(app)
             if archive is None:
@@ -142,6 +144,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
     app.include_router(voevents_api.router)
     app.include_router(scs.router)
     app.include_router(tap.router)
+    app.include_router(uws.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -1,4 +1,4 @@
-"""IVOA Table Access Protocol 1.1 (synchronous) over the archive, with VOSI and TAP_SCHEMA.
+"""IVOA Table Access Protocol 1.1 over the archive, with VOSI and TAP_SCHEMA.
 
 Endpoints, under ``/tap``:
 
@@ -12,30 +12,35 @@ tables (:mod:`broker.web.tap.schema`) are common table expressions that hold
 the caller's data rights, exactly the REST API's :class:`~broker.archive.query.Viewer`
 condition (a bearer token may be sent).  Errors are VOTables with
 ``QUERY_STATUS`` ``ERROR``: HTTP 400 for a query or parameter this service
-refuses, 503 when the archive does not answer.  There is no asynchronous
-(UWS) endpoint yet.
+refuses, 503 when the archive does not answer.  Asynchronous queries (UWS 1.1,
+``/tap/async``) are :mod:`broker.web.tap.uws`, which runs them through
+:func:`execute` too.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated, Any
 from xml.sax.saxutils import escape, quoteattr
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlglot import exp
 from starlette.concurrency import run_in_threadpool
 
 from alerts_schema.errors import ArchiveUnavailable, RequestError
 from broker.archive import query as q
 from broker.archive.db import transaction
+from broker.archive.models import AlertRow
 from broker.web import tabular
 from broker.web.query_api import base_url, viewer
 from broker.web.scs import availability as scs_availability
-from broker.web.tap.adql import AdqlError, Translation, translate
+from broker.web.tap.adql import Translation, translate
 from broker.web.tap.schema import BY_NAME, SCHEMAS, TABLES, Context, TapColumn, TapTable
 
 router = APIRouter(prefix="/tap", tags=["ivoa"])
@@ -43,6 +48,10 @@ router = APIRouter(prefix="/tap", tags=["ivoa"])
 DEFAULT_MAXREC = 10_000
 MAX_MAXREC = 100_000
 STATEMENT_TIMEOUT_S = 60
+JOB_LIFETIME_S = 7 * 86400
+"""How long an asynchronous job is kept by default (UWS destruction), seconds."""
+JOB_MAX_LIFETIME_S = 30 * 86400
+"""The longest an asynchronous job may be kept, seconds."""
 VOTABLE = tabular.MEDIA_TYPES["votable"]
 CSV = "text/csv;header=present"
 _FORMATS = {"votable": "votable", "application/x-votable+xml": "votable",
@@ -74,12 +83,35 @@ def _error(message: str, status_code: int = 400) -> Response:
 # -- running a query --------------------------------------------------------------------------
 
 
+def _compile(statement: Any, dialect: Any) -> str:
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+# A time no query is asked at: the stand-in for "now" in the cached table SQL.
+_SENTINEL_NOW = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+def _time_literal(when: datetime, dialect: Any) -> str:
+    """How ``when`` is written inline in a comparison with an archive time column."""
+    return _compile(AlertRow.embargo_until <= when, dialect).split("<=", 1)[1].strip()
+
+
+@lru_cache(maxsize=64)
+def _cte_template(table: TapTable, viewer: q.Viewer, base: str, dialect: Any
+                  ) -> tuple[str, str]:
+    """The table's SQL for this caller's scopes, with a sentinel time where "now" goes,
+    and the sentinel as written.  Compiling a published table's SELECT (some 60 column
+    expressions) takes ~10 ms a query; what it holds depends only on these arguments
+    and the time (tests/test_tap.py compares it with a fresh compile)."""
+    ctx = Context(dialect.name, viewer, _SENTINEL_NOW, base)
+    return _compile(table.build(ctx), dialect), _time_literal(_SENTINEL_NOW, dialect)
+
+
 def _cte_sql(table: TapTable, ctx: Context, conn: Any) -> str:
     """The table's SELECT as SQL text with its values inline (no bound parameters), so it
     can sit beside the translated ADQL in one statement."""
-    statement = table.build(ctx)
-    return str(statement.compile(dialect=conn.dialect,
-                                 compile_kwargs={"literal_binds": True}))
+    template, sentinel = _cte_template(table, ctx.viewer, ctx.base_url, conn.dialect)
+    return template.replace(sentinel, _time_literal(ctx.now, conn.dialect))
 
 
 def build_sql(translation: Translation, ctx: Context, conn: Any) -> str:
@@ -91,31 +123,63 @@ def build_sql(translation: Translation, ctx: Context, conn: Any) -> str:
     return f"WITH {ctes}\n{translation.sql}"
 
 
-def _limit(translation: Translation, maxrec: int) -> int:
-    """Rows to fetch: one beyond MAXREC (to tell an overflow), never beyond TOP."""
-    wanted = maxrec + 1
-    return min(wanted, translation.limit) if translation.limit is not None else wanted
+class Interrupter:
+    """Stops the statement a query runs, from another thread (an abort, a time limit), and
+    only while it runs: a connection back in the pool is never touched."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop: Callable[[], None] | None = None
+        self.fired = False
+
+    def arm(self, stop: Callable[[], None]) -> None:
+        with self._lock:
+            self._stop = stop
+            if self.fired:
+                stop()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._stop = None
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._stop is not None:
+                self._stop()
 
 
-def run_query(conn: Any, adql: str, ctx: Context, maxrec: int
+def run_query(conn: Any, adql: str, ctx: Context, maxrec: int,
+              timeout_s: float = STATEMENT_TIMEOUT_S, interrupter: Interrupter | None = None
               ) -> tuple[list[str], list[TapColumn | None], list[tuple[Any, ...]], bool]:
-    """Translate and run ``adql``: (names, metadata, rows, overflowed)."""
-    translation = translate(adql, ctx.dialect)
-    fetch = _limit(translation, maxrec)
-    translation.tree.set("limit", exp.Limit(expression=exp.Literal.number(fetch)))
-    translation.sql = translation.tree.sql(
-        dialect="sqlite" if ctx.dialect == "sqlite" else "postgres")
+    """Translate and run ``adql``: (names, metadata, rows, overflowed).
+
+    The statement stops after ``timeout_s`` (PostgreSQL's ``statement_timeout``;
+    on SQLite a timer interrupting the connection) or when ``interrupter`` fires.
+    """
+    fetch = maxrec + 1  # one beyond MAXREC tells an overflow
+    span = q.alert_span(conn) if ctx.dialect == "sqlite" else None
+    translation = translate(adql, ctx.dialect, fetch, span)
     sql = build_sql(translation, ctx, conn)
     # The driver's own cursor, without parameters: psycopg then reads no placeholders, so a
     # '%' in an ADQL string stays a '%' (SQLAlchemy always hands the driver parameters).
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    interrupter = interrupter or Interrupter()
+    timer = threading.Timer(timeout_s, interrupter.fire) if ctx.dialect == "sqlite" else None
+    cursor = dbapi.cursor()
     try:
         if ctx.dialect != "sqlite":
-            cursor.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_S * 1000}")
+            cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+        interrupter.arm(dbapi.interrupt if ctx.dialect == "sqlite" else dbapi.cancel)
+        if timer is not None:
+            timer.start()
         cursor.execute(sql)
         names = [d[0] for d in cursor.description]
         rows = [tuple(r) for r in cursor.fetchmany(fetch)]
     finally:
+        interrupter.disarm()
+        if timer is not None:
+            timer.cancel()
         cursor.close()
     overflow = len(rows) > maxrec
     metas = [meta for _, meta in translation.columns]
@@ -188,7 +252,9 @@ def _with_overflow(body: bytes) -> bytes:
     return body[:at] + info + body[at:]
 
 
-async def _params(request: Request) -> dict[str, str]:
+async def form_params(request: Request) -> dict[str, str]:
+    """A TAP or UWS request's parameters, from its URL and form body, by upper-case name
+    (DALI: names are case-insensitive)."""
     params = {k.upper(): v for k, v in request.query_params.items()}
     if request.method == "POST":
         form = await request.form()
@@ -261,55 +327,87 @@ async def sync_post(request: Request, who: Annotated[q.Viewer, Depends(viewer)])
     return await _sync(request, who)
 
 
+@dataclass(frozen=True)
+class TapQuery:
+    """A checked TAP query request: the ADQL, MAXREC and output format."""
+
+    query: str
+    maxrec: int
+    fmt: str
+
+
+def check_request(params: dict[str, str]) -> TapQuery:
+    """The query a TAP request asks for (parameter names upper case); :class:`TapError`
+    for a parameter this service refuses."""
+    request_type = params.get("REQUEST")
+    if request_type is not None and request_type.strip().lower() != "doquery":
+        raise TapError(f"REQUEST={request_type!r} is not supported: doQuery")
+    lang = (params.get("LANG") or "").strip()
+    if lang.upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
+        raise TapError("LANG=ADQL is required" if not lang
+                       else f"LANG={lang!r} is not supported: ADQL")
+    if params.get("UPLOAD"):
+        raise TapError("UPLOAD is not supported")
+    query = params.get("QUERY")
+    if not query or not query.strip():
+        raise TapError("QUERY is required")
+    return TapQuery(query, _maxrec(params), _format(params))
+
+
 async def _sync(request: Request, who: q.Viewer) -> Response:
     try:
-        params = await _params(request)
-        request_type = params.get("REQUEST")
-        if request_type is not None and request_type.strip().lower() != "doquery":
-            raise TapError(f"REQUEST={request_type!r} is not supported: doQuery")
-        lang = (params.get("LANG") or "").strip()
-        if lang.upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
-            raise TapError("LANG=ADQL is required" if not lang
-                           else f"LANG={lang!r} is not supported: ADQL")
-        if params.get("UPLOAD"):
-            raise TapError("UPLOAD is not supported")
-        query = params.get("QUERY")
-        if not query or not query.strip():
-            raise TapError("QUERY is required")
-        maxrec, fmt = _maxrec(params), _format(params)
+        asked = check_request(await form_params(request))
     except TapError as exc:
         return _error(str(exc))
-    return await run_in_threadpool(_answer, request, who, query, maxrec, fmt)
+    return await run_in_threadpool(_answer, request, who, asked)
 
 
-def _answer(request: Request, who: q.Viewer, query: str, maxrec: int, fmt: str) -> Response:
-    engine = request.app.state.archive.engine
-    ctx = Context(engine.dialect.name, who, datetime.now(UTC), base_url(request))
+def _answer(request: Request, who: q.Viewer, asked: TapQuery) -> Response:
     try:
-        with transaction(engine, readonly=True) as conn:
-            names, metas, rows, overflow = run_query(conn, query, ctx, maxrec)
-    except AdqlError as exc:
-        return _error(str(exc))
+        body, media_type = execute(request.app.state.archive.engine, who, base_url(request),
+                                   asked)
     except ArchiveUnavailable as exc:
         return _error(str(exc), 503)
+    except RequestError as exc:
+        return _error(str(exc))
+    return Response(body, media_type=media_type)
+
+
+def execute(engine: Any, who: q.Viewer, base: str, asked: TapQuery, *,
+            timeout_s: float = STATEMENT_TIMEOUT_S,
+            interrupter: Interrupter | None = None) -> tuple[bytes, str]:
+    """Run a checked query for ``who``: the answer's bytes and media type.
+
+    Raises :class:`AdqlError` or :class:`TapError` for a query the service or
+    the database refuses (HTTP 400), :class:`ArchiveUnavailable` when the
+    archive does not answer (503).  ``timeout_s`` and ``interrupter`` are
+    :func:`run_query`'s.
+    """
+    ctx = Context(engine.dialect.name, who, datetime.now(UTC), base)
+    try:
+        with transaction(engine, readonly=True) as conn:
+            names, metas, rows, overflow = run_query(conn, asked.query, ctx, asked.maxrec,
+                                                     timeout_s, interrupter)
     except engine.dialect.loaded_dbapi.Error as exc:
-        if getattr(exc, "sqlstate", None) == "57014":  # PostgreSQL's statement_timeout
-            return _error(f"the query ran over the {STATEMENT_TIMEOUT_S} s limit")
+        if getattr(exc, "sqlstate", None) == "57014" or "interrupted" in str(exc):
+            # PostgreSQL's statement_timeout or a cancel; SQLite's interrupt.
+            raise TapError(f"the query was stopped: it ran over the {timeout_s:g} s "
+                           "limit, or was aborted") from None
         if ctx.dialect != "sqlite" and isinstance(
                 exc, engine.dialect.loaded_dbapi.OperationalError):
-            return _error(f"archive unavailable: {exc}", 503)
+            raise ArchiveUnavailable(f"archive unavailable: {exc}") from None
         # What the database refused in a checked query (a type mismatch, say): its
         # first line names the problem without the whole generated statement.
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return _error(f"the query failed in the database: {detail}")
+        raise TapError(f"the query failed in the database: {detail}") from None
     columns = _output_columns(names, metas, rows)
-    if fmt == "csv":
-        return Response(tabular.to_csv(columns, rows), media_type=CSV)  # type: ignore[arg-type]
+    if asked.fmt == "csv":
+        return tabular.to_csv(columns, rows), CSV  # type: ignore[arg-type]
     body = tabular.to_votable(columns, rows, name="results",  # type: ignore[arg-type]
                               description="Result of an ADQL query.",
-                              infos=[("QUERY_STATUS", "OK", ""), ("QUERY", query, ""),
+                              infos=[("QUERY_STATUS", "OK", ""), ("QUERY", asked.query, ""),
                                      ("REQUEST_DATE", ctx.now.isoformat(), "")])
-    return Response(_with_overflow(body) if overflow else body, media_type=VOTABLE)
+    return (_with_overflow(body) if overflow else body), VOTABLE
 
 
 # -- VOSI -------------------------------------------------------------------------------------
@@ -362,7 +460,10 @@ def capabilities(request: Request) -> Response:
       <mime>text/csv;header=present</mime>
       <alias>csv</alias>
     </outputFormat>
-    <executionDuration><hard>{STATEMENT_TIMEOUT_S}</hard></executionDuration>
+    <retentionPeriod><default>{JOB_LIFETIME_S}</default><hard>{JOB_MAX_LIFETIME_S}</hard>\
+</retentionPeriod>
+    <executionDuration><default>{STATEMENT_TIMEOUT_S}</default><hard>{STATEMENT_TIMEOUT_S}\
+</hard></executionDuration>
     <outputLimit>
       <default unit="row">{DEFAULT_MAXREC}</default>
       <hard unit="row">{MAX_MAXREC}</hard>

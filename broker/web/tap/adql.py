@@ -16,7 +16,17 @@ backend's dialect (PostgreSQL or SQLite):
   becomes the order-29 HEALPix index ranges covering the region (as the REST
   cone does, :func:`crossmatch.healpix.cone_ranges`) plus the exact test
   (haversine separation, or the sides of a convex spherical polygon);
-  ``DISTANCE(POINT, POINT)`` the haversine separation in degrees.
+  ``DISTANCE(POINT, POINT)`` the haversine separation in degrees;
+- a bound on ``t_min`` from below or on ``t_max`` from above (``>=``, ``>``,
+  ``=``, ``BETWEEN``, with a number, in the WHERE's top-level ANDs) is also
+  written on the archive's time column, which is indexed with the HEALPix
+  one, so a cone + time query reads only the index entries of the window
+  (``t_min`` is never after the trigger time and ``t_max`` never before it,
+  so the added bound only drops rows the query drops anyway).  On SQLite,
+  where the planner would walk the time index however little sky a cone
+  covers, the bound is written so that it is checked on the sky index
+  instead when the sky ranges hold fewer rows than the window (estimated as
+  the REST API does, :func:`broker.archive.query.alert_span`).
 
 Anything else is refused with :class:`AdqlError` (an HTTP 400 for the caller).
 """
@@ -25,6 +35,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import sqlglot
@@ -33,8 +45,15 @@ from sqlglot.errors import ParseError
 
 from alerts_schema.errors import RequestError
 from broker.archive.query import coarsen
-from broker.web.tap.schema import BY_NAME, HPX_COLUMN, TapColumn, TapTable
-from crossmatch.healpix import cone_ranges
+from broker.web.tap.schema import (
+    BY_NAME,
+    HPX_COLUMN,
+    TIME_COLUMN,
+    TIME_SCAN_COLUMN,
+    TapColumn,
+    TapTable,
+)
+from crossmatch.healpix import NPIX_29, cone_ranges
 
 
 class AdqlError(RequestError):
@@ -238,12 +257,37 @@ def _polygon(node: exp.Anonymous, ra: str, dec: str) -> _Region:
     return _Region(test, (c_ra, c_dec, min(180.0, radius * 1.000001 + 1e-9)))
 
 
+MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
+_TIME_MARGIN = timedelta(milliseconds=1)  # far above the rounding of t_min's arithmetic
+
+
+def _mjd_time(days: float) -> datetime | None:
+    """The UTC time of an MJD (days of 86400 s), or None outside datetime's years."""
+    try:
+        return MJD_EPOCH + timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def _time_literal(when: datetime) -> exp.Literal:
+    """A whole-second time as the archive compares it ('YYYY-MM-DD HH:MM:SS', UTC, as
+    SQLite stores it and PostgreSQL reads it): a stored time with a fraction sorts after
+    its second either way."""
+    return exp.Literal.string(when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+_FLIPPED: dict[type[exp.Expr], type[exp.Expr]] = {
+    exp.GTE: exp.LTE, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.LT: exp.GT, exp.EQ: exp.EQ}
+
+
 class _Translator:
     def __init__(self, tree: exp.Select) -> None:
         self.tree = tree
         self.tables: list[TapTable] = []
         # alias (lower case) -> table, over the whole query (subqueries included).
         self.aliases: dict[str, TapTable] = {}
+        # alias -> the smallest sky fraction a CONTAINS(...) = 1 on it reads from the index.
+        self.covered: dict[str, float] = {}
 
     def tables_of(self, select: exp.Select) -> list[tuple[str, TapTable]]:
         found = []
@@ -363,6 +407,9 @@ class _Translator:
             ranges = coarsen(cone_ranges(*shape.cover))
             within = " OR ".join(f"{hpx} BETWEEN {lo} AND {hi}" for lo, hi in ranges)
             test = f"({within}) AND {test}"
+            alias = hpx.split(".", 1)[0]
+            fraction = sum(hi - lo + 1 for lo, hi in ranges) / NPIX_29
+            self.covered[alias] = min(self.covered.get(alias, 1.0), fraction)
         return self._parse(test)
 
     def _hpx_column(self, ra: exp.Expression, dec: exp.Expression) -> str | None:
@@ -383,9 +430,99 @@ class _Translator:
     def _parse(text: str) -> exp.Expr:
         return sqlglot.parse_one(text, read="tsql")
 
+    def add_time_bounds(self, span: tuple[int, datetime, datetime] | None) -> None:
+        """Write each SELECT's bounds on ``t_min`` (from below) and ``t_max`` (from above)
+        on the hidden time column too (see the module's docstring)."""
+        for select in list(self.tree.find_all(exp.Select)):
+            where = select.args.get("where")
+            if where is None:
+                continue
+            sources = dict(self.tables_of(select))
+            lows: dict[str, datetime] = {}
+            highs: dict[str, datetime] = {}
+            terms = where.this.flatten() if isinstance(where.this, exp.And) else [where.this]
+            for term in terms:
+                for alias, when, side in self._time_terms(term, sources):
+                    if side == "lower":
+                        lows[alias] = max(lows.get(alias, when), when)
+                    else:
+                        highs[alias] = min(highs.get(alias, when), when)
+            for alias in {**lows, **highs}:
+                lo, hi = lows.get(alias), highs.get(alias)
+                column = TIME_SCAN_COLUMN if self._sky_first(alias, lo, hi, span) \
+                    else TIME_COLUMN
+                for value, node in ((lo, exp.GTE), (hi, exp.LTE)):
+                    if value is not None:
+                        select.where(node(this=exp.column(column, table=alias),
+                                          expression=_time_literal(value)), copy=False)
 
-def translate(adql: str, dialect: str) -> Translation:
-    """Check ``adql`` and write it as SQL for ``dialect`` (``postgresql`` or ``sqlite``)."""
+    def _time_terms(self, term: exp.Expr, sources: dict[str, TapTable]
+                    ) -> list[tuple[str, datetime, str]]:
+        """(alias, time, "lower" or "upper"): the bounds on the time column ``term``
+        implies."""
+        found: list[tuple[Any, type[exp.Expr], Any]]
+        if isinstance(term, exp.Between):
+            found = [(term.this, exp.GTE, term.args.get("low")),
+                     (term.this, exp.LTE, term.args.get("high"))]
+        elif type(term) in _FLIPPED:
+            found = [(term.this, type(term), term.expression),
+                     (term.expression, _FLIPPED[type(term)], term.this)]
+        else:
+            return []
+        out: list[tuple[str, datetime, str]] = []
+        for column, op, value in found:
+            if not isinstance(column, exp.Column) or value is None:
+                continue
+            resolved = self._resolve(column, sources)
+            if resolved is None:
+                continue
+            alias, kind = resolved
+            try:
+                when = _mjd_time(_number(value, "a time bound"))
+            except AdqlError:
+                continue
+            if when is None:
+                continue
+            if kind == "lower" and op in (exp.GTE, exp.GT, exp.EQ):
+                out.append((alias, (when - _TIME_MARGIN).replace(microsecond=0), kind))
+            elif kind == "upper" and op in (exp.LTE, exp.LT, exp.EQ):
+                out.append((alias, (when + _TIME_MARGIN).replace(microsecond=0)
+                            + timedelta(seconds=1), kind))
+        return out
+
+    @staticmethod
+    def _resolve(column: exp.Column, sources: dict[str, TapTable]) -> tuple[str, str] | None:
+        """(alias, "lower" or "upper") when ``column`` is a time-bounding column of one of
+        this SELECT's own tables."""
+        name = column.name.lower()
+        if column.table:
+            candidates = [column.table.lower()] if column.table.lower() in sources else []
+        else:
+            candidates = [a for a, t in sources.items() if t.column(name) is not None]
+        if len(candidates) != 1:
+            return None
+        kind = dict(sources[candidates[0]].time_bounds).get(name)
+        return (candidates[0], kind) if kind else None
+
+    def _sky_first(self, alias: str, lo: datetime | None, hi: datetime | None,
+                   span: tuple[int, datetime, datetime] | None) -> bool:
+        """Whether the sky ranges of ``alias`` hold fewer rows than its time window (only
+        ever on SQLite, whose ``span`` is given)."""
+        if span is None or alias not in self.covered:
+            return False
+        _, first, last = span
+        start, end = max(first, lo) if lo else first, min(last, hi) if hi else last
+        window = max((end - start).total_seconds(), 0.0) / max(
+            (last - first).total_seconds(), 1.0)
+        return self.covered[alias] < window
+
+
+def translate(adql: str, dialect: str, fetch: int | None = None,
+              span: tuple[int, datetime, datetime] | None = None) -> Translation:
+    """Check ``adql`` and write it as SQL for ``dialect`` (``postgresql`` or ``sqlite``),
+    reading at most ``fetch`` rows when given (and never more than its TOP).  ``span``
+    (SQLite: the alerts' count, first and last time) steers the plan of cone + time
+    queries."""
     tree = parse(adql)
     _check_nodes(tree)
     t = _Translator(tree)
@@ -395,8 +532,12 @@ def translate(adql: str, dialect: str) -> Translation:
     t.expand_stars()
     t.check_columns()
     t.rewrite_geometry()
+    t.add_time_bounds(span if dialect == "sqlite" else None)
     limit_node = tree.args.get("limit")
     limit = int(_number(limit_node.expression, "TOP")) if limit_node is not None else None
+    if fetch is not None:
+        rows = min(fetch, limit) if limit is not None else fetch
+        tree.set("limit", exp.Limit(expression=exp.Literal.number(rows)))
     columns: list[tuple[str, TapColumn | None]] = []
     for item in tree.expressions:
         target = item.this if isinstance(item, exp.Alias) else item

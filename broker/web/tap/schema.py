@@ -30,6 +30,12 @@ from broker.archive.models import AlertRow, CoincidenceMember, CoincidenceRow
 
 HPX_COLUMN = "tap_hpx29_"
 """The hidden order-29 HEALPix column of positional tables (not in TAP_SCHEMA)."""
+TIME_COLUMN = "tap_time_"
+"""The hidden archive time column of ``ivoa.obscore`` (the trigger time as stored, indexed
+with the HEALPix column), which bounds on ``t_min`` and ``t_max`` are also written on."""
+TIME_SCAN_COLUMN = "tap_time_scan_"
+"""The same time on SQLite as ``+event_time``: a bound SQLite's planner will not walk
+the time index for, when the sky ranges are the cheaper plan."""
 
 # h c in GeV m: the wavelength of a photon of energy E GeV is HC_GEV_M / E metres.
 HC_GEV_M = 1.239841984e-15
@@ -107,6 +113,9 @@ class TapTable:
     keys: tuple[ForeignKey, ...] = ()
     #: (ra column, dec column) the hidden HEALPix column indexes, if any.
     position: tuple[str, str] | None = None
+    #: Columns bounding the hidden time column: "lower" (the column is never after it, so
+    #: ``column >= c`` implies ``time >= c``) or "upper" (never before it), as MJD days.
+    time_bounds: tuple[tuple[str, str], ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -342,7 +351,10 @@ def _labelled(ctx: Context, columns: Sequence[TapColumn]) -> list[Any]:
 
 
 def _obscore(ctx: Context) -> Any:
-    return (select(*_labelled(ctx, OBSCORE_COLUMNS), _A.hpx29.label(HPX_COLUMN))
+    hidden = [_A.hpx29.label(HPX_COLUMN), _A.event_time.label(TIME_COLUMN)]
+    if ctx.dialect == "sqlite":
+        hidden.append(q.unindexed(_A.event_time).label(TIME_SCAN_COLUMN))
+    return (select(*_labelled(ctx, OBSCORE_COLUMNS), *hidden)
             .where(q.alert_visible(ctx.viewer, ctx.now)))
 
 
@@ -420,7 +432,7 @@ OBSCORE = TapTable(
     "ObsCore 1.1 view of the archived alerts, one row per alert revision, extended with "
     "the broker's own columns (messenger, significance, provenance).",
     OBSCORE_COLUMNS, _obscore, utype="ivo://ivoa.net/std/obscore#table-1.1",
-    position=("s_ra", "s_dec"))
+    position=("s_ra", "s_dec"), time_bounds=(("t_min", "lower"), ("t_max", "upper")))
 COINCIDENCES = TapTable(
     "mmbroker", "coincidences",
     "Coincidences the cross-match engine found, one row per revision.",
