@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +98,13 @@ def backend_url(backend: str, name: str, *, recreate: bool) -> str:
     if backend == "sqlite":
         return sqlite_url(name, recreate=recreate)
     return pg_schema_url(f"bench_{name}", recreate=recreate)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM ``proc`` (a server the benchmark started), SIGKILL it after ``timeout_s`` (s)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import OUT, Figure, backend_url, percentiles_ms
+from bench._common import OUT, Figure, backend_url, percentiles_ms, stop_process
 
 SPAN_S = 365.25 * 86400
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -451,7 +451,6 @@ def bench_http(url: str, backend: str, queries: int, start: datetime) -> list[Fi
     ``http.client`` keep-alive connections.  Both share the machine's cores.
     """
     import http.client
-    import subprocess
     from urllib.parse import urlencode
 
     proc, port = _start_server(url)
@@ -502,10 +501,5 @@ def bench_http(url: str, backend: str, queries: int, start: datetime) -> list[Fi
                 Figure("API over HTTP", backend, f"{label} p95", p95, "ms"),
             ]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     return figures

@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench._common import Figure
+from bench._common import Figure, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "tests" / "data" / "voevents" / "BAT_GRB_Pos_655721-214.xml"
@@ -106,11 +106,7 @@ def _drain(backend: str, n: int) -> list[Figure]:
     finally:
         stop.set()
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 20)
         archive.close()
     shutil.rmtree(tmp, ignore_errors=True)
     note = f"{n} VOEvents, one delivery loop, comet_eventdb={backend}"

@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import Figure, percentiles_ms
+from bench._common import Figure, percentiles_ms, stop_process
 from listeners.envelope import Outcome, RawMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,11 +127,7 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
                             BURST_RATE_HZ)
     finally:
         stop.set()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
     b50, b95, b99 = percentiles_ms(bare)
     e50, e95, e99 = percentiles_ms(e2e)

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from bench._common import Figure, percentiles_ms
+from bench._common import Figure, percentiles_ms, stop_process
 
 FRESH_S = 86400.0
 """How long ago the archive may have been built for its year to end "now"."""
@@ -158,7 +158,6 @@ def _tap_ids(body: bytes) -> list[str]:
 def bench_tap(backend: str, rows: int, queries: int, rebuild: bool) -> list[Figure]:
     """p50/p95 of the same cone + time queries through TAP and through the REST API."""
     import http.client
-    import subprocess
 
     from bench.archive_bench import _get, _read_through, _start_server, query_archive
 
@@ -220,10 +219,5 @@ def bench_tap(backend: str, rows: int, queries: int, rebuild: bool) -> list[Figu
                     f"p95 {stats[key][1] / stats['rest'][1]:.2f}x"))
         conn.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     return figures
