@@ -460,6 +460,28 @@ def _dtype(col: _Column) -> str:
     return f"({col.repeat},){kind}" if col.repeat > 1 else kind
 
 
+class _Rows:
+    """The NUNIQ rows folded so far; a map still finer than :data:`MAX_ROWS` is too detailed."""
+
+    def __init__(self, order: int, levels: int, eps: float) -> None:
+        self.order, self.levels, self.eps = order, levels, eps
+        self.uniq: list[np.ndarray] = []
+        self.prob: list[np.ndarray] = []
+        self.kept = 0
+
+    def fold(self, buffer: np.ndarray, root: int) -> None:
+        """Fold the aligned run of pixels under NESTED ``root`` (at order - levels)."""
+        u, p = coarsen(buffer, self.order, root, self.levels, self.eps)
+        self.uniq.append(u)
+        self.prob.append(p)
+        self.kept += u.size
+        if self.kept > MAX_ROWS:
+            raise _TooDetailed
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.uniq), np.concatenate(self.prob)
+
+
 def _fold_stream(values: Iterator[np.ndarray], order: int, eps: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Fold NESTED pixel values arriving in order into NUNIQ rows, an aligned chunk at a time."""
@@ -468,9 +490,7 @@ def _fold_stream(values: Iterator[np.ndarray], order: int, eps: float
     buffer = np.empty(chunk, dtype=np.float64)
     fill = 0
     root = 0  # NESTED index, at order - levels, of the chunk being filled
-    uniq_parts: list[np.ndarray] = []
-    prob_parts: list[np.ndarray] = []
-    kept = 0
+    rows = _Rows(order, levels, eps)
     for block in values:
         block = np.asarray(block, dtype=np.float64)
         while block.size:
@@ -479,17 +499,12 @@ def _fold_stream(values: Iterator[np.ndarray], order: int, eps: float
             block = block[take:]
             fill += take
             if fill == chunk:
-                u, p = coarsen(buffer, order, root, levels, eps)
-                uniq_parts.append(u)
-                prob_parts.append(p)
-                kept += u.size
-                if kept > MAX_ROWS:
-                    raise _TooDetailed
+                rows.fold(buffer, root)
                 root += 1
                 fill = 0
     if fill:
         raise MalformedInput("flat sky map ends inside a pixel group")
-    return np.concatenate(uniq_parts), np.concatenate(prob_parts)
+    return rows.result()
 
 
 def _fold_scattered(blocks: Iterator[tuple[np.ndarray | None, np.ndarray]], nside: int,
@@ -510,19 +525,10 @@ def _fold_scattered(blocks: Iterator[tuple[np.ndarray | None, np.ndarray]], nsid
     levels = min(order, _SCATTER_LEVELS)
     size = 4 ** levels
     open_: dict[int, tuple[np.ndarray, list[int]]] = {}
-    uniq_parts: list[np.ndarray] = []
-    prob_parts: list[np.ndarray] = []
-    kept = 0
+    rows = _Rows(order, levels, eps)
 
     def fold(root: int) -> None:
-        nonlocal kept
-        buffer, _ = open_.pop(root)
-        u, p = coarsen(buffer, order, root, levels, eps)
-        uniq_parts.append(u)
-        prob_parts.append(p)
-        kept += u.size
-        if kept > MAX_ROWS:
-            raise _TooDetailed
+        rows.fold(open_.pop(root)[0], root)
 
     start = 0
     for pix, vals in blocks:
@@ -548,7 +554,7 @@ def _fold_scattered(blocks: Iterator[tuple[np.ndarray | None, np.ndarray]], nsid
                 fold(root)
     for root in sorted(open_):
         fold(root)  # explicit maps (unlisted pixels are 0) and any the rows left incomplete
-    return np.concatenate(uniq_parts), np.concatenate(prob_parts)
+    return rows.result()
 
 
 def coarsen(prob: np.ndarray, order: int, root: int, levels: int, eps: float
