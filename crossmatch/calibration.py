@@ -40,6 +40,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from alerts_schema.model import Alert
 from crossmatch.config import CrossmatchConfig, Pairing
+from crossmatch.events import event_key, order, supersedes
 from crossmatch.significance import nfold_chance_rate_hz
 
 __all__ = [
@@ -453,7 +454,8 @@ def calibrate_nfold(pairing: Pairing, times_by_detector: Mapping[str, ArrayLike]
 # -- from archived alerts -------------------------------------------------------------------
 
 def _latest_revisions(alerts: Iterable[Alert], role: str) -> list[Alert]:
-    """One alert per (source, event id): its highest revision, unless retracted.
+    """One alert per event (:func:`~crossmatch.events.event_key`, whatever transport
+    brought it): its newest revision, unless retracted.
 
     Every revision of an event is archived; counting each would multiply the
     event's weight in the background, and a retracted event is no event.
@@ -462,9 +464,9 @@ def _latest_revisions(alerts: Iterable[Alert], role: str) -> list[Alert]:
     for alert in alerts:
         if alert.role != role:
             continue
-        key = (alert.source, alert.event_id)
+        key = event_key(alert)
         kept = latest.get(key)
-        if kept is None or alert.revision > kept.revision:
+        if kept is None or supersedes(order(alert), order(kept)):
             latest[key] = alert
     return [a for a in latest.values() if a.alert_type != "retraction"]
 

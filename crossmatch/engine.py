@@ -17,7 +17,7 @@ events, whatever their revisions):
 
 * ``new``: first found, revision 0;
 * ``updated``: a member's new revision arrived (or the sky map it names by URL,
-  fetched after it: :func:`version`) and the members still coincide; the new
+  fetched after it) and the members still coincide; the new
   result supersedes the previous revision;
 * ``retracted``: a member was retracted, or its new revision (or its map) no
   longer coincides.  A retraction says nothing of when the event was (an LVK one
@@ -47,6 +47,7 @@ import numpy as np
 
 from alerts_schema import Alert, Coincidence, Member, Overlap, PointLocalization, Significance
 from crossmatch.config import CrossmatchConfig, Pairing, Selector
+from crossmatch.events import EventKey, Order, event_key, fetched_map, order, supersedes
 from crossmatch.index import IndexedAlert, LiveIndex
 from crossmatch.localization import SkyMap, from_alert
 from crossmatch.overlap import overlap
@@ -67,7 +68,6 @@ BATCH_MIN = 16  # partners from which a sky map's overlaps are looked up togethe
 _UNSET = object()
 STREAM = "coincidence"
 
-EventKey = tuple[str, str]  # (source, event id): one physical event, all its revisions
 
 
 class History(Protocol):
@@ -114,32 +114,6 @@ def class_roles(classes: Iterable[str]) -> tuple[str, ...]:
                          for r in (OBSERVATION_ROLES if c == "observation" else (c,))}))
 
 
-FETCHED_MAP = "skymap_fetch"
-"""The ``extra`` key of the record the broker keeps of a sky map it fetched for an alert
-after archiving it (``{"url", "sha256", ...}``; :mod:`broker.runtime.mapfetch`).  When
-its ``sha256`` is the map the alert's localization names, the alert is that revision
-*with its map*: the same IVORN and revision, one step later (see :func:`version`)."""
-
-
-def fetched_map(alert: Alert) -> str | None:
-    """SHA-256 of the sky map fetched after the alert arrived that is its localization, or
-    None (no map, or one the message carried itself)."""
-    record = alert.extra.get(FETCHED_MAP)
-    if record is None:
-        return None
-    sha = getattr(alert.localization, "skymap_sha256", None)
-    return sha if isinstance(record, dict) and sha and record.get("sha256") == sha else None
-
-
-def version(alert: Alert) -> tuple[int, bool]:
-    """Where an alert stands in its event's sequence: ``(revision, has a fetched map)``.
-
-    An alert whose map arrived after it (issue 16, item 2) is matched again as it is
-    now, superseding itself as it was; a later revision still supersedes both.
-    """
-    return alert.revision, fetched_map(alert) is not None
-
-
 def result_key(members: Iterable[Alert], config_hash: str) -> str:
     """SHA-256 identifying one result: member ids and revisions plus the config hash.
 
@@ -165,14 +139,9 @@ class _Held:
     """What the engine remembers of every event it holds, document or not."""
 
     id: str          # IVORN of the newest revision
-    revision: int
+    order: Order     # where that revision stands (crossmatch.events.supersedes)
     t_s: float       # event time, Unix s
     keep_s: float    # retention: the live index (tier) it is in
-    fetched: bool = False  # its localization is a map fetched after it arrived
-
-    @property
-    def version(self) -> tuple[int, bool]:
-        return self.revision, self.fetched
 
 
 @dataclass
@@ -425,9 +394,9 @@ class Engine:
         """
         docs: dict[EventKey, Alert] = {}
         for alert in sorted(alerts, key=lambda a: (a.revision, a.trigger_time)):
-            key = (alert.source, alert.event_id)
+            key = event_key(alert)
             held = self._held.get(key)
-            if held is not None and held.version >= version(alert):
+            if held is not None and not supersedes(order(alert), held.order):
                 continue  # (catching up: never back to an older revision)
             self._remember(alert)
             docs[key] = alert
@@ -437,9 +406,9 @@ class Engine:
         # and a member's next revision updates it instead of starting another.
         missing = {m.alert_id for c in coincidences for m in c.members} - self._by_ivorn.keys()
         for alert in sorted(self._load(sorted(missing)).values(), key=lambda a: a.revision):
-            key = (alert.source, alert.event_id)
+            key = event_key(alert)
             held = self._held.get(key)
-            if held is None or held.version < version(alert):
+            if held is None or supersedes(order(alert), held.order):
                 self._remember(alert)
                 docs[key] = alert
             else:
@@ -473,15 +442,15 @@ class Engine:
 
     def process(self, alert: Alert) -> list[Result]:
         """Every coincidence result ``alert`` creates, updates or retracts."""
-        key = (alert.source, alert.event_id)
+        key = event_key(alert)
         self._archived = {}
         previous = self._held.get(key)
         if previous is None and self.recall is not None:
             alerts, coincidences = self.recall(key)
             self.warm(alerts, coincidences)
             previous = self._held.get(key)
-        if previous is not None and previous.version >= version(alert):
-            return []  # an older revision arriving late changes nothing
+        if previous is not None and not supersedes(order(alert), previous.order):
+            return []  # an older revision arriving late, or a copy, changes nothing
         if alert.alert_type == "retraction":
             self._remember(alert, previous)
             return [r for ident in sorted(self._of_event.get(key, ()))
@@ -503,7 +472,7 @@ class Engine:
 
     def _remember(self, alert: Alert, previous: _Held | None = None,
                   sides: list[tuple[bool, bool]] | None = None) -> None:
-        key = (sys.intern(alert.source), alert.event_id)
+        key = event_key(alert)
         if previous is None:
             previous = self._held.get(key)
         if previous is not None:
@@ -521,8 +490,7 @@ class Engine:
             keep = previous.keep_s
         else:
             keep = self._keep_for(need)
-        self._held[key] = _Held(alert.id, alert.revision, t, keep,
-                                fetched_map(alert) is not None)
+        self._held[key] = _Held(alert.id, order(alert), t, keep)
         if self.loader is None or need > 0 or pinned or retracted:
             self._events[key] = alert
         else:
@@ -665,8 +633,8 @@ class Engine:
             radius = min(180.0, radius + pad_deg)
         t_top = min(t_hi, horizon)
         for past in self.history(t_lo, t_top, ra, dec, radius, messengers=messengers):
-            key = (sys.intern(past.source), past.event_id)
-            if key not in newest or version(newest[key]) < version(past):
+            key = event_key(past)
+            if key not in newest or supersedes(order(past), order(newest[key])):
                 newest[key] = past
         found = list(live)
         for key, past in newest.items():
@@ -699,7 +667,7 @@ class Engine:
 
     def _search(self, alert: Alert, sides: list[tuple[bool, bool]]) -> list[Result]:
         results: list[Result] = []
-        key = (alert.source, alert.event_id)
+        key = event_key(alert)
         for pairing, (in_a, in_b) in zip(self.config.pairings, sides, strict=True):
             if pairing.kind == "nfold":
                 if in_a:
@@ -711,7 +679,7 @@ class Engine:
                 partners = self._partners(pairing, alert, alert_is_a)
                 batch = self._batch_sky(pairing, alert, partners)
                 for partner in partners:
-                    other = (partner.source, partner.event_id)
+                    other = event_key(partner)
                     if other == key:
                         continue
                     members = (key, other) if alert_is_a else (other, key)
@@ -886,7 +854,7 @@ class Engine:
         """
         tau = pairing.window_s[1]
         t = _epoch_s(alert.trigger_time)
-        key = (alert.source, alert.event_id)
+        key = event_key(alert)
         detector = _detector(pairing, alert)
         nearby: dict[str, Alert] = {}
         keep = self._keep_for(_needs(pairing)[0])
@@ -909,7 +877,7 @@ class Engine:
 
         groups = []
         for ident in {i for c in nearby.values()
-                      for i in self._of_event.get((c.source, c.event_id), ())}:
+                      for i in self._of_event.get(event_key(c), ())}:
             tracked = self._tracked[ident]
             if tracked.pairing.name != pairing.name or tracked.retracted:
                 continue
@@ -923,7 +891,7 @@ class Engine:
             _, _, ident, members = min(groups)
             tracked = self._tracked[ident]
             joined = sorted([*members, alert], key=lambda a: a.trigger_time)
-            tracked.members = tuple((m.source, m.event_id) for m in joined)
+            tracked.members = tuple(event_key(m) for m in joined)
             return [self._emit(tracked, joined, None, self._nfold_figures(pairing, joined))]
 
         others = [c for name, c in nearby.items() if name != detector]
@@ -937,7 +905,7 @@ class Engine:
         if len({_detector(pairing, m) for m in best_members}) < (pairing.nfold_min or 2):
             return []
         members = sorted(best_members, key=lambda a: a.trigger_time)
-        keys = tuple((m.source, m.event_id) for m in members)
+        keys = tuple(event_key(m) for m in members)
         ident = _identity(pairing, keys)
         if ident in self._tracked or key not in keys:
             return []
@@ -983,16 +951,16 @@ class Engine:
         self._tracked[tracked.ident] = tracked
         for member_key in tracked.members:
             self._of_event[member_key].add(tracked.ident)
-        self._pin(tracked.members, {(m.source, m.event_id): m for m in members})
-        ordered = sorted(members, key=lambda m: tracked.members.index((m.source, m.event_id)))
+        self._pin(tracked.members, {event_key(m): m for m in members})
+        ordered = sorted(members, key=lambda m: tracked.members.index(event_key(m)))
         # A retracted member keeps the time it had in the revision retracted (its
         # retraction may state another, or none: see the module docstring).
-        times = {(m.source, m.event_id): (
-            tracked.times.get((m.source, m.event_id), m.trigger_time)
+        times = {event_key(m): (
+            tracked.times.get(event_key(m), m.trigger_time)
             if m.alert_type == "retraction" else m.trigger_time) for m in ordered}
         tracked.times = times
         reference = ordered[0]
-        reference_time = times[(reference.source, reference.event_id)]
+        reference_time = times[event_key(reference)]
         t0 = _epoch_s(reference_time)
         if not tracked.series:
             tracked.series = (f"ivo://{self.authority}/{STREAM}#{tracked.pairing.name}-"
@@ -1005,7 +973,7 @@ class Engine:
             members=[Member(alert_id=m.id, revision=m.revision, source=m.source,
                             messenger=m.messenger, facility=m.facility,
                             time_offset_s=round(
-                                _epoch_s(times[(m.source, m.event_id)]) - t0, 6))
+                                _epoch_s(times[event_key(m)]) - t0, 6))
                      for m in ordered],
             reference_time=reference_time,
             localization=_best_localization(ordered),
@@ -1072,7 +1040,7 @@ def _entry(alert: Alert, key: EventKey) -> IndexedAlert:
         ra = dec = None
     radius = _radius_deg(alert) or None
     return IndexedAlert(
-        key=alert.id, stream=key[0], messenger=sys.intern(alert.messenger),
+        key=alert.id, stream=sys.intern(alert.source), messenger=sys.intern(alert.messenger),
         facility=sys.intern(alert.facility), role=role_class(alert),
         event_time_s=_epoch_s(alert.trigger_time), ra_deg=ra, dec_deg=dec,
         radius_deg=radius, payload=key)

@@ -103,10 +103,12 @@ from typing import Any
 
 from alerts_schema import Alert, DataRights, Energy, NoLocalization, PointLocalization
 from alerts_schema.errors import ImplausibleValue, MalformedInput, NormalizationError, UnknownFormat
+from crossmatch.events import REVISION_RULE
 from listeners import facilities
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import checked_ra, local_id
 from listeners.voevent import (
+    GCN_REVISION_RULE,
     STAR_LOCK_NOTE,
     GcnType,
     gcn_event_id,
@@ -569,6 +571,7 @@ def _alert(v: Ints, gcn: GcnType, decoded: _Decoded, trigger_time: datetime,
     extra: dict[str, Any] = {
         "gcn": {"packet_type": v[0], "notice_type": gcn.name, "format": "binary",
                 "pkt_sernum": v[1]},
+        REVISION_RULE: GCN_REVISION_RULE,  # the VOEvent copy's rule: they interleave
         **decoded.extra,
     }
     if decoded.star_lock_lost and isinstance(localization, PointLocalization):

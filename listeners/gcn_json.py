@@ -140,6 +140,7 @@ from alerts_schema import (
 )
 from alerts_schema.errors import HostileInput, MalformedInput, NormalizationError
 from alerts_schema.model import format_utc
+from crossmatch.events import ISSUED
 from crossmatch.skymap import read_multiorder
 from listeners import facilities, json_limits
 from listeners.base import SKYMAP_URL, Heartbeat, MessageMeta, Normalized, SkymapFile
@@ -428,6 +429,8 @@ def _notice_alert(document: dict[str, Any], context: _Context,
     extra = {k: v for k, v in document.items() if k not in _CONSUMED}
     if context.schema_url:
         extra["gcn_schema"] = context.schema_url
+    if alert_time is not None:
+        extra[ISSUED] = format_utc(alert_time)  # orders it against other transports
 
     if context.family == "icecube.lvk_nu_track_search":
         localization = _lvk_nu_localization(document)

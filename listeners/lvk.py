@@ -47,8 +47,9 @@ holds the UTC date of the event, ``S181101ab`` -> 2018-11-01) and
 with ``rank`` 0 EARLYWARNING, 1 PRELIMINARY, 2 INITIAL, 3 UPDATE, 4 UPDATE with
 an external coincidence, 5 RETRACTION, so that of two notices created in the
 same tick the later in LVK's sequence wins, and a retraction always does.
-Later notices thus supersede earlier ones, JSON and Avro copies of one notice
-get the same revision, and the result stays within the contract's 0..1000000
+Later notices thus supersede earlier ones, JSON, Avro and VOEvent copies of one
+notice get the same revision (``listeners.voevent`` applies this rule to LVK VOEvents,
+``Who/Date`` standing for ``time_created``), and the result stays within the contract's 0..1000000
 for about two years after the event; beyond that, or before the event's date,
 the message is refused with the reason.  Revisions do not start at 0 as other
 streams' do: only their order means anything.
@@ -69,6 +70,8 @@ from pydantic import ValidationError
 from alerts_schema import Alert
 from alerts_schema.errors import HostileInput, MalformedInput, NormalizationError
 from alerts_schema.model import format_utc
+from crossmatch.events import ISSUED
+from crossmatch.events import REVISION_RULE as REVISION_RULE_KEY
 from crossmatch.skymap import MultiOrderMap, read_multiorder
 from listeners import avro, json_limits
 from listeners.base import MessageMeta, Normalized, SkymapFile
@@ -325,7 +328,8 @@ def normalize_record(record: Any, meta: MessageMeta) -> tuple[Alert, list[Skymap
     extra: dict[str, Any] = {
         "lvk_alert_type": lvk_type,
         "time_created": format_utc(time_created),
-        "revision_rule": REVISION_RULE,
+        ISSUED: format_utc(time_created),
+        REVISION_RULE_KEY: REVISION_RULE,
         "urls": _jsonable(record.get("urls") or {}),
     }
     localization: dict[str, Any] = {"kind": "none"}

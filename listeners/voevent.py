@@ -31,9 +31,12 @@ revision of an event supersedes a lower one.  ``revision`` is an ordering
 key, not a count: it is 0 for the first notice only where the stream numbers
 its notices that way.
 
-* LVK: ``event_id`` = GraceID; ``revision`` = ``Pkt_Ser_Num - 1`` (LVK
-  increments it by one per notice of a superevent), else the number of
-  superseded IVORNs cited.
+* LVK: ``event_id`` = GraceID; ``revision`` by LVK's own rule from ``AlertType``,
+  ``Who/Date`` (its ``time_created``) and an External Coincidence group
+  (:func:`listeners.lvk.revision`, ``extra.revision_rule``), the rule its JSON and
+  Avro notices follow, so the two transports' revisions of a superevent interleave in
+  order; a packet that rule cannot place (no AlertType or Who/Date, a GraceID that is
+  no superevent) gets ``Pkt_Ser_Num - 1``, else the number of superseded IVORNs cited.
 * KM3NeT: ``event_id`` = ``Event_Name`` (else ``TrigID``); ``revision`` =
   ``record_number - 1``.
 * IceCube: ``event_id`` = ``<run_id>:<event_id>``; ``revision`` = ``Rev``.
@@ -133,6 +136,7 @@ from alerts_schema import (
 )
 from alerts_schema.errors import ImplausibleValue, NormalizationError, OwnPublication, UnknownFormat
 from alerts_schema.model import ROLES, format_utc
+from crossmatch.events import ISSUED, REVISION_RULE
 from listeners import facilities, lvk, timescales, xml_safe
 from listeners.base import SKYMAP_URL, Heartbeat, MessageMeta, Normalized
 from listeners.common import (
@@ -151,8 +155,8 @@ _URI_PATH_SAFE = "!$&'()*+,;=:@/"
 # 0/0 placeholder does elsewhere; any other radius past 180 deg is refused.
 _WHOLE_SKY_RADIUS_DEG = 360.0
 
-__all__ = ["GCN_TYPES", "MAX_VOEVENT_BYTES", "STAR_LOCK_NOTE", "accepts", "gcn_event_id",
-           "gcn_revision", "gcn_type", "handle", "looks_like_voevent", "normalize",
+__all__ = ["GCN_REVISION_RULE", "GCN_TYPES", "MAX_VOEVENT_BYTES", "STAR_LOCK_NOTE", "accepts",
+           "gcn_event_id", "gcn_revision", "gcn_type", "handle", "looks_like_voevent", "normalize",
            "not_a_grb_reasons"]
 
 MAX_VOEVENT_BYTES = 1_000_000
@@ -651,6 +655,11 @@ def gcn_type(packet_type: int) -> GcnType | None:
     return None
 
 
+GCN_REVISION_RULE = "gcn-rank-serial-v1"
+"""Name of the GCN Classic revision rule (module docstring), shared by the VOEvent and
+binary paths and recorded in each alert's ``extra.revision_rule``."""
+
+
 def gcn_revision(gcn: GcnType, serial: int | None) -> int:
     """``rank * 1000 + serial`` (module docstring); a serial outside 0..999 counts as 0."""
     return gcn.rank * 1000 + (serial if serial is not None and 0 <= serial < 1000 else 0)
@@ -804,6 +813,17 @@ def _split_ivorn(ivorn: str) -> tuple[str, str, str]:
     return authority.strip(), path.strip("/ "), fragment.strip()
 
 
+def _issued(who_date: str | None) -> str | None:
+    """``Who/Date`` as UTC with a ``Z`` (None when absent or unreadable: it orders
+    revisions across transports only, so a bad one is not a reason to refuse)."""
+    if not who_date:
+        return None
+    try:
+        return format_utc(parse_utc(who_date, field="Who/Date"))
+    except NormalizationError:
+        return None
+
+
 def _source_and_stream(packet: _Packet, meta: MessageMeta) -> tuple[str, str]:
     """``Alert.source`` and the stream part of the broker IVORN (see module docstring).
 
@@ -854,13 +874,24 @@ def _lvk(packet: _Packet, packet_type: int | None) -> _Fields:
     revision = serial - 1 if serial is not None and serial >= 1 else len(packet.cites(
         "supersedes", "retraction"))
     alert_kind = (packet.value("AlertType") or "").lower()
+    groups = packet.groups
+    rule = None
+    if alert_kind and packet.who_date:
+        # LVK's own rule, as on the JSON and Avro paths, so a notice's copies share one
+        # revision and its VOEvent and JSON revisions supersede each other in order
+        # (crossmatch.events); a packet the rule cannot place keeps its serial number.
+        try:
+            revision = lvk.revision(grace_id, parse_utc(packet.who_date, field="Who/Date"),
+                                    alert_kind, "External Coincidence" in groups)
+            rule = lvk.REVISION_RULE
+        except NormalizationError:
+            pass
     injection = packet.integer("HardwareInj") == 1
     # Mock (MS..., MG...) and test (TS...) superevents, and hardware injections,
     # are never observations whatever the role attribute says.
     role = "test" if grace_id[:1] in ("M", "T") or injection else None
     far = _far_hz(packet, default_unit="Hz")
     internal = packet.integer("internal") == 1 or packet.integer("OpenAlert") == 0
-    groups = packet.groups
     classification = _typed_group(groups.get("Classification", {}))
     terrestrial = classification.get("Terrestrial")
     extra: dict[str, Any] = {
@@ -872,6 +903,8 @@ def _lvk(packet: _Packet, packet_type: int | None) -> _Fields:
         }.items() if v is not None},
         **far.extra,
     }
+    if rule is not None:
+        extra[REVISION_RULE] = rule
     if classification:
         extra["classification"] = classification
     if properties := _typed_group(groups.get("Properties", {})):
@@ -1033,7 +1066,7 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
         position, note = False, STAR_LOCK_NOTE
     far = _far_hz(packet, default_unit=None) if packet.param("FAR") else _Far(None, {})
     extra: dict[str, Any] = {"gcn": {"packet_type": packet_type, "notice_type": gcn.name},
-                             **far.extra}
+                             REVISION_RULE: GCN_REVISION_RULE, **far.extra}
     if note and "StarTrack_Lost_Lock" in note and packet.position is not None:
         # What the packet said, for people to see, exactly as sent.
         extra["untrusted_position"] = {
@@ -1341,6 +1374,8 @@ def _alert(packet: _Packet, fields: _Fields, localization: PointLocalization | N
     }
     if packet.citations:
         extra["citations"] = [{"ivorn": ivorn, "cite": cite} for ivorn, cite in packet.citations]
+    if issued := _issued(packet.who_date):
+        extra[ISSUED] = issued
     event_id = fields.event_id[:256]
     revision = min(max(fields.revision, 0), 1_000_000)
     return Alert(

@@ -46,7 +46,7 @@ from broker.runtime.mapfetch import (
     read_map,
 )
 from broker.runtime.pipeline import Pipeline
-from crossmatch.engine import fetched_map, version
+from crossmatch.events import fetched_map, order, supersedes
 from listeners.base import MessageMeta
 from listeners.common import skymap_url
 from listeners.envelope import RawMessage
@@ -441,7 +441,7 @@ def test_an_lvk_voevent_gets_its_map(server: MapServer, archive: Archive) -> Non
     assert validation_errors("alert", after.to_document()) == []
     # Same IVORN and revision, one step on: the engine takes it as the newer version.
     assert (after.id, after.revision) == (gw.id, gw.revision)
-    assert version(after) > version(gw)
+    assert supersedes(order(after), order(gw)) and not supersedes(order(gw), order(after))
     # The same message again is a duplicate of what was archived, not a conflict.
     (again,) = pipeline.ingest([RawMessage("gcn.classic.voevent.LVC_PRELIMINARY",
                                            gw_voevent(url))])
@@ -500,7 +500,7 @@ def test_a_failed_fetch_is_kept_and_harms_nothing(server: MapServer, archive: Ar
     assert stored.matched_at is not None
     assert re.search(why, after.extra["skymap_fetch"]["error"])
     assert after.extra["skymap_fetch"]["url"] == server.url(path)
-    assert version(after) == version(gw)  # nothing for the engine to do again
+    assert not supersedes(order(after), order(gw))  # nothing for the engine to do again
     assert any(re.search(why, r.getMessage()) and r.levelno == logging.ERROR
                for r in caplog.records)
 

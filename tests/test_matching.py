@@ -27,8 +27,8 @@ def test_announcements_keep_an_event_together_and_spread_a_stream() -> None:
     partitions = list(range(4))
 
     def partition(event_id: str, revision: int) -> int:
-        key = announcement_key(SimpleNamespace(source="gcn.fermi.gbm", event_id=event_id,
-                                               revision=revision))
+        key = announcement_key(SimpleNamespace(  # type: ignore[arg-type]
+            source="gcn.fermi.gbm", facility="Fermi", event_id=event_id, revision=revision))
         return (murmur2(key) & 0x7FFFFFFF) % len(partitions)  # the Java client's and ours
 
     assert {partition("bn261121001", r) for r in range(5)} == {partition("bn261121001", 0)}

@@ -16,6 +16,7 @@ import pytest
 
 from alerts_schema import Alert, validation_errors
 from alerts_schema.errors import HostileInput, InputError, NormalizationError, UnknownFormat
+from listeners import lvk as lvk_rules
 from listeners import voevent
 from listeners.base import MessageMeta, Normalized
 from listeners.common import SECONDS_PER_YEAR
@@ -277,7 +278,12 @@ def test_lvk_superevent() -> None:
                                                                    "H1,L1")
     # A Preliminary is "initial" on every path (igwn.gwalert JSON says so too), whatever
     # its serial number; an LVK "Initial" is an update of it.
-    assert (alert.event_id, alert.revision, alert.alert_type) == ("S240501ab", 1, "initial")
+    # LVK's own revision rule, as on its JSON path (Who/Date is its time_created).
+    created = datetime(2024, 5, 1, 10, 0, 30, tzinfo=UTC)
+    assert (alert.event_id, alert.revision, alert.alert_type) == (
+        "S240501ab", lvk_rules.revision("S240501ab", created, "PRELIMINARY"), "initial")
+    assert alert.extra["revision_rule"] == lvk_rules.REVISION_RULE
+    assert alert.extra["issued"] == "2024-05-01T10:00:30Z"
     assert alert.role == "observation"
     assert alert.far_hz == 1e-10  # LVK FAR is in Hz
     assert alert.localization.kind == "none"
@@ -303,10 +309,20 @@ def test_lvk_hardware_injection_is_a_test() -> None:
 
 def test_lvk_first_notice_and_retraction() -> None:
     first = one_alert(lvk(serial=1, alert_type="EarlyWarning", packet_type=163))
-    assert (first.revision, first.alert_type) == (0, "initial")
+    assert first.alert_type == "initial"
     retraction = one_alert(lvk(serial=3, alert_type="Retraction", packet_type=164, far=""))
-    assert (retraction.revision, retraction.alert_type) == (2, "retraction")
+    assert retraction.alert_type == "retraction"
+    # Created in the same second: LVK's sequence decides, and a retraction always wins.
+    assert retraction.revision == first.revision + 5
     assert retraction.far_hz is None
+
+
+def test_lvk_packet_the_lvk_rule_cannot_place_keeps_its_serial() -> None:
+    # An O2 GraceID is no superevent (no date in it): Pkt_Ser_Num - 1, and no rule named.
+    old = one_alert(lvk(grace_id="G298048", serial=3))
+    assert old.revision == 2 and "revision_rule" not in old.extra
+    no_type = one_alert(lvk(serial=3, alert_type=""))
+    assert no_type.revision == 2 and "revision_rule" not in no_type.extra
 
 
 @pytest.mark.parametrize(("far", "expected_hz"), [
@@ -533,7 +549,9 @@ def test_shared_lvk_chain() -> None:
     names = ["1-EarlyWarning", "2-Preliminary", "3-Initial", "4-Update", "5-Retraction",
              "6-Update"]
     chain = [shared(f"lvk/MS181101ab-{name}.xml") for name in names]
-    assert [a.revision for a in chain] == [0, 1, 2, 3, 4, 5]
+    # LVK's rule orders them by time_created (Who/Date): "6-Update" was created at
+    # 22:39:25, before the retraction (23:36:23), whatever its serial number says.
+    assert [a.revision for a in chain] == [487560, 487735, 488312, 488313, 509903, 489394]
     assert [a.alert_type for a in chain] == ["initial", "initial", "update", "update",
                                              "retraction", "update"]
     assert {a.role for a in chain} == {"test"}

@@ -89,6 +89,7 @@ class AlertRow(Base):
         Index(None, "hpx29", "event_time"),
         Index(None, "messenger", "event_time"),
         Index(None, "source_ivorn"),
+        Index(None, "event_id"),  # one event from every stream (crossmatch.events)
         Index(None, "skymap_sha256"),
         Index(None, "match_seq", unique=True),
         # The live feed looks up embargoes that have just ended (issue 14).

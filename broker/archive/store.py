@@ -43,6 +43,7 @@ from broker.archive.models import (
     StreamHealth,
 )
 from broker.archive.query import ARCHIVIST, AlertQuery, search_alerts, skymap_bytes
+from crossmatch.events import EventKey, event_key, namespace, order, supersedes
 from crossmatch.healpix import nested29
 from listeners.base import Normalized, skymap_url_to_fetch
 from listeners.envelope import Outcome, RawMessage
@@ -507,36 +508,43 @@ class Archive:
                         (r.revision, r.alert_type, r.ivorn, r.event_time))
         return found
 
-    def recall_event(self, key: tuple[str, str]) -> tuple[list[Alert], list[Coincidence]]:
+    def recall_event(self, key: EventKey) -> tuple[list[Alert], list[Coincidence]]:
         """What a cross-match engine that is not fed every alert reads before it first
         processes an event (``Engine.recall``): the stored coincidences citing any
-        revision of the event (``key``: source, event id), and the newest matched
-        revision of the event and of every other event those coincidences cite."""
-        source, event_id = key
+        revision of the event (``key``: :func:`crossmatch.events.event_key`, so from
+        every stream that brought it), and the newest matched revision of the event and
+        of every other event those coincidences cite."""
         with transaction(self.engine, readonly=True) as conn:
-            ids = select(AlertRow.id).where(AlertRow.source == source,
-                                            AlertRow.event_id == event_id)
-            cited = select(CoincidenceMember.coincidence_id).where(
-                CoincidenceMember.alert_id.in_(ids))
-            coincidences = [Coincidence.model_validate(d) for d in conn.execute(
-                select(CoincidenceRow.document).where(CoincidenceRow.id.in_(cited))
-                .order_by(CoincidenceRow.id)).scalars()]
+            ids = [r.id for r in conn.execute(
+                select(AlertRow.id, AlertRow.source, AlertRow.facility)
+                .where(AlertRow.event_id == key[1]))
+                if namespace(r.source, r.facility) == key[0]]
+            coincidences: list[Coincidence] = []
+            for chunk in _chunks(ids):
+                cited = select(CoincidenceMember.coincidence_id).where(
+                    CoincidenceMember.alert_id.in_(chunk))
+                coincidences += [Coincidence.model_validate(d) for d in conn.execute(
+                    select(CoincidenceRow.document).where(CoincidenceRow.id.in_(cited))
+                    .order_by(CoincidenceRow.id)).scalars()]
+            coincidences = list({c.id: c for c in coincidences}.values())
             events = {key}
             members = sorted({m.alert_id for c in coincidences for m in c.members})
             for chunk in _chunks(members):
-                events.update((r.source, r.event_id) for r in conn.execute(
-                    select(AlertRow.source, AlertRow.event_id)
+                events.update((namespace(r.source, r.facility), r.event_id)
+                              for r in conn.execute(
+                    select(AlertRow.source, AlertRow.facility, AlertRow.event_id)
                     .where(AlertRow.ivorn.in_(chunk))))
-            newest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-            for chunk in _chunks(sorted(events)):
-                for r in conn.execute(select(AlertRow.source, AlertRow.event_id,
-                                             AlertRow.revision, AlertRow.document).where(
-                        tuple_(AlertRow.source, AlertRow.event_id).in_(chunk),
-                        AlertRow.matched_at.is_not(None))):
-                    event = (r.source, r.event_id)
-                    if event not in newest or newest[event][0] < r.revision:
-                        newest[event] = (r.revision, r.document)
-        return [Alert.model_validate(d) for _, d in newest.values()], coincidences
+            newest: dict[EventKey, Alert] = {}
+            for chunk in _chunks(sorted({event_id for _, event_id in events})):
+                for (document,) in conn.execute(select(AlertRow.document).where(
+                        AlertRow.event_id.in_(chunk), AlertRow.matched_at.is_not(None))
+                        .order_by(AlertRow.id)):  # (arrival order: see supersedes)
+                    alert = Alert.model_validate(document)
+                    event = event_key(alert)
+                    if event in events and (event not in newest or supersedes(
+                            order(alert), order(newest[event]))):
+                        newest[event] = alert
+        return list(newest.values()), coincidences
 
     def coincidence_row_ids(self, ivorns: Iterable[str]) -> dict[str, int]:
         """Row ids of the stored coincidence revisions among ``ivorns``."""

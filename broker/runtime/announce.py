@@ -2,8 +2,10 @@
 
 When the stages run as separate processes (``mmbroker stage ...``), a
 listener archives what it receives and then announces each alert's IVORN on
-the alerts topic (``MMBROKER_KAFKA_ALERTS_TOPIC``), keyed by its event (stream and
-event id), so the revisions of one event stay in order on one partition while the
+the alerts topic (``MMBROKER_KAFKA_ALERTS_TOPIC``), keyed by its event
+(:func:`crossmatch.events.event_key`: the same LVK superevent or mission trigger from
+any transport is one event), so the revisions of one event stay in order on one
+partition, and so on one match worker, while the
 events of even a single stream spread over every partition, and so over every
 match worker (a stream key put all of a busy stream on one worker, idle the
 others: measured with two streams and two workers).  The announcement is
@@ -21,9 +23,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from alerts_schema import Alert
 from alerts_schema.errors import RetryableError
 from broker.publish.senders import close_producer, kafka_producer
 from broker.runtime.ingest import Ingestor
+from crossmatch.events import event_key
 from listeners.envelope import Outcome, RawMessage
 from listeners.kafka import client_kwargs, config_from_env
 
@@ -79,10 +83,11 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, replication: int,
         admin.close()
 
 
-def announcement_key(alert: Any) -> bytes:
-    """The Kafka key of an alert's announcement: its stream and event id (every
-    revision of an event on one partition, in order)."""
-    return f"{alert.source}\x1f{alert.event_id}".encode()
+def announcement_key(alert: Alert) -> bytes:
+    """The Kafka key of an alert's announcement: its event (every revision of an event,
+    from every transport, on one partition, in order)."""
+    namespace, event_id = event_key(alert)
+    return f"{namespace}\x1f{event_id}".encode()
 
 
 class AnnouncingIngestor:

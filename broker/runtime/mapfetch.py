@@ -44,7 +44,7 @@ any, stays the summary point and its region moves to ``extra.position``), and
 ``sha256``, ``bytes``, ``attempts``, ``fetched_at``).  A fetch that fails for good is
 recorded there too (``error``, ``attempts``, ``failed_at``) and logged; the alert keeps
 what it had.  The cross-match engine takes the alert with its map as a newer version
-of the same revision (:func:`crossmatch.engine.version`): it is matched again, its
+of the same revision (:func:`crossmatch.events.supersedes`): it is matched again, its
 coincidences get an ``updated`` revision (or are retracted when the map rules the
 partner out), new partners the map reaches are found, and each new revision is
 published as a VOEvent like any other.  In ``serve`` the worker hands the alert to the
@@ -97,7 +97,7 @@ from broker.archive.db import insert_ignoring_conflicts, transaction
 from broker.archive.models import AlertRow, Skymap, SkymapFetch
 from broker.archive.store import Archive, localization_columns, utcnow
 from broker.metrics import SKYMAP_FETCHES
-from crossmatch.engine import FETCHED_MAP
+from crossmatch.events import FETCHED_MAP
 from crossmatch.skymap import MultiOrderMap, read_multiorder
 from listeners.base import SkymapFile, skymap_url_to_fetch
 from listeners.common import check_plausible
