@@ -440,8 +440,14 @@ class Engine:
                 self._of_event[k].add(ident)
             self._pin(members, docs)
 
-    def process(self, alert: Alert) -> list[Result]:
-        """Every coincidence result ``alert`` creates, updates or retracts."""
+    def process(self, alert: Alert, *, again: bool = False) -> list[Result]:
+        """Every coincidence result ``alert`` creates, updates or retracts.
+
+        ``again``: the caller knows ``alert`` was never matched as it is now (the archive
+        says it is unmatched), so when it is the very revision held with a fetched sky
+        map (as :meth:`warm` loaded it: the map stored, then the process died before
+        matching the alert with it) it is matched again.  Anything else is as without.
+        """
         key = event_key(alert)
         self._archived = {}
         previous = self._held.get(key)
@@ -449,7 +455,8 @@ class Engine:
             alerts, coincidences = self.recall(key)
             self.warm(alerts, coincidences)
             previous = self._held.get(key)
-        if previous is not None and not supersedes(order(alert), previous.order):
+        if previous is not None and not supersedes(order(alert), previous.order) \
+                and not (again and previous.id == alert.id and previous.order.fetched):
             return []  # an older revision arriving late, or a copy, changes nothing
         if alert.alert_type == "retraction":
             self._remember(alert, previous)

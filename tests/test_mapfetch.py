@@ -697,6 +697,57 @@ def test_live_a_gw_on_the_wall_clock_pairs_once_its_map_arrives(server: MapServe
     assert [m["alert_id"] for m in second["members"]] == [gw.id, grb.id]
 
 
+def live_gw(server: MapServer, path: str = "/maps/bayestar.multiorder.fits,0") -> bytes:
+    """The real LVK VOEvent of MS181101ab, dated a minute ago, its map at ``path``."""
+    from broker.archive.store import utcnow
+
+    when = format_utc(utcnow() - timedelta(seconds=60)).encode()
+    return gw_voevent(server.url(path)).replace(
+        b"2018-11-01T22:22:46.654437Z", when).replace(b"2018-11-01T22:34:49Z", when)
+
+
+def test_a_serve_that_dies_before_matching_the_map_matches_it_when_it_starts(
+        server: MapServer, archive: Archive) -> None:
+    """The map is stored with ``matched_at`` cleared; the process dies before matching
+    the alert again; the next ``serve`` matches it as it warms."""
+    settings = settings_for(server)
+    pipeline = assembly.make_pipeline(settings, archive, warm=False, targets=[])
+    gw = ingest(pipeline, "gcn.classic.voevent.LVC_PRELIMINARY", live_gw(server))
+    grb = ingest(pipeline, "gcn.notices.fermi.gbm", grb_notice(gw))
+    (first,) = coincidences(archive)
+    assert first["spatial_overlap"] is None  # no map yet
+    dying = MapFetchLoop(archive, FetchPolicy.from_settings(settings), None)  # no rematch
+    assert dying.run_once() and dying.fetched == 1
+    assert row(archive, gw.id).matched_at is None  # stored, not matched with it
+    assert len(coincidences(archive)) == 1
+
+    restarted = assembly.make_pipeline(settings, archive, targets=[])  # warms
+    first, second = coincidences(archive)
+    assert (second["state"], second["supersedes"]) == ("updated", first["id"])
+    assert [m["alert_id"] for m in second["members"]] == [gw.id, grb.id]
+    assert second["spatial_overlap"]["integral"] > 1.0
+    assert row(archive, gw.id).matched_at is not None
+    restarted.warm()  # again: nothing left to match, nothing new
+    assert len(coincidences(archive)) == 2
+
+
+def test_alerts_archived_but_never_matched_are_matched_when_serve_starts(
+        server: MapServer, archive: Archive) -> None:
+    """A process that died between archiving a batch and matching it: the next one
+    matches the batch against what it warmed."""
+    settings = settings_for(server)
+    pipeline = assembly.make_pipeline(settings, archive, warm=False, targets=[])
+    gw = ingest(pipeline, "gcn.classic.voevent.LVC_PRELIMINARY", live_gw(server))
+    (outcome,) = pipeline.ingestor.ingest([RawMessage("gcn.notices.fermi.gbm",
+                                                      grb_notice(gw))])  # archived only
+    assert outcome.status == "archived" and outcome.alert is not None
+    assert row(archive, outcome.alert.id).matched_at is None and coincidences(archive) == []
+    assembly.make_pipeline(settings, archive, targets=[])  # warms
+    (found,) = coincidences(archive)
+    assert [m["alert_id"] for m in found["members"]] == [gw.id, outcome.alert.id]
+    assert row(archive, outcome.alert.id).matched_at is not None
+
+
 def test_a_leased_fetch_is_one_workers_and_a_dead_workers_is_abandoned(
         server: MapServer, archive: Archive) -> None:
     from sqlalchemy import update

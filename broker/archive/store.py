@@ -766,13 +766,16 @@ def _documents(conn: Connection, ivorns: Iterable[str]) -> dict[str, dict[str, A
 
 
 def window_documents(conn: Connection, retention: tuple[float, Mapping[str, float]], *,
-                     numbered: bool) -> tuple[list[Alert], list[Coincidence]]:
+                     numbered: bool, matched: bool | None = None
+                     ) -> tuple[list[Alert], list[Coincidence]]:
     """What a restarted cross-match engine reloads.
 
     ``retention`` is the engine's ``retention_by_messenger()``: alerts with
     event time in the last ``retention[0]`` seconds, or in the last
     ``retention[1][messenger]`` for the messengers held longer;
-    ``numbered``: only those a match worker has numbered.  Coincidences
+    ``numbered``: only those a match worker has numbered; ``matched``: only those
+    matched (True) or not (False: archived, then the process died before matching
+    them, or their sky map arrived since), whatever else.  Coincidences
     created since the earliest of those times (members older than their
     retention the engine reads back itself, through its loader).
     """
@@ -785,6 +788,9 @@ def window_documents(conn: Connection, retention: tuple[float, Mapping[str, floa
     query = select(AlertRow.ivorn, AlertRow.document).where(window)
     if numbered:
         query = query.where(AlertRow.match_seq.is_not(None))
+    if matched is not None:
+        query = query.where(AlertRow.matched_at.is_not(None) if matched
+                            else AlertRow.matched_at.is_(None))
     alerts: dict[str, Any] = dict(conn.execute(query).all())
     earliest = min([since, *longer.values()])
     coincidences = list(conn.execute(select(CoincidenceRow.document).where(

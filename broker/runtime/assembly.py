@@ -320,7 +320,7 @@ def mapfetch_loop(settings: Settings, archive: Archive, sink: Sink) -> MapFetchL
         pipeline = sink
 
         def rematch(alert: Alert) -> None:  # the pipeline's engine, store and publisher
-            pipeline.match([alert], {}, record_matched=False, publish_alerts=False)
+            pipeline.match([alert], {}, publish_alerts=False)
     elif isinstance(sink, AnnouncingIngestor):
         announcing = sink
 

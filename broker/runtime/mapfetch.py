@@ -47,10 +47,13 @@ what it had.  The cross-match engine takes the alert with its map as a newer ver
 of the same revision (:func:`crossmatch.events.supersedes`): it is matched again, its
 coincidences get an ``updated`` revision (or are retracted when the map rules the
 partner out), new partners the map reaches are found, and each new revision is
-published as a VOEvent like any other.  In ``serve`` the worker hands the alert to the
-pipeline; in a staged deployment it clears the alert's ``match_seq`` in the same
-transaction and announces it again, so a match worker matches it again and numbers
-it anew (the others catch up on it), the sweep covering a lost announcement.
+published as a VOEvent like any other.  The map is stored with the alert's
+``matched_at`` and ``match_seq`` cleared, in one transaction, so the alert counts as
+not matched until it is matched again with its map.  In ``serve`` the worker hands the
+alert to the pipeline (a ``serve`` that dies first matches it when it starts:
+``Pipeline.warm``); in a staged deployment it announces it again, so a match worker
+matches it again and numbers it anew (the others catch up on it), the sweep covering a
+lost announcement.
 
 The stored row's ``content_sha256`` stays the hash of the alert as normalized from its
 bytes, so the same message arriving again is still a duplicate, not a conflict.
@@ -443,8 +446,10 @@ def claim(archive: Archive, *, lease_s: float, now: datetime | None = None) -> J
 def complete(archive: Archive, job: Job, alert: Alert, skymap: SkymapFile) -> bool:
     """Store the map, the alert with it, and the fetch as done, in one transaction.
 
-    The alert's ``match_seq`` is cleared with it: a match worker numbers it anew once it
-    matched it again (a staged deployment; ``serve`` numbers nothing).  False when the
+    The alert's ``match_seq`` and ``matched_at`` are cleared with it: it is not matched
+    with its map until it is matched again, and a process that dies before doing so
+    matches it when it starts (``Pipeline.warm``; a staged deployment's sweep finds it
+    unnumbered).  False when the
     fetch was no longer this worker's (another took it after the lease ran out).
     """
     now = utcnow()
@@ -459,7 +464,7 @@ def complete(archive: Archive, job: Job, alert: Alert, skymap: SkymapFile) -> bo
             "size_bytes": len(skymap.data), "area_90_deg2": skymap.area_90_deg2,
             "received_at": now}])
         conn.execute(update(a).where(a.c.id == job.alert_row).values(
-            document=alert.to_document(), match_seq=None,
+            document=alert.to_document(), match_seq=None, matched_at=None,
             **localization_columns(alert.localization)))
     return True
 

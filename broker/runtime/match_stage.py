@@ -231,7 +231,8 @@ class MatchWorker:
             if not held():  # lost while catching up: nothing stored yet
                 raise MatchOrderLost("the match lock's connection is gone")
             self.pipeline.match(alerts, {a.id: receipts[a.id] for a in alerts},
-                                record_matched=False, publish_alerts=False)
+                                record_matched=False, publish_alerts=False,
+                                again=True)  # unnumbered: never matched as they are now
             if self.pipeline.backlog:
                 # Results held in memory only: not numbered, not committed; the next
                 # round stores them first (and a restart recomputes them).

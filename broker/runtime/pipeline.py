@@ -70,17 +70,28 @@ class Pipeline:
         self.ingestor.set_stream_connected(streams, connected)
 
     def warm(self) -> int:
-        """Load the live window's alerts and coincidences into the engine; how many alerts."""
+        """Load the live window's alerts and coincidences into the engine, then match what
+        was archived and never matched; how many alerts.
+
+        Unmatched are the alerts of a batch the process died between archiving and
+        matching, and alerts whose sky map was stored after they were matched (the map
+        store clears ``matched_at``) when it died before matching them again.
+        """
+        retention = self.engine.retention_by_messenger()
         with transaction(self.archive.engine, readonly=True) as conn:
-            alerts, coincidences = window_documents(
-                conn, self.engine.retention_by_messenger(), numbered=False)
+            alerts, coincidences = window_documents(conn, retention, numbered=False,
+                                                    matched=True)
+            unmatched, _ = window_documents(conn, retention, numbered=False, matched=False)
         since = utcnow() - timedelta(seconds=self.engine.window_s)
         with self._engine_lock:
             self.engine.warm(alerts, coincidences)
+        if unmatched:
+            log.info("matching %d alert(s) archived but never matched", len(unmatched))
+            self.match(unmatched, {}, publish_alerts=False, again=True)
         if self.publisher is not None:
             # A crash between archiving and queueing left these unpublished.
             self.publisher.sweep(since)
-        return len(alerts)
+        return len(alerts) + len(unmatched)
 
     def ingest(self, messages: Sequence[RawMessage]) -> list[Outcome]:
         outcomes = self.ingestor.ingest(messages)
@@ -102,7 +113,8 @@ class Pipeline:
         return bool(self._unstored or self._unpublished or self._unpublished_alerts)
 
     def match(self, fresh: Sequence[Alert], receipts: dict[str, dict], *,
-              record_matched: bool = True, publish_alerts: bool = True) -> list[Result]:
+              record_matched: bool = True, publish_alerts: bool = True,
+              again: bool = False) -> list[Result]:
         """Cross-match archived alerts, store the coincidences and queue their VOEvents.
 
         ``receipts`` (by alert IVORN: row id, source, transport, raw hash,
@@ -112,6 +124,7 @@ class Pipeline:
         ``record_matched`` is False (the match stage records it with its numbers).
         The triggers' own VOEvents are queued too unless ``publish_alerts`` is
         False (the match stage queues them before it takes the match lock).
+        ``again``: as :meth:`~crossmatch.engine.Engine.process` takes it (:meth:`warm`).
         """
         if not fresh:
             self.coincidences = []
@@ -127,7 +140,7 @@ class Pipeline:
                 self.engine.set_detector_status(status)
             for alert in sorted(fresh, key=lambda a: a.trigger_time):
                 try:
-                    results.extend(self.engine.process(alert))
+                    results.extend(self.engine.process(alert, again=again))
                 except Exception:  # a cross-match bug must not stop ingest
                     failed.add(alert.id)
                     log.exception("cross-match failed on %s", alert.id,
