@@ -19,7 +19,12 @@ import numpy as np
 from bench._common import Figure, percentiles_ms
 from crossmatch.engine import Engine
 
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+def _window_start(span_s: float) -> datetime:
+    """Start of a window of ``span_s`` seconds ending now (whole seconds): every input is
+    dated relative to the run, and the engine's clock is that now."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=span_s)
+
 
 
 def _alert(kind: str, i: int, t: datetime, ra: float, dec: float, radius: float) -> object:
@@ -45,7 +50,8 @@ def bench_crossmatch(n_live: int = 1_000_000, n_queries: int = 300, seed: int = 
 
     rng = np.random.default_rng(seed)
     span_s = 10 * 86400.0
-    now = T0 + timedelta(seconds=span_s)
+    t0 = _window_start(span_s)
+    now = t0 + timedelta(seconds=span_s)
     # The slack holds all ten days of the survey in memory: the in-memory path is measured.
     engine = Engine(load_config(), authority="bench.mmbroker", clock=lambda: now.timestamp(),
                     late_slack_s=span_s)
@@ -53,9 +59,9 @@ def bench_crossmatch(n_live: int = 1_000_000, n_queries: int = 300, seed: int = 
     dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n_live)))
     times = rng.uniform(0, span_s, n_live)
     start = time.perf_counter()
-    optical = [_alert("optical", i, T0 + timedelta(seconds=float(times[i])), float(ra[i]),
+    optical = [_alert("optical", i, t0 + timedelta(seconds=float(times[i])), float(ra[i]),
                       float(dec[i]), 0.0003) for i in range(n_live)]
-    background = [_alert("grb", n_live + i, T0 + timedelta(seconds=float(t)),
+    background = [_alert("grb", n_live + i, t0 + timedelta(seconds=float(t)),
                          float(rng.uniform(0, 360)), float(rng.uniform(-60, 60)), 8.0)
                   for i, t in enumerate(rng.uniform(0, span_s, 300))]
     engine.warm(optical + background, [])
@@ -69,7 +75,7 @@ def bench_crossmatch(n_live: int = 1_000_000, n_queries: int = 300, seed: int = 
         # Dated at the start of the window: all ten days of optical alerts lie ahead,
         # the worst case for the follow-up search inside its 1 deg circle.
         "new point alert (10 d of follow-up ahead)":
-            lambda: T0 + timedelta(seconds=float(rng.uniform(0, 3600))),
+            lambda: t0 + timedelta(seconds=float(rng.uniform(0, 3600))),
     }
     for label, when in cases.items():
         samples, found = [], 0
@@ -105,22 +111,23 @@ def bench_skymap_vs_optical(n_optical: int = 100_000, repeats: int = 5, seed: in
     area = float(np.sum(sky.area_sr[sky.credible_levels < 0.9])) * (180 / np.pi) ** 2
     sha = __import__("hashlib").sha256(data).hexdigest()
     span_s = 3 * 86400.0
+    t0 = _window_start(span_s)
     ra = rng.uniform(0, 360, n_optical)
     dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n_optical)))
     times = rng.uniform(60, span_s, n_optical)
-    optical = [_alert("optical", i, T0 + timedelta(seconds=float(times[i])), float(ra[i]),
+    optical = [_alert("optical", i, t0 + timedelta(seconds=float(times[i])), float(ra[i]),
                       float(dec[i]), 0.0003) for i in range(n_optical)]
     samples, found = [], 0
     for r in range(repeats):
         engine = Engine(load_config(), authority="bench.mmbroker",
-                        clock=lambda: (T0 + timedelta(seconds=span_s)).timestamp(),
+                        clock=lambda: (t0 + timedelta(seconds=span_s)).timestamp(),
                         skymap_loader=lambda _sha: data, late_slack_s=span_s)
         engine.warm(optical, [])
         gw = Alert.model_validate({
             "schema_version": "1.0", "id": f"ivo://bench.mmbroker/igwn.gwalert#S{r}-0",
             "source": "igwn.gwalert", "messenger": "gravitational_wave", "facility": "LVK",
             "event_id": f"S{r}", "revision": 0, "alert_type": "initial",
-            "role": "observation", "trigger_time": T0, "far_hz": 1e-10,
+            "role": "observation", "trigger_time": t0, "far_hz": 1e-10,
             "data_rights": {"level": "public"}, "extra": {"group": "CBC"},
             "localization": {"kind": "skymap", "skymap_sha256": sha, "format": "multiorder",
                              "area_90_deg2": area}})
