@@ -188,10 +188,10 @@ def test_an_alert_the_engine_failed_on_is_not_marked_matched(
     assert main(["--db", sqlite_url, "db", "upgrade"]) == 0
     real = Engine.process
 
-    def failing(self: Engine, alert: Alert) -> list[Any]:
+    def failing(self: Engine, alert: Alert, **kwargs: Any) -> list[Any]:
         if alert.messenger == "gamma_ray":
             raise RuntimeError("a cross-match bug")
-        return real(self, alert)
+        return real(self, alert, **kwargs)
 
     monkeypatch.setattr(Engine, "process", failing)
     assert main(["--db", sqlite_url, "ingest", "-f", "json", str(files["gw"]),
