@@ -64,6 +64,7 @@ __all__ = [
     "VonMisesFisher",
     "from_alert",
     "gbm_mixture",
+    "gbm_model",
     "unit_vector",
 ]
 
@@ -74,6 +75,24 @@ locations: 80.4% of bursts in a core whose width the alert states as ``systemati
 GBM_TAIL_DEG = 13.7
 """Width of the tail term of the Fermi GBM systematic, degrees (Connaughton et al. 2015: the
 remaining 19.6% of bursts)."""
+
+GBM_MODELS: dict[float, tuple[float, float]] = {
+    7.52: (0.897, 55.6),  # flight-software positions: Table 7, first row
+    3.72: (0.804, 13.7),  # ground-automated positions: Table 3, first row
+    3.71: (0.900, 14.3),  # final (human-in-the-loop) positions: Table 3, second row
+}
+"""Connaughton et al. (2015)'s core-plus-tail models of the GBM systematic, by core width
+(degrees) -> (core weight, tail width in degrees).  A GBM alert states its core width
+(``systematic_deg``: 7.52, 3.72 or 3.71, by its position type), which names its row; any
+other width takes the ground-automated weight and tail (``GBM_CORE_WEIGHT``,
+``GBM_TAIL_DEG``).  These are also gwcelery's, for the sky maps it builds for RAVEN."""
+
+
+def gbm_model(core_deg: float) -> tuple[float, float]:
+    """(core weight, tail width in degrees) of the GBM systematic whose core is
+    ``core_deg`` wide (:data:`GBM_MODELS`)."""
+    return GBM_MODELS.get(round(core_deg, 2), (GBM_CORE_WEIGHT, GBM_TAIL_DEG))
+
 
 GBM_CONTAINMENT = 0.6827
 """Containment of the GBM systematic widths: Connaughton et al. (2015) state them, like the
@@ -939,8 +958,8 @@ def from_alert(alert: Alert, skymap_bytes: Mapping[str, bytes]) -> Localization 
     ============================  =================================================
     ``none``                      ``None``
     ``point``, radius 0           :meth:`VonMisesFisher.point`
-    ``point``, Fermi GBM with     :func:`gbm_mixture` (core = ``systematic_deg``)
-    ``systematic_deg``
+    ``point``, Fermi GBM with     :func:`gbm_mixture` (core = ``systematic_deg``,
+    ``systematic_deg``            weight and tail by :func:`gbm_model`)
     ``point``, other              :meth:`VonMisesFisher.from_radius` of the radius
                                   (``hypot(radius, systematic_deg)`` when a
                                   systematic is stated) at its ``containment``
@@ -974,7 +993,9 @@ def from_alert(alert: Alert, skymap_bytes: Mapping[str, bytes]) -> Localization 
         radius = float(loc.error_radius_deg)
         sys_deg = loc.systematic_deg
         if sys_deg and (alert.instrument or "").strip().upper() == "GBM":
-            return gbm_mixture(loc.ra_deg, loc.dec_deg, radius, loc.containment, sys_deg)
+            weight, tail = gbm_model(sys_deg)
+            return gbm_mixture(loc.ra_deg, loc.dec_deg, radius, loc.containment, sys_deg,
+                               core_weight=weight, tail_deg=tail)
         if sys_deg:
             radius = min(180.0, math.hypot(radius, sys_deg))
         return VonMisesFisher.from_radius(loc.ra_deg, loc.dec_deg, radius, loc.containment)

@@ -108,6 +108,7 @@ from listeners import facilities
 from listeners.base import Heartbeat, MessageMeta, Normalized
 from listeners.common import checked_ra, local_id
 from listeners.voevent import (
+    GBM_SYSTEMATIC_MODEL,
     GCN_REVISION_RULE,
     STAR_LOCK_NOTE,
     GcnType,
@@ -589,7 +590,7 @@ def _alert(v: Ints, gcn: GcnType, decoded: _Decoded, trigger_time: datetime,
         extra["not_a_grb"] = True
         extra["not_a_grb_reasons"] = reasons
     if gcn.systematic_deg is not None and gcn.facility == "Fermi":
-        extra["systematic_model"] = "Connaughton et al. 2015 (ApJS 216, 32) core width"
+        extra["systematic_model"] = GBM_SYSTEMATIC_MODEL
     serial = decoded.serial if decoded.serial is not None else v[1]
     revision = gcn_revision(gcn, serial)
     event_id = gcn_event_id(gcn, decoded.trigger, trigger_time)[:256]

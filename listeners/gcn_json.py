@@ -142,7 +142,7 @@ from alerts_schema.errors import HostileInput, MalformedInput, NormalizationErro
 from alerts_schema.model import format_utc
 from crossmatch.events import ISSUED
 from crossmatch.skymap import read_multiorder
-from listeners import facilities, json_limits
+from listeners import facilities, json_limits, voevent
 from listeners.base import SKYMAP_URL, Heartbeat, MessageMeta, Normalized, SkymapFile
 from listeners.common import checked_ra, local_id, parse_utc, photon_energy_gev, skymap_url
 from listeners.detect import Format
@@ -436,6 +436,7 @@ def _notice_alert(document: dict[str, Any], context: _Context,
         localization = _lvk_nu_localization(document)
     else:
         localization = _localization(document, "", extra)
+    localization = _gbm_systematic(document, instrument, localization, extra)
     skymap, peak = _inline_skymap(document, extra)
     if skymap is not None:
         # The map is the localization matching uses; the stated position stays the
@@ -802,6 +803,27 @@ def _localization(where: Mapping[str, Any], prefix: str,
             extra["localization_note"] = "position error not stated"
     return PointLocalization(ra_deg=ra, dec_deg=dec, error_radius_deg=radius,
                              containment=containment)
+
+
+# A Fermi GBM notice's subtype -> the GCN Classic type of the same position, whose
+# systematic (Connaughton et al. 2015) the VOEvent and binary paths apply.
+_GBM_SUBTYPES = {"FLIGHT_POSITION": 111, "GROUND_POSITION": 112, "FINAL_POSITION": 115}
+
+
+def _gbm_systematic(document: Mapping[str, Any], instrument: str | None,
+                    localization: Localization, extra: dict[str, Any]) -> Localization:
+    """A Fermi GBM position whose notice says ``systematic_included: false`` gets the GBM
+    systematic of its position type, as the same position by VOEvent or binary notice
+    does; one that includes it, or names no type, is matched as stated."""
+    if (instrument or "").upper() != "GBM" or document.get("systematic_included") is not False \
+            or not isinstance(localization, PointLocalization):
+        return localization
+    number = _GBM_SUBTYPES.get(str(document.get("subtype") or "").upper())
+    known = voevent.gcn_type(number) if number is not None else None
+    if known is None or known.systematic_deg is None:
+        return localization
+    extra["systematic_model"] = voevent.GBM_SYSTEMATIC_MODEL
+    return localization.model_copy(update={"systematic_deg": known.systematic_deg})
 
 
 def _from_ra_dec_error(error: Any, prefix: str, ra: float, dec: float,

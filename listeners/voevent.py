@@ -155,9 +155,9 @@ _URI_PATH_SAFE = "!$&'()*+,;=:@/"
 # 0/0 placeholder does elsewhere; any other radius past 180 deg is refused.
 _WHOLE_SKY_RADIUS_DEG = 360.0
 
-__all__ = ["GCN_REVISION_RULE", "GCN_TYPES", "MAX_VOEVENT_BYTES", "STAR_LOCK_NOTE", "accepts",
-           "gcn_event_id", "gcn_revision", "gcn_type", "handle", "looks_like_voevent", "normalize",
-           "not_a_grb_reasons"]
+__all__ = ["GBM_SYSTEMATIC_MODEL", "GCN_REVISION_RULE", "GCN_TYPES", "MAX_VOEVENT_BYTES",
+           "STAR_LOCK_NOTE", "accepts", "gcn_event_id", "gcn_revision", "gcn_type", "handle",
+           "looks_like_voevent", "normalize", "not_a_grb_reasons"]
 
 MAX_VOEVENT_BYTES = 1_000_000
 """Largest VOEvent accepted, in bytes.  Comet drops frames over 99,999 bytes;
@@ -655,6 +655,11 @@ def gcn_type(packet_type: int) -> GcnType | None:
     return None
 
 
+GBM_SYSTEMATIC_MODEL = ("Connaughton et al. 2015 (ApJS 216, 32) core-plus-tail, "
+                        "core width systematic_deg")
+"""What a Fermi GBM position's ``extra.systematic_model`` says: matched as the paper's model
+for its position type (:func:`crossmatch.localization.gbm_mixture`)."""
+
 GCN_REVISION_RULE = "gcn-rank-serial-v1"
 """Name of the GCN Classic revision rule (module docstring), shared by the VOEvent and
 binary paths and recorded in each alert's ``extra.revision_rule``."""
@@ -1077,7 +1082,7 @@ def _gcn_classic(packet: _Packet, packet_type: int, gcn: GcnType | None,
         extra["not_a_grb"] = True
         extra["not_a_grb_reasons"] = reasons
     if gcn.systematic_deg is not None and gcn.facility == "Fermi":
-        extra["systematic_model"] = "Connaughton et al. 2015 (ApJS 216, 32) core width"
+        extra["systematic_model"] = GBM_SYSTEMATIC_MODEL
     return _Fields(
         event_id=event_id, revision=gcn_revision(gcn, serial),
         first=gcn.first and not packet.cites("supersedes", "followup"),

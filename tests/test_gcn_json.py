@@ -27,7 +27,7 @@ from alerts_schema import (
     validation_errors,
 )
 from alerts_schema.errors import HostileInput, InputError, MalformedInput, NormalizationError
-from listeners import gcn_json, json_limits
+from listeners import gcn_json, json_limits, voevent
 from listeners.base import MessageMeta, Normalized
 from listeners.detect import Format, sniff
 from tests.conftest import SAMPLES
@@ -153,6 +153,23 @@ def test_fermi_gbm_final_position() -> None:
     assert alert.extra["id"] == ["745121685", "bn240812094"]
     assert alert.extra["healpix_url"].endswith("glg_healpix_all_bn240812094.fit")
     assert alert.data_rights.level == "public"
+
+
+@pytest.mark.parametrize(("name", "systematic_deg"), [
+    ("ground1", 3.72), ("ground2", 3.72), ("final", 3.71),  # systematic_included: false
+    ("flight1", None),  # systematic_included: true: its radius holds it already
+])
+def test_fermi_gbm_systematic_as_on_the_voevent_path(name: str,
+                                                     systematic_deg: float | None) -> None:
+    """A GBM position whose notice leaves the systematic out gets its position type's
+    (Connaughton et al. 2015), as the same position by VOEvent gets it."""
+    alert = one(load(f"notices__fermi__gbm__trigger.{name}.example.json"))
+    loc = alert.localization
+    assert isinstance(loc, PointLocalization) and loc.systematic_deg == systematic_deg
+    assert ("systematic_model" in alert.extra) is (systematic_deg is not None)
+    if name == "final":  # the VOEvent of the same type states the same core
+        gbm_final = voevent.gcn_type(115)
+        assert gbm_final is not None and gbm_final.systematic_deg == loc.systematic_deg
 
 
 def test_time_without_zone_equals_time_with_z() -> None:

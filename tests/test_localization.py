@@ -148,6 +148,30 @@ def test_gbm_mixture_follows_connaughton_2015() -> None:
     assert sphere_integral(mix.log_density) == pytest.approx(1.0, rel=1e-6)
 
 
+@pytest.mark.parametrize(("core_deg", "weight", "tail_deg"), [
+    (7.52, 0.897, 55.6),   # flight positions (Connaughton et al. 2015, Table 7)
+    (3.72, 0.804, 13.7),   # ground-automated (Table 3)
+    (3.71, 0.900, 14.3),   # final (Table 3)
+    (5.0, GBM_CORE_WEIGHT, GBM_TAIL_DEG),  # no row: the ground-automated model
+])
+def test_a_gbm_alert_is_matched_with_its_position_type_s_model(
+        core_deg: float, weight: float, tail_deg: float) -> None:
+    alert = Alert.model_validate({
+        "schema_version": "1.0", "id": "ivo://test.mmbroker/gbm#1-0", "source": "gbm",
+        "messenger": "gamma_ray", "facility": "Fermi", "instrument": "GBM", "event_id": "1",
+        "revision": 0, "alert_type": "initial", "role": "observation",
+        "trigger_time": "2026-12-06T00:00:00Z", "data_rights": {"level": "public"},
+        "localization": {"kind": "point", "ra_deg": 10.0, "dec_deg": 20.0,
+                         "error_radius_deg": 2.0, "containment": 0.6827,
+                         "systematic_deg": core_deg}})
+    mix = from_alert(alert, {})
+    assert isinstance(mix, Mixture)
+    (w1, core), (w2, tail) = mix.components
+    assert (w1, w2) == pytest.approx((weight, 1 - weight))
+    assert core.credible_radius_deg(0.6827) == pytest.approx(math.hypot(2.0, core_deg))
+    assert tail.credible_radius_deg(0.6827) == pytest.approx(math.hypot(2.0, tail_deg))
+
+
 def test_gbm_statistical_radius_at_other_containment_is_converted() -> None:
     # A 90% statistical radius is turned into its 68.27% radius before the quadrature sum.
     a = gbm_mixture(0, 0, 2.0, 0.6827, 3.7)
