@@ -4,11 +4,14 @@ PostgreSQL comes from ``MMBROKER_TEST_PG_URL`` (default: the local server at
 127.0.0.1:5432, database ``test``, trust auth).  Each test gets its own schema
 there, dropped afterwards.  Without a server the PostgreSQL variants skip with
 the reason shown, unless ``MMBROKER_REQUIRE_PG=1`` (as in CI), where they fail.
+Likewise the RAVEN peer (ligo-raven, in the test extra): :func:`import_peer` skips a
+test when it cannot be imported, and fails it under ``MMBROKER_REQUIRE_RAVEN=1`` (CI).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import ipaddress
 import os
 import socket
@@ -17,12 +20,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 PG_URL = os.environ.get("MMBROKER_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("MMBROKER_REQUIRE_PG") == "1"
+REQUIRE_RAVEN = os.environ.get("MMBROKER_REQUIRE_RAVEN") == "1"
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO.parent / "shared" / "samples"
 
@@ -81,6 +86,22 @@ def pg_available() -> None:
     if REQUIRE_PG:
         pytest.fail(f"MMBROKER_REQUIRE_PG=1 but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def import_peer(name: str) -> ModuleType:
+    """A module of the RAVEN peer (``ligo.raven.search``, ``ligo.skymap.moc``...).
+
+    ligo-raven is in the test extra; where it is not installed the test skips, saying
+    why, unless ``MMBROKER_REQUIRE_RAVEN=1`` (as in CI), where it fails.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        reason = (f"the RAVEN peer {name} cannot be imported ({exc}): "
+                  "pip install -c constraints.txt -e '.[test]'")
+        if REQUIRE_RAVEN:
+            pytest.fail(f"MMBROKER_REQUIRE_RAVEN=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
 
 
 def pg_schema_url(schema: str) -> str:

@@ -23,6 +23,7 @@ from crossmatch.flatmap import coarsen
 from crossmatch.localization import SkyMap, VonMisesFisher
 from crossmatch.overlap import overlap
 from crossmatch.skymap import read_multiorder
+from tests.conftest import import_peer
 from tests.flatmap_support import SAMPLES, write_flat
 
 BAYESTAR = SAMPLES / "bayestar.multiorder.fits"
@@ -78,7 +79,7 @@ def test_flat_map_overlaps_like_its_multiorder_original(flat_dir: Path, name: st
 
 
 def test_flat_map_matches_ligo_raven(flat_dir: Path) -> None:
-    raven = pytest.importorskip("ligo.raven.search")
+    raven = import_peer("ligo.raven.search")
     _, path_a = _flat(flat_dir, "bayestar-1024-nested-gz")
     path_b = write_flat(MS220722, flat_dir / "ms220722v-1024-raven.fits.gz", 1024,
                         columns=("PROB",))

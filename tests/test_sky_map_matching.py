@@ -28,7 +28,7 @@ from crossmatch.overlap import overlap
 from listeners import gcn_json, lvk
 from listeners.base import MessageMeta, Normalized
 from listeners.common import parse_utc
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, import_peer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,7 +43,7 @@ GBM_RA, GBM_DEC = 195.0, -18.5  # inside the GW's 90% region, 0.9 deg from its p
 RAVEN_MAP_X_MAP = 57.91078457814337
 """ligo-raven 3.3's ``skymap_overlap_integral`` of these two maps (the GW map as
 UNIQ/PROBDENSITY, the GBM map flat RING): what :func:`test_ligo_raven_agrees` computes
-when ligo-raven is installed (``pip install -e .[peer]``)."""
+with ligo-raven (the test extra)."""
 
 
 def gbm_map(ra_deg: float, dec_deg: float, tmp_path: Path, nside: int = 64) -> bytes:
@@ -132,8 +132,8 @@ def test_gw_x_gbm_overlap_is_map_x_map(pair: tuple[Normalized, Normalized, bytes
 
 
 def test_ligo_raven_agrees(pair: tuple[Normalized, Normalized, bytes], tmp_path: Path) -> None:
-    """ligo-raven's own overlap of the same two files (the ``peer`` extra)."""
-    search = pytest.importorskip("ligo.raven.search", reason="ligo-raven: pip install -e .[peer]")
+    """ligo-raven's own overlap of the same two files."""
+    search = import_peer("ligo.raven.search")
     import healpy
     from astropy.table import Table
 
