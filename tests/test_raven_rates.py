@@ -267,8 +267,10 @@ def _lvk_case(name: str, kind: str, tmp_path: Path) -> Case:
                      "gcn.classic.voevent.FERMI_GBM_FLT_POS")
     loc = grb.alerts[0].localization
     assert loc.kind == "point" and loc.systematic_deg == 7.52  # the flight core width
+    # Connaughton et al. (2015) Table 7, first row: the flight-position model (89.7% in
+    # the 7.52 deg core, the rest in a 55.6 deg tail), gwcelery's for flight notices too.
     density = stated_density(ra, dec, loc.error_radius_deg, loc.containment,
-                             (0.804, loc.systematic_deg, 13.7))
+                             (0.897, loc.systematic_deg, 55.6))
     return Case(gw, grb, "gw_cbc-grb", path.read_bytes(), True,
                 _circle_map(density, tmp_path), ext_moc=True)
 
