@@ -7,7 +7,8 @@ import sys
 
 BENCHMARKS = ("insert", "query", "tap", "listeners", "index", "overlap", "flatmaps",
               "crossmatch",
-              "survey-memory", "publish", "drain", "dashboard", "scaling", "soak")
+              "survey-memory", "sqlite-writers", "publish", "drain", "dashboard", "scaling",
+              "soak")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.crossmatch_bench import bench_survey_memory
 
         figures += bench_survey_memory()
+    if "sqlite-writers" in args.benchmarks:
+        from bench.sqlite_writers_bench import bench_sqlite_writers
+
+        figures += bench_sqlite_writers()
     if "publish" in args.benchmarks:
         from bench.publish_bench import bench_publish
 
