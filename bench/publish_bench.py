@@ -19,6 +19,7 @@ a second run dates them 14 days back, a late alert, side by side in the same run
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -124,7 +125,7 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
         e2e = _end_to_end(base, token, arrivals, n, rate_hz)
         late = _end_to_end(base, token, arrivals, n, rate_hz, age_s=LATE_AGE_S)
         burst = _end_to_end(base, token, arrivals, int(BURST_RATE_HZ * BURST_S),
-                            BURST_RATE_HZ)
+                            BURST_RATE_HZ, lossy=True)
     finally:
         stop.set()
         stop_process(proc)
@@ -132,7 +133,8 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
     b50, b95, b99 = percentiles_ms(bare)
     e50, e95, e99 = percentiles_ms(e2e)
     l50, _l95, l99 = percentiles_ms(late)
-    s50, _s95, s99 = percentiles_ms(burst)
+    s50, _s95, s99 = percentiles_ms(burst) if burst else (math.nan,) * 3
+    burst_n = int(BURST_RATE_HZ * BURST_S)
     note = f"{n} events at {rate_hz:g}/s; same Comet, same subscriber"
     return [
         Figure("publish", "sqlite", "bare Comet hop p50", b50, "ms", note),
@@ -144,8 +146,9 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
         Figure("publish", "sqlite", "late trigger (14 d) POST -> subscriber p50", l50, "ms",
                f"{l50 - e50:+.1f} ms vs dated now (target <= +10 ms); p99 {l99:.1f} ms"),
         Figure("publish", "sqlite", f"burst {BURST_RATE_HZ:g}/s POST -> subscriber p99", s99,
-               "ms", f"{len(burst)} triggers in {BURST_S:g} s, none lost; p50 {s50:.1f} ms; "
-               "target <= 250 ms"),
+               "ms", f"{burst_n} triggers in {BURST_S:g} s, "
+               f"{burst_n - len(burst) or 'none'} lost (not there 60 s after the last POST); "
+               f"p50 {s50:.1f} ms; target <= 250 ms, none lost"),
     ]
 
 
@@ -196,7 +199,9 @@ def _check_age(base: str, token: str, ivorn: str, age_s: float) -> None:
 
 
 def _end_to_end(base: str, token: str, arrivals: _Arrivals, n: int, rate_hz: float,
-                age_s: float = 0.0) -> list[float]:
+                age_s: float = 0.0, *, lossy: bool = False) -> list[float]:
+    """Seconds from each POST to the subscriber's copy.  A trigger not there 60 s after
+    the last POST stops the run, unless ``lossy`` (the burst, whose losses are a figure)."""
     import alerts_schema
 
     track = json.loads(next(p for p in alerts_schema.example_paths("trigger")
@@ -227,7 +232,7 @@ def _end_to_end(base: str, token: str, arrivals: _Arrivals, n: int, rate_hz: flo
         thread.join(30)
     _wait(lambda: all(i in arrivals.at for i in sent), 60)
     missing = [i for i in sent if i not in arrivals.at]
-    if missing:
+    if missing and not lossy:
         raise RuntimeError(f"{len(missing)} of {n} triggers never reached the subscriber")
     _check_age(base, token, next(iter(sent)), age_s)
-    return [arrivals.at[i] - t for i, t in sent.items()]
+    return [arrivals.at[i] - t for i, t in sent.items() if i in arrivals.at]
