@@ -117,3 +117,40 @@ def test_valid_token_ids_is_one_query_for_many(archive: Archive) -> None:
     assert revoke_token(archive, ids["revoked"])
     assert valid_token_ids(archive, set(ids.values()) | {9999}) == {ids["live"], ids["later"]}
     assert valid_token_ids(archive, set()) == set()
+
+
+def test_a_busy_token_s_requests_are_reads(archive: Archive) -> None:
+    """``last_used_at`` is recorded at most once a minute: a client's burst of requests
+    does not make each one an archive write."""
+    from sqlalchemy import event, update
+
+    from broker.archive.db import transaction
+    from broker.archive.store import utcnow
+    from broker.web.tokens import LAST_USED_RESOLUTION
+
+    token, info = create_token(archive, "busy", ["write:triggers"], detectors=["KM3NeT"])
+
+    def last_used() -> object:
+        with transaction(archive.engine, readonly=True) as conn:
+            return conn.execute(select(ApiToken.last_used_at)
+                                .where(ApiToken.id == info.id)).scalar_one()
+
+    updates: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE API_TOKENS"):
+            updates.append(statement)
+
+    event.listen(archive.engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(20):
+            assert verify_token(archive, token) is not None
+        first = last_used()
+        assert first is not None and len(updates) == 1
+        with transaction(archive.engine) as conn:  # a minute and more ago
+            conn.execute(update(ApiToken).where(ApiToken.id == info.id).values(
+                last_used_at=utcnow() - LAST_USED_RESOLUTION - timedelta(seconds=1)))
+        assert verify_token(archive, token) is not None
+        assert len(updates) == 3 and last_used() > first  # type: ignore[operator]
+    finally:
+        event.remove(archive.engine, "before_cursor_execute", seen)

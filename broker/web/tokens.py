@@ -102,18 +102,31 @@ def create_token(archive: Archive, name: str, scopes: list[str],
                             frozenset(bound) if bound is not None else None)
 
 
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+"""How stale a token's ``last_used_at`` may be: a request records its use only when the
+recorded one is older, so a busy client's requests are reads, not one archive write
+each (on SQLite every write takes the database's one write lock)."""
+
+
 def verify_token(archive: Archive, token: str) -> TokenInfo | None:
-    """The token's record if it is known, unrevoked and unexpired; else None."""
+    """The token's record if it is known, unrevoked and unexpired; else None.
+
+    Its ``last_used_at`` is brought up to date when older than
+    :data:`LAST_USED_RESOLUTION`.
+    """
     if not token.startswith(TOKEN_PREFIX):
         return None
     now = utcnow()
-    with transaction(archive.engine) as conn:
+    with transaction(archive.engine, readonly=True) as conn:
         tok = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == _hash(token))).first()
-        if tok is None:
-            return None
-        if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
-            return None
-        conn.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
+    if tok is None:
+        return None
+    if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
+        return None
+    if tok.last_used_at is None or now - tok.last_used_at >= LAST_USED_RESOLUTION:
+        with transaction(archive.engine) as conn:
+            conn.execute(update(ApiToken).where(ApiToken.id == tok.id)
+                         .values(last_used_at=now))
     return _info(tok)
 
 
