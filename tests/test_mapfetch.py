@@ -31,7 +31,7 @@ from sqlalchemy import select
 from alerts_schema import Alert, SkymapLocalization, validation_errors
 from alerts_schema.model import format_utc
 from broker.archive.db import transaction
-from broker.archive.models import AlertRow, Skymap, VOEventRow
+from broker.archive.models import AlertRow, ProvenanceDoc, Skymap, VOEventRow
 from broker.archive.store import Archive
 from broker.config import Settings, get_settings
 from broker.runtime import assembly
@@ -595,7 +595,23 @@ def test_a_coincidence_found_before_the_map_is_updated_when_it_arrives(
     # A new VOEvent for the new revision, queued like any other.
     with transaction(archive.engine, readonly=True) as conn:
         published = set(conn.execute(select(VOEventRow.ivorn)).scalars())
+        prov = conn.execute(select(ProvenanceDoc.document).where(
+            ProvenanceDoc.subject_ivorn == second["id"])).scalar_one()
     assert {first["id"], second["id"]} <= published
+    # Its PROV names the map it was matched with: where it came from, its exact bytes.
+    sha = second["members"][0].get("skymap_sha256") or fetched_map(
+        Alert.model_validate(row(archive, gw.id).document))
+    def records(kind: str) -> list[dict[str, Any]]:  # PROV-JSON lists repeated ids
+        return [r for v in prov[kind].values() for r in (v if isinstance(v, list) else [v])]
+
+    def named(record: dict[str, Any], key: str) -> set[str]:
+        value = record.get(key, [])
+        return {v.get("$") for v in (value if isinstance(value, list) else [value])}
+
+    (skymap,) = [e for e in records("entity") if "mmbroker:SkyMap" in named(e, "prov:type")]
+    assert skymap["mmbroker:sha256"] == sha
+    assert skymap["prov:location"] == server.url("/held/maps/bayestar.multiorder.fits,0")
+    assert any("mmbroker:skymap" in named(u, "prov:role") for u in records("used"))
 
 
 def test_a_grb_the_map_rules_out_is_retracted_when_it_arrives(server: MapServer,

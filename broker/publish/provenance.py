@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from prov.constants import PROV, PROV_LABEL, PROV_ROLE, PROV_TYPE, PROV_VALUE
+from prov.constants import PROV, PROV_LABEL, PROV_LOCATION, PROV_ROLE, PROV_TYPE, PROV_VALUE
 from prov.identifier import Namespace, QualifiedName
 from prov.model import Literal as ProvLiteral
 from prov.model import (
@@ -118,6 +118,10 @@ class InputAlert:
         ``Alert.provenance``: how the facility produced the alert.
     source_ivorn
         The facility's own IVORN for the event, when it has one.
+    skymap
+        The sky map fetched for the alert after it arrived that is its localization:
+        ``(sha256, url it was fetched from, when)``; None when it has none, or its map
+        came in the message itself (:func:`crossmatch.events.fetched_map`).
     """
 
     ivorn: str
@@ -131,6 +135,7 @@ class InputAlert:
     reco_method: str | None = None
     cuts: str | None = None
     source_ivorn: str | None = None
+    skymap: tuple[str, str, datetime | None] | None = None
 
 
 def _term(name: str) -> QualifiedName:
@@ -365,6 +370,19 @@ def build(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
         entity = doc.entity(_ivorn_qname(alert.ivorn), _input_attributes(alert))
         doc.usage(activity, entity, started, None, [(PROV_ROLE, _term("input"))])
         doc.derivation(output, entity, activity)
+        if alert.skymap is not None:
+            # The map the broker fetched by URL and matched as the alert's localization:
+            # an input of its own, where it came from and its exact bytes.
+            sha, url, fetched_at = alert.skymap
+            attrs: list[tuple[QualifiedName, Any]] = [
+                (PROV_TYPE, _term("SkyMap")), (PROV_LABEL, url), (_term("sha256"), sha),
+                (PROV_LOCATION, url)]
+            if fetched_at is not None:
+                attrs.append((_term("fetchedTime"), _utc(fetched_at, "fetched_at")))
+            skymap = doc.entity(_term(f"skymap/{sha}"), attrs)
+            doc.usage(activity, skymap, started, None, [(PROV_ROLE, _term("skymap"))])
+            doc.derivation(output, skymap, activity)
+            doc.derivation(entity, skymap)  # the alert, as matched, holds the map
 
     if supersedes is not None:
         previous = _voevent_entity(doc, supersedes)

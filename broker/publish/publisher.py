@@ -42,6 +42,7 @@ from broker.publish import outbox, provenance, voevent_build
 from broker.publish.provenance import InputAlert, serialize
 from broker.publish.voevent_build import PublishError, Who
 from crossmatch.engine import ENGINE_VERSION, Result
+from crossmatch.events import FETCHED_MAP, fetched_map
 from listeners.envelope import sha256_hex
 
 if TYPE_CHECKING:
@@ -250,7 +251,24 @@ def _input(alert: Alert, receipt: dict) -> InputAlert:
         revision=alert.revision, pipeline=prov.pipeline if prov else None,
         pipeline_version=prov.pipeline_version if prov else None,
         reco_method=prov.reco_method if prov else None, cuts=prov.cuts if prov else None,
-        source_ivorn=alert.source_ivorn)
+        source_ivorn=alert.source_ivorn, skymap=_fetched_skymap(alert))
+
+
+def _fetched_skymap(alert: Alert) -> tuple[str, str, datetime | None] | None:
+    """``(sha256, url, fetched at)`` of the map fetched for ``alert`` that is its
+    localization (``extra.skymap_fetch``), for its PROV; None without one."""
+    sha = fetched_map(alert)
+    record = alert.extra.get(FETCHED_MAP)
+    if sha is None or not isinstance(record, dict):
+        return None
+    url = record.get("fetched_url") or record.get("url")
+    when = record.get("fetched_at")
+    try:
+        at = datetime.fromisoformat(when.replace("Z", "+00:00")) if isinstance(when, str) \
+            else None
+    except ValueError:
+        at = None
+    return (sha, url, at) if isinstance(url, str) else None
 
 
 def _prov_json(doc: ProvDocument) -> dict:
