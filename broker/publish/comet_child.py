@@ -19,7 +19,14 @@ The child's life:
   the process holding both ports (Linux ``/proc``; elsewhere: the ports
   answer).
 * After every start, VTP delivery is held (:meth:`CometChild.hold_s`) until
-  subscribers have had time to reconnect: a stock Comet subscriber retries
+  subscribers are back.  The child counts its subscribers into ``comet.subscribers``
+  in the data directory (:func:`broker.publish.comet_run.count_subscribers`); when
+  the Comet that died had some, delivery waits until as many are connected again
+  (then :data:`SETTLE_S` more), up to :data:`HOLD_CAP_S`: a stock subscriber's retry
+  schedule, jittered and compounding, slowed by a loaded machine, was not a safe
+  thing to predict (a prediction released delivery before a subscriber that came back
+  later, and its VOEvents were lost to it).  Otherwise (the first start; none were
+  connected) the hold follows the stock schedule: a stock Comet subscriber retries
   1 s after losing its broker, then 3.7 s, 11 s, 31 s (Twisted's
   ``ReconnectingClientFactory``: 1 s, times e each retry, jitter 12%);
   measured here it reconnected 0.7-1.5 s after a kill -9 of its broker.  When
@@ -67,6 +74,11 @@ HOLD_CAP_S = 60.0
 away long retries minutes apart; real-time alerts do not wait for it (the grace applies)."""
 
 
+SETTLE_S = 0.5
+"""Hold (s) after the subscribers the dead Comet had are connected again: their VTP
+handshake (Comet's authenticate) completes before the first event."""
+
+
 def stock_subscriber_back_s(down_s: float) -> float:
     """When (s after its broker died) a stock Comet subscriber is back, if the broker listens
     again ``down_s`` after it died: its first retry surely later than ``down_s``, at the late
@@ -112,6 +124,8 @@ class CometChild:
         self._hold_until = 0.0  # monotonic
         self._resend: tuple[datetime | None, float] | None = None
         self._up_pid: int | None = None  # the child that started (held both ports)
+        self._expected: int | None = None  # subscribers the last Comet had when it died
+        self._awaiting = 0  # subscribers delivery waits for after this start
 
     # -- starting ----------------------------------------------------------------
 
@@ -122,6 +136,8 @@ class CometChild:
         # An empty event database per start: see the module docstring (resends).
         shutil.rmtree(db, ignore_errors=True)
         db.mkdir(parents=True, exist_ok=True)
+        # What the Comet before this one counted last (it died with them connected).
+        self._expected = self.subscribers()
         log_path = self.settings.data_dir / "comet.log"
         read_end, write_end = os.pipe()
         try:
@@ -129,6 +145,7 @@ class CometChild:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "broker.publish.comet_run", f"--parent-fd={read_end}",
                      f"--eventdb-backend={self.settings.comet_eventdb}",
+                     f"--subscribers-file={self.subscribers_path}",
                      *command(self.settings)[1:]],
                     stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(read_end,),
                     cwd=self.settings.data_dir)
@@ -164,17 +181,22 @@ class CometChild:
             self.problem = None
             grace = self.settings.comet_restart_grace_s
             died_at = self._died_at or self._earlier_run_ended()
-            if died_at is None:
-                anchor = None  # what an earlier run sent last is sent again
-            else:
+            anchor = None if died_at is None else died_at[1]  # None: what was sent last
+            self._awaiting = self._expected or 0
+            if self._awaiting:
+                grace = HOLD_CAP_S  # until they are back (hold_s), at most this
+            elif died_at is not None:
                 down_s = now - died_at[0]
                 extra = stock_subscriber_back_s(down_s) - down_s
                 if extra <= HOLD_CAP_S:  # else it comes back too late to wait for
                     grace = max(grace, extra)
-                anchor = died_at[1]
             self._hold_until = now + grace
             self._resend = (anchor, self.settings.comet_resend_window_s)
-        log.info("Comet: VTP delivery held %.1f s for subscribers to reconnect", grace)
+        if self._awaiting:
+            log.info("Comet: VTP delivery held until its %d subscriber(s) are back (at most "
+                     "%.0f s)", self._awaiting, grace)
+        else:
+            log.info("Comet: VTP delivery held %.1f s for subscribers to reconnect", grace)
 
     def _earlier_run_ended(self) -> tuple[float, datetime] | None:
         """When the Comet of an earlier run was last seen up (monotonic, UTC), from
@@ -189,6 +211,17 @@ class CometChild:
     @property
     def seen_path(self) -> Path:
         return self.settings.data_dir / "comet.lastseen"
+
+    @property
+    def subscribers_path(self) -> Path:
+        return self.settings.data_dir / "comet.subscribers"
+
+    def subscribers(self) -> int | None:
+        """How many subscribers the Comet child counted last (None: it never wrote)."""
+        try:
+            return int(self.subscribers_path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return None
 
     def _seen(self) -> None:
         try:
@@ -322,7 +355,12 @@ class CometChild:
         with self._lock:
             if proc is None or proc.poll() is not None or proc.pid != self._up_pid:
                 return 0.5
-            return max(0.0, self._hold_until - time.monotonic())
+            now = time.monotonic()
+            if self._awaiting and (self.subscribers() or 0) >= self._awaiting:
+                log.info("Comet: its %d subscriber(s) are back", self._awaiting)
+                self._awaiting = 0
+                self._hold_until = min(self._hold_until, now + SETTLE_S)
+            return max(0.0, self._hold_until - now)
 
     def take_resend(self) -> tuple[datetime | None, float] | None:
         """Once per start, after the hold: ``(died_at, window_s)``: deliveries Comet

@@ -9,6 +9,11 @@ of :mod:`broker.publish.comet_eventdb` before Twisted builds its services;
 ``dbm`` leaves Comet's own (``dbm.dumb`` on a Python without gdbm/ndbm, whose
 cost per event grows with the events seen).  Setting ``comet_eventdb``.
 
+``--subscribers-file``: after every subscriber that connects or leaves, the number
+connected is written to this file (replaced whole, so a reader never sees half of it);
+the parent holds delivery after a restart until the subscribers the dead Comet had are
+back (:meth:`broker.publish.comet_child.CometChild.hold_s`).
+
 ``--parent-fd``: file descriptor ``N`` is the read end of a pipe whose only
 write end is held by the parent (``mmbroker serve``).  However the parent ends
 (exit, crash, SIGKILL), the kernel closes that write end and a read here sees
@@ -32,7 +37,9 @@ import signal
 import sys
 import threading
 import time
+from typing import Any, cast
 
+from comet.protocol.broadcaster import VOEventBroadcaster
 from twisted.scripts.twistd import run
 
 from broker.publish.comet_eventdb import BACKENDS, install
@@ -54,12 +61,52 @@ def _watch(fd: int) -> None:
 
 
 USAGE = ("usage: python -m broker.publish.comet_run [--parent-fd=N] "
-         "[--eventdb-backend=sqlite|dbm] TWISTD-ARGS...")
+         "[--eventdb-backend=sqlite|dbm] [--subscribers-file=PATH] TWISTD-ARGS...")
+
+
+def count_subscribers(path: str) -> None:
+    """Have Comet's broadcaster write how many subscribers are connected to ``path`` at
+    every connection and disconnection (and 0 now), until Twisted starts shutting down:
+    the count a stopped or killed Comet leaves is the subscribers it had, not the 0 its
+    own closing of their connections would write."""
+    # Deferred to here: importing twisted.internet.reactor installs Twisted's default
+    # reactor, the one twistd then runs (it installs none of its own without --reactor);
+    # only a launcher asked to count subscribers does so before twistd.
+    from twisted.internet import reactor
+
+    stopping = threading.Event()
+    # (typed through zope's IReactorCore, whose methods are declared without self)
+    cast(Any, reactor).addSystemEventTrigger("before", "shutdown", stopping.set)
+
+    def write(n: int) -> None:
+        if stopping.is_set():
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{n}\n")
+        os.replace(tmp, path)
+
+    made, lost = VOEventBroadcaster.connectionMade, VOEventBroadcaster.connectionLost
+
+    def connection_made(self: VOEventBroadcaster) -> None:
+        made(self)
+        write(len(self.factory.broadcasters))
+
+    def connection_lost(self: VOEventBroadcaster, *args: object) -> object:
+        try:
+            return lost(self, *args)
+        finally:
+            write(len(self.factory.broadcasters))
+
+    VOEventBroadcaster.connectionMade = connection_made
+    VOEventBroadcaster.connectionLost = connection_lost
+    write(0)
 
 
 def main(argv: list[str]) -> None:
     """Take this launcher's options off the front of ``argv``; run ``twistd`` with the rest."""
-    options: dict[str, str | None] = {"--parent-fd": None, "--eventdb-backend": "sqlite"}
+    options: dict[str, str | None] = {"--parent-fd": None, "--eventdb-backend": "sqlite",
+                                      "--subscribers-file": None}
     while argv and argv[0].split("=", 1)[0] in options:
         name, _, value = argv.pop(0).partition("=")
         options[name] = value
@@ -69,6 +116,8 @@ def main(argv: list[str]) -> None:
     if backend not in BACKENDS:
         sys.exit(f"--eventdb-backend={backend}: one of {', '.join(BACKENDS)}\n{USAGE}")
     install(backend)
+    if options["--subscribers-file"]:
+        count_subscribers(options["--subscribers-file"])
     if options["--parent-fd"] is not None:
         fd = int(options["--parent-fd"])
         threading.Thread(target=_watch, args=(fd,), name="parent-watch", daemon=True).start()
