@@ -38,6 +38,8 @@ PLANTED = ((30.0, 20.0), (150.0, -30.0), (270.0, 45.0))
 """(RA, Dec) in degrees of the planted neutrinos; GRBs at RA + 60 deg, Dec negated."""
 CLEAR_DEG = 30.0
 """Background transients keep this far (deg) from every planted rare alert."""
+BATCH = 100
+"""Messages per batch of each stage (``MMBROKER_INGEST_BATCH_SIZE``)."""
 WARMUP_EVERY_S = 2.0
 """How often (s) warm-up transients are produced until they are matched."""
 SETTLE_S = 15.0
@@ -177,7 +179,11 @@ def run_once(workers: int, alerts: int, listen: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=OUT if OUT.exists() else None) as tmp, \
             pg_schema("bench") as url, tansu(Path(tmp)) as bootstrap:
         Archive.open(url).close()
-        env = stage_env(bootstrap, f"survey-{workers}", 0, 0, MMBROKER_LOG_LEVEL="WARNING")
+        # Batches of BATCH messages: a listen stage's batch of 500 full ZTF alerts took
+        # longer than the consumer's poll interval here (10 s, see DESIGN.md's tansu trap)
+        # and was read again and again.
+        env = stage_env(bootstrap, f"survey-{workers}", 0, 0, MMBROKER_LOG_LEVEL="WARNING",
+                        MMBROKER_INGEST_BATCH_SIZE=str(BATCH))
         env["MMBROKER_KAFKA_TOPICS"] = f"{TRIGGERS},{GRBS},{ZTF_TOPIC},{RUBIN_TOPIC}"
         del env["MMBROKER_CROSSMATCH_LIVE_WINDOW_S"]
         procs = {(stage, i): start_stage(stage, url, env, Path(tmp) / f"{stage}-{i}.log")
