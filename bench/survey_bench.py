@@ -190,7 +190,9 @@ def run_once(workers: int, alerts: int, listen: int = 1) -> dict[str, Any]:
             for stage, count in (("listen", listen), ("match", workers)) for i in range(count)}
         archive = Archive.open(url, upgrade=False)
         producer = KafkaProducer(bootstrap_servers=[bootstrap], acks="all", linger_ms=20,
-                                 batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024)
+                                 batch_size=1024 * 1024, max_request_size=32 * 1024 * 1024,
+                                 retries=10, request_timeout_ms=120_000,
+                                 delivery_timeout_ms=300_000)
         try:
             # Warm-up transients far from the planted alerts (near the south pole), in two
             # waves: the first until the stages are up, the second after the consumer group
@@ -215,9 +217,11 @@ def run_once(workers: int, alerts: int, listen: int = 1) -> dict[str, Any]:
             cpu0 = {key: _cpu_s(proc.pid) for key, proc in procs.items()}
             busy0, all0 = _machine_busy()
             first = time.monotonic()
-            for topic, data in messages:
-                producer.send(topic, data)
+            # Every send acknowledged (a send that failed would pass silently otherwise).
+            futures = [producer.send(topic, data) for topic, data in messages]
             producer.flush()
+            for future in futures:
+                future.get(timeout=60)
             produced = time.monotonic()
 
             while (done := _matched(archive)) < expected:
