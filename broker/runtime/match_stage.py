@@ -56,8 +56,10 @@ again, or the sweep), results are stored once per result key and VOEvents once p
 and a coincidence the dead round stored is caught up, so it is neither found again nor
 started anew.  A database restart drops the shared lock too; a survey round checks its
 lock before matching (``MatchOrderLost``: rebuilt and matched again), with the same gap as
-a rare round's: a lock lost while the round matches.  A worker killed at any point leaves its alerts
-unnumbered: the announcement is read again (or the sweep finds them), the
+a rare round's: a lock lost while the round matches.
+
+A worker killed at any point leaves its rare alerts unnumbered (its survey alerts
+without ``matched_at``): the announcement is read again (or the sweep finds them), the
 same results are computed, and the archive stores each result once (result
 keys) and queues each VOEvent once (IVORNs); the sweep of unpublished results
 covers a death between storing and queueing.
