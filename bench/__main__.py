@@ -8,7 +8,7 @@ import sys
 BENCHMARKS = ("insert", "query", "tap", "listeners", "index", "overlap", "flatmaps",
               "crossmatch",
               "survey-memory", "sqlite-writers", "publish", "drain", "dashboard", "scaling",
-              "soak")
+              "survey-burst", "soak")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +42,11 @@ def parser() -> argparse.ArgumentParser:
                    help="How long the dashboard benchmark posts alerts.")
     p.add_argument("--scaling-alerts", type=int, default=8000,
                    help="Alerts the scaling benchmark pushes through 1 and 2 workers.")
+    p.add_argument("--survey-alerts", type=int, default=10_000,
+                   help="ZTF/Rubin alerts (planted partners included) of the survey-burst "
+                        "benchmark, through 1 and then 2 match workers.")
+    p.add_argument("--survey-listen", type=int, default=1,
+                   help="Listen stages of the survey-burst benchmark.")
     p.add_argument("--soak-minutes", type=float, default=30.0, help="Length of the soak.")
     p.add_argument("--soak-rate", type=float, default=100.0, help="Alerts/s fed to the soak.")
     p.add_argument("--soak-slack-s", type=float, default=0.0,
@@ -120,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.stages_bench import bench_scaling
 
         figures += bench_scaling(args.scaling_alerts)
+    if "survey-burst" in args.benchmarks:
+        from bench.survey_bench import bench_survey_burst
+
+        figures += bench_survey_burst(args.survey_alerts, args.survey_listen)
     if "soak" in args.benchmarks:
         from bench.stages_bench import bench_soak
 

@@ -64,6 +64,10 @@ ROUND_MAX = 10_000
 batch: ``ingest_batch_size`` is at most 10,000; a round of announcements); ``history``
 answers only for alerts marked, so the engine keeps the last
 ``2 * max(ROUND_MAX, EXPIRE_EVERY)`` it processed at hand itself (about 20 MB)."""
+EXTERNAL_PAD_DEG = 1.0
+"""Archive cones for :attr:`Engine.external_messengers` are widened by at least this (deg):
+the engine never sees their alerts' error radii (survey positions are good to arcseconds;
+an alert of such a messenger with a larger radius could be missed by the archive search)."""
 BATCH_MIN = 16  # partners from which a sky map's overlaps are looked up together
 _UNSET = object()
 STREAM = "coincidence"
@@ -75,7 +79,8 @@ class History(Protocol):
 
     def __call__(self, t_lo_s: float, t_hi_s: float, ra_deg: float | None,
                  dec_deg: float | None, radius_deg: float | None, *,
-                 messengers: frozenset[str] | None = None) -> list[Alert]: ...
+                 messengers: frozenset[str] | None = None,
+                 unmatched: frozenset[str] = frozenset()) -> list[Alert]: ...
 
 
 class Recall(Protocol):
@@ -220,6 +225,14 @@ class Engine:
         only, about a tenth of a whole document, and the documents of those a
         search finds are read back; members of a coincidence are kept whole.
         Without it every document stays in memory.
+    external_messengers
+        Messengers this engine is never fed because another path matches them (the match
+        stage's survey path, :func:`survey_messengers`): memory never holds their
+        alerts (but as members of a coincidence), so every window on them is read from
+        ``history``, which is asked for their alerts *whatever their matched state*
+        (``unmatched=``): a survey alert is archived before anybody matches it, and the
+        one that pairs with an alert this engine matches may not be matched yet.
+        Alerts of these messengers are processed with ``hold=False``.
     recall
         ``(source, event id) -> (alerts, coincidences)`` from the archive, for an
         engine that is *not* fed every alert of the times it is asked about:
@@ -252,6 +265,7 @@ class Engine:
     history: History | None = None
     loader: Callable[[Sequence[str]], list[Alert]] | None = None
     recall: Recall | None = None
+    external_messengers: frozenset[str] = frozenset()
     _tiers: dict[float, _Tier] = field(default_factory=dict, init=False)
     _held: dict[EventKey, _Held] = field(default_factory=dict, init=False)
     _events: dict[EventKey, Alert] = field(default_factory=dict, init=False)  # documents
@@ -440,13 +454,17 @@ class Engine:
                 self._of_event[k].add(ident)
             self._pin(members, docs)
 
-    def process(self, alert: Alert, *, again: bool = False) -> list[Result]:
+    def process(self, alert: Alert, *, again: bool = False, hold: bool = True
+                ) -> list[Result]:
         """Every coincidence result ``alert`` creates, updates or retracts.
 
         ``again``: the caller knows ``alert`` was never matched as it is now (the archive
         says it is unmatched), so when it is the very revision held with a fetched sky
         map (as :meth:`warm` loaded it: the map stored, then the process died before
         matching the alert with it) it is matched again.  Anything else is as without.
+        ``hold=False``: search for ``alert``'s partners without holding it in memory (an
+        alert of :attr:`external_messengers`, which later alerts read from the archive;
+        it is held only once it is a member of a coincidence).
         """
         key = event_key(alert)
         self._archived = {}
@@ -463,7 +481,10 @@ class Engine:
             return [r for ident in sorted(self._of_event.get(key, ()))
                     if (r := self._retract(self._tracked[ident])) is not None]
         sides = [p.side_of(alert) for p in self.config.pairings]
-        self._remember(alert, previous, sides)
+        if hold:
+            self._remember(alert, previous, sides)
+        else:
+            self._need(alert, sides)  # (only its archive pad: see _need)
         self._processed += 1
         if self._processed % EXPIRE_EVERY == 0:
             self._expire()
@@ -630,16 +651,23 @@ class Engine:
         radius of the side: the archive matches positions, memory adds each
         entry's radius.
         """
-        # (an engine that is not fed everything holds no window whole: see ``recall``)
-        horizon = self._horizon(keep_s) if self.recall is None else math.inf
+        # (an engine that is not fed everything holds no window whole: see ``recall``;
+        # nor one not fed some messengers, for them: see ``external_messengers``)
+        outside = self.external_messengers if messengers is None \
+            else messengers & self.external_messengers
+        horizon = self._horizon(keep_s) if self.recall is None and not outside else math.inf
         if self.history is None or t_lo >= horizon:
             return live
+        if outside:  # (their error radii were never seen here: see EXTERNAL_PAD_DEG)
+            pad_deg = max(pad_deg, EXTERNAL_PAD_DEG)
         known = {e.key for e in live}
         newest: dict[EventKey, Alert] = {}
         if radius is not None and pad_deg:
             radius = min(180.0, radius + pad_deg)
         t_top = min(t_hi, horizon)
-        for past in self.history(t_lo, t_top, ra, dec, radius, messengers=messengers):
+        for past in (self.history(t_lo, t_top, ra, dec, radius, messengers=messengers,
+                                  unmatched=frozenset(outside)) if outside else
+                     self.history(t_lo, t_top, ra, dec, radius, messengers=messengers)):
             key = event_key(past)
             if key not in newest or supersedes(order(past), order(newest[key])):
                 newest[key] = past
@@ -1027,6 +1055,28 @@ def _messengers(side: Selector) -> set[str] | None:
             found |= got
         return found
     return None
+
+
+def survey_messengers(config: CrossmatchConfig) -> frozenset[str]:
+    """The survey's messengers: those some pairing's side ``b`` names and no side ``a`` (nor
+    an N-fold group) can take.
+
+    Their alerts only ever look *back* to another messenger's alerts (for the shipped
+    pairings: optical transients to neutrinos, GRBs and GWs, through ``hen-optical``,
+    ``grb-optical`` and ``gw-optical``), and no pairing ever pairs two of them: what the
+    match stage matches in parallel (:mod:`broker.runtime.match_stage`).  Empty when a
+    side ``a`` selector names no messenger (it could take any alert).
+    """
+    taken: set[str] = set()
+    named: set[str] = set()
+    for pairing in config.pairings:
+        side_a = _messengers(pairing.a) if pairing.a is not None else set()
+        if side_a is None:
+            return frozenset()
+        taken |= side_a
+        if pairing.b is not None and pairing.kind != "nfold":
+            named |= _messengers(pairing.b) or set()
+    return frozenset(named - taken)
 
 
 def _radius_deg(alert: Alert) -> float:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crossmatch import index as live_index
 from crossmatch.healpix import NPIX_29, angular_separation_deg, cone_ranges, nested29
 from crossmatch.index import IndexedAlert, LiveIndex, nuniq_to_ranges
 
@@ -92,9 +93,21 @@ def check_cone(index: LiveIndex, model: dict[str, IndexedAlert], ra: float, dec:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(alerts_st(), st.data(), st.sampled_from(PLANS), st.sampled_from([3, 6, 11]),
-       st.integers(1, 6), st.integers(2, 4))
+       st.integers(1, 6), st.integers(2, 4), st.sampled_from([0, 256]))
 def test_queries_match_brute_force(specs: list, data: st.DataObject, plan: str | None,
-                                   coarse: int, buffer_size: int, fanout: int) -> None:
+                                   coarse: int, buffer_size: int, fanout: int, scan: int
+                                   ) -> None:
+    """``scan``: cones of an index this small are answered by testing every alert of the
+    window (0: always through the pixel ranges)."""
+    saved, live_index.SCAN_BELOW = live_index.SCAN_BELOW, scan
+    try:
+        _queries_match_brute_force(specs, data, plan, coarse, buffer_size, fanout)
+    finally:
+        live_index.SCAN_BELOW = saved
+
+
+def _queries_match_brute_force(specs: list, data: st.DataObject, plan: str | None,
+                               coarse: int, buffer_size: int, fanout: int) -> None:
     index = LiveIndex(1e12, coarse, buffer_size=buffer_size, fanout=fanout)
     index._plan = plan
     model: dict[str, IndexedAlert] = {}

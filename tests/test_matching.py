@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from broker.archive.models import AlertRow, CoincidenceRow
@@ -228,3 +229,155 @@ def test_the_match_lock_knows_when_it_is_lost(pg_url: str) -> None:
             assert not held()
     finally:
         archive.close()
+
+
+def _survey_fixture(archive: Archive) -> tuple[Any, Any, Any]:
+    """(settings, a function archiving an alert by (event id, messenger, facility, hours
+    ago, RA deg, error radius deg, revision)) on ``archive``, and ``counts()``: the
+    coincidences stored, as (pairing, state, revision, member IVORNs) sorted."""
+    from datetime import UTC, datetime, timedelta
+
+    from broker.archive.models import CoincidenceMember
+    from broker.config import get_settings
+    from broker.runtime.assembly import make_ingestor
+
+    settings = get_settings(comet=False)
+    ingestor = make_ingestor(settings, archive)
+    now = datetime.now(UTC)
+
+    def archived(event_id: str, messenger: str, facility: str, hours_ago: float,
+                 ra_deg: float, radius_deg: float, revision: int = 0) -> str:
+        return _file_alert(ingestor, event_id, messenger, facility,
+                           now - timedelta(hours=hours_ago), ra_deg, radius_deg, revision)
+
+    def stored() -> list[tuple[str, str, int, list[str]]]:
+        with archive.engine.connect() as conn:
+            rows = conn.execute(select(CoincidenceRow.id, CoincidenceRow.pairing,
+                                       CoincidenceRow.state, CoincidenceRow.revision)).all()
+            members = conn.execute(select(CoincidenceMember.coincidence_id, AlertRow.ivorn)
+                                   .join(AlertRow, AlertRow.id == CoincidenceMember.alert_id)
+                                   ).all()
+        of: dict[int, list[str]] = {}
+        for m in members:
+            of.setdefault(m.coincidence_id, []).append(m.ivorn)
+        return sorted((r.pairing, r.state, r.revision, sorted(of[r.id])) for r in rows)
+
+    return settings, archived, stored
+
+
+@pytest.mark.timeout(180)
+def test_survey_alerts_are_matched_apart_and_each_pair_is_found_once_in_either_order(
+        archive: Archive) -> None:
+    """Optical transients (the survey: only ever side b) are matched by any worker against
+    its copy of the rare set, not numbered; a neutrino (rare) in the numbered order.  A
+    transient matched before its neutrino is found by the neutrino's search of the
+    archive; one archived after the neutrino was numbered finds it in the copy.  Either
+    way once, and announcements read again change nothing."""
+    from broker.runtime.assembly import match_worker
+
+    settings, archived, stored = _survey_fixture(archive)
+    neutrino = archived("N1", "neutrino", "IceCube", 3, 40.0, 1.0)
+    before = archived("Z1", "optical", "ZTF", 2, 40.2, 0.0003)
+    a, b = match_worker(settings, archive), match_worker(settings, archive)
+    assert a.survey == b.survey and "optical" in a.survey and "neutrino" not in a.survey
+    a.warm()
+    b.warm()
+    assert b.handle([before]) == 1  # the neutrino is not numbered yet: nothing found
+    assert stored() == []
+    assert a.handle([neutrino]) == 1  # its search reads the transient from the archive
+    after = archived("Z2", "optical", "ZTF", 1, 39.8, 0.0003)
+    far = archived("Z3", "optical", "ZTF", 1, 200.0, 0.0003)
+    assert b.handle([after, far]) == 2  # caught up with the neutrino: found here
+    # Announcements read again, by either worker: nothing is matched twice.
+    assert a.handle([neutrino, before, after, far]) == 0
+    assert b.handle([neutrino, before, after, far]) == 0
+    assert stored() == [("hen-optical", "new", 0, sorted([neutrino, before])),
+                        ("hen-optical", "new", 0, sorted([neutrino, after]))]
+    with archive.engine.connect() as conn:
+        rows = dict(conn.execute(select(AlertRow.ivorn, AlertRow.match_seq)
+                                 .where(AlertRow.matched_at.is_not(None))).all())
+    assert rows == {neutrino: 1, before: None, after: None, far: None}
+
+
+@pytest.mark.timeout(180)
+def test_a_survey_round_waits_for_a_rare_round_and_finds_nothing_it_found(
+        archive: Archive) -> None:
+    """A transient announced while another worker's rare round holds the match lock: its
+    survey round (the lock in shared mode) waits for the rare round to end, then knows the
+    coincidence that round stored (the neutrino's search found the transient archived,
+    unmatched) and finds it not again.  Survey rounds do not wait for each other."""
+    import threading
+
+    from broker.runtime.assembly import match_worker
+    from broker.runtime.match_stage import match_lock
+
+    settings, archived, stored = _survey_fixture(archive)
+    neutrino = archived("N1", "neutrino", "IceCube", 3, 40.0, 1.0)
+    transient = archived("Z1", "optical", "ZTF", 2, 40.2, 0.0003)
+    a, b = match_worker(settings, archive), match_worker(settings, archive)
+    a.warm()
+    b.warm()
+    done: list[int] = []
+    survey = threading.Thread(target=lambda: done.append(b.handle([transient])))
+    match = a.pipeline.match
+    blocked: list[bool] = []
+
+    def rare_round(*args: Any, **kwargs: Any) -> Any:
+        survey.start()  # announced now, mid-round
+        survey.join(1.5)
+        blocked.append(survey.is_alive())
+        return match(*args, **kwargs)
+
+    a.pipeline.match = rare_round  # type: ignore[method-assign]
+    try:
+        assert a.handle([neutrino]) == 1
+        survey.join(30)
+    finally:
+        a.pipeline.match = match  # type: ignore[method-assign]
+    assert blocked == [True] and done == [1]
+    assert b.pipeline.coincidences == []  # known from the archive, not found again
+    assert stored() == [("hen-optical", "new", 0, sorted([neutrino, transient]))]
+    # Shared holders do not exclude each other.
+    with match_lock(archive, shared=True), match_lock(archive, shared=True):
+        pass
+
+
+@pytest.mark.timeout(180)
+def test_a_survey_worker_killed_after_storing_leaves_one_timeline(archive: Archive) -> None:
+    """A survey round dies after storing its coincidence, before marking its transient
+    matched.  The neutrino's next revision, matched by another worker meanwhile, updates
+    that coincidence (revision 1 of its series, not a second "new"); the transient matched
+    again by a fresh worker adds nothing."""
+    from broker.runtime.assembly import match_worker
+
+    settings, archived, stored = _survey_fixture(archive)
+    neutrino = archived("N1", "neutrino", "IceCube", 3, 40.0, 1.0)
+    a = match_worker(settings, archive)
+    a.warm()
+    assert a.handle([neutrino]) == 1
+    transient = archived("Z1", "optical", "ZTF", 2, 40.2, 0.0003)
+    dying = match_worker(settings, archive)
+    dying.warm()
+    mark = archive.mark_matched
+
+    def killed(ivorns: Any, at: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("number"):
+            raise KeyboardInterrupt("killed")  # (as kill -9: nothing after it runs)
+        return mark(ivorns, at, **kwargs)
+
+    archive.mark_matched = killed  # type: ignore[method-assign]
+    try:
+        dying.handle([transient])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        archive.mark_matched = mark  # type: ignore[method-assign]
+    assert stored() == [("hen-optical", "new", 0, sorted([neutrino, transient]))]
+    update = archived("N1", "neutrino", "IceCube", 3, 40.1, 0.8, revision=1)
+    assert a.handle([update]) == 1
+    fresh = match_worker(settings, archive)
+    fresh.warm()
+    assert fresh.handle([transient]) == 1
+    assert fresh.pipeline.coincidences == []
+    assert stored() == [("hen-optical", "new", 0, sorted([neutrino, transient])),
+                        ("hen-optical", "updated", 1, sorted([transient, update]))]

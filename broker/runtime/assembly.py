@@ -181,17 +181,24 @@ def archive_history(archive: Archive) -> Any:
     """The engine's window into the past: a cone + time query on the archive, of alerts
     already matched, with later matched revisions of the events it finds."""
     def history(t_lo_s: float, t_hi_s: float, ra: float | None, dec: float | None,
-                radius: float | None, *, messengers: frozenset[str] | None = None
-                ) -> list[Alert]:
+                radius: float | None, *, messengers: frozenset[str] | None = None,
+                unmatched: frozenset[str] = frozenset()) -> list[Alert]:
         cone = (ra, dec, radius) if ra is not None and dec is not None and radius else None
+        since, until = datetime.fromtimestamp(t_lo_s, UTC), datetime.fromtimestamp(t_hi_s, UTC)
         # Only what the cross-match has processed, decided before the limit: what an
         # engine holding everything would hold (an alert archived, not yet matched, is
         # found by its own search when its turn comes; a coincidence never cites an
-        # alert not yet announced).
-        docs = archive.list_alerts(AlertQuery(
-            since=datetime.fromtimestamp(t_lo_s, UTC), until=datetime.fromtimestamp(t_hi_s, UTC),
-            cone=cone, matched=True, limit=200_000,
-            messenger=tuple(sorted(messengers)) if messengers else None))
+        # alert not yet announced).  Except the messengers ``unmatched`` names, archived
+        # whatever their state: the match stage's survey path matches them apart, and
+        # the engine asking is never fed them (Engine.external_messengers).
+        rest = None if messengers is None else messengers - unmatched
+        docs = [] if rest is not None and not rest else archive.list_alerts(AlertQuery(
+            since=since, until=until, cone=cone, matched=True, limit=200_000,
+            messenger=tuple(sorted(rest)) if rest else None))
+        if unmatched:
+            docs += archive.list_alerts(AlertQuery(
+                since=since, until=until, cone=cone, limit=200_000,
+                messenger=tuple(sorted(unmatched))))
         # The engine takes each event's newest revision: a retraction has no position.
         docs += archive.later_revisions(docs)
         return [Alert.model_validate(d) for d in docs]

@@ -23,8 +23,43 @@ archive is the shared index, and one lock makes the workers take turns:
 
 So every alert is matched against every alert matched before it, whichever
 worker matched that one, and a coincidence is found by the worker that holds
-its later member, once.  A worker killed at any point leaves its alerts
-unnumbered: the announcement is read again (or the sweep finds them), the
+its later member, once.
+
+**Survey alerts are matched in parallel.**  The survey's messengers
+(:func:`crossmatch.engine.survey_messengers`, from the pairings: those some side ``b``
+names and no side ``a`` nor N-fold group can take; optical for the shipped pairings,
+radio too) only ever look back to a rare alert (a neutrino, GRB, GW ...), and no
+pairing pairs two of them.  So:
+
+* a *survey round* takes the match lock in **shared** mode (any number of workers at
+  once, none while a rare round holds it), catches up as above (rare alerts numbered
+  since, coincidences stored since, survey rounds' included), matches its survey alerts
+  against that copy of the rare set without holding them in memory
+  (``Engine.process(hold=False)``), stores the results, queues their VOEvents and sets
+  ``matched_at``, then releases.  Survey alerts are never numbered: ``matched_at`` is
+  what marks them done (the sweep and the announcements look for rare alerts without a
+  number and survey alerts without ``matched_at``);
+* a *rare round* is the numbered round above (exclusive lock); its engine is never fed
+  survey alerts (``Engine.external_messengers``) and reads every window on them from
+  the archive, **whatever their matched state**.
+
+A pair of rare alert R and survey alert S is found exactly once.  S is archived before
+it is announced, so before its survey round U; R is numbered inside its rare round X.
+U and X never overlap (shared against exclusive).  If X ends before U begins, U's
+catch-up holds R, and also the coincidence X stored if X's archive search already saw
+S: U finds the pair, or knows it and skips it.  If U ends before X begins, S was archived
+and U's coincidences stored before X began: X reads S from the archive (not from
+memory) and finds the pair, or its catch-up knows U's and it re-evaluates it as the
+same coincidence (an ``updated`` revision when R is a new revision).  A survey worker
+killed mid-round leaves S without ``matched_at``: it is matched again (announcement read
+again, or the sweep), results are stored once per result key and VOEvents once per IVORN,
+and a coincidence the dead round stored is caught up, so it is neither found again nor
+started anew.  A database restart drops the shared lock too; a survey round checks its
+lock before matching (``MatchOrderLost``: rebuilt and matched again), with the same gap as
+a rare round's: a lock lost while the round matches.
+
+A worker killed at any point leaves its rare alerts unnumbered (its survey alerts
+without ``matched_at``): the announcement is read again (or the sweep finds them), the
 same results are computed, and the archive stores each result once (result
 keys) and queues each VOEvent once (IVORNs); the sweep of unpublished results
 covers a death between storing and queueing.
@@ -42,7 +77,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -53,6 +88,7 @@ from broker.archive.models import AlertRow, CoincidenceRow
 from broker.archive.store import RECEIPT_COLUMNS, Archive, receipt, utcnow, window_documents
 from broker.config import Settings
 from broker.runtime.pipeline import Pipeline
+from crossmatch.engine import survey_messengers
 from listeners.envelope import Outcome, RawMessage
 
 log = logging.getLogger(__name__)
@@ -69,19 +105,23 @@ UNANNOUNCED_AFTER_S = 30.0
 
 
 @contextlib.contextmanager
-def match_lock(archive: Archive) -> Iterator[Callable[[], bool]]:
+def match_lock(archive: Archive, *, shared: bool = False) -> Iterator[Callable[[], bool]]:
     """Hold the match lock: one worker at a time, across processes and hosts.
 
     PostgreSQL: a session advisory lock on a connection of its own, released
     by the server if the worker dies.  SQLite: an exclusive ``flock`` on
     ``<archive>.match-lock`` (one host, as SQLite itself).  Yields ``held()``:
     False once the lock's connection is gone (a database restart drops the lock).
+
+    ``shared``: the lock in shared mode (a survey round): any number of holders at
+    once, none while a worker holds it exclusively (a round of rare alerts).
     """
+    mode = "_shared" if shared else ""
     if archive.engine.dialect.name == "postgresql":
         with archive.engine.connect() as conn:
             # Keyed by schema too: two brokers sharing a database do not wait on each other.
             conn.exec_driver_sql(
-                f"SELECT pg_advisory_lock({LOCK_KEY}, hashtext(current_schema()))")
+                f"SELECT pg_advisory_lock{mode}({LOCK_KEY}, hashtext(current_schema()))")
             conn.commit()
 
             def held() -> bool:
@@ -97,7 +137,8 @@ def match_lock(archive: Archive) -> Iterator[Callable[[], bool]]:
             finally:
                 try:
                     conn.exec_driver_sql(
-                        f"SELECT pg_advisory_unlock({LOCK_KEY}, hashtext(current_schema()))")
+                        f"SELECT pg_advisory_unlock{mode}({LOCK_KEY}, "
+                        "hashtext(current_schema()))")
                     conn.commit()
                 except SQLAlchemyError:  # the connection, and the lock with it, are gone
                     log.warning("the match lock's connection was lost before unlocking")
@@ -108,7 +149,7 @@ def match_lock(archive: Archive) -> Iterator[Callable[[], bool]]:
         yield lambda: True
         return
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield lambda: True
         finally:
@@ -135,6 +176,8 @@ class MatchWorker:
         self.settings = settings
         self._new_pipeline = new_pipeline
         self.pipeline = new_pipeline()
+        self.survey = survey_messengers(self.pipeline.engine.config)
+        self.pipeline.engine.external_messengers = self.survey
         self.seq = 0
         self.coincidence_seen = 0
         self._swept_publications = 0.0
@@ -182,17 +225,23 @@ class MatchWorker:
         engine.warm(alerts, coincidences)
         log.info("match worker warmed with %d alerts, at match_seq %d", len(alerts), self.seq)
 
+    def _unmatched(self) -> ColumnElement[bool]:
+        """Alerts this stage has yet to match: rare ones unnumbered (not "unmatched": a
+        worker killed between matching and numbering leaves matched_at set, and its alerts
+        must be matched again), survey ones without ``matched_at`` (never numbered)."""
+        if not self.survey:
+            return AlertRow.match_seq.is_(None)
+        return and_(AlertRow.match_seq.is_(None), or_(
+            AlertRow.matched_at.is_(None), AlertRow.messenger.not_in(sorted(self.survey))))
+
     def handle(self, ivorns: Sequence[str]) -> int:
         """Match the alerts named that nobody has matched yet; how many this worker matched."""
         wanted = sorted(set(ivorns))
         if not wanted:
             return 0
-        # Unnumbered, not "unmatched": a worker killed between matching and numbering
-        # leaves matched_at set, and its alerts must be matched again.
         with transaction(self.archive.engine, readonly=True) as conn:
             rows = conn.execute(select(AlertRow.ivorn, AlertRow.document, *RECEIPT_COLUMNS)
-                                .where(AlertRow.ivorn.in_(wanted),
-                                       AlertRow.match_seq.is_(None))
+                                .where(AlertRow.ivorn.in_(wanted), self._unmatched())
                                 .order_by(AlertRow.event_time, AlertRow.id)).all()
         if not rows:
             return 0
@@ -205,6 +254,13 @@ class MatchWorker:
             # meanwhile) and before it, so it is queued ahead of any coincidence citing
             # it.  The outbox takes an IVORN once, so a round read again queues nothing.
             publisher.publish(alerts, [], receipts)
+        survey = [a for a in alerts if a.messenger in self.survey]
+        rare = [a for a in alerts if a.messenger not in self.survey]
+        done = self._survey_round(survey, receipts) if survey else 0
+        return done + (self._rare(rare, receipts) if rare else 0)
+
+    def _rare(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
+        """Match rare alerts (all but the survey's) in the one numbered order."""
         try:
             return self._round(alerts, receipts)
         except MatchOrderLost:
@@ -214,6 +270,44 @@ class MatchWorker:
             with self._lock, match_lock(self.archive):
                 self._rebuild()
             return self._round(alerts, receipts)
+
+    def _survey_round(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
+        """Match survey alerts against this worker's copy of the rare set, under the match
+        lock in *shared* mode (survey rounds of every worker run at once; a rare round
+        waits for them, and they for it); how many.  Not numbered: ``matched_at`` marks
+        them done.  The protocol is in the module docstring."""
+        try:
+            return self._survey_once(alerts, receipts)
+        except MatchOrderLost:
+            log.warning("the match lock was lost during a survey round; rebuilding the engine")
+            with self._lock, match_lock(self.archive):
+                self._rebuild()
+            return self._survey_once(alerts, receipts)
+
+    def _survey_once(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
+        with self._lock, match_lock(self.archive, shared=True) as held:
+            # Every rare alert numbered and every coincidence stored so far (a survey
+            # round's too: a pair another round stored is then known, and not found again).
+            self._catch_up()
+            with transaction(self.archive.engine, readonly=True) as conn:
+                still = set(conn.execute(select(AlertRow.ivorn).where(
+                    AlertRow.ivorn.in_([a.id for a in alerts]),
+                    AlertRow.matched_at.is_(None))).scalars())
+            alerts = [a for a in alerts if a.id in still]
+            if not alerts:
+                return 0
+            if not held():  # a rare round may be running: our copy may be stale
+                raise MatchOrderLost("the match lock's connection is gone")
+            self.pipeline.match(alerts, {a.id: receipts[a.id] for a in alerts},
+                                record_matched=False, publish_alerts=False, hold=False)
+            if self.pipeline.backlog:
+                raise RetryableError("the archive refused this round's results; retrying")
+            # Results stored and queued before matched_at, and both before the shared lock
+            # is released: a rare round after this one sees them.
+            self.archive.mark_matched([a.id for a in alerts], utcnow())
+            log.info("matched %d survey alert(s) against the rare set at match_seq %d",
+                     len(alerts), self.seq)
+        return len(alerts)
 
     def _round(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
         """Catch up, match and number ``alerts`` under the match lock; how many."""
@@ -246,6 +340,7 @@ class MatchWorker:
     def _rebuild(self) -> None:
         """A fresh engine filled from the archive (the match lock held)."""
         self.pipeline = self._new_pipeline()
+        self.pipeline.engine.external_messengers = self.survey
         self._load()
 
     def _catch_up(self) -> None:
@@ -273,7 +368,7 @@ class MatchWorker:
         horizon = now - timedelta(seconds=self.pipeline.engine.window_s)
         with transaction(self.archive.engine, readonly=True) as conn:
             ivorns = list(conn.execute(select(AlertRow.ivorn).where(
-                AlertRow.match_seq.is_(None), AlertRow.received_at <= cutoff,
+                self._unmatched(), AlertRow.received_at <= cutoff,
                 AlertRow.received_at >= horizon).order_by(AlertRow.id).limit(5000)).scalars())
         done = self.handle(ivorns) if ivorns else 0
         if done:

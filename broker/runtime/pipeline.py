@@ -114,7 +114,7 @@ class Pipeline:
 
     def match(self, fresh: Sequence[Alert], receipts: dict[str, dict], *,
               record_matched: bool = True, publish_alerts: bool = True,
-              again: bool = False) -> list[Result]:
+              again: bool = False, hold: bool = True) -> list[Result]:
         """Cross-match archived alerts, store the coincidences and queue their VOEvents.
 
         ``receipts`` (by alert IVORN: row id, source, transport, raw hash,
@@ -124,7 +124,8 @@ class Pipeline:
         ``record_matched`` is False (the match stage records it with its numbers).
         The triggers' own VOEvents are queued too unless ``publish_alerts`` is
         False (the match stage queues them before it takes the match lock).
-        ``again``: as :meth:`~crossmatch.engine.Engine.process` takes it (:meth:`warm`).
+        ``again``, ``hold``: as :meth:`~crossmatch.engine.Engine.process` takes them
+        (``again``: :meth:`warm`; ``hold=False``: the match stage's survey rounds).
         """
         if not fresh:
             self.coincidences = []
@@ -140,7 +141,7 @@ class Pipeline:
                 self.engine.set_detector_status(status)
             for alert in sorted(fresh, key=lambda a: a.trigger_time):
                 try:
-                    results.extend(self.engine.process(alert, again=again))
+                    results.extend(self.engine.process(alert, again=again, hold=hold))
                 except Exception:  # a cross-match bug must not stop ingest
                     failed.add(alert.id)
                     log.exception("cross-match failed on %s", alert.id,
