@@ -233,7 +233,10 @@ class KafkaListener:
     sink
         Stores, normalizes and archives each batch.
     batch_size
-        Most records per poll (and so per archive transaction).
+        Most records per poll (and so per archive transaction).  Fewer are taken while
+        batches take long (:meth:`_resize`): a batch that outlasts the consumer's
+        ``max.poll.interval.ms`` gets the listener thrown out of its group, and the
+        same batch read again after the rejoin, and again.
     poll_timeout_s
         How long one poll waits for records, in seconds.
     since
@@ -263,6 +266,22 @@ class KafkaListener:
         self._to_rewind: set[Any] = set()
         self.messages = 0
         self.connection = ConnectionReporter(sink, source.topics)
+        self.take = batch_size  # records the next poll takes (see _resize)
+        self._interval_s = float(self._kwargs.get("max_poll_interval_ms",
+                                                  DEFAULT_MAX_POLL_INTERVAL_MS)) / 1000.0
+
+    def _resize(self, records: int, took_s: float) -> None:
+        """Halve the records per poll after a batch that took more than a quarter of
+        ``max.poll.interval.ms`` (a slow stream, a loaded machine, large alerts); double
+        them again, up to ``batch_size``, after one that took less than a sixteenth."""
+        if took_s > self._interval_s / 4 and self.take > 1:
+            self.take = max(1, min(self.take, records) // 2)
+            log.warning("Kafka listener: %d records took %.1f s to archive (the group drops "
+                        "a member after %.0f s without a poll): %d per poll from now",
+                        records, took_s, self._interval_s, self.take)
+        elif took_s < self._interval_s / 16 and self.take < self.batch_size \
+                and records >= self.take:
+            self.take = min(self.batch_size, self.take * 2)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; reconnect with back-off after any failure.
@@ -306,7 +325,7 @@ class KafkaListener:
             consumer.subscribe(self.source.topics, listener=_Rewind())
             while not stop.is_set():
                 batches = consumer.poll(timeout_ms=int(self.poll_timeout_s * 1000),
-                                        max_records=self.batch_size)
+                                        max_records=self.take)
                 if time.monotonic() - checked >= CONNECTION_CHECK_S:
                     checked = time.monotonic()
                     state = kafka_connected(consumer)
@@ -323,7 +342,11 @@ class KafkaListener:
                 records = [r for part in batches.values() for r in part]
                 if not records:
                     continue
+                began = time.monotonic()
                 self._archive(records)
+                # Before the commit: a batch that took too long fails its commit (the
+                # group has dropped this member), and the next, read again, is smaller.
+                self._resize(len(records), time.monotonic() - began)
                 consumer.commit(self._next_offsets(batches))
                 self.messages += len(records)
         finally:

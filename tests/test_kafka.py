@@ -215,3 +215,40 @@ def test_gcn_shorthand_builds_an_oidc_provider() -> None:
 def test_bad_configs(config: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         consumer_kwargs(config)
+
+
+class _SlowSink:
+    """An ingestor that takes ``per_message_s`` per message (large alerts, a loaded
+    archive): a whole batch outlasts the consumer's ``max.poll.interval.ms``."""
+
+    def __init__(self, ingestor: Ingestor, per_message_s: float) -> None:
+        self.ingestor, self.archive, self.per_message_s = ingestor, ingestor.archive, \
+            per_message_s
+
+    def receive(self, *args: object, **kwargs: object) -> object:
+        return self.ingestor.receive(*args, **kwargs)  # type: ignore[arg-type]
+
+    def set_stream_connected(self, streams: list[str], connected: bool) -> None:
+        self.ingestor.set_stream_connected(streams, connected)
+
+    def ingest(self, messages: list[object]) -> object:
+        import time
+
+        time.sleep(self.per_message_s * len(messages))
+        return self.ingestor.ingest(messages)  # type: ignore[arg-type]
+
+
+def test_batches_that_outlast_the_poll_interval_shrink_until_they_fit(
+        kafka: str, archive: Archive, ingestor: Ingestor) -> None:
+    """60 messages at 0.06 s each in one poll of up to 100 take 3.6 s or more, past
+    FAST_JOIN's 3 s max.poll.interval.ms: the group may drop the listener, failing the
+    batch's commit.  The next polls take half as many (read again or not), and every
+    message is archived once."""
+    produce(kafka, "mmbroker.slow", _docs(60, seed=7))
+    source = KafkaSource(["mmbroker.slow"], _consumer(kafka, "slow"))
+    listener = KafkaListener(source, _SlowSink(ingestor, 0.06),  # type: ignore[arg-type]
+                             batch_size=100)
+    with _running(listener):
+        assert wait_for(lambda: archive.count_alerts() == 60, 150)
+        assert wait_for(lambda: listener.messages >= 60, 60)  # committed, not only archived
+    assert listener.take <= 30  # 60 records took > 0.75 s, a quarter of 3 s: halved
