@@ -8,6 +8,23 @@ ensure_venv() {
   "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "mmbroker needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2; exit 1; }
   [ -x .venv/bin/python ] || "$python" -m venv .venv
+  # Installed already from these very files (and with these extras, or the test extra that
+  # holds every other): nothing to do. Not only quicker: tests/test_readme.py runs
+  # scripts/demo while the suite's other worker runs tests out of this .venv, which a
+  # reinstall (an editable one is always redone) would pull from under them.
+  local stamp=.venv/mmbroker-installed
+  local installed
+  installed=$({ .venv/bin/python --version; cat pyproject.toml constraints.txt \
+                 clients/python/pyproject.toml; } | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ -x .venv/bin/mmbroker ]; then
+    local have_hash have_extras
+    read -r have_hash have_extras < "$stamp" || true
+    if [ "$have_hash" = "$installed" ] \
+       && { [ -z "$extras" ] || [ "${have_extras:-}" = "$extras" ]; }; then
+      return 0
+    fi
+  fi
+  rm -f "$stamp"
   # pip's and setuptools' chatter (the "Editable installation" box) goes to a log, shown
   # only when the install fails: the first screen is the broker's own.
   local log=.venv/install.log
@@ -19,6 +36,7 @@ ensure_venv() {
     echo "installing mmbroker into .venv failed (log above, also in $log)" >&2
     exit 1
   fi
+  echo "$installed $extras" > "$stamp"
 }
 
 # The dashboard's end-to-end tests drive Debian's Chromium (Playwright talks to it;

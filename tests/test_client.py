@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -584,7 +585,11 @@ def test_the_token_is_not_sent_to_another_origin() -> None:
 def test_the_client_installs_alone_with_one_pip_command(tmp_path: Path) -> None:
     """``pip install ./clients/python``, as README.md shows, gives an importable, typed
     package that requires nothing (astropy and pandas only as extras)."""
-    root = Path(__file__).resolve().parent.parent / "clients" / "python"
+    # From a copy: pip builds in the source tree, making and removing build/ and *.egg-info
+    # in the clone while other tests (the suite runs on two workers) read it.
+    root = tmp_path / "client-src"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "clients" / "python", root,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",

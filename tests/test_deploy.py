@@ -544,9 +544,19 @@ def _dockerignore_matcher() -> Callable[[str], bool]:
 
 
 def _context_files() -> list[Path]:
+    """The files (and symbolic links) of the clone that the build context takes.  os.walk,
+    not Path.rglob: rglob raises when a directory goes between being listed and being read,
+    as the build and cache directories that tests running beside this one (the suite has
+    two workers) make and remove in the clone do; such a directory is in no context."""
     ignored = _dockerignore_matcher()
-    return [p for p in ROOT.rglob("*") if (p.is_file() or p.is_symlink()) and
-            not ignored(p.relative_to(ROOT).as_posix())]
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+            path = Path(folder, name)
+            if (path.is_file() or path.is_symlink()) and \
+                    not ignored(path.relative_to(ROOT).as_posix()):
+                found.append(path)
+    return found
 
 
 def test_the_build_context_is_small_and_holds_what_the_build_copies(tmp_path: Path) -> None:

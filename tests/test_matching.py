@@ -222,8 +222,13 @@ def test_the_match_lock_knows_when_it_is_lost(pg_url: str) -> None:
         with match_lock(archive) as held:
             assert held()
             with archive.engine.connect() as conn:
+                # This schema's lock only: pg_locks is the whole server's, where other tests
+                # (the suite's other worker, other checkouts) hold the match lock of theirs.
                 (pid,) = conn.execute(text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :k"),
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :k"
+                    " AND objid = hashtext(current_schema())::oid"
+                    " AND database = (SELECT oid FROM pg_database"
+                    "                 WHERE datname = current_database())"),
                     {"k": LOCK_KEY}).scalars().all()
                 conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             assert not held()
