@@ -318,7 +318,10 @@ class Settings(BaseSettings):
                     "subscriber retries 1 s after losing its broker, then 3.7 s, 11 s, 31 s "
                     "(Twisted's back-off, jitter 12%); measured here it was back 0.7-1.1 s "
                     "after a kill -9. When Comet was down past a retry, the hold is "
-                    "lengthened to that subscriber's next one (up to 60 s).")
+                    "lengthened to that subscriber's next one (up to 60 s). Used only when "
+                    "the Comet before had no subscribers counted (the first start of a data "
+                    "directory): otherwise delivery waits until as many are back (up to "
+                    "60 s).")
     comet_resend_window_s: float = Field(
         default=10.0, ge=0, le=3600,
         description="When the Comet child died, VOEvents it acknowledged in this many seconds "
