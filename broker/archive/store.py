@@ -768,16 +768,26 @@ def _documents(conn: Connection, ivorns: Iterable[str]) -> dict[str, dict[str, A
 def window_documents(conn: Connection, retention: tuple[float, Mapping[str, float]], *,
                      numbered: bool, matched: bool | None = None
                      ) -> tuple[list[Alert], list[Coincidence]]:
-    """What a restarted cross-match engine reloads.
+    """What a restarted cross-match engine reloads: :func:`window_alerts`, and the
+    coincidences created since the earliest time those reach back to (members older than
+    their retention the engine reads back itself, through its loader)."""
+    alerts = window_alerts(conn, retention, numbered=numbered, matched=matched)
+    earliest = utcnow() - timedelta(seconds=max([retention[0], *retention[1].values()]))
+    coincidences = list(conn.execute(select(CoincidenceRow.document).where(
+        CoincidenceRow.created_at >= earliest).order_by(CoincidenceRow.id)).scalars())
+    return alerts, [Coincidence.model_validate(d) for d in coincidences]
+
+
+def window_alerts(conn: Connection, retention: tuple[float, Mapping[str, float]], *,
+                  numbered: bool, matched: bool | None = None) -> list[Alert]:
+    """The alerts of a cross-match engine's live window.
 
     ``retention`` is the engine's ``retention_by_messenger()``: alerts with
     event time in the last ``retention[0]`` seconds, or in the last
     ``retention[1][messenger]`` for the messengers held longer;
     ``numbered``: only those a match worker has numbered; ``matched``: only those
     matched (True) or not (False: archived, then the process died before matching
-    them, or their sky map arrived since), whatever else.  Coincidences
-    created since the earliest of those times (members older than their
-    retention the engine reads back itself, through its loader).
+    them, or their sky map arrived since), whatever else.
     """
     now = utcnow()
     since = now - timedelta(seconds=retention[0])
@@ -792,11 +802,7 @@ def window_documents(conn: Connection, retention: tuple[float, Mapping[str, floa
         query = query.where(AlertRow.matched_at.is_not(None) if matched
                             else AlertRow.matched_at.is_(None))
     alerts: dict[str, Any] = dict(conn.execute(query).all())
-    earliest = min([since, *longer.values()])
-    coincidences = list(conn.execute(select(CoincidenceRow.document).where(
-        CoincidenceRow.created_at >= earliest).order_by(CoincidenceRow.id)).scalars())
-    return ([Alert.model_validate(d) for d in alerts.values()],
-            [Coincidence.model_validate(d) for d in coincidences])
+    return [Alert.model_validate(d) for d in alerts.values()]
 
 
 def _index_positions(rows: list[dict[str, Any]]) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from alerts_schema import Alert
 from broker.archive.db import transaction
-from broker.archive.store import Archive, utcnow, window_documents
+from broker.archive.store import Archive, utcnow, window_alerts, window_documents
 from broker.metrics import COINCIDENCES, MATCH_SECONDS
 from broker.runtime.ingest import Ingestor
 from crossmatch.engine import Engine, Result
@@ -81,7 +81,7 @@ class Pipeline:
         with transaction(self.archive.engine, readonly=True) as conn:
             alerts, coincidences = window_documents(conn, retention, numbered=False,
                                                     matched=True)
-            unmatched, _ = window_documents(conn, retention, numbered=False, matched=False)
+            unmatched = window_alerts(conn, retention, numbered=False, matched=False)
         since = utcnow() - timedelta(seconds=self.engine.window_s)
         with self._engine_lock:
             self.engine.warm(alerts, coincidences)
