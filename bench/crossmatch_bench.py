@@ -93,7 +93,8 @@ def bench_crossmatch(n_live: int = 1_000_000, n_queries: int = 300, seed: int = 
                 f"{found / n_queries:.1f} coincidences each")
         figures.append(Figure("crossmatch engine", "memory", f"{label} p50", p50, "ms", note))
         figures.append(Figure("crossmatch engine", "memory", f"{label} p99", p99, "ms",
-                              "target <= 2 ms"))
+                              "target <= 2 ms" if "live" in label
+                              else "no target: the worst case, for scale"))
     return figures
 
 

@@ -38,7 +38,7 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -392,8 +392,10 @@ class Engine:
         """Event time since which memory holds every alert of retention >= ``keep_s``."""
         return max((index.horizon_s for index in self._holding(keep_s)), default=-math.inf)
 
-    def _in_time(self, t_lo: float, t_hi: float, keep_s: float = 0.0) -> list[IndexedAlert]:
-        return [e for index in self._holding(keep_s) for e in index.in_time(t_lo, t_hi)]
+    def _in_time(self, t_lo: float, t_hi: float, keep_s: float = 0.0,
+                 messengers: Collection[str] | None = None) -> list[IndexedAlert]:
+        return [e for index in self._holding(keep_s)
+                for e in index.in_time(t_lo, t_hi, messengers=messengers)]
 
     # -- inputs -------------------------------------------------------------------
 
@@ -756,7 +758,7 @@ class Engine:
         archive for what memory let go (``keep_s``, ``pad_deg``: see _from_history)."""
         if not pairing.spatial or pairing.duration_s <= 3600:
             return self._from_history(t_lo, t_hi, None, None, None,
-                                      self._in_time(t_lo, t_hi, keep_s), keep_s,
+                                      self._in_time(t_lo, t_hi, keep_s, messengers), keep_s,
                                       messengers=messengers)
         loc = self._localization(alert)
         level = pairing.credible_level or 0.9
@@ -764,8 +766,8 @@ class Engine:
             start, stop = loc.region(level)
             ranges = np.column_stack((start, stop - 1)) if start.size else np.empty((0, 2))
             live = [e for index in self._holding(keep_s)
-                    for e in index.in_pixels(ranges, t_lo, t_hi)] + [
-                e for e in self._in_time(t_lo, t_hi, keep_s) if e.hpx29 is None]
+                    for e in index.in_pixels(ranges, t_lo, t_hi, messengers=messengers)] + [
+                e for index in self._holding(keep_s) for e in index.unlocalized(t_lo, t_hi)]
             # The archive answers cones: the one around the map's peak holding its region.
             ra, dec, radius = _bounding_cone(loc, level)
             return self._from_history(t_lo, t_hi, ra, dec, radius, live, keep_s, pad_deg,
@@ -774,13 +776,13 @@ class Engine:
             alert.localization, "dec_deg", None)
         if loc is None or centre[0] is None or centre[1] is None:
             return self._from_history(t_lo, t_hi, None, None, None,
-                                      self._in_time(t_lo, t_hi, keep_s), keep_s,
+                                      self._in_time(t_lo, t_hi, keep_s, messengers), keep_s,
                                       messengers=messengers)
         radius = min(180.0, loc.credible_radius_deg(level)
                      if hasattr(loc, "credible_radius_deg") else 180.0)
         live = [e for index in self._holding(keep_s)
                 for e in index.in_cone(centre[0], centre[1], radius, t_lo, t_hi,
-                                       add_entry_radius=True)]
+                                       add_entry_radius=True, messengers=messengers)]
         # Sky maps: by time, the sky test decides (other unlocalized alerts stay out: a
         # position-less GRB would pair with every transient of its week).
         live += [e for index in self._holding(keep_s) for e in index.unlocalized(t_lo, t_hi)
@@ -896,7 +898,7 @@ class Engine:
         role = role_class(alert)
         messengers = set(pairing.a.messenger) if pairing.a.messenger else None
         entries = self._from_history(t - tau, t + tau, None, None, None,
-                                     self._in_time(t - tau, t + tau, keep), keep)
+                                     self._in_time(t - tau, t + tau, keep, messengers), keep)
         for candidate in self._documents(
                 e for e in entries
                 if e.role == role and (messengers is None or e.messenger in messengers)):

@@ -51,7 +51,7 @@ holds a sky map starts without it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,12 +226,13 @@ class _Run:
                  "t_sorted")
 
     def __init__(self, key: np.ndarray, slot: np.ndarray, t_sorted: np.ndarray,
-                 slot_by_t: np.ndarray, hpx_by_t: np.ndarray, max_radius: float) -> None:
+                 slot_by_t: np.ndarray, hpx_by_t: np.ndarray, max_radius: np.ndarray) -> None:
         self.key = key
         self.slot = slot
         self.t_sorted = t_sorted
         self.slot_by_t = slot_by_t
         self.hpx_by_t = hpx_by_t
+        # Largest error radius (deg) of the run's rows, by messenger code (0 past the end).
         self.max_radius = max_radius
         # Rows before this position in time order are known dead (expired).
         self.expired_upto = 0
@@ -306,6 +307,10 @@ class LiveIndex:
         self._rad = np.zeros(cap)
         self._key = np.zeros(cap, dtype=np.int64)
         self._alive = np.zeros(cap, dtype=bool)
+        # Messenger of each slot as a small code: lookups that want one messenger (a
+        # GRB window full of optical transients) drop the rest before building entries.
+        self._msg = np.zeros(cap, dtype=np.int16)
+        self._msg_code: dict[str, int] = {}
         self._objs: list[IndexedAlert | None] = []
         self._free: list[int] = []
         self._slot_of: dict[str, int] = {}
@@ -400,6 +405,7 @@ class LiveIndex:
             self._hpx[slot] = hpx
             coarse = hpx >> self._shift
         self._rad[slot] = entry.radius_deg or 0.0
+        self._msg[slot] = self._msg_code.setdefault(entry.messenger, len(self._msg_code))
         self._key[slot] = (coarse << self._tbits) | self._tq(t)
         self._alive[slot] = True
         self._buf[self._nbuf] = slot
@@ -452,8 +458,16 @@ class LiveIndex:
 
     # -- queries ----------------------------------------------------------------------
 
-    def in_time(self, t_lo_s: float, t_hi_s: float) -> list[IndexedAlert]:
+    def in_time(self, t_lo_s: float, t_hi_s: float, *,
+                messengers: Collection[str] | None = None) -> list[IndexedAlert]:
         """Alerts with ``t_lo_s <= event_time_s <= t_hi_s`` (Unix s), with or without position.
+
+        Parameters
+        ----------
+        t_lo_s, t_hi_s
+            Inclusive event-time bounds, Unix seconds.
+        messengers
+            Only alerts of these messengers (``IndexedAlert.messenger``); None: all.
 
         Returns
         -------
@@ -461,7 +475,9 @@ class LiveIndex:
             Sorted by event time.
         """
         _check_window(t_lo_s, t_hi_s)
-        return self._entries(self._time_slots(t_lo_s, t_hi_s))
+        if not self._holds_any(messengers):
+            return []
+        return self._entries(self._of(self._time_slots(t_lo_s, t_hi_s), messengers))
 
     def _time_slots(self, t_lo_s: float, t_hi_s: float) -> np.ndarray:
         """Slots (alive or not) with ``t_lo_s <= event_time_s <= t_hi_s`` (Unix s)."""
@@ -500,7 +516,8 @@ class LiveIndex:
                                    & (self._hpx[slots] == _NO_HPX)])
 
     def in_cone(self, ra_deg: float, dec_deg: float, radius_deg: float, t_lo_s: float,
-                t_hi_s: float, *, add_entry_radius: bool = False) -> list[IndexedAlert]:
+                t_hi_s: float, *, add_entry_radius: bool = False,
+                messengers: Collection[str] | None = None) -> list[IndexedAlert]:
         """Alerts within ``radius_deg`` of a position and in a time window.
 
         Parameters
@@ -515,6 +532,8 @@ class LiveIndex:
             When True an alert matches if the separation is within
             ``radius_deg`` plus the alert's own ``radius_deg`` (error circles
             that touch); the lookup then widens by the largest radius held.
+        messengers
+            Only alerts of these messengers; None: all.
 
         Returns
         -------
@@ -530,11 +549,13 @@ class LiveIndex:
             raise ValueError(f"cone centre ({ra_deg!r}, {dec_deg!r}) is not ICRS degrees")
         if not radius_deg >= 0.0:
             raise ValueError(f"cone radius must be >= 0, got {radius_deg!r}")
+        if not self._holds_any(messengers):
+            return []
         if len(self) <= SCAN_BELOW:
             # A handful held (the rare set a survey alert looks back to): every one in the
             # window is tested exactly, without the cone's pixel ranges (which only ever
             # narrow the candidates the exact test below decides on).
-            slots = self._time_slots(t_lo_s, t_hi_s)
+            slots = self._of(self._time_slots(t_lo_s, t_hi_s), messengers)
             slots = slots[self._hpx[slots] != _NO_HPX]  # (positioned ones only)
             if slots.size:
                 sep = np.atleast_1d(angular_separation_deg(ra_deg, dec_deg, self._ra[slots],
@@ -545,8 +566,7 @@ class LiveIndex:
         search = radius_deg
         if add_entry_radius:
             buf = self._buf[:self._nbuf]
-            widest = max([r.max_radius for r in self._runs]
-                         + [float(self._rad[buf].max()) if buf.size else 0.0])
+            widest = self._widest(buf, messengers)
             search = radius_deg + widest
         if search >= 170.0:
             # healpy's inclusive disc misses pixels near the antipode of a disc this wide
@@ -562,7 +582,7 @@ class LiveIndex:
                                             inclusive=True, nest=True)).astype(np.int64)
             shift = 2 * (MAX_ORDER - order)
             ranges = _merge(pix << shift, ((pix + 1) << shift) - 1)
-        slots = self._select(ranges, t_lo_s, t_hi_s)
+        slots = self._of(self._select(ranges, t_lo_s, t_hi_s), messengers)
         if slots.size:
             sep = np.atleast_1d(angular_separation_deg(ra_deg, dec_deg, self._ra[slots],
                                                        self._dec[slots]))
@@ -571,7 +591,8 @@ class LiveIndex:
         return self._entries(slots)
 
     def in_pixels(self, ranges_29: Sequence[tuple[int, int]] | np.ndarray, t_lo_s: float,
-                  t_hi_s: float) -> list[IndexedAlert]:
+                  t_hi_s: float, *, messengers: Collection[str] | None = None
+                  ) -> list[IndexedAlert]:
         """Alerts whose ``hpx29`` lies in order-29 index ranges, in a time window.
 
         Parameters
@@ -582,6 +603,8 @@ class LiveIndex:
             :func:`crossmatch.healpix.cone_ranges`; any order, overlaps allowed.
         t_lo_s, t_hi_s
             Inclusive event-time bounds, Unix seconds.
+        messengers
+            Only alerts of these messengers; None: all.
 
         Returns
         -------
@@ -592,7 +615,10 @@ class LiveIndex:
         r = np.asarray(ranges_29, dtype=np.int64).reshape(-1, 2)
         if r.size and ((r[:, 0] > r[:, 1]).any() or r.min() < 0 or r.max() >= NPIX_29):
             raise ValueError("ranges_29 must be (lo, hi) pairs with 0 <= lo <= hi < 12 * 4**29")
-        return self._entries(self._select(_merge(r[:, 0], r[:, 1]), t_lo_s, t_hi_s))
+        if not self._holds_any(messengers):
+            return []
+        return self._entries(self._of(self._select(_merge(r[:, 0], r[:, 1]), t_lo_s, t_hi_s),
+                                      messengers))
 
     # -- internals --------------------------------------------------------------------
 
@@ -655,6 +681,41 @@ class LiveIndex:
         alive: np.ndarray = slots[self._alive[slots]]
         return alive
 
+    def _holds_any(self, messengers: Collection[str] | None) -> bool:
+        """Whether an alert of ``messengers`` (None: any) was ever added: a lookup for
+        messengers this index never held (a GRB tier asked for optical transients) is
+        answered without touching a row."""
+        return messengers is None or any(m in self._msg_code for m in messengers)
+
+    def _widest(self, buf: np.ndarray, messengers: Collection[str] | None) -> float:
+        """Largest error radius (deg) held of ``messengers`` (None: all); ``buf``: the
+        buffer's slots.  An upper bound: dead rows of a run still count."""
+        if messengers is None:
+            codes = list(range(len(self._msg_code)))
+        else:
+            codes = [self._msg_code[m] for m in messengers if m in self._msg_code]
+        widest = 0.0
+        for run in self._runs:
+            known = [c for c in codes if c < run.max_radius.size]  # (codes newer than run)
+            if known:
+                widest = max(widest, float(run.max_radius[known].max()))
+        buf = self._of(buf, messengers)
+        return max(widest, float(self._rad[buf].max()) if buf.size else 0.0)
+
+    def _of(self, slots: np.ndarray, messengers: Collection[str] | None) -> np.ndarray:
+        """The ``slots`` whose messenger is one of ``messengers`` (None: all)."""
+        if messengers is None:
+            return slots
+        codes = [self._msg_code[m] for m in messengers if m in self._msg_code]
+        if not codes:
+            return slots[:0]
+        msg = self._msg[slots]
+        keep: np.ndarray = msg == codes[0]
+        for code in codes[1:]:
+            keep |= msg == code
+        kept: np.ndarray = slots[keep]
+        return kept
+
     def _entries(self, slots: np.ndarray) -> list[IndexedAlert]:
         """The alive alerts in ``slots``, sorted by event time (ties by slot)."""
         slots = slots[self._alive[slots]]
@@ -672,7 +733,7 @@ class LiveIndex:
         self._dead += 1
 
     def _grow(self) -> None:
-        for name in ("_t", "_ra", "_dec", "_hpx", "_rad", "_key", "_alive"):
+        for name in ("_t", "_ra", "_dec", "_hpx", "_rad", "_key", "_alive", "_msg"):
             old = getattr(self, name)
             new = np.zeros(old.size * 2, dtype=old.dtype)
             new[:old.size] = old
@@ -693,8 +754,9 @@ class LiveIndex:
         by_t = np.concatenate(time_parts)
         by_t = by_t[self._alive[by_t]]
         by_t = by_t[np.argsort(self._t[by_t], kind="stable")]
-        return _Run(self._key[slot], slot, self._t[by_t], by_t, self._hpx[by_t],
-                    float(self._rad[slot].max()))
+        widest = np.zeros(len(self._msg_code))
+        np.maximum.at(widest, self._msg[slot], self._rad[slot])
+        return _Run(self._key[slot], slot, self._t[by_t], by_t, self._hpx[by_t], widest)
 
     def _flush(self) -> None:
         buf = self._buf[:self._nbuf].copy()

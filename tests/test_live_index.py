@@ -19,9 +19,14 @@ EDGE_DEG = 1e-9
 PLANS = [None, "time", "span", "pixel"]
 
 
+MESSENGERS = ("optical", "neutrino", "gamma_ray")
+
+
 def alert(key: str, t: float, ra: float | None = None, dec: float | None = None,
           radius: float | None = None, hpx: int | None = None) -> IndexedAlert:
-    return IndexedAlert(key, "test.stream", "optical", "Test", "test", t, ra, dec, hpx, radius,
+    # (the messenger follows the key, so that lookups by messenger have something to drop)
+    messenger = MESSENGERS[sum(map(ord, key)) % len(MESSENGERS)]
+    return IndexedAlert(key, "test.stream", messenger, "Test", "test", t, ra, dec, hpx, radius,
                         payload={"k": key})
 
 
@@ -81,11 +86,15 @@ def keys(result: list[IndexedAlert]) -> set[str]:
 
 
 def check_cone(index: LiveIndex, model: dict[str, IndexedAlert], ra: float, dec: float,
-               radius: float, lo: float, hi: float, *, add_entry_radius: bool = False) -> None:
-    got = keys(index.in_cone(ra, dec, radius, lo, hi, add_entry_radius=add_entry_radius))
+               radius: float, lo: float, hi: float, *, add_entry_radius: bool = False,
+               messengers: frozenset[str] | None = None) -> None:
+    got = keys(index.in_cone(ra, dec, radius, lo, hi, add_entry_radius=add_entry_radius,
+                             messengers=messengers))
+    if messengers is not None:
+        model = {k: e for k, e in model.items() if e.messenger in messengers}
     inside, edge = brute_cone(model, ra, dec, radius, lo, hi,
                               add_entry_radius=add_entry_radius)
-    assert got - edge == inside, (ra, dec, radius, lo, hi)
+    assert got - edge == inside, (ra, dec, radius, lo, hi, messengers)
 
 
 # -- property tests against brute force -------------------------------------------------
@@ -139,9 +148,15 @@ def _queries_match_brute_force(specs: list, data: st.DataObject, plan: str | Non
         lo = data.draw(times_st)
         hi = data.draw(st.one_of(times_st, st.just(lo), st.just(math.inf)))
         assert keys(index.in_time(lo, hi)) == brute_time(model, lo, hi)
+        wanted = frozenset(data.draw(st.sets(st.sampled_from((*MESSENGERS, "unseen")))))
+        assert keys(index.in_time(lo, hi, messengers=wanted)) == {
+            k for k in brute_time(model, lo, hi) if model[k].messenger in wanted}
         ra, dec, radius = data.draw(ra_st), data.draw(dec_st), data.draw(radius_st)
         check_cone(index, model, ra, dec, radius, lo, hi)
+        check_cone(index, model, ra, dec, radius, lo, hi, messengers=wanted)
         check_cone(index, model, ra, dec, radius, -math.inf, math.inf, add_entry_radius=True)
+        check_cone(index, model, ra, dec, radius, lo, hi, add_entry_radius=True,
+                   messengers=wanted)
     # A cone centred on a held alert with radius 0 finds it (and its twins).
     positioned = [e for e in model.values() if e.ra_deg is not None]
     if positioned:
@@ -188,6 +203,9 @@ def test_in_pixels_matches_brute_force(specs: list, data: st.DataObject, plan: s
                     if e.hpx29 is not None and lo <= e.event_time_s <= hi
                     and any(a <= e.hpx29 <= b for a, b in ranges)}
         assert keys(index.in_pixels(ranges, lo, hi)) == expected
+        wanted = frozenset(data.draw(st.sets(st.sampled_from(MESSENGERS))))
+        assert keys(index.in_pixels(ranges, lo, hi, messengers=wanted)) == {
+            k for k in expected if model[k].messenger in wanted}
 
 
 # -- a larger deterministic workload: many runs, merges, rewrites, slot reuse -----------
