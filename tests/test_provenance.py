@@ -211,6 +211,12 @@ def test_serializations_look_like_their_media_types() -> None:
     assert provn.startswith("document") and provn.rstrip().endswith("endDocument")
 
 
+def test_json_is_byte_for_byte_what_prov_itself_writes() -> None:
+    """serialize() writes PROV-JSON with the C encoder; prov's own writer must agree."""
+    for doc in (coincidence_doc(), trigger_doc(grb_alert(), "ivo://mmbroker.test/trigger#T-1")):
+        assert provenance.serialize(doc, "json") == doc.serialize(format="json").encode()
+
+
 # -- trigger conversions and their transports ------------------------------------------------
 
 def test_trigger_conversion_from_kafka_shows_topic_partition_offset() -> None:

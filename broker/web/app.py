@@ -27,6 +27,7 @@ from broker.config import Settings
 from broker.metrics import REGISTRY
 from broker.publish import outbox
 from broker.runtime import assembly
+from broker.runtime.grouping import GroupedSink
 from broker.web import dashboard, query_api, scs, tap, triggers_api, voevents_api
 from broker.web.auth import require_scope
 from broker.web.bodylimit import BodyLimit
@@ -109,6 +110,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
                                                     settings.failed_auth_rate_limit_burst)
         # Every transport of this process feeds this one sink: one cross-match state.
         app.state.ingestor = assembly.make_sink(settings, app.state.archive, staged=staged)
+        # One request, one trigger: requests arriving together are ingested as one batch.
+        app.state.trigger_sink = GroupedSink(app.state.ingestor)
         app.state.live_feed = LiveFeed(app.state.archive, settings)
         await app.state.live_feed.start()
         for hook in on_startup or []:

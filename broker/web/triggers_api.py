@@ -180,7 +180,7 @@ def _item(outcome: Outcome) -> TriggerItem:
 
 
 def _ingest(request: Request, body: bytes, token: TokenInfo) -> Any:
-    ingestor = request.app.state.ingestor
+    ingestor = request.app.state.trigger_sink
     settings = request.app.state.settings
     client = request.client.host if request.client else None
     raw = ingestor.receive(TRIGGER_SOURCE, body, transport={
