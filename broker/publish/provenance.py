@@ -48,6 +48,7 @@ from prov.model import (
     ProvGeneration,
     ProvRecord,
 )
+from prov.serializers.provjson import ProvJSONEncoder
 
 __all__ = [
     "IVO",
@@ -412,8 +413,6 @@ def serialize(doc: ProvDocument, fmt: Format) -> bytes:
         # prov writes PROV-JSON with json.dump, which always takes the pure-Python
         # encoder; json.dumps of the same encoder gives the same text with the C one,
         # 1.6x faster (every queued VOEvent stores its PROV-JSON).
-        from prov.serializers.provjson import ProvJSONEncoder
-
         return json.dumps(doc, cls=ProvJSONEncoder).encode("utf-8")
     text = doc.serialize(format=fmt)
     assert text is not None  # no destination given: prov returns the text
