@@ -6,9 +6,8 @@ import argparse
 import sys
 
 BENCHMARKS = ("insert", "query", "tap", "listeners", "index", "overlap", "flatmaps",
-              "crossmatch",
-              "survey-memory", "sqlite-writers", "publish", "drain", "dashboard", "scaling",
-              "survey-burst", "soak")
+              "crossmatch", "survey-memory", "sqlite-writers", "publish", "trigger-cpu",
+              "drain", "dashboard", "scaling", "survey-burst", "soak")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.publish_bench import bench_publish
 
         figures += bench_publish()
+    if "trigger-cpu" in args.benchmarks:
+        from bench.publish_bench import bench_trigger_cpu
+
+        figures += bench_trigger_cpu()
     if "drain" in args.benchmarks:
         from bench.drain_bench import bench_drain
 

@@ -236,3 +236,54 @@ def _end_to_end(base: str, token: str, arrivals: _Arrivals, n: int, rate_hz: flo
         raise RuntimeError(f"{len(missing)} of {n} triggers never reached the subscriber")
     _check_age(base, token, next(iter(sent)), age_s)
     return [arrivals.at[i] - t for i, t in sent.items() if i in arrivals.at]
+
+
+def bench_trigger_cpu(n: int = 400, sizes: Sequence[int] = (1, 20), rounds: int = 3
+                      ) -> list[Figure]:
+    """CPU per trigger in process, from raw bytes to queued VOEvent, alone and in batches.
+
+    A fresh SQLite archive, the pipeline ``serve`` builds (VOEvents queued for a VTP
+    target no one sends to), ``n`` triggers dated now per round, ingested ``size`` at a
+    time; the sizes alternate over ``rounds`` rounds and the median round is reported
+    (``time.process_time``: CPU of this process, not the wall clock of a shared
+    machine).  What the trigger route's group ingest (``broker/runtime/grouping.py``)
+    buys when requests arrive together.
+    """
+    import alerts_schema
+    from broker.archive import migrate
+    from broker.archive.store import Archive
+    from broker.config import get_settings
+    from broker.runtime import assembly
+
+    tmp = Path(tempfile.mkdtemp(prefix="mmbroker-bench-"))
+    os.environ.setdefault("MMBROKER_DATA_DIR", str(tmp / "data"))
+    settings = get_settings(database_url=f"sqlite:///{tmp / 'archive.sqlite3'}", comet=False)
+    archive = Archive.open(settings.effective_database_url)
+    migrate.upgrade(archive.engine)
+    assembly.configure_normalizers(settings)
+    pipeline = assembly.make_pipeline(settings, archive, targets=["vtp"])
+    track = json.loads(next(p for p in alerts_schema.example_paths("trigger")
+                            if "track-single" in p.name).read_text())
+    count = 0
+
+    def raw() -> RawMessage:
+        nonlocal count
+        count += 1
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        body = json.dumps({**track, "event_id": f"CPU-{count}", "time": now}).encode()
+        return pipeline.receive("detector", body, transport={"http": {"client": "127.0.0.1"}})
+
+    for _ in range(40):  # imports, caches, first statements
+        pipeline.ingest([raw()])
+    per: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(rounds):
+        for size in sizes:
+            begin = time.process_time()
+            for _ in range(n // size):
+                pipeline.ingest([raw() for _ in range(size)])
+            per[size].append((time.process_time() - begin) / (n // size * size) * 1000)
+    archive.engine.dispose()
+    return [Figure("trigger CPU", "sqlite", f"raw bytes -> queued VOEvent, batches of {size}",
+                   sorted(values)[len(values) // 2], "ms",
+                   f"CPU per trigger, median of {rounds} rounds of {n // size * size}")
+            for size, values in per.items()]
