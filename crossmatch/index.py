@@ -542,8 +542,6 @@ class LiveIndex:
             circle, :func:`~crossmatch.healpix.angular_separation_deg` on the
             stored RA/Dec), sorted by event time.
         """
-        import healpy
-
         _check_window(t_lo_s, t_hi_s)
         if not (math.isfinite(ra_deg) and -90.0 <= dec_deg <= 90.0):
             raise ValueError(f"cone centre ({ra_deg!r}, {dec_deg!r}) is not ICRS degrees")
@@ -555,40 +553,37 @@ class LiveIndex:
             # A handful held (the rare set a survey alert looks back to): every one in the
             # window is tested exactly, without the cone's pixel ranges (which only ever
             # narrow the candidates the exact test below decides on).
-            slots = self._of(self._time_slots(t_lo_s, t_hi_s), messengers)
+            slots = self._time_slots(t_lo_s, t_hi_s)
             slots = slots[self._hpx[slots] != _NO_HPX]  # (positioned ones only)
-            if slots.size:
-                sep = np.atleast_1d(angular_separation_deg(ra_deg, dec_deg, self._ra[slots],
-                                                           self._dec[slots]))
-                limit = radius_deg + self._rad[slots] if add_entry_radius else radius_deg
-                slots = slots[sep <= limit]
-            return self._entries(slots)
-        search = radius_deg
-        if add_entry_radius:
-            buf = self._buf[:self._nbuf]
-            widest = self._widest(buf, messengers)
-            search = radius_deg + widest
-        if search >= 170.0:
-            # healpy's inclusive disc misses pixels near the antipode of a disc this wide
-            # (hypothesis: 179.99 deg lost an alert 1 deg from it); it reads nearly every
-            # row anyway.
-            ranges = np.array([[0, NPIX_29 - 1]], dtype=np.int64)
         else:
-            # Pixels about radius/8 across (a few hundred per cone), never finer than
-            # the coarse order: finer would only split lookups the coarse key answers.
-            order = min(self.coarse_order, order_for_radius(search) + 2)
-            vec = healpy.ang2vec(ra_deg, dec_deg, lonlat=True)
-            pix = np.sort(healpy.query_disc(1 << order, vec, math.radians(max(search, 1e-9)),
-                                            inclusive=True, nest=True)).astype(np.int64)
-            shift = 2 * (MAX_ORDER - order)
-            ranges = _merge(pix << shift, ((pix + 1) << shift) - 1)
-        slots = self._of(self._select(ranges, t_lo_s, t_hi_s), messengers)
+            slots = self._select(self._cone_ranges(ra_deg, dec_deg, radius_deg + (
+                self._widest(self._buf[:self._nbuf], messengers) if add_entry_radius
+                else 0.0)), t_lo_s, t_hi_s)
+        slots = self._of(slots, messengers)
         if slots.size:
             sep = np.atleast_1d(angular_separation_deg(ra_deg, dec_deg, self._ra[slots],
                                                        self._dec[slots]))
             limit = radius_deg + self._rad[slots] if add_entry_radius else radius_deg
             slots = slots[sep <= limit]
         return self._entries(slots)
+
+    def _cone_ranges(self, ra_deg: float, dec_deg: float, search_deg: float) -> np.ndarray:
+        """Merged order-29 ranges of pixels covering a cone of ``search_deg`` (a superset)."""
+        import healpy
+
+        if search_deg >= 170.0:
+            # healpy's inclusive disc misses pixels near the antipode of a disc this wide
+            # (hypothesis: 179.99 deg lost an alert 1 deg from it); it reads nearly every
+            # row anyway.
+            return np.array([[0, NPIX_29 - 1]], dtype=np.int64)
+        # Pixels about radius/8 across (a few hundred per cone), never finer than
+        # the coarse order: finer would only split lookups the coarse key answers.
+        order = min(self.coarse_order, order_for_radius(search_deg) + 2)
+        vec = healpy.ang2vec(ra_deg, dec_deg, lonlat=True)
+        pix = np.sort(healpy.query_disc(1 << order, vec, math.radians(max(search_deg, 1e-9)),
+                                        inclusive=True, nest=True)).astype(np.int64)
+        shift = 2 * (MAX_ORDER - order)
+        return _merge(pix << shift, ((pix + 1) << shift) - 1)
 
     def in_pixels(self, ranges_29: Sequence[tuple[int, int]] | np.ndarray, t_lo_s: float,
                   t_hi_s: float, *, messengers: Collection[str] | None = None
