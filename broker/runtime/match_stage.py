@@ -261,28 +261,27 @@ class MatchWorker:
 
     def _rare(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
         """Match rare alerts (all but the survey's) in the one numbered order."""
-        try:
-            return self._round(alerts, receipts)
-        except MatchOrderLost:
-            # This round matched, or was about to, against an incomplete past: start the
-            # engine again from the archive and read the round again, once, here.
-            log.warning("the match lock was lost during a round; rebuilding the engine")
-            with self._lock, match_lock(self.archive):
-                self._rebuild()
-            return self._round(alerts, receipts)
+        return self._again_if_lost(self._round, alerts, receipts, "a round")
 
     def _survey_round(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
         """Match survey alerts against this worker's copy of the rare set, under the match
         lock in *shared* mode (survey rounds of every worker run at once; a rare round
         waits for them, and they for it); how many.  Not numbered: ``matched_at`` marks
         them done.  The protocol is in the module docstring."""
+        return self._again_if_lost(self._survey_once, alerts, receipts, "a survey round")
+
+    def _again_if_lost(self, run: Callable[[list[Alert], dict[str, dict]], int],
+                       alerts: list[Alert], receipts: dict[str, dict], what: str) -> int:
+        """``run`` the round; if it lost the match lock, once more on a rebuilt engine."""
         try:
-            return self._survey_once(alerts, receipts)
+            return run(alerts, receipts)
         except MatchOrderLost:
-            log.warning("the match lock was lost during a survey round; rebuilding the engine")
+            # The round matched, or was about to, against an incomplete past: start the
+            # engine again from the archive and read the round again, once, here.
+            log.warning("the match lock was lost during %s; rebuilding the engine", what)
             with self._lock, match_lock(self.archive):
                 self._rebuild()
-            return self._survey_once(alerts, receipts)
+            return run(alerts, receipts)
 
     def _survey_once(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
         with self._lock, match_lock(self.archive, shared=True) as held:
