@@ -9,8 +9,8 @@ and :meth:`LiveIndex.covers` says which side of that line a query falls on.
 Data structure
 --------------
 Every alert gets a *slot* (an integer) in a set of per-slot numpy columns
-(event time, RA, Dec, order-29 NESTED pixel ``hpx29``, error radius, alive
-flag).  Slots are ordered for lookup by a 63-bit compound key::
+(event time, RA, Dec, order-29 NESTED pixel ``hpx29``, error radius, messenger
+code, alive flag).  Slots are ordered for lookup by a 63-bit compound key::
 
     key = coarse_pixel << TBITS | quantized_event_time
 
@@ -33,7 +33,8 @@ reach half the rows.  Slots are recycled only after no run refers to them.
 
 Queries filter exactly: times with inclusive bounds on the float event time,
 cones by :func:`crossmatch.healpix.angular_separation_deg` on the stored
-RA/Dec, pixel regions by ``hpx29``.  The coarse lookup only narrows the
+RA/Dec, pixel regions by ``hpx29``, and, when asked, messengers by their code
+(before any entry is built: a GRB's window holds thousands of optical alerts).  The coarse lookup only narrows the
 candidates; quantized times and coarse pixels are never trusted alone.
 
 Thread safety
