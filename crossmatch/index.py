@@ -34,8 +34,9 @@ reach half the rows.  Slots are recycled only after no run refers to them.
 Queries filter exactly: times with inclusive bounds on the float event time,
 cones by :func:`crossmatch.healpix.angular_separation_deg` on the stored
 RA/Dec, pixel regions by ``hpx29``, and, when asked, messengers by their code
-(before any entry is built: a GRB's window holds thousands of optical alerts).  The coarse lookup only narrows the
-candidates; quantized times and coarse pixels are never trusted alone.
+(before any entry is built: a GRB's window holds thousands of optical alerts).
+The coarse lookup only narrows the candidates; quantized times and coarse
+pixels are never trusted alone.
 
 Thread safety
 -------------
