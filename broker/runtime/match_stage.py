@@ -288,11 +288,7 @@ class MatchWorker:
             # Every rare alert numbered and every coincidence stored so far (a survey
             # round's too: a pair another round stored is then known, and not found again).
             self._catch_up()
-            with transaction(self.archive.engine, readonly=True) as conn:
-                still = set(conn.execute(select(AlertRow.ivorn).where(
-                    AlertRow.ivorn.in_([a.id for a in alerts]),
-                    AlertRow.matched_at.is_(None))).scalars())
-            alerts = [a for a in alerts if a.id in still]
+            alerts = self._still(alerts, AlertRow.matched_at)
             if not alerts:
                 return 0
             if not held():  # a rare round may be running: our copy may be stale
@@ -308,17 +304,20 @@ class MatchWorker:
                      len(alerts), self.seq)
         return len(alerts)
 
+    def _still(self, alerts: list[Alert], done: Any) -> list[Alert]:
+        """Those of ``alerts`` whose ``done`` column (``matched_at`` for survey rounds,
+        ``match_seq`` for rare ones) is still empty: another worker may have matched
+        some since they were read (a rebalance, or the sweep)."""
+        with transaction(self.archive.engine, readonly=True) as conn:
+            still = set(conn.execute(select(AlertRow.ivorn).where(
+                AlertRow.ivorn.in_([a.id for a in alerts]), done.is_(None))).scalars())
+        return [a for a in alerts if a.id in still]
+
     def _round(self, alerts: list[Alert], receipts: dict[str, dict]) -> int:
         """Catch up, match and number ``alerts`` under the match lock; how many."""
         with self._lock, match_lock(self.archive) as held:
             self._catch_up()
-            with transaction(self.archive.engine, readonly=True) as conn:
-                # Another worker may have matched some since they were read (a
-                # rebalance, or the sweep).
-                still = set(conn.execute(select(AlertRow.ivorn).where(
-                    AlertRow.ivorn.in_([a.id for a in alerts]),
-                    AlertRow.match_seq.is_(None))).scalars())
-            alerts = [a for a in alerts if a.id in still]
+            alerts = self._still(alerts, AlertRow.match_seq)
             if not alerts:
                 return 0
             if not held():  # lost while catching up: nothing stored yet
