@@ -158,4 +158,7 @@ def test_concurrent_posts_through_the_server_are_each_archived_once(db_url: str)
     for i, (code, body) in enumerate(replies):
         assert code == 201 and body["status"] == "archived", body
         assert body["id"].endswith(f"#KM3NeT:HTTP-{i}-0")
+        # A reply names nothing of the requests it was batched with (their triggers may
+        # be embargoed, and another token's).
+        assert [item["id"] for item in body["items"]] == [body["id"]]
     assert archived == 24
