@@ -6,8 +6,10 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).parent / "out"
 PG_URL = os.environ.get("MMBROKER_BENCH_PG_URL",
@@ -98,6 +100,32 @@ def backend_url(backend: str, name: str, *, recreate: bool) -> str:
     if backend == "sqlite":
         return sqlite_url(name, recreate=recreate)
     return pg_schema_url(f"bench_{name}", recreate=recreate)
+
+
+def start_server(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a server the benchmark needs (``subprocess.Popen(args, **popen)``) so that it
+    ends with the benchmark, even one killed outright.
+
+    On Linux the child asks for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so
+    a ``mmbroker serve`` does not live on with its Comet after a benchmark is killed,
+    using a core beside the next one.  Call it from the main thread: the signal comes
+    when the thread that started the child ends.  :func:`stop_process` still ends it.
+    """
+    if sys.platform != "linux":
+        return subprocess.Popen(args, **popen)
+    import ctypes
+    import signal
+
+    # Looked up here: between fork and exec the child may not import or take locks.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl: do not outlive it
+            os._exit(1)
+
+    return subprocess.Popen(args, preexec_fn=die_with_parent, **popen)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import OUT, Figure, backend_url, percentiles_ms, stop_process
+from bench._common import OUT, Figure, backend_url, percentiles_ms, start_server, stop_process
 
 SPAN_S = 365.25 * 86400
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -362,7 +362,6 @@ def _start_server(url: str) -> tuple[Any, int]:
     """The API server subprocess and its port, once /health answers."""
     import http.client
     import socket
-    import subprocess
     import sys
 
     with socket.socket() as s:
@@ -370,7 +369,7 @@ def _start_server(url: str) -> tuple[Any, int]:
         port = s.getsockname()[1]
     code = ("import sys; from bench.archive_bench import serve_api; "
             "serve_api(sys.argv[1], int(sys.argv[2]))")
-    proc = subprocess.Popen([sys.executable, "-c", code, url, str(port)],
+    proc = start_server([sys.executable, "-c", code, url, str(port)],
                             cwd=Path(__file__).parent.parent)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

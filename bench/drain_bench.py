@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench._common import Figure, stop_process
+from bench._common import Figure, start_server, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "tests" / "data" / "voevents" / "BAT_GRB_Pos_655721-214.xml"
@@ -121,7 +121,7 @@ def _drain(backend: str, n: int) -> list[Figure]:
 def _comet(tmp: Path, backend: str, name: str, args: list[str]) -> subprocess.Popen[bytes]:
     log = open(tmp / f"comet-{name}.log", "wb")  # noqa: SIM115 - the child holds it
     try:
-        return subprocess.Popen(
+        return start_server(
             [sys.executable, "-m", "broker.publish.comet_run", f"--eventdb-backend={backend}",
              "-n", "--pidfile=", "comet", *args], stdout=log, stderr=subprocess.STDOUT,
             cwd=tmp)

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import Figure, percentiles_ms, stop_process
+from bench._common import Figure, percentiles_ms, start_server, stop_process
 from listeners.envelope import Outcome, RawMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def bench_publish(n: int = 200, rate_hz: float = 20.0) -> list[Figure]:
                             "write:triggers", "--detector", "KM3NeT"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
     log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(exe), "--db", db, "serve"], env=env, stdout=log,
+    proc = start_server([str(exe), "--db", db, "serve"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{ports['http']}"
     arrivals = _Arrivals()

@@ -346,12 +346,12 @@ def test_connection_changes_move_only_on_a_change(archive: Archive) -> None:
 
 
 def test_latency_chain_runs_forward(archive: Archive) -> None:
+    from broker.archive.store import utcnow
     from broker.publish import outbox
 
     ingest_demo(archive, targets=("vtp",))
     # Comet accepts every queued VOEvent (the outbox's own record of it).
-    for due in outbox.claim_due(archive, "vtp"):
-        outbox.mark_sent(archive, due)
+    outbox.mark_sent(archive, [(due, utcnow()) for due in outbox.claim_due(archive, "vtp")])
     with archive.engine.connect() as conn:
         ids = [r.id for r in conn.execute(AlertRow.__table__.select())]
         steps = step_times(conn, ids)

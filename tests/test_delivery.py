@@ -109,7 +109,7 @@ def test_a_claim_leases_its_deliveries_until_sent_released_or_expired(
     first = outbox.claim_due(archive, "vtp", now=now)
     assert [d.ivorn for d in first] == [voevent(n)[0] for n in range(3)]
     assert outbox.claim_due(archive, "vtp", now=now) == []  # another sender gets nothing
-    outbox.mark_sent(archive, first[0])
+    outbox.mark_sent(archive, [(first[0], now)])
     outbox.release(archive, [first[1].delivery_id], now)
     assert [d.ivorn for d in outbox.claim_due(archive, "vtp", now=now)] == [first[1].ivorn]
     # A sender that died holding a claim: its lease runs out and another sends it.
@@ -153,14 +153,16 @@ def test_a_delivery_sent_but_not_marked_is_marked_not_sent_again(
     loop = DeliveryLoop(archive, sender)  # type: ignore[arg-type]
     real_mark = outbox.mark_sent
 
-    def archive_away(_archive: Archive, _due: outbox.Due) -> None:
-        raise ArchiveUnavailable("restarting")
+    def archive_away(_archive: Archive, sent: list) -> None:
+        if sent:
+            raise ArchiveUnavailable("restarting")
 
     monkeypatch.setattr(outbox, "mark_sent", archive_away)
     with pytest.raises(ArchiveUnavailable):
         loop._deliver_some(threading.Event())
     monkeypatch.setattr(outbox, "mark_sent", real_mark)
-    assert sender.sent == [voevent(0)[0]] and outbox.pending_count(archive) == 2
+    # Both sent (one batch, marked after it), neither marked.
+    assert sender.sent == [voevent(0)[0], voevent(1)[0]] and outbox.pending_count(archive) == 2
     # Its lease over, the delivery is claimed again: marked sent, not sent twice.
     from sqlalchemy import update
 

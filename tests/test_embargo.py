@@ -54,9 +54,10 @@ def _claim_all(archive: Archive, now: datetime) -> dict[str, set[str]]:
     """Every delivery due at ``now`` per target (as its IVORN), marked sent."""
     out: dict[str, set[str]] = {}
     for target in TARGETS:
-        for due in outbox.claim_due(archive, target, now=now, limit=1000):
-            out.setdefault(target, set()).add(due.ivorn)
-            outbox.mark_sent(archive, due)
+        due = outbox.claim_due(archive, target, now=now, limit=1000)
+        if due:
+            out[target] = {d.ivorn for d in due}
+        outbox.mark_sent(archive, [(d, now) for d in due])
     return out
 
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from broker.archive.db import insert_ignoring_conflicts, transaction
 from broker.archive.models import Delivery, ProvenanceDoc, VOEventCitation, VOEventRow
@@ -323,16 +323,23 @@ def _due_again(conn: Any, delivery_ids: Sequence[int], at: datetime) -> None:
                  .values(next_attempt_at=at))
 
 
-def mark_sent(archive: Archive, due: Due) -> None:
-    """Record a delivery as accepted by its target (and how long it waited, as a metric)."""
+def mark_sent(archive: Archive, sent: Sequence[tuple[Due, datetime]]) -> None:
+    """Record deliveries as accepted by their target, each at the time it was (UTC), in one
+    transaction; and how long each waited, as a metric.
+
+    One transaction for a whole batch: on SQLite every write transaction queues for the
+    one writer lock the ingest path also needs."""
+    if not sent:
+        return
     d = Delivery.__table__
-    now = utcnow()
     with transaction(archive.engine) as conn:
-        conn.execute(update(d).where(d.c.id == due.delivery_id).values(
-            state="sent", delivered_at=now, attempts=d.c.attempts + 1, last_error=None))
-    if due.created_at is not None:
-        PUBLISH_SECONDS.labels(due.target).observe(
-            max(0.0, (now - due.created_at).total_seconds()))
+        conn.execute(update(d).where(d.c.id == bindparam("delivery")).values(
+            state="sent", delivered_at=bindparam("at"), attempts=d.c.attempts + 1,
+            last_error=None), [{"delivery": due.delivery_id, "at": at} for due, at in sent])
+    for due, at in sent:
+        if due.created_at is not None:
+            PUBLISH_SECONDS.labels(due.target).observe(
+                max(0.0, (at - due.created_at).total_seconds()))
 
 
 def resend_recent(archive: Archive, target: str, window_s: float,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -215,6 +216,8 @@ class DeliveryLoop:
         # the path for retries).  Ids sent recently, so a claim does not resend.
         self._inbox: collections.deque[outbox.Due] = collections.deque()
         self._done: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._handed = False  # whether the last batch was handed over
+        self._claimed_at = -math.inf  # when the outbox was last claimed from (monotonic s)
 
     def offer(self, items: list[outbox.Due]) -> None:
         """Take this target's share of freshly committed deliveries, and wake up."""
@@ -224,11 +227,23 @@ class DeliveryLoop:
             self.wake.set()
 
     def _next_batch(self) -> list[outbox.Due]:
+        """What was handed over, else what the outbox has due.
+
+        Right after a handed-over batch the outbox is read only if it was not read in
+        the last ``poll_s``: what it holds besides (retries, releases, another process's
+        deliveries) waits for a poll anyway, and a claim per trigger would cost each one
+        a read and a write transaction."""
         if self._inbox:
             batch = []
             while self._inbox:
                 batch.append(self._inbox.popleft())
+            self._handed = True
             return batch
+        if self._handed and time.monotonic() - self._claimed_at < self.poll_s:
+            self._handed = False
+            return []
+        self._handed = False
+        self._claimed_at = time.monotonic()
         try:
             return outbox.claim_due(self.archive, self.sender.target)
         except RetryableError as exc:
@@ -283,47 +298,54 @@ class DeliveryLoop:
         return False
 
     def _deliver_some(self, stop: threading.Event) -> bool:
-        """Send one batch of due deliveries; whether there was anything to send."""
+        """Send one batch of due deliveries; whether there was anything to send.
+
+        The batch's sends are marked in one transaction after it (each at the time its
+        target acknowledged it), also when a send or the outbox fails part-way."""
         batch = self._next_batch()
-        for item in batch:
-            if item.delivery_id in self._done:
-                # Sent by this process, but marking it failed (the archive was away):
-                # mark it now, or it would be claimed (and leased) again and again.
-                outbox.mark_sent(self.archive, item)
+        # Sent by this process, but marking them failed (the archive was away): marked
+        # now, or they would be claimed (and leased) again and again.
+        now = utcnow()
+        outbox.mark_sent(self.archive, [(i, now) for i in batch if i.delivery_id in self._done])
         due = [i for i in batch if i.delivery_id not in self._done]
+        sent: list[tuple[outbox.Due, datetime]] = []
         started = time.monotonic()
-        for n, item in enumerate(due):
-            # Well inside the lease: slow sends must not outlast it, or another sender
-            # would claim the rest and send them too.
-            if stop.is_set() or time.monotonic() - started > outbox.LEASE_S / 2:
-                # Claimed but not attempted: leased no more.
-                outbox.release(self.archive, [i.delivery_id for i in due[n:]], utcnow())
+        try:
+            for n, item in enumerate(due):
+                # Well inside the lease: slow sends must not outlast it, or another sender
+                # would claim the rest and send them too.
+                if stop.is_set() or time.monotonic() - started > outbox.LEASE_S / 2:
+                    # Claimed but not attempted: leased no more.
+                    outbox.release(self.archive, [i.delivery_id for i in due[n:]], utcnow())
+                    break
+                try:
+                    self.sender.send(item.ivorn, item.xml)
+                except DeliveryError as exc:
+                    error = str(exc)
+                except RetryableError:
+                    raise  # the outbox itself is unreachable: the loop backs off
+                except Exception as exc:  # an unexpected failure of one send
+                    log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
+                    error = f"{type(exc).__name__}: {exc}"
+                else:
+                    # Remembered before the outbox is updated: if marking fails, a later
+                    # claim must not send the same delivery again from this process.
+                    self._done[item.delivery_id] = None
+                    if len(self._done) > 10_000:
+                        self._done.popitem(last=False)
+                    sent.append((item, utcnow()))
+                    DELIVERIES.labels(self.sender.target, "sent").inc()
+                    self.sent += 1
+                    continue
+                # The target is down: this one and those behind it wait for the back-off,
+                # in their order.
+                delay = outbox.mark_failed_attempt(
+                    self.archive, item.delivery_id, item.attempts, error,
+                    max_backoff_s=self.max_backoff_s,
+                    behind=[i.delivery_id for i in due[n + 1:]])
+                DELIVERIES.labels(self.sender.target, "retry").inc()
+                log.warning("%s: %s; retry in %.0f s", self.sender.target, error, delay)
                 break
-            try:
-                self.sender.send(item.ivorn, item.xml)
-            except DeliveryError as exc:
-                error = str(exc)
-            except RetryableError:
-                raise  # the outbox itself is unreachable: the loop backs off
-            except Exception as exc:  # an unexpected failure of one send
-                log.exception("%s: sending %s failed", self.sender.target, item.ivorn)
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                # Remembered before the outbox is updated: if marking fails, a later
-                # claim must not send the same delivery again from this process.
-                self._done[item.delivery_id] = None
-                if len(self._done) > 10_000:
-                    self._done.popitem(last=False)
-                outbox.mark_sent(self.archive, item)
-                DELIVERIES.labels(self.sender.target, "sent").inc()
-                self.sent += 1
-                continue
-            # The target is down: this one and those behind it wait for the back-off,
-            # in their order.
-            delay = outbox.mark_failed_attempt(
-                self.archive, item.delivery_id, item.attempts, error,
-                max_backoff_s=self.max_backoff_s, behind=[i.delivery_id for i in due[n + 1:]])
-            DELIVERIES.labels(self.sender.target, "retry").inc()
-            log.warning("%s: %s; retry in %.0f s", self.sender.target, error, delay)
-            break
+        finally:
+            outbox.mark_sent(self.archive, sent)
         return bool(due)

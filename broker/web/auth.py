@@ -27,7 +27,7 @@ own writes also refuse requests another site started (:func:`same_origin`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -110,11 +110,14 @@ def limit_writes(request: Request, token: TokenInfo | None) -> None:
         raise _too_many(wait, "write rate limit exceeded")
 
 
-def require_scope(scope: str) -> Callable[..., TokenInfo]:
+def require_scope(scope: str) -> Callable[..., Awaitable[TokenInfo]]:
     """A dependency that admits only tokens holding ``scope`` (or ``admin``); a write
-    (not GET/HEAD) also takes one request from the token's write limit."""
+    (not GET/HEAD) also takes one request from the token's write limit.
 
-    def dependency(request: Request,
+    A coroutine (it does no I/O): a plain function would cost every such request a
+    worker-thread hop.  :func:`current_token`, which reads the archive, stays one."""
+
+    async def dependency(request: Request,
                    token: Annotated[TokenInfo | None, Depends(current_token)]) -> TokenInfo:
         if token is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
