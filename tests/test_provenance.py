@@ -217,6 +217,15 @@ def test_json_is_byte_for_byte_what_prov_itself_writes() -> None:
         assert provenance.serialize(doc, "json") == doc.serialize(format="json").encode()
 
 
+def test_the_json_object_is_what_the_json_text_reads_as() -> None:
+    """as_json() (what the outbox stores) skips the text, not a value of it."""
+    for doc in (coincidence_doc(), trigger_doc(grb_alert(), "ivo://mmbroker.test/trigger#T-1")):
+        obj = provenance.as_json(doc)
+        assert obj == json.loads(provenance.serialize(doc, "json"))
+        # Every key and value survives the archive's JSON column unchanged.
+        assert json.loads(json.dumps(obj)) == obj
+
+
 # -- trigger conversions and their transports ------------------------------------------------
 
 def test_trigger_conversion_from_kafka_shows_topic_partition_offset() -> None:

@@ -48,7 +48,7 @@ from prov.model import (
     ProvGeneration,
     ProvRecord,
 )
-from prov.serializers.provjson import ProvJSONEncoder
+from prov.serializers.provjson import ProvJSONEncoder, encode_json_document
 
 __all__ = [
     "IVO",
@@ -417,6 +417,13 @@ def serialize(doc: ProvDocument, fmt: Format) -> bytes:
     text = doc.serialize(format=fmt)
     assert text is not None  # no destination given: prov returns the text
     return text.encode("utf-8")
+
+
+def as_json(doc: ProvDocument) -> dict[str, Any]:
+    """``doc`` as the PROV-JSON object :func:`serialize` writes (``json.loads`` of its
+    ``"json"`` bytes), built without writing and reading the text: the outbox stores
+    this object for every VOEvent it queues."""
+    return encode_json_document(doc)
 
 
 def parse(data: bytes | str, fmt: Format) -> ProvDocument:

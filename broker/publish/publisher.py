@@ -20,13 +20,12 @@ stays in the archive.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import exists, select
@@ -39,14 +38,11 @@ from broker.archive.models import AlertRow, CoincidenceRow, VOEventRow
 from broker.archive.store import Archive, utcnow
 from broker.config import Settings
 from broker.publish import outbox, provenance, voevent_build
-from broker.publish.provenance import InputAlert, serialize
+from broker.publish.provenance import InputAlert
 from broker.publish.voevent_build import PublishError, Who
 from crossmatch.engine import ENGINE_VERSION, Result
 from crossmatch.events import FETCHED_MAP, fetched_map
 from listeners.envelope import sha256_hex
-
-if TYPE_CHECKING:
-    from prov.model import ProvDocument
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +192,7 @@ class Publisher:
             config_hash=None, parameters={"conversion": "detector trigger to VOEvent 2.0"},
             broker_id=self.who.author_ivorn, broker_version=_version(), supersedes=previous,
             voevent_sha256=sha256_hex(xml))
-        return outbox.Outgoing(alert.id, xml, alert.role, _prov_json(doc),
+        return outbox.Outgoing(alert.id, xml, alert.role, provenance.as_json(doc),
                                alert_id=receipts.get(alert.id, {}).get("id"),
                                rights=_rights([alert]))
 
@@ -223,7 +219,7 @@ class Publisher:
         else:
             members_rights = _rights(members)
         return outbox.Outgoing(coinc.id, xml, voevent_build.coincidence_role(members),
-                               _prov_json(doc),
+                               provenance.as_json(doc),
                                coincidence_id=lookups.row_ids.get(coinc.id),
                                rights=members_rights)
 
@@ -269,10 +265,6 @@ def _fetched_skymap(alert: Alert) -> tuple[str, str, datetime | None] | None:
     except ValueError:
         at = None
     return (sha, url, at) if isinstance(url, str) else None
-
-
-def _prov_json(doc: ProvDocument) -> dict:
-    return json.loads(serialize(doc, "json"))
 
 
 def _version() -> str:
