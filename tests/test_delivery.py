@@ -303,3 +303,51 @@ def test_two_senders_share_the_outbox_and_send_each_delivery_once(tmp_path: Path
     keys = Counter(k.decode() for k, _ in got)
     assert set(keys) == {voevent(n)[0] for n in range(400)}
     assert set(keys.values()) == {1}, [k for k, n in keys.items() if n > 1][:5]
+
+
+def test_handed_over_deliveries_are_sent_without_reading_the_outbox_each_time(
+        archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a hand-off the loop reads the outbox at most once per poll, still finds what
+    only the outbox holds (here: a delivery queued by someone else), and marks each
+    batch's sends in one transaction."""
+    from broker.archive.store import utcnow
+
+    sender = RecordingSender()
+    loop = DeliveryLoop(archive, sender, poll_s=0.3)  # type: ignore[arg-type]
+    claims: list[float] = []
+    marks: list[int] = []
+    real_claim, real_mark = outbox.claim_due, outbox.mark_sent
+
+    def claim(*args: object, **kwargs: object) -> list[outbox.Due]:
+        claims.append(time.monotonic())
+        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    def mark(archive_: Archive, sent: list[tuple[outbox.Due, object]]) -> None:
+        if sent:
+            marks.append(len(sent))
+        real_mark(archive_, sent)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox, "claim_due", claim)
+    monkeypatch.setattr(outbox, "mark_sent", mark)
+    stop = threading.Event()
+    assert loop._deliver_some(stop) is False and len(claims) == 1  # nothing yet: one read
+    for n in range(3):  # three rounds, each handed over as the publisher does
+        handed: list[outbox.Due] = []
+        items = [outbox.Outgoing(*voevent(10 * n + k), "observation", {}) for k in range(2)]
+        outbox.queue(archive, items, ["vtp"], handed)
+        loop.offer(handed)
+        assert loop._deliver_some(stop) is True  # the hand-off
+        assert loop._deliver_some(stop) is False  # read just now: not read again
+    assert len(claims) == 1 and marks == [2, 2, 2]
+    # Queued without a hand-off (another process): found by the next read, one poll on.
+    queue(archive, range(100, 101), ["vtp"])
+    time.sleep(0.35)
+    assert loop._deliver_some(stop) is True and len(claims) == 2
+    assert sender.sent == [voevent(n)[0] for n in (0, 1, 10, 11, 20, 21, 100)]
+    assert outbox.pending_count(archive) == 0
+    with archive.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from broker.archive.models import Delivery
+        times = list(conn.execute(select(Delivery.delivered_at)).scalars())
+    assert len(times) == 7 and all(t is not None and t <= utcnow() for t in times)

@@ -13,7 +13,9 @@ Exactly once, as a subscriber sees it:
   IVORN or on the bytes (Comet does the latter) sees one event;
 * a delivery is marked sent only after the target acknowledged it; a crash
   between the two sends the same bytes again, which the two rules above make
-  harmless.
+  harmless.  A sender marks the sends of one batch together (one transaction,
+  each with the time of its acknowledgement), so a crash repeats at most that
+  batch (:func:`claim_due`'s ``limit``, 50).
 
 Nothing hidden leaves the broker.  Each VOEvent is queued with the data rights
 of what it shows (a trigger's own; every member's for a coincidence), and a
