@@ -32,12 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from prov.constants import PROV, PROV_LABEL, PROV_LOCATION, PROV_ROLE, PROV_TYPE, PROV_VALUE
+from prov.constants import PROV, PROV_TYPE
 from prov.identifier import Namespace, QualifiedName
 from prov.model import Literal as ProvLiteral
 from prov.model import (
@@ -59,6 +59,7 @@ __all__ = [
     "InputAlert",
     "Kind",
     "build",
+    "build_json",
     "parse",
     "queryable_fields",
     "serialize",
@@ -143,12 +144,21 @@ def _term(name: str) -> QualifiedName:
     return MMBROKER[name]
 
 
+class _QName(str):
+    """A qualified name written as a value (``{"$": name, "type": "xsd:QName"}``)."""
+
+
+def _key(name: str) -> str:
+    """The PROV-JSON text of the broker's term ``name`` (``mmbroker:<name>``)."""
+    return f"{MMBROKER.prefix}:{name}"
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _ivorn_qname(ivorn: str) -> QualifiedName:
-    """The PROV identifier of a VOEvent or alert IVORN.
+def _ivorn_id(ivorn: str) -> str:
+    """The PROV identifier (PROV-JSON text) of a VOEvent or alert IVORN.
 
     ``ivo:<path>`` when every format can carry the path unchanged; otherwise a
     hashed ``mmbroker:ivorn/<sha256>`` (the exact IVORN is always kept in the
@@ -158,8 +168,8 @@ def _ivorn_qname(ivorn: str) -> QualifiedName:
         raise ValueError(f"not an IVORN: {ivorn!r}")
     path = ivorn[len("ivo://"):]
     if _IVORN_PATH.fullmatch(path):
-        return IVO[path]
-    return MMBROKER["ivorn/" + _digest(ivorn)]
+        return f"{IVO.prefix}:{path}"
+    return _key("ivorn/" + _digest(ivorn))
 
 
 def _local(text: str) -> str:
@@ -191,77 +201,138 @@ def _canonical_json(value: Any) -> str:
                       allow_nan=False, default=_json_default)
 
 
-def _transport_attributes(transport: Mapping[str, Any] | None) -> list[tuple[QualifiedName, Any]]:
+_Attributes = list[tuple[str, Any]]
+"""A record's attributes: (PROV-JSON name, value: str, int, UTC datetime or _QName)."""
+_AttributeSeq = Sequence[tuple[str, Any]]
+
+
+def _transport_attributes(transport: Mapping[str, Any] | None) -> _Attributes:
     """PROV attributes naming how the raw bytes reached the broker."""
     if not transport:
         return []
     if len(transport) != 1:
         # Not one of the shapes the listeners write: keep it whole rather than guess.
-        return [(_term("transport"), _canonical_json(dict(transport)))]
+        return [(_key("transport"), _canonical_json(dict(transport)))]
     ((kind, detail),) = transport.items()
-    attrs: list[tuple[QualifiedName, Any]] = [(_term("transportKind"), str(kind))]
+    attrs: _Attributes = [(_key("transportKind"), str(kind))]
     if kind == "kafka" and isinstance(detail, Mapping):
         for key, term in (("bootstrap", "kafkaBootstrap"), ("topic", "kafkaTopic"),
                           ("partition", "kafkaPartition"), ("offset", "kafkaOffset"),
                           ("timestamp_ms", "kafkaTimestampMs")):
             value = detail.get(key)
             if value is not None:
-                attrs.append((_term(term), value if isinstance(value, int) else str(value)))
+                attrs.append((_key(term), value if isinstance(value, int) else str(value)))
     elif kind == "vtp" and isinstance(detail, Mapping):
         if detail.get("peer") is not None:
-            attrs.append((_term("vtpPeer"), str(detail["peer"])))
+            attrs.append((_key("vtpPeer"), str(detail["peer"])))
     elif kind == "http" and isinstance(detail, Mapping):
         # The client address and which token posted it; never the token itself
         # (the ingest path only stores its id and name).
         for key, term in (("client", "httpClient"), ("token_id", "httpTokenId"),
                           ("token_name", "httpTokenName")):
             if detail.get(key) is not None:
-                attrs.append((_term(term), str(detail[key])))
+                attrs.append((_key(term), str(detail[key])))
     elif kind == "file" and isinstance(detail, str):
-        attrs.append((_term("filePath"), detail))
+        attrs.append((_key("filePath"), detail))
     elif isinstance(detail, Mapping | list):
-        attrs.append((_term("transportDetail"), _canonical_json(detail)))
+        attrs.append((_key("transportDetail"), _canonical_json(detail)))
     elif detail is not None and not isinstance(detail, bool):
-        attrs.append((_term("transportDetail"), str(detail)))
+        attrs.append((_key("transportDetail"), str(detail)))
     return attrs
 
 
-def _input_attributes(alert: InputAlert) -> list[tuple[QualifiedName, Any]]:
-    attrs: list[tuple[QualifiedName, Any]] = [
-        (PROV_TYPE, _term("Alert")),
-        (PROV_LABEL, alert.ivorn),
-        (_term("ivorn"), alert.ivorn),
-        (_term("sourceStream"), alert.source),
-        (_term("revision"), int(alert.revision)),
+def _input_attributes(alert: InputAlert) -> _Attributes:
+    attrs: _Attributes = [
+        ("prov:type", _QName(_key("Alert"))),
+        ("prov:label", alert.ivorn),
+        (_key("ivorn"), alert.ivorn),
+        (_key("sourceStream"), alert.source),
+        (_key("revision"), int(alert.revision)),
     ]
     if alert.source_ivorn is not None:
-        attrs.append((_term("sourceIvorn"), alert.source_ivorn))
+        attrs.append((_key("sourceIvorn"), alert.source_ivorn))
     if alert.raw_sha256 is not None:
-        attrs.append((_term("rawSha256"), alert.raw_sha256))
+        attrs.append((_key("rawSha256"), alert.raw_sha256))
     if alert.received_time is not None:
-        attrs.append((_term("receivedTime"), _utc(alert.received_time, "received_time")))
+        attrs.append((_key("receivedTime"), _utc(alert.received_time, "received_time")))
     attrs.extend(_transport_attributes(alert.transport))
     for value, term in ((alert.pipeline, "pipeline"),
                         (alert.pipeline_version, "pipelineVersion"),
                         (alert.reco_method, "recoMethod"), (alert.cuts, "cuts")):
         if value is not None:
-            attrs.append((_term(term), value))
+            attrs.append((_key(term), value))
     return attrs
 
 
-def _voevent_entity(doc: ProvDocument, ivorn: str,
-                    extra: Iterable[tuple[QualifiedName, Any]] = ()) -> ProvEntity:
-    attrs = [(PROV_TYPE, _term("VOEvent")), (PROV_LABEL, ivorn), (_term("ivorn"), ivorn),
-             *extra]
-    return doc.entity(_ivorn_qname(ivorn), attrs)
+def _value(value: Any) -> Any:
+    """An attribute value as prov's PROV-JSON writer writes it."""
+    if isinstance(value, _QName):
+        return {"$": str(value), "type": "xsd:QName"}
+    if isinstance(value, datetime):
+        return {"$": value.isoformat(), "type": "xsd:dateTime"}
+    if isinstance(value, int) and not isinstance(value, bool):
+        # prov's magnitude-aware integer types (prov.model.canonical_xsd_datatype)
+        kind = "int" if -2**31 <= value < 2**31 else "long" if -2**63 <= value < 2**63 \
+            else "integer"
+        return {"$": str(value), "type": f"xsd:{kind}"}
+    return value
 
 
-def build(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
-          activity_started: datetime, activity_ended: datetime, engine_version: str,
-          config_hash: str | None, parameters: Mapping[str, Any], broker_id: str,
-          broker_version: str, supersedes: str | None = None,
-          voevent_sha256: str | None = None) -> ProvDocument:
-    """Build the PROV document of one published VOEvent.
+class _ProvJSON:
+    """A PROV-JSON document written record by record, exactly as prov's own writer
+    (``prov.serializers.provjson``) writes the document made of the same records: the
+    registered prefixes, then one object per record type in the order the types first
+    appear, records in order, ``_:idN`` for each relation in order, and a list for an
+    identifier given to more than one record."""
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] = {"prefix": {MMBROKER.prefix: MMBROKER.uri,
+                                                    IVO.prefix: IVO.uri}}
+        self._anonymous = 0
+
+    def add(self, kind: str, identifier: str | None, formal: _Attributes,
+            attributes: _AttributeSeq = ()) -> str:
+        """Add a record: ``formal`` attributes (qualified names and times, written bare;
+        None: left out) then the others, each name once (several values: a list)."""
+        if identifier is None:
+            self._anonymous += 1
+            identifier = f"_:id{self._anonymous}"
+        record: dict[str, Any] = {name: value.isoformat() if isinstance(value, datetime)
+                                  else value for name, value in formal if value is not None}
+        for name, value in attributes:
+            if name not in record:
+                record[name] = _value(value)
+            elif isinstance(record[name], list):
+                record[name].append(_value(value))
+            else:
+                record[name] = [record[name], _value(value)]
+        records = self.document.setdefault(kind, {})
+        if identifier not in records:
+            records[identifier] = record
+        elif isinstance(records[identifier], list):
+            records[identifier].append(record)
+        else:
+            records[identifier] = [records[identifier], record]
+        return identifier
+
+
+def _voevent_entity(doc: _ProvJSON, ivorn: str, extra: _AttributeSeq = ()) -> str:
+    return doc.add("entity", _ivorn_id(ivorn), [], [
+        ("prov:type", _QName(_key("VOEvent"))), ("prov:label", ivorn), (_key("ivorn"), ivorn),
+        *extra])
+
+
+def build_json(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
+               activity_started: datetime, activity_ended: datetime, engine_version: str,
+               config_hash: str | None, parameters: Mapping[str, Any], broker_id: str,
+               broker_version: str, supersedes: str | None = None,
+               voevent_sha256: str | None = None) -> dict[str, Any]:
+    """Build the PROV document of one published VOEvent, as its PROV-JSON object.
+
+    Written directly, not through prov's object model (which cost more than building
+    the VOEvent itself, issue 17): the object is what prov's own writer writes for the
+    same document, which ``tests/test_provenance.py`` checks by reading every variant
+    back with prov and writing it again.  :func:`build` gives the document itself.
 
     Parameters
     ----------
@@ -292,8 +363,8 @@ def build(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
 
     Returns
     -------
-    prov.model.ProvDocument
-        The document; equal arguments give an equal document with equal serializations.
+    dict
+        The PROV-JSON object; equal arguments give an equal object.
 
     Raises
     ------
@@ -318,77 +389,108 @@ def build(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
         if by_ivorn.setdefault(alert.ivorn, alert) != alert:
             raise ValueError(f"two different inputs share the IVORN {alert.ivorn!r}")
     ordered = [by_ivorn[ivorn] for ivorn in sorted(by_ivorn)]
+    parameters_json = _canonical_json(dict(parameters))
 
-    doc = ProvDocument()
-    doc.add_namespace(MMBROKER)
-    doc.add_namespace(IVO)
-
+    doc = _ProvJSON()
     # The agent: this broker instance, running a given release of the software.
-    software = doc.entity(_term(f"software/mmbroker/{_local(broker_version)}"), [
-        (PROV_TYPE, _term("Software")), (PROV_TYPE, PROV["Plan"]),
-        (PROV_LABEL, f"mmbroker {broker_version}"),
-        (_term("softwareName"), "mmbroker"), (_term("softwareVersion"), broker_version),
+    software = doc.add("entity", _key(f"software/mmbroker/{_local(broker_version)}"), [], [
+        ("prov:type", _QName(_key("Software"))), ("prov:type", _QName("prov:Plan")),
+        ("prov:label", f"mmbroker {broker_version}"),
+        (_key("softwareName"), "mmbroker"), (_key("softwareVersion"), broker_version),
     ])
-    broker = doc.agent(_term(f"broker/{_local(broker_id)}"), [
-        (PROV_TYPE, PROV["SoftwareAgent"]), (PROV_LABEL, broker_id),
-        (_term("brokerId"), broker_id), (_term("softwareVersion"), broker_version),
+    broker = doc.add("agent", _key(f"broker/{_local(broker_id)}"), [], [
+        ("prov:type", _QName("prov:SoftwareAgent")), ("prov:label", broker_id),
+        (_key("brokerId"), broker_id), (_key("softwareVersion"), broker_version),
     ])
 
-    activity_attrs: list[tuple[QualifiedName, Any]] = [
-        (PROV_TYPE, _term(activity_name)),
-        (PROV_LABEL, f"{activity_name} for {subject_ivorn}"),
-        (_term("engineVersion"), engine_version),
-        (_term("parameters"), _canonical_json(dict(parameters))),
+    activity_attrs: _Attributes = [
+        ("prov:type", _QName(_key(activity_name))),
+        ("prov:label", f"{activity_name} for {subject_ivorn}"),
+        (_key("engineVersion"), engine_version),
+        (_key("parameters"), parameters_json),
     ]
     if config_hash is not None:
-        activity_attrs.append((_term("configHash"), config_hash))
+        activity_attrs.append((_key("configHash"), config_hash))
     # One VOEvent is produced by one activity: naming the activity after the
     # VOEvent keeps the id stable without a random UUID.
-    activity = doc.activity(
-        _term(f"activity/{activity_name}/{_digest(subject_ivorn)[:32]}"),
-        started, ended, activity_attrs)
-    doc.association(activity, broker, software,
-                    other_attributes=[(PROV_ROLE, _term("publisher"))])
+    activity = doc.add(
+        "activity", _key(f"activity/{activity_name}/{_digest(subject_ivorn)[:32]}"),
+        [("prov:startTime", started), ("prov:endTime", ended)], activity_attrs)
+    doc.add("wasAssociatedWith", None,
+            [("prov:activity", activity), ("prov:agent", broker), ("prov:plan", software)],
+            [("prov:role", _QName(_key("publisher")))])
 
     if config_hash is not None:
         # The configuration as an entity (IVOA ProvenanceDM's configuration of an
         # activity): every VOEvent made under one configuration shares it, so
         # "what did config X produce" is one hop in a provenance store.
-        config = doc.entity(_term(f"config/{_local(config_hash)}"), [
-            (PROV_TYPE, _term("Configuration")), (_term("configHash"), config_hash),
-            (PROV_VALUE, _canonical_json(dict(parameters))),
+        config = doc.add("entity", _key(f"config/{_local(config_hash)}"), [], [
+            ("prov:type", _QName(_key("Configuration"))), (_key("configHash"), config_hash),
+            ("prov:value", parameters_json),
         ])
-        doc.usage(activity, config, None, None, [(PROV_ROLE, _term("configuration"))])
+        doc.add("used", None, [("prov:activity", activity), ("prov:entity", config)],
+                [("prov:role", _QName(_key("configuration")))])
 
-    output_attrs: list[tuple[QualifiedName, Any]] = [(_term("kind"), kind)]
+    output_attrs: _Attributes = [(_key("kind"), kind)]
     if voevent_sha256 is not None:
-        output_attrs.append((_term("sha256"), voevent_sha256))
+        output_attrs.append((_key("sha256"), voevent_sha256))
     output = _voevent_entity(doc, subject_ivorn, output_attrs)
-    doc.generation(output, activity, ended)
-    doc.attribution(output, broker)
+    doc.add("wasGeneratedBy", None, [("prov:entity", output), ("prov:activity", activity),
+                                     ("prov:time", ended)])
+    doc.add("wasAttributedTo", None, [("prov:entity", output), ("prov:agent", broker)])
+
+    def derivation(generated: str, used: str, by: str | None = None,
+                   attributes: _AttributeSeq = ()) -> None:
+        doc.add("wasDerivedFrom", None, [("prov:generatedEntity", generated),
+                                         ("prov:usedEntity", used), ("prov:activity", by)],
+                attributes)
 
     for alert in ordered:
-        entity = doc.entity(_ivorn_qname(alert.ivorn), _input_attributes(alert))
-        doc.usage(activity, entity, started, None, [(PROV_ROLE, _term("input"))])
-        doc.derivation(output, entity, activity)
+        entity = doc.add("entity", _ivorn_id(alert.ivorn), [], _input_attributes(alert))
+        doc.add("used", None, [("prov:activity", activity), ("prov:entity", entity),
+                               ("prov:time", started)], [("prov:role", _QName(_key("input")))])
+        derivation(output, entity, activity)
         if alert.skymap is not None:
             # The map the broker fetched by URL and matched as the alert's localization:
             # an input of its own, where it came from and its exact bytes.
             sha, url, fetched_at = alert.skymap
-            attrs: list[tuple[QualifiedName, Any]] = [
-                (PROV_TYPE, _term("SkyMap")), (PROV_LABEL, url), (_term("sha256"), sha),
-                (PROV_LOCATION, url)]
+            attrs: _Attributes = [
+                ("prov:type", _QName(_key("SkyMap"))), ("prov:label", url),
+                (_key("sha256"), sha), ("prov:location", url)]
             if fetched_at is not None:
-                attrs.append((_term("fetchedTime"), _utc(fetched_at, "fetched_at")))
-            skymap = doc.entity(_term(f"skymap/{sha}"), attrs)
-            doc.usage(activity, skymap, started, None, [(PROV_ROLE, _term("skymap"))])
-            doc.derivation(output, skymap, activity)
-            doc.derivation(entity, skymap)  # the alert, as matched, holds the map
+                attrs.append((_key("fetchedTime"), _utc(fetched_at, "fetched_at")))
+            skymap = doc.add("entity", _key(f"skymap/{sha}"), [], attrs)
+            doc.add("used", None, [("prov:activity", activity), ("prov:entity", skymap),
+                                   ("prov:time", started)],
+                    [("prov:role", _QName(_key("skymap")))])
+            derivation(output, skymap, activity)
+            derivation(entity, skymap)  # the alert, as matched, holds the map
 
     if supersedes is not None:
         previous = _voevent_entity(doc, supersedes)
-        doc.revision(output, previous)
-    return doc
+        derivation(output, previous, attributes=[("prov:type", _QName("prov:Revision"))])
+    return doc.document
+
+
+def build(subject_ivorn: str, kind: Kind, inputs: list[InputAlert], *,
+          activity_started: datetime, activity_ended: datetime, engine_version: str,
+          config_hash: str | None, parameters: Mapping[str, Any], broker_id: str,
+          broker_version: str, supersedes: str | None = None,
+          voevent_sha256: str | None = None) -> ProvDocument:
+    """The PROV document of one published VOEvent (:func:`build_json`, read by prov);
+    the same parameters.
+
+    Returns
+    -------
+    prov.model.ProvDocument
+        The document; equal arguments give an equal document with equal serializations.
+    """
+    return parse(json.dumps(build_json(
+        subject_ivorn, kind, inputs, activity_started=activity_started,
+        activity_ended=activity_ended, engine_version=engine_version,
+        config_hash=config_hash, parameters=parameters, broker_id=broker_id,
+        broker_version=broker_version, supersedes=supersedes,
+        voevent_sha256=voevent_sha256)), "json")
 
 
 def serialize(doc: ProvDocument, fmt: Format) -> bytes:
@@ -421,8 +523,7 @@ def serialize(doc: ProvDocument, fmt: Format) -> bytes:
 
 def as_json(doc: ProvDocument) -> dict[str, Any]:
     """``doc`` as the PROV-JSON object :func:`serialize` writes (``json.loads`` of its
-    ``"json"`` bytes), built without writing and reading the text: the outbox stores
-    this object for every VOEvent it queues."""
+    ``"json"`` bytes), built without writing and reading the text."""
     return encode_json_document(doc)
 
 

@@ -186,13 +186,13 @@ class Publisher:
             retracts=previous if retraction else None)
         receipts = {alert.id: known[alert.id]} if alert.id in known \
             else self.archive.receipts([alert.id])
-        doc = provenance.build(
+        prov = provenance.build_json(
             alert.id, "trigger", [_input(alert, receipts.get(alert.id, {}))],
             activity_started=started, activity_ended=utcnow(), engine_version=ENGINE_VERSION,
             config_hash=None, parameters={"conversion": "detector trigger to VOEvent 2.0"},
             broker_id=self.who.author_ivorn, broker_version=_version(), supersedes=previous,
             voevent_sha256=sha256_hex(xml))
-        return outbox.Outgoing(alert.id, xml, alert.role, provenance.as_json(doc),
+        return outbox.Outgoing(alert.id, xml, alert.role, prov,
                                alert_id=receipts.get(alert.id, {}).get("id"),
                                rights=_rights([alert]))
 
@@ -204,7 +204,7 @@ class Publisher:
         xml = voevent_build.build_coincidence(
             coinc, members, who=self.who, provenance_url=self.provenance_url(coinc.id),
             skymap_url_for=self.skymap_url)
-        doc = provenance.build(
+        prov = provenance.build_json(
             coinc.id, "coincidence",
             [_input(m, lookups.receipts.get(m.id, {})) for m in members],
             activity_started=started, activity_ended=utcnow(),
@@ -219,7 +219,7 @@ class Publisher:
         else:
             members_rights = _rights(members)
         return outbox.Outgoing(coinc.id, xml, voevent_build.coincidence_role(members),
-                               provenance.as_json(doc),
+                               prov,
                                coincidence_id=lookups.row_ids.get(coinc.id),
                                rights=members_rights)
 
