@@ -48,7 +48,7 @@ from prov.model import (
     ProvGeneration,
     ProvRecord,
 )
-from prov.serializers.provjson import ProvJSONEncoder, encode_json_document
+from prov.serializers.provjson import ProvJSONEncoder
 
 __all__ = [
     "IVO",
@@ -92,7 +92,7 @@ ACTIVITY_NAMES: Final[dict[str, str]] = {
 # writes them bare or backslash-escaped and reads them back (checked with prov 3.2).
 # Anything else (``%``, quotes, ``<>``, non-ASCII ...) PROV-N would percent-encode,
 # changing the identifier, so such an IVORN gets a hashed identifier instead (see
-# ``_ivorn_qname``).
+# ``_ivorn_id``).
 _IVORN_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~/#:@!$&*+?=,;'()\[\]\-]*")
 _PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
@@ -519,12 +519,6 @@ def serialize(doc: ProvDocument, fmt: Format) -> bytes:
     text = doc.serialize(format=fmt)
     assert text is not None  # no destination given: prov returns the text
     return text.encode("utf-8")
-
-
-def as_json(doc: ProvDocument) -> dict[str, Any]:
-    """``doc`` as the PROV-JSON object :func:`serialize` writes (``json.loads`` of its
-    ``"json"`` bytes), built without writing and reading the text."""
-    return encode_json_document(doc)
 
 
 def parse(data: bytes | str, fmt: Format) -> ProvDocument:
