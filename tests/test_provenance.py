@@ -277,16 +277,6 @@ def test_build_json_writes_what_prov_writes_for_its_document(variant: str) -> No
                                                                   **kwargs)))
 
 
-def test_the_json_object_is_what_the_json_text_reads_as() -> None:
-    """prov's PROV-JSON object of a document (what build_json is checked against) is
-    what its text reads as."""
-    for doc in (coincidence_doc(), trigger_doc(grb_alert(), "ivo://mmbroker.test/trigger#T-1")):
-        obj = encode_json_document(doc)
-        assert obj == json.loads(provenance.serialize(doc, "json"))
-        # Every key and value survives the archive's JSON column unchanged.
-        assert json.loads(json.dumps(obj)) == obj
-
-
 # -- trigger conversions and their transports ------------------------------------------------
 
 def test_trigger_conversion_from_kafka_shows_topic_partition_offset() -> None:
