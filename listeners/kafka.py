@@ -52,6 +52,33 @@ LAG_EVERY_S = 10.0
 CONNECTION_CHECK_S = 1.0
 """How often (s) the listener reports whether it holds a broker connection."""
 
+_crc_checked = False
+
+
+def native_crc32c() -> bool:
+    """Whether kafka-python checks record batches' CRC-32C in native code.
+
+    Without the ``crc32c`` package (kafka-python's ``crc32c`` extra, a dependency of
+    mmbroker) it falls back to pure Python: 8.5 MB/s on the benchmark machine against
+    13 GB/s, which made the CRC most of a listener's CPU on a survey stream (a 35 KB ZTF
+    alert, 4 ms of CRC; bench/RESULTS.md, Survey burst).
+    """
+    from kafka.record import util
+
+    # kafka-python binds the native function at import when ``crc32c`` imports.
+    return getattr(util, "crc32c_c", None) is not None
+
+
+def _warn_once_without_native_crc32c() -> None:
+    global _crc_checked
+    if not _crc_checked:
+        _crc_checked = True
+        if not native_crc32c():
+            log.warning("kafka-python checks CRCs in pure Python (the crc32c package is not "
+                        "installed): a large-alert stream will cost several ms of CPU per "
+                        "message; install mmbroker's dependencies (pip install crc32c)")
+
+
 _ENV_SPLIT = re.compile(r"_+")
 _ENV_REPLACE = {"_": ".", "__": "-", "___": "_"}
 
@@ -305,6 +332,7 @@ class KafkaListener:
     def _consume(self, stop: threading.Event) -> None:
         from kafka import ConsumerRebalanceListener, KafkaConsumer
 
+        _warn_once_without_native_crc32c()
         factory = self._factory or KafkaConsumer
         consumer = factory(**self._kwargs)
         listener = self

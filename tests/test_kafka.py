@@ -252,3 +252,28 @@ def test_batches_that_outlast_the_poll_interval_shrink_until_they_fit(
         assert wait_for(lambda: archive.count_alerts() == 60, 150)
         assert wait_for(lambda: listener.messages >= 60, 60)  # committed, not only archived
     assert listener.take <= 30  # 60 records took > 0.75 s, a quarter of 3 s: halved
+
+
+def test_record_crcs_are_checked_in_native_code() -> None:
+    # The crc32c package is a dependency (kafka-python's extra): without it every
+    # record batch is checksummed in pure Python at 8.5 MB/s, most of a survey
+    # listener's CPU.
+    from listeners.kafka import native_crc32c
+
+    assert native_crc32c()
+
+
+def test_a_listener_without_native_crcs_says_so_once(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from kafka.record import util
+
+    import listeners.kafka as kafka_listener
+
+    monkeypatch.setattr(util, "crc32c_c", None)
+    monkeypatch.setattr(kafka_listener, "_crc_checked", False)
+    with caplog.at_level("WARNING", logger="listeners.kafka"):
+        kafka_listener._warn_once_without_native_crc32c()
+        kafka_listener._warn_once_without_native_crc32c()
+    warned = [r for r in caplog.records if "pure Python" in r.getMessage()]
+    assert len(warned) == 1
+    assert "pip install crc32c" in warned[0].getMessage()
