@@ -41,6 +41,11 @@ def parser() -> argparse.ArgumentParser:
                    help="How long the dashboard benchmark posts alerts.")
     p.add_argument("--scaling-alerts", type=int, default=8000,
                    help="Alerts the scaling benchmark pushes through 1 and 2 workers.")
+    p.add_argument("--scaling-late", action="store_true",
+                   help="Run the scaling benchmark with the shipped 1 h late-arrival slack: "
+                        "its inputs (hours to days old) are then all late alerts, matched "
+                        "against the archive, as after an outage (default: a slack that "
+                        "holds them all, so they are matched as on time).")
     p.add_argument("--survey-alerts", type=int, default=10_000,
                    help="ZTF/Rubin alerts (planted partners included) of the survey-burst "
                         "benchmark, through 1 and then 2 match workers.")
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if "scaling" in args.benchmarks:
         from bench.stages_bench import bench_scaling
 
-        figures += bench_scaling(args.scaling_alerts)
+        figures += bench_scaling(args.scaling_alerts, late=args.scaling_late)
     if "survey-burst" in args.benchmarks:
         from bench.survey_bench import bench_survey_burst
 

@@ -38,16 +38,36 @@ def _machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
-def bench_scaling(alerts: int = 8000) -> list[Figure]:
+def bench_scaling(alerts: int = 8000, *, late: bool = False) -> list[Figure]:
+    """The stages' rate with 1 and 2 workers of each.
+
+    The inputs span days (:func:`tests.stage_support.inputs`: one event every
+    ``SPACING_S``, the newest an hour old).  By default the stages' late-arrival slack
+    covers the whole span, so every alert is matched from memory as if it had arrived
+    on time; ``late`` keeps the shipped slack (1 h): then every alert is a late one,
+    matched against the archive's history, as after an outage.  Either way the run
+    checks from the archive that the alerts were what it claims, and stops otherwise.
+    """
     from broker.archive.store import Archive
     from tests.conftest import pg_schema
     from tests.servers import produce, stop_process, tansu
-    from tests.stage_support import GRBS, TRIGGERS, inputs, numbered, stage_env, start_stage
+    from tests.stage_support import (
+        GRBS,
+        TRIGGERS,
+        inputs,
+        live_window_s,
+        numbered,
+        stage_env,
+        start_stage,
+    )
 
     pairs = alerts // 40
     singles = (alerts - 2 * pairs) // 2
     triggers, grbs = inputs(pairs, singles)
     total = len(triggers) + len(grbs)
+    slack = {} if late else {"MMBROKER_CROSSMATCH_LATE_SLACK_S": str(live_window_s(pairs,
+                                                                                  singles))}
+    kind = "late (past the 1 h slack)" if late else "on time (inside the slack)"
     figures: list[Figure] = []
     steady: dict[int, float] = {}
     for workers in (1, 2):
@@ -55,7 +75,7 @@ def bench_scaling(alerts: int = 8000) -> list[Figure]:
                 pg_schema("bench") as url, tansu(Path(tmp)) as bootstrap:
             Archive.open(url).close()
             env = stage_env(bootstrap, f"scaling-{workers}", pairs, singles,
-                            MMBROKER_LOG_LEVEL="WARNING")
+                            MMBROKER_LOG_LEVEL="WARNING", **slack)
             # Input first, workers after: the figure is the stages' rate, not the producer's.
             produce(bootstrap, TRIGGERS, triggers)
             produce(bootstrap, GRBS, grbs)
@@ -81,12 +101,14 @@ def bench_scaling(alerts: int = 8000) -> list[Figure]:
                 end = time.monotonic()
                 busy1, all1 = _machine_busy()
                 cpu = {key: _cpu_s(proc.pid) - cpu0[key] for key, proc in procs.items()}
+                _check_lateness(archive, late=late, slack_s=float(
+                    slack.get("MMBROKER_CROSSMATCH_LATE_SLACK_S", 3600.0)))
             finally:
                 archive.close()
                 for proc in procs.values():
                     stop_process(proc, 20)
         steady[workers] = total / (end - first)
-        label = f"{workers} listen + {workers} match"
+        label = f"{workers} listen + {workers} match, {kind}"
         per_k = {stage: 1000 * sum(v for (s, _), v in cpu.items() if s == stage) / total
                  for stage in ("listen", "match")}
         figures += [
@@ -106,6 +128,25 @@ def bench_scaling(alerts: int = 8000) -> list[Figure]:
     figures.append(Figure("stages", "postgresql", "ratio 2 / 1 (first archived to last "
                           "numbered)", steady[2] / steady[1], "x"))
     return figures
+
+
+def _check_lateness(archive: Any, *, late: bool, slack_s: float) -> None:
+    """Stop loudly unless every alert was matched inside the slack (``late`` False) or
+    arrived past it (``late`` True): figures of the other path would mislead."""
+    from sqlalchemy import func, select
+
+    from broker.archive.models import AlertRow
+
+    with archive.engine.connect() as conn:
+        oldest, newest, first, last = conn.execute(select(
+            func.min(AlertRow.event_time), func.max(AlertRow.event_time),
+            func.min(AlertRow.received_at), func.max(AlertRow.matched_at))).one()
+    if late and (first - newest).total_seconds() <= slack_s:
+        raise RuntimeError(f"the newest alert arrived {first - newest} after its event, "
+                           f"inside the {slack_s:.0f} s slack: not a run of late alerts")
+    if not late and (last - oldest).total_seconds() >= slack_s:
+        raise RuntimeError(f"the oldest alert was matched {last - oldest} after its event, "
+                           f"past the {slack_s:.0f} s slack: it was a late alert")
 
 
 def _rss_mb(pid: int) -> float:
