@@ -44,11 +44,13 @@ def bench_scaling(alerts: int = 8000, *, late: bool = False) -> list[Figure]:
     The inputs span days (:func:`tests.stage_support.inputs`: one event every
     ``SPACING_S``, the newest an hour old).  By default the stages' late-arrival slack
     covers the whole span, so every alert is matched from memory as if it had arrived
-    on time; ``late`` keeps the shipped slack (1 h): then every alert is a late one,
-    matched against the archive's history, as after an outage.  Either way the run
-    checks from the archive that the alerts were what it claims, and stops otherwise.
+    on time; ``late`` keeps the shipped slack (``crossmatch_late_slack_s``, 1 h): then
+    every alert is a late one, matched against the archive's history, as after an
+    outage.  Either way the run checks from the archive that the alerts were what it
+    claims, and stops otherwise.
     """
     from broker.archive.store import Archive
+    from broker.config import Settings
     from tests.conftest import pg_schema
     from tests.servers import produce, stop_process, tansu
     from tests.stage_support import (
@@ -65,9 +67,11 @@ def bench_scaling(alerts: int = 8000, *, late: bool = False) -> list[Figure]:
     singles = (alerts - 2 * pairs) // 2
     triggers, grbs = inputs(pairs, singles)
     total = len(triggers) + len(grbs)
-    slack = {} if late else {"MMBROKER_CROSSMATCH_LATE_SLACK_S": str(live_window_s(pairs,
-                                                                                  singles))}
-    kind = "late (past the 1 h slack)" if late else "on time (inside the slack)"
+    # Late: the stages' default slack, as shipped; on time: one holding every input.
+    slack_s = Settings.model_fields["crossmatch_late_slack_s"].default if late \
+        else live_window_s(pairs, singles)
+    slack = {} if late else {"MMBROKER_CROSSMATCH_LATE_SLACK_S": str(slack_s)}
+    kind = f"late (past the {slack_s:g} s slack)" if late else "on time (inside the slack)"
     figures: list[Figure] = []
     steady: dict[int, float] = {}
     for workers in (1, 2):
@@ -101,8 +105,7 @@ def bench_scaling(alerts: int = 8000, *, late: bool = False) -> list[Figure]:
                 end = time.monotonic()
                 busy1, all1 = _machine_busy()
                 cpu = {key: _cpu_s(proc.pid) - cpu0[key] for key, proc in procs.items()}
-                _check_lateness(archive, late=late, slack_s=float(
-                    slack.get("MMBROKER_CROSSMATCH_LATE_SLACK_S", 3600.0)))
+                _check_lateness(archive, late=late, slack_s=slack_s)
             finally:
                 archive.close()
                 for proc in procs.values():
