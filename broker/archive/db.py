@@ -10,17 +10,20 @@ to transparently, and custom plans for every statement (see
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from sqlalchemy.types import TypeDecorator
 
 from alerts_schema.errors import ArchiveUnavailable
@@ -182,67 +185,120 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
                               *, returning: Sequence[str] = ()) -> list[Any]:
     """``INSERT ... ON CONFLICT DO NOTHING`` of many rows; the RETURNING rows of those inserted.
 
-    On PostgreSQL the rows go through psycopg's pipelined ``executemany``
-    with one short prepared statement: SQLAlchemy's multi-row ``VALUES``
-    statement is re-split by psycopg on every batch (it is too long to cache),
-    which cost 90% of the insert time here (1,500 against 13,000 rows/s).
-    SQLite takes SQLAlchemy's own executemany, which is fast there.
+    Every row has the keys of the first; a column missing from them takes its scalar
+    ``default``, as SQLAlchemy's insert would.  The rows go to the driver with one
+    short statement made once per table, keys and ``RETURNING`` (:func:`_insert_plan`),
+    each value converted as SQLAlchemy binds it:
+
+    * on PostgreSQL through psycopg's pipelined ``executemany``: SQLAlchemy's
+      multi-row ``VALUES`` statement is re-split by psycopg on every batch (it is
+      too long to cache), which cost 90% of the insert time here (1,500 against
+      13,000 rows/s);
+    * on SQLite through sqlite3's ``executemany``, or one ``execute`` per row when rows
+      are returned (sqlite3's ``executemany`` gives none back): building SQLAlchemy's
+      statement and running it through its execution machinery cost about 0.25 ms
+      per call, eight times the insert itself, and a trigger makes six (issue 17,
+      item 1).
+
+    Driver errors surface as SQLAlchemy's (a lost connection marked invalidated, hence
+    retryable), as every other statement's do.
     """
     if not rows:
         return []
-    if conn.dialect.name != "postgresql":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-        if returning:
-            returning_stmt = stmt.returning(*(table.c[name] for name in returning))
-            return list(conn.execute(returning_stmt, list(rows)))
-        conn.execute(stmt, list(rows))
-        return []
-    # psycopg (about 0.2 s to import) is loaded by the engine of a PostgreSQL archive only:
-    # deferred to here so that a process on a SQLite archive never imports it.
-    from psycopg.types.json import Jsonb
-
-    columns = [c for c in table.columns if c.name in rows[0]]
-    convert = [_pg_converter(c.type, Jsonb) for c in columns]
-    names = ", ".join(c.name for c in columns)
-    marks = ", ".join(["%s"] * len(columns))
-    sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-    if returning:
-        sql += " RETURNING " + ", ".join(returning)
-    params = [[fn(row[c.name]) for c, fn in zip(columns, convert, strict=True)] for row in rows]
+    plan = _insert_plan(conn.dialect, table, tuple(rows[0]), tuple(returning))
+    params = [[fn(row[key] if key is not None else None) for key, fn in plan.binds]
+              for row in rows]
+    dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(sql, params, returning=bool(returning))
         found: list[Any] = []
-        if returning:
+        if not returning:
+            cursor.executemany(plan.sql, params)
+        elif conn.dialect.name == "postgresql":
+            cursor.executemany(plan.sql, params, returning=True)
             while True:
                 found.extend(cursor.fetchall())
                 if not cursor.nextset():
                     break
+        else:
+            for values in params:
+                found.extend(cursor.execute(plan.sql, values).fetchall())
         return found
-    except Exception as exc:
-        import psycopg  # deferred: see Jsonb above
-
-        if isinstance(exc, psycopg.Error):
-            # Surface driver errors as SQLAlchemy's (with a lost connection marked
-            # invalidated, hence retryable), as every other statement does.
-            dbapi = conn.dialect.loaded_dbapi
-            raise DBAPIError.instance(
-                sql, None, exc, dbapi.Error, dialect=conn.dialect,
-                # SQLAlchemy types the error as its own nominal DBAPIModule.Error class,
-                # which no driver's exception subclasses: psycopg.Error is a PEP 249 Error.
-                connection_invalidated=conn.dialect.is_disconnect(
-                    exc, conn.connection.dbapi_connection, cursor)) from exc  # type: ignore[arg-type]
-        raise
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(
+            plan.sql, None, exc, dbapi.Error, dialect=conn.dialect,
+            connection_invalidated=conn.dialect.is_disconnect(
+                exc, conn.connection.dbapi_connection, cursor)) from exc
     finally:
         cursor.close()
 
 
-def _pg_converter(sqltype: Any, jsonb: Any) -> Any:
-    """The bind conversion SQLAlchemy would apply to a column, for the raw driver."""
+@dataclass(frozen=True)
+class _InsertPlan:
+    """A table's ``INSERT ... ON CONFLICT DO NOTHING`` for the driver: its SQL, and per
+    column the row key its value comes from (None: its default) and the conversion that
+    binds it."""
+
+    sql: str
+    binds: tuple[tuple[str | None, Callable[[Any], Any]], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...],
+                 returning: tuple[str, ...]) -> _InsertPlan:
+    """The plan of inserting rows with ``keys`` into ``table`` (made once: a few ms)."""
+    unknown = set(keys) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {sorted(unknown)}")
+    names: list[str] = []
+    binds: list[tuple[str | None, Callable[[Any], Any]]] = []
+    for column in table.columns:
+        convert = _converter(dialect, column.type)
+        if column.name in keys:
+            binds.append((column.name, convert))
+        elif column.default is not None:
+            default = column.default
+            if not isinstance(default, ScalarElementColumnDefault):
+                raise ValueError(f"{table.name}.{column.name}: give its value (only a "
+                                 "scalar default is filled in)")
+            binds.append((None, functools.partial(_constant, convert(default.arg))))
+        else:
+            continue
+        names.append(column.name)
+    mark = "%s" if dialect.name == "postgresql" else "?"
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) "
+           f"VALUES ({', '.join([mark] * len(names))}) ON CONFLICT DO NOTHING")
+    if returning:
+        sql += " RETURNING " + ", ".join(table.c[name].name for name in returning)
+    return _InsertPlan(sql, tuple(binds))
+
+
+def _constant(value: Any, _absent: None) -> Any:
+    return value
+
+
+def _converter(dialect: Dialect, sqltype: Any) -> Callable[[Any], Any]:
+    """The bind conversion SQLAlchemy applies to a value of ``sqltype``, for the driver."""
+    if dialect.name == "postgresql":
+        return _pg_converter(sqltype)
+    process = sqltype.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _pg_converter(sqltype: Any) -> Callable[[Any], Any]:
+    """PostgreSQL's conversion: UTC times naive, JSON as psycopg's Jsonb."""
     base = sqltype.load_dialect_impl(_PG_DIALECT) if hasattr(sqltype, "load_dialect_impl") \
         else sqltype
     if isinstance(sqltype, UTCDateTime):
         return lambda v: sqltype.process_bind_param(v, _PG_DIALECT)
     if isinstance(base, JSON) or isinstance(sqltype, JSON):
-        return lambda v: None if v is None else jsonb(v)
-    return lambda v: v
+        # psycopg (about 0.2 s to import) is loaded by the engine of a PostgreSQL archive
+        # only: deferred to here so that a process on a SQLite archive never imports it.
+        from psycopg.types.json import Jsonb
+
+        return lambda v: None if v is None else Jsonb(v)
+    return _same

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from alerts_schema.errors import ConfigurationError
 from broker.archive.db import transaction
@@ -25,6 +25,9 @@ SCOPES = {
 }
 TOKEN_PREFIX = "mmb_"
 TOKENS = ApiToken.__table__
+_BY_HASH = select(TOKENS).where(TOKENS.c.token_hash == bindparam("token_hash"))
+"""The lookup of every authenticated request, built once (building it cost about a quarter
+of a millisecond, more than running it on SQLite)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def verify_token(archive: Archive, token: str) -> TokenInfo | None:
         return None
     now = utcnow()
     with transaction(archive.engine, readonly=True) as conn:
-        tok = conn.execute(select(TOKENS).where(TOKENS.c.token_hash == _hash(token))).first()
+        tok = conn.execute(_BY_HASH, {"token_hash": _hash(token)}).first()
     if tok is None:
         return None
     if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
