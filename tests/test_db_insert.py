@@ -104,6 +104,19 @@ def test_returning_gives_the_inserted_rows_only_in_order(migrated: Archive) -> N
         assert insert_ignoring_conflicts(conn, table, rows) == []  # all there: nothing new
 
 
+def test_returning_over_many_statements(migrated: Archive) -> None:
+    """SQLite inserts up to 500 rows per multi-row statement: a batch over that comes back
+    whole, each inserted row once."""
+    table = RawPayload.__table__
+    rows = [{"sha256": f"{i:064x}", "data": b"x", "size_bytes": 1, "source": "file",
+             "first_received_at": NOW} for i in range(1203)]
+    with transaction(migrated.engine) as conn:
+        insert_ignoring_conflicts(conn, table, rows[500:510])
+        found = insert_ignoring_conflicts(conn, table, rows, returning=("sha256",))
+    assert sorted(r[0] for r in found) == sorted(
+        r["sha256"] for i, r in enumerate(rows) if not 500 <= i < 510)
+
+
 def test_a_missing_column_takes_its_scalar_default(migrated: Archive) -> None:
     with transaction(migrated.engine) as conn:
         (voevent_id,), = insert_ignoring_conflicts(conn, VOEventRow.__table__, [{
