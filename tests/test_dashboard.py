@@ -290,6 +290,52 @@ def test_the_feed_looks_again_for_ids_it_skipped() -> None:
     assert marks.gaps == {}
 
 
+def test_polls_find_new_rows_late_commits_and_ended_embargoes(archive: Archive) -> None:
+    """The poll's statements are built once with bind parameters (issue 17): against the
+    archive, new rows come once, an id skipped over is found when it commits (the gap
+    path), and a row whose embargo ended in the window comes again."""
+    from alerts_schema import Alert
+    from alerts_schema.synthetic import alert_documents
+    from broker.archive.db import transaction
+    from broker.archive.store import alert_row_values, utcnow
+    from broker.web.livefeed import LiveFeed
+
+    docs = alert_documents(4, seed=11, prefix="feed")
+    raws = [RawMessage("file", json.dumps(d).encode()) for d in docs]
+    archive.store_raw(raws)
+    values = [alert_row_values(Alert.model_validate(d), r) for d, r in zip(docs, raws,
+                                                                          strict=True)]
+    ends = utcnow() + timedelta(seconds=1)
+    values[1].update(data_rights="embargoed", embargo_until=ends)
+
+    def insert(row_id: int, row: dict[str, Any]) -> None:
+        with transaction(archive.engine) as conn:
+            conn.execute(AlertRow.__table__.insert().values(id=row_id, **row))
+
+    feed = LiveFeed(archive, _settings())
+    feed._start_marks()
+
+    def poll() -> list[str]:
+        fresh, seen = feed._poll()
+        for kind, ids in seen.items():
+            feed._marks[kind].advance(ids, 0.0)
+        return [data["ivorn"] for kind, data, _ in fresh if kind == "alert"]
+
+    insert(1, values[0])
+    insert(2, values[1])
+    insert(4, values[3])  # id 3 is taken but not committed yet
+    assert poll() == [docs[0]["id"], docs[1]["id"], docs[3]["id"]]
+    assert sorted(feed._marks["alert"].gaps) == [3]
+    assert poll() == []
+    insert(3, values[2])  # the late commit
+    assert poll() == [docs[2]["id"]]
+    assert feed._marks["alert"].gaps == {}
+    assert poll() == []  # the fast path: nothing new
+    wait_for(lambda: utcnow() > ends, 10)
+    assert poll() == [docs[1]["id"]]  # its embargo ended: again, for those it was hidden from
+    assert poll() == []
+
+
 def test_dashboard_writes_refuse_other_sites(
         world: tuple[TestClient, Archive, dict[str, str]]) -> None:
     client, _, tokens = world

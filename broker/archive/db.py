@@ -194,11 +194,11 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
       multi-row ``VALUES`` statement is re-split by psycopg on every batch (it is
       too long to cache), which cost 90% of the insert time here (1,500 against
       13,000 rows/s);
-    * on SQLite through sqlite3's ``executemany``, or one ``execute`` per row when rows
-      are returned (sqlite3's ``executemany`` gives none back): building SQLAlchemy's
-      statement and running it through its execution machinery cost about 0.25 ms
-      per call, eight times the insert itself, and a trigger makes six (issue 17,
-      item 1).
+    * on SQLite through sqlite3's ``executemany``, or, when rows are returned (its
+      ``executemany`` gives none back), one multi-row ``VALUES`` statement per 500 rows:
+      building SQLAlchemy's statement and running it through its execution machinery
+      cost about 0.25 ms per call, eight times the insert itself, and a trigger makes
+      six (issue 17, item 1).
 
     Driver errors surface as SQLAlchemy's (a lost connection marked invalidated, hence
     retryable), as every other statement's do.
@@ -221,13 +221,12 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
                 if not cursor.nextset():
                     break
         else:
-            # sqlite3's executemany returns no rows: many rows to one multi-row VALUES
-            # statement per chunk (one statement per row cost 15% more per row).
+            # One statement per row cost 15% more per row in a batch of 500.
             step = plan.rows_per_statement
             for start in range(0, len(params), step):
                 chunk = params[start:start + step]
                 found.extend(cursor.execute(
-                    plan.sql if len(chunk) == 1 else plan.many(len(chunk)),
+                    plan.many(len(chunk)),
                     [value for values in chunk for value in values]).fetchall())
         return found
     except dbapi.Error as exc:
@@ -241,15 +240,18 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: Sequence[dic
 
 @dataclass(frozen=True)
 class _InsertPlan:
-    """A table's ``INSERT ... ON CONFLICT DO NOTHING`` for the driver: its SQL, and per
-    column the row key its value comes from (None: its default) and the conversion that
-    binds it."""
+    """A table's ``INSERT ... ON CONFLICT DO NOTHING`` for the driver: per column the row
+    key its value comes from (None: the column's default) and the conversion that binds
+    it; the statement for one row and, on SQLite, for several (:meth:`many`)."""
 
-    sql: str
     binds: tuple[tuple[str | None, Callable[[Any], Any]], ...]
-    values: str = ""
-    """One row's ``(?, ...)``, repeated by :meth:`many`."""
-    returning: str = ""
+    head: str  # INSERT INTO table (columns)
+    row: str  # (?, ?, ...)
+    tail: str  # RETURNING ..., or nothing
+
+    @property
+    def sql(self) -> str:
+        return self.many(1)
 
     @property
     def rows_per_statement(self) -> int:
@@ -257,16 +259,15 @@ class _InsertPlan:
         return max(1, min(500, 32_000 // max(1, len(self.binds))))
 
     def many(self, n: int) -> str:
-        """The statement inserting ``n`` rows at once (SQLite)."""
-        head = self.sql.partition(" VALUES ")[0]
-        return f"{head} VALUES {', '.join([self.values] * n)} ON CONFLICT DO NOTHING" \
-            f"{self.returning}"
+        """The statement inserting ``n`` rows at once."""
+        return f"{self.head} VALUES {', '.join([self.row] * n)} ON CONFLICT DO NOTHING" \
+            f"{self.tail}"
 
 
 @functools.lru_cache(maxsize=256)
 def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...],
                  returning: tuple[str, ...]) -> _InsertPlan:
-    """The plan of inserting rows with ``keys`` into ``table`` (made once: a few ms)."""
+    """The plan of inserting rows with ``keys`` into ``table``, made once per engine."""
     unknown = set(keys) - set(table.c.keys())
     if unknown:
         raise ValueError(f"{table.name} has no column(s) {sorted(unknown)}")
@@ -286,12 +287,11 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...],
             continue
         names.append(column.name)
     mark = "%s" if dialect.name == "postgresql" else "?"
-    values = f"({', '.join([mark] * len(names))})"
-    tail = (" RETURNING " + ", ".join(table.c[name].name for name in returning)
-            if returning else "")
-    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES {values} "
-           f"ON CONFLICT DO NOTHING{tail}")
-    return _InsertPlan(sql, tuple(binds), values, tail)
+    return _InsertPlan(
+        tuple(binds), f"INSERT INTO {table.name} ({', '.join(names)})",
+        f"({', '.join([mark] * len(names))})",
+        " RETURNING " + ", ".join(table.c[name].name for name in returning)
+        if returning else "")
 
 
 def _constant(value: Any, _absent: None) -> Any:

@@ -26,8 +26,8 @@ SCOPES = {
 TOKEN_PREFIX = "mmb_"
 TOKENS = ApiToken.__table__
 _BY_HASH = select(TOKENS).where(TOKENS.c.token_hash == bindparam("token_hash"))
-"""The lookup of every authenticated request, built once (building it cost about a quarter
-of a millisecond, more than running it on SQLite)."""
+"""The lookup of every authenticated request, built once: building it was about a third
+of a lookup's 0.4 ms of CPU on SQLite."""
 
 
 @dataclass(frozen=True)
