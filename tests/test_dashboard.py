@@ -315,10 +315,13 @@ def test_polls_find_new_rows_late_commits_and_ended_embargoes(archive: Archive) 
     feed = LiveFeed(archive, _settings())
     feed._start_marks()
 
+    rights: dict[str, list[Any]] = {}
+
     def poll() -> list[str]:
         fresh, seen = feed._poll()
         for kind, ids in seen.items():
             feed._marks[kind].advance(ids, 0.0)
+        rights.update({data["ivorn"]: r for kind, data, r in fresh if kind == "alert"})
         return [data["ivorn"] for kind, data, _ in fresh if kind == "alert"]
 
     insert(1, values[0])
@@ -334,6 +337,9 @@ def test_polls_find_new_rows_late_commits_and_ended_embargoes(archive: Archive) 
     wait_for(lambda: utcnow() > ends, 10)
     assert poll() == [docs[1]["id"]]  # its embargo ended: again, for those it was hidden from
     assert poll() == []
+    # Each row goes out with its rights, which the feed offers by (the embargoed one's too).
+    assert rights[docs[1]["id"]] == [("embargoed", ends)]
+    assert rights[docs[0]["id"]] == [(values[0]["data_rights"], values[0]["embargo_until"])]
 
 
 def test_dashboard_writes_refuse_other_sites(
