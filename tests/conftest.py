@@ -212,6 +212,33 @@ def ingest_demo(archive: object, *, embargoed_until: str | None = None,
         pipeline.ingest([message])
 
 
+def chain_forks(steps: dict[int, dict], ivorns: dict[int, str]) -> int:
+    """Check each alert's latency chain (``broker.web.latency.step_times``, by alert row
+    id; ``ivorns`` by the same ids) in the order the broker's model states; return how
+    many alerts were published by their own VOEvent.
+
+    The chain forks after ``received``: matched on one branch, published ->
+    acknowledged on the other.  A trigger's own VOEvent waits for nothing the engine
+    does (published no later than matched); a coincidence's comes after the match of
+    the member completing it.  Steps not reached are not compared."""
+    def ordered(s: dict, *names: str) -> bool:
+        times = [s[n] for n in names if s[n] is not None]
+        return times == sorted(times)
+
+    own = 0
+    for alert_id, s in steps.items():
+        assert ordered(s, "event", "received", "matched"), s
+        assert ordered(s, "received", "published", "acknowledged"), s
+        if s["published"] is None:
+            continue
+        if s["voevent_ivorn"] == ivorns[alert_id]:
+            own += 1
+            assert ordered(s, "published", "matched"), s
+        else:
+            assert ordered(s, "matched", "published"), s
+    return own
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in Prometheus text exposition (None when absent)."""
     from prometheus_client.parser import text_string_to_metric_families

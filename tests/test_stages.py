@@ -16,7 +16,8 @@ from sqlalchemy import func, select
 
 from broker.archive.models import AlertRow, CoincidenceMember, CoincidenceRow, VOEventRow
 from broker.archive.store import Archive
-from tests.conftest import free_port, metric
+from broker.web.latency import step_times
+from tests.conftest import chain_forks, free_port, metric
 from tests.servers import produce, stop_process, tansu, wait_for
 from tests.stage_support import GRBS, TRIGGERS, inputs, numbered, stage_env, start_stage
 
@@ -66,6 +67,8 @@ def test_two_listen_and_two_match_workers_find_each_coincidence_once(
                                        ).all()
                 queued = dict(conn.execute(select(VOEventRow.ivorn, VOEventRow.id)).all())
                 voevents = list(queued)
+                ids = dict(conn.execute(select(AlertRow.id, AlertRow.ivorn)).all())
+                steps = step_times(conn, list(ids))
             streams = {h["stream"] for h in archive.stream_health()}
         finally:
             archive.close()
@@ -91,6 +94,10 @@ def test_two_listen_and_two_match_workers_find_each_coincidence_once(
             assert queued[m.ivorn] < queued[ivorn_of[m.coincidence_id]], m
     # The input streams have health rows; the broker's own alerts topic is no stream.
     assert streams == {TRIGGERS, GRBS}, streams
+    # The dashboard's latency chain as the workers left it: each trigger published by
+    # its own VOEvent (queued before the match lock), a GRB only by the coincidence its
+    # arrival completed.
+    assert chain_forks(steps, ids) == len(triggers)
 
 
 def _alert_document(event_id: str, messenger: str, facility: str, when: datetime,

@@ -298,8 +298,10 @@ class MatchWorker:
             if self.pipeline.backlog:
                 raise RetryableError("the archive refused this round's results; retrying")
             # Results stored and queued before matched_at, and both before the shared lock
-            # is released: a rare round after this one sees them.
-            self.archive.mark_matched([a.id for a in alerts], utcnow())
+            # is released: a rare round after this one sees them.  Its time is the
+            # engine's, as in ``serve`` (the dashboard's latency chain).
+            self.archive.mark_matched([a.id for a in alerts],
+                                      self.pipeline.matched_at or utcnow())
             log.info("matched %d survey alert(s) against the rare set at match_seq %d",
                      len(alerts), self.seq)
         return len(alerts)
@@ -330,7 +332,8 @@ class MatchWorker:
                 # round stores them first (and a restart recomputes them).
                 raise RetryableError("the archive refused this round's results; retrying")
             # Refuses (MatchOrderLost) if another worker numbered alerts meanwhile.
-            self.seq = self.archive.mark_matched([a.id for a in alerts], utcnow(),
+            self.seq = self.archive.mark_matched([a.id for a in alerts],
+                                                 self.pipeline.matched_at or utcnow(),
                                                  number=True, after=self.seq) or self.seq
             log.info("matched %d alert(s), match_seq up to %d", len(alerts), self.seq)
         return len(alerts)

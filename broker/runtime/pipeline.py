@@ -4,8 +4,9 @@
 so every transport feeds it unchanged; ``mmbroker serve`` builds one.  Each
 newly archived alert revision goes to the cross-match engine, and the
 coincidences it returns are stored in the archive in the same call, before
-the transport acknowledges or commits; then the publisher queues the VOEvents
-of new detector triggers and new coincidence revisions in the outbox.
+the transport acknowledges or commits.  The publisher queues the VOEvents of
+new detector triggers in the outbox before the engine runs (they need nothing
+it does), and those of new coincidence revisions once they are stored.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Pipeline:
         self._receipts: dict[str, dict] = {}
         self.archive: Archive = ingestor.archive
         self.coincidences: list[Result] = []  # the latest batch's, for callers and tests
+        # When the engine finished the latest batch (UTC): its alerts' ``matched_at``,
+        # which the match stage records only once the results are stored and queued.
+        self.matched_at: datetime | None = None
 
     def receive(self, source: str, data: bytes, *, received_at: datetime | None = None,
                 transport: dict[str, Any] | None = None) -> RawMessage:
@@ -122,13 +126,14 @@ class Pipeline:
         Returns the results.  ``matched_at`` is recorded for every alert the engine
         processed (not one it failed on: matched it was not) unless
         ``record_matched`` is False (the match stage records it with its numbers).
-        The triggers' own VOEvents are queued too unless ``publish_alerts`` is
-        False (the match stage queues them before it takes the match lock).
+        The triggers' own VOEvents are queued first, before the engine runs, unless
+        ``publish_alerts`` is False (the match stage queues them before it takes the
+        match lock).
         ``again``, ``hold``: as :meth:`~crossmatch.engine.Engine.process` takes them
         (``again``: :meth:`warm`; ``hold=False``: the match stage's survey rounds).
         """
         if not fresh:
-            self.coincidences = []
+            self.coincidences, self.matched_at = [], None
             return []
         status = self._detector_status(fresh)
         results: list[Result] = []
@@ -137,6 +142,12 @@ class Pipeline:
         # which revisions are stored and the order in which they are published
         # must be the same, whichever thread delivered the alerts.
         with self._engine_lock:
+            if publish_alerts:
+                # The triggers' own VOEvents need nothing the engine does: queued (and
+                # handed to the senders) before it runs, as the match stage does.
+                self._unpublished_alerts.extend(fresh)
+                self._receipts.update(receipts)
+                self._flush_locked()
             if status is not None:
                 self.engine.set_detector_status(status)
             for alert in sorted(fresh, key=lambda a: a.trigger_time):
@@ -148,9 +159,7 @@ class Pipeline:
                                   extra={"ivorn": alert.id})
             matched_at = utcnow()
             self._unstored.extend(results)
-            if publish_alerts:
-                self._unpublished_alerts.extend(fresh)
-            self._receipts.update(receipts)
+            self._receipts.update(receipts)  # (the coincidences' members' receipts)
             self._flush_locked()
         for receipt in receipts.values():
             MATCH_SECONDS.observe(max(0.0, (matched_at - receipt["received_at"]).total_seconds()))
@@ -160,7 +169,7 @@ class Pipeline:
                                           matched_at)
             except Exception:  # a latency figure is not worth failing a batch for
                 log.exception("recording when %d alert(s) were matched failed", len(fresh))
-        self.coincidences = results
+        self.coincidences, self.matched_at = results, matched_at
         return results
 
     def flush(self) -> None:

@@ -1,4 +1,5 @@
-"""How long each step took for an alert: event -> received -> matched -> published -> Comet ack.
+"""How long each step took for an alert: event -> received, then matched and published
+side by side, then Comet's ack.
 
 * event: the trigger time the facility states;
 * received: when the broker had the raw bytes;
@@ -7,6 +8,13 @@
   (a detector trigger), or that of a coincidence its arrival completed (it
   was the member matched last);
 * acknowledged: when Comet acknowledged that VOEvent over VTP.
+
+The chain forks after ``received``: a detector trigger's own VOEvent needs nothing
+the engine does, so it is queued before the engine runs (``published`` may come
+before ``matched``); a VOEvent of a coincidence comes after the match that made it.
+Each interval is thus measured from the step it waits for: ``received->matched``
+(the engine), ``received->published`` (whatever stood before the VOEvent),
+``published->acknowledged`` (the outbox and Comet).
 
 Steps not (yet) reached are None.  :func:`distribution` summarises the
 recent alerts' step durations for the dashboard.
@@ -25,10 +33,11 @@ from sqlalchemy.engine import Connection
 from broker.archive.models import AlertRow, CoincidenceMember, Delivery, VOEventRow
 
 STEPS = ("event", "received", "matched", "published", "acknowledged")
-"""The latency chain, in order."""
-INTERVALS = (("received", "event"), ("matched", "received"), ("published", "matched"),
+"""The latency chain's steps (``matched`` and ``published`` both follow ``received``,
+in either order: see the module's docstring)."""
+INTERVALS = (("received", "event"), ("matched", "received"), ("published", "received"),
              ("acknowledged", "published"), ("acknowledged", "event"))
-"""The durations the distribution reports: (later step, earlier step)."""
+"""The durations the distribution reports: (later step, the step it waits for)."""
 BIN_EDGES_S = np.concatenate(([0.0], np.logspace(-2, 5, 15)))
 """Histogram bin edges (s): 0, then 10 ms to ~28 hours, logarithmic."""
 
