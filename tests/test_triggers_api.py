@@ -88,6 +88,27 @@ def test_wrong_scope_and_revoked_tokens(client: TestClient) -> None:
     assert client.app.state.archive.count_alerts() == 0
 
 
+def test_the_token_is_checked_before_anything_else_about_the_request(
+        client: TestClient) -> None:
+    """The token is checked in the ingest's worker thread, not in a dependency of its
+    own: the answers keep their order (401, 403, then 415), nothing of a refused
+    request is kept, and the route still documents bearer tokens (never the sign-in
+    cookie, which does not authenticate this write)."""
+    plain = {"Content-Type": "text/plain"}
+    cases = [({}, 401), ({"Authorization": "Bearer mmb_not-a-real-token"}, 401),
+             ({"Authorization": _auth(client, "ack")["Authorization"]}, 403),
+             ({"Authorization": _auth(client, "write:triggers")["Authorization"]}, 415)]
+    for headers, code in cases:
+        reply = client.post("/api/v1/triggers", content=TRACK, headers={**headers, **plain})
+        assert reply.status_code == code, (headers, reply.text)
+        if code == 401:
+            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    archive = client.app.state.archive
+    assert archive.count_alerts() == 0 and archive.list_quarantine() == []
+    operation = client.get("/openapi.json").json()["paths"]["/api/v1/triggers"]["post"]
+    assert operation["security"] == [{"HTTPBearer": []}]
+
+
 def test_invalid_trigger_is_quarantined_with_paths(client: TestClient) -> None:
     bad = json.loads(TRACK)
     bad["dec_deg"] = 123

@@ -28,6 +28,7 @@ How much
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -37,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alerts_schema.errors import HostileInput, InputError, PermanentError, RefusedAuthor
 from alerts_schema.openapi import components
-from broker.web.auth import require_scope
+from broker.web.auth import require_scope_in_worker
 from broker.web.tokens import TokenInfo
 from listeners import json_limits
 from listeners.envelope import Outcome, RawMessage
@@ -110,19 +111,16 @@ class TriggerRejected(BaseModel):
 )
 async def post_trigger(
     request: Request,
-    token: Annotated[TokenInfo, Depends(require_scope("write:triggers"))],
+    authorize: Annotated[Callable[[], TokenInfo],
+                         Depends(require_scope_in_worker("write:triggers"))],
 ) -> Any:
     """Submit detector triggers (bearer token with scope ``write:triggers``, bound to the
     triggers' detector): one trigger object or a list of them; the reply lists each
     one's IVORN and outcome."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise HTTPException(415,
-                            "send the trigger as application/json")
     # MAX_TRIGGER_BYTES is enforced before this runs, for every request to this path
     # (broker.web.bodylimit, set up in broker.web.app).
     body = await request.body()
-    return await run_in_threadpool(_ingest, request, body, token)
+    return await run_in_threadpool(_ingest, request, body, authorize)
 
 
 def openapi_components() -> dict[str, Any]:
@@ -179,7 +177,11 @@ def _item(outcome: Outcome) -> TriggerItem:
                        reason=outcome.reason if outcome.status == "quarantined" else None)
 
 
-def _ingest(request: Request, body: bytes, token: TokenInfo) -> Any:
+def _ingest(request: Request, body: bytes, authorize: Callable[[], TokenInfo]) -> Any:
+    token = authorize()  # here, in the worker thread the ingest needs anyway
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise HTTPException(415, "send the trigger as application/json")
     ingestor = request.app.state.trigger_sink
     settings = request.app.state.settings
     client = request.client.host if request.client else None
