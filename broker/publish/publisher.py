@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -126,6 +127,12 @@ class Publisher:
                            private=self.private_targets)
         for handoff in self.handoffs:
             handoff(deliveries)
+        if deliveries and self.handoffs:
+            # Yield the interpreter to the senders just woken: without it they wait for
+            # the switch interval while this thread goes on (the engine, the next
+            # batch), which measured 0.9 ms of a lone trigger's path to the subscriber
+            # against 0.2 ms with it (timestamps of 200 triggers, bench publish).
+            time.sleep(0)
         if any(new):
             self.wake.set()
         return sum(new)
