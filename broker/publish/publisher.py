@@ -130,8 +130,8 @@ class Publisher:
         if deliveries and self.handoffs:
             # Yield the interpreter to the senders just woken: without it they wait for
             # the switch interval while this thread goes on (the engine, the next
-            # batch), which measured 0.9 ms of a lone trigger's path to the subscriber
-            # against 0.2 ms with it (timestamps of 200 triggers, bench publish).
+            # batch): from the outbox's commit to the send's connect, 0.9 ms without it
+            # and 0.3 ms with it (medians of 200 lone triggers, bench publish).
             time.sleep(0)
         if any(new):
             self.wake.set()

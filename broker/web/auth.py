@@ -2,7 +2,8 @@
 
 Tokens are created with ``mmbroker token create`` and stored as SHA-256
 (:mod:`broker.web.tokens`).  A route that needs a scope depends on
-``require_scope("write:triggers")``; ``admin`` holds every scope.  Failures
+``require_scope("ack")`` (or, when it works in a worker thread anyway,
+``require_scope_in_worker``); ``admin`` holds every scope.  Failures
 answer 401 (no or unknown token, with ``WWW-Authenticate: Bearer``) or 403
 (a valid token without the scope), never saying which tokens exist.
 
@@ -137,7 +138,9 @@ def require_scope_in_worker(scope: str) -> Callable[..., Awaitable[Callable[[], 
     (posting triggers): the dependency takes the bearer token without reading the
     archive (401 without one, 429 for a locked-out address) and returns the check,
     which the route calls first thing in its thread.  The same answers, in the same
-    order, for one thread hop per request instead of two (a trigger's latency).
+    order, for one thread hop per request instead of two (a trigger's latency).  The
+    body, bounded by the path's limit (:mod:`broker.web.bodylimit`), is thus read
+    before the token is checked; nothing of a refused request is kept.
 
     Bearer tokens only: the sign-in cookie never authenticates such a write."""
 
