@@ -263,6 +263,36 @@ def test_nothing_is_lost_when_storing_or_building_fails(tmp_path: Path,
     archive.close()
 
 
+def test_receipts_are_kept_only_while_something_waits(tmp_path: Path) -> None:
+    """The pipeline holds alerts' receipts only for VOEvents not yet queued: not past a
+    round that queued nothing (a match worker's round without a coincidence, which
+    queues no trigger), or the worker's memory grows with every alert it matches."""
+    from broker.archive.store import Archive
+    from broker.config import get_settings
+    from broker.runtime.assembly import make_pipeline
+    from listeners.envelope import RawMessage
+
+    url = f"sqlite:///{tmp_path / 'receipts.sqlite3'}"
+    archive = Archive.open(url)
+    pipeline = make_pipeline(get_settings(database_url=url), archive, targets=[])
+    examples = {p.name: p.read_bytes() for p in alerts_schema.example_paths("alert")}
+    message = RawMessage("file", examples["alert-grb-gbm.example.json"])
+    outcome, = pipeline.ingestor.ingest([message])
+    assert outcome.status == "archived" and outcome.alert is not None
+    receipts = {outcome.alert.id: {"id": outcome.alert_id, "source": message.source,
+                                   "transport": {}, "raw_sha256": message.sha256,
+                                   "received_at": message.received_at}}
+    # As the match stage calls it: its triggers were queued before the lock.
+    assert pipeline.match([outcome.alert], receipts, record_matched=False,
+                          publish_alerts=False) == []
+    assert pipeline._receipts == {} and not pipeline.backlog
+    # As serve calls it: the trigger's VOEvent queued, then nothing more to queue.
+    pipeline.ingest([RawMessage("detector", (alerts_schema.example_paths("trigger")[0]
+                                             ).read_bytes())])
+    assert pipeline._receipts == {} and not pipeline.backlog
+    archive.close()
+
+
 def test_skymaps_are_served_only_for_public_alerts(tmp_path: Path) -> None:
     import base64
     import hashlib

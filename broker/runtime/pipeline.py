@@ -198,18 +198,17 @@ class Pipeline:
                                     "members": [m.alert_id for m in
                                                 result.coincidence.members]})
             self._unstored = []
-        if self.publisher is None:
-            self._unpublished, self._unpublished_alerts = [], []
-            return
-        if self._unpublished or self._unpublished_alerts:
+        if self.publisher is not None and (self._unpublished or self._unpublished_alerts):
             try:
                 self.publisher.publish(self._unpublished_alerts, self._unpublished,
                                        self._receipts)
             except Exception:  # the outbox was unreachable: kept for the next round
                 log.exception("queueing VOEvents failed; will retry")
                 return
-            self._unpublished, self._unpublished_alerts = [], []
-            self._receipts = {}
+        # Receipts serve only what waits to be stored or published: kept past a round
+        # that published nothing (a match worker's rounds without a coincidence), they
+        # grew by every alert the process ever matched.
+        self._unpublished, self._unpublished_alerts, self._receipts = [], [], {}
 
     def _detector_status(self, fresh: Sequence[Alert]) -> dict[str, bool] | None:
         """Detectors ON/OFF for the streams whose hooks apply to ``fresh``, else None."""
