@@ -264,6 +264,10 @@ class _Marks:
                 runs.append([i, i])
         return or_(column > self.last, *(column.between(lo, hi) for lo, hi in runs))
 
+    def pushed(self, row_id: int) -> bool:
+        """Whether the row ``row_id`` was pushed already."""
+        return row_id <= self.last and row_id not in self.gaps
+
     def advance(self, ids: list[int], mono_s: float) -> None:
         for i in sorted(ids):
             self.gaps.pop(i, None)
@@ -495,13 +499,11 @@ class LiveFeed:
         still has a hidden member stays hidden from those it is hidden from."""
         window = {"since": self._embargoes_seen_until, "now": utcnow()}
         out: list[tuple[str, dict[str, Any], list[Any]]] = []
-        pushed = self._marks["alert"]
         for row in conn.execute(_RELEASED_ALERTS, window):
-            if row.id <= pushed.last and row.id not in pushed.gaps:
+            if self._marks["alert"].pushed(row.id):
                 out.append(("alert", alert_summary(row), [(row.data_rights, row.embargo_until)]))
-        pushed = self._marks["coincidence"]
         rows = [r for r in conn.execute(_RELEASED_COINCIDENCES, window).all()
-                if r.id <= pushed.last and r.id not in pushed.gaps]
+                if self._marks["coincidence"].pushed(r.id)]
         for data, rights in coincidence_summaries(conn, rows, self.settings):
             out.append(("coincidence", data, rights))
         self._embargoes_seen_until = window["now"]
