@@ -84,7 +84,9 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send(self, ivorn: str, xml: bytes) -> None:
+    def send(self, ivorn: str, xml: bytes,
+             on_wire: Callable[[], None] = lambda: None) -> None:
+        on_wire()
         self.sent.append(ivorn)
 
     def close(self) -> None:

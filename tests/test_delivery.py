@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,9 +132,10 @@ def test_a_slow_sender_gives_back_the_rest_of_its_claim_at_half_the_lease(
     monkeypatch.setattr(outbox, "LEASE_S", 1.0)
 
     class Slow(RecordingSender):
-        def send(self, ivorn: str, xml: bytes) -> None:
+        def send(self, ivorn: str, xml: bytes,
+             on_wire: Callable[[], None] = lambda: None) -> None:
             time.sleep(0.3)
-            super().send(ivorn, xml)
+            super().send(ivorn, xml, on_wire)
 
     sender = Slow()
     DeliveryLoop(archive, sender)._deliver_some(threading.Event())  # type: ignore[arg-type]
@@ -351,3 +353,77 @@ def test_handed_over_deliveries_are_sent_without_reading_the_outbox_each_time(
         from broker.archive.models import Delivery
         times = list(conn.execute(select(Delivery.delivered_at)).scalars())
     assert len(times) == 7 and all(t is not None and t <= utcnow() for t in times)
+
+
+def test_an_idle_sender_releases_the_publisher_once_its_frame_is_out_not_at_the_ack(
+        archive: Archive) -> None:
+    """What a publisher waits for after a hand-off (``DeliveryLoop.offer``): the frame
+    written, never the target's answer.  The target here is a VTP receiver that holds its
+    ack until told: Comet answers too fast to tell the two apart."""
+    import socket
+
+    from listeners.vtp_protocol import frame, read_frame, transport
+
+    received, answer = threading.Event(), threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(10)
+
+        def receive() -> None:
+            conn, _ = server.accept()
+            with conn:
+                read_frame(conn, max_bytes=1 << 20, keep_going=lambda: True)
+                received.set()
+                answer.wait(10)
+                conn.sendall(frame(transport("ack", origin="ivo://test.mmbroker/receiver")))
+
+        threading.Thread(target=receive, daemon=True).start()
+        loop = DeliveryLoop(archive, VTPSender("127.0.0.1", server.getsockname()[1]),
+                            poll_s=30)
+        thread, stop = run(loop)
+        try:
+            assert wait_for(lambda: loop._idle, 10, interval_s=0.01)
+            handed: list[outbox.Due] = []
+            outbox.queue(archive, [outbox.Outgoing(*voevent(1), "observation", {})], ["vtp"],
+                         handed)
+            on_wire = loop.offer(handed)
+            assert on_wire is not None and on_wire.wait(10)
+            assert received.wait(10) and not answer.is_set()
+            assert outbox.pending_count(archive) == 1  # not acknowledged: not marked sent
+            answer.set()
+            assert wait_for(lambda: outbox.pending_count(archive) == 0, 10, interval_s=0.01)
+        finally:
+            answer.set()
+            stop.set()
+            loop.wake.set()
+            thread.join(10)
+
+
+def test_a_busy_or_failing_sender_never_holds_the_publisher(archive: Archive) -> None:
+    """A loop in the middle of a round offers nothing to wait for; a target that refuses
+    the connection releases the waiter with the failed attempt, not at the bound."""
+    loop = DeliveryLoop(archive, VTPSender("127.0.0.1", _closed_port()), poll_s=30)
+    handed: list[outbox.Due] = []
+    outbox.queue(archive, [outbox.Outgoing(*voevent(2), "observation", {})], ["vtp"], handed)
+    assert loop.offer(handed) is None  # not idle (not even started): nothing to wait for
+    assert loop.offer([]) is None
+    thread, stop = run(loop)
+    try:
+        assert wait_for(lambda: loop._idle, 10, interval_s=0.01)
+        handed = []
+        outbox.queue(archive, [outbox.Outgoing(*voevent(3), "observation", {})], ["vtp"],
+                     handed)
+        on_wire = loop.offer(handed)
+        assert on_wire is not None and on_wire.wait(10)
+        assert outbox.pending_count(archive) == 2  # refused: both wait for a retry
+    finally:
+        stop.set()
+        loop.wake.set()
+        thread.join(10)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -199,7 +200,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.sent: dict[str, datetime] = {}
 
-    def send(self, ivorn: str, xml: bytes) -> None:
+    def send(self, ivorn: str, xml: bytes,
+             on_wire: Callable[[], None] = lambda: None) -> None:
+        on_wire()
         self.sent.setdefault(ivorn, utcnow())
 
     def close(self) -> None:

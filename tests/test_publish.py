@@ -293,6 +293,51 @@ def test_receipts_are_kept_only_while_something_waits(tmp_path: Path) -> None:
     archive.close()
 
 
+def test_a_hung_sender_delays_the_publisher_by_its_bound_at_most(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After queueing, the publisher waits for the senders it woke to put the VOEvent on
+    the wire (DeliveryLoop.offer), for HANDOFF_WAIT_S at most: a sender that never gets
+    there costs the batch that bound, and the VOEvent stays queued for it."""
+    import threading
+    import time
+
+    from broker.archive.store import Archive
+    from broker.config import get_settings
+    from broker.publish import publisher as publisher_module
+    from broker.publish.outbox import pending_count
+    from broker.runtime.assembly import make_pipeline
+    from listeners.envelope import RawMessage
+
+    url = f"sqlite:///{tmp_path / 'handoff.sqlite3'}"
+    archive = Archive.open(url)
+    pipeline = make_pipeline(get_settings(database_url=url), archive, targets=["vtp"])
+    assert pipeline.publisher is not None
+    handed: list[int] = []
+    never = threading.Event()
+
+    def hung(deliveries: list) -> threading.Event:  # type: ignore[type-arg]
+        handed.extend(d.delivery_id for d in deliveries)
+        return never
+
+    pipeline.publisher.handoffs.append(hung)
+    trigger = alerts_schema.example_paths("trigger")[0].read_bytes()
+
+    def event(name: bytes) -> list[RawMessage]:
+        return [RawMessage("detector", trigger.replace(b'"event_id": "',
+                                                       b'"event_id": "' + name))]
+
+    pipeline.ingest(event(b"A"))  # imports, first statements
+    pipeline.ingest(event(b"B"))
+    monkeypatch.setattr(publisher_module, "HANDOFF_WAIT_S", 0.3)  # long enough to see
+    started = time.monotonic()
+    outcome, = pipeline.ingest(event(b"C"))
+    took = time.monotonic() - started
+    assert outcome.status == "archived" and len(handed) == 3
+    assert 0.3 <= took < 1.5
+    assert pending_count(archive) == 3  # queued, for a sender to send
+    archive.close()
+
+
 def test_skymaps_are_served_only_for_public_alerts(tmp_path: Path) -> None:
     import base64
     import hashlib

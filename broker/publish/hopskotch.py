@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from broker.config import Settings
-from broker.publish.senders import DeliveryError, json_form
+from broker.publish.senders import DeliveryError, json_form, no_waiter
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class HopSender:
                     from exc
         return self._producer
 
-    def send(self, ivorn: str, xml: bytes) -> None:
+    def send(self, ivorn: str, xml: bytes, on_wire: Callable[[], None] = no_waiter) -> None:
         from hop.models import JSONBlob
 
         message: Any = (_IssuedVOEvent(xml) if self.kind == "voevent"
@@ -118,6 +118,7 @@ class HopSender:
         producer = self._open()
         try:
             producer.write(message, key=ivorn.encode(), delivery_callback=delivered)
+            on_wire()  # in librdkafka's queue
             unsent = producer.flush(timedelta(seconds=self.timeout_s))
         except Exception as exc:
             raise DeliveryError(f"Hopskotch {self.url}: {type(exc).__name__}: {exc}") from exc
