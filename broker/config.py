@@ -281,7 +281,14 @@ class Settings(BaseSettings):
         default=30, ge=1,
         description="Failed authentications one client address may make at once before "
                     "failed_auth_rate_limit_per_s applies.")
-
+    token_cache_s: float = Field(
+        default=1.0, ge=0, le=60,
+        description="How long (s) a bearer token or sign-in cookie found valid is trusted "
+                    "without reading the archive again (its expiry is checked on every "
+                    "request): a token revoked meanwhile (`mmbroker token revoke`) still "
+                    "authenticates for at most this long, as an open live stream does. "
+                    "Unknown, expired and revoked tokens are never cached. 0: every request "
+                    "reads the archive.")
 
     # -- issue 14, item 5: messages that kill a process --------------------------------
     inflight_lease_s: float = Field(

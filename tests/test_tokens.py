@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,8 +12,16 @@ from sqlalchemy import select
 
 from alerts_schema.errors import ConfigurationError
 from broker.archive.models import ApiToken
-from broker.archive.store import Archive
-from broker.web.tokens import create_token, list_tokens, revoke_token, verify_token
+from broker.archive.store import Archive, utcnow
+from broker.web.tokens import (
+    TokenCache,
+    TokenInfo,
+    _hash,
+    create_token,
+    list_tokens,
+    revoke_token,
+    verify_token,
+)
 from tests.conftest import mmbroker
 
 
@@ -27,6 +37,83 @@ def test_token_lifecycle(archive: Archive) -> None:
     assert revoke_token(archive, info.id)
     assert verify_token(archive, token) is None
     assert list_tokens(archive)[0].revoked_at is not None
+
+
+class FakeClock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_a_cached_token_is_trusted_for_the_ttl_then_read_again(archive: Archive) -> None:
+    """The documented bound: a token revoked elsewhere (here straight in the archive, as
+    `mmbroker token revoke` in another process does) authenticates until its cache entry
+    is ``ttl_s`` old, and not a moment after."""
+    clock = FakeClock()
+    cache = TokenCache(1.0, clock=clock)
+    token, info = create_token(archive, "shift", ["write:triggers"], detectors=["KM3NeT"])
+    assert verify_token(archive, token, cache=cache) == info
+    assert revoke_token(archive, info.id)
+    clock.now_s += 0.99
+    assert verify_token(archive, token, cache=cache) == info  # not read again: cached
+    clock.now_s += 0.01
+    assert verify_token(archive, token, cache=cache) is None
+    assert verify_token(archive, token, cache=cache) is None  # and never cached again
+
+
+def test_only_valid_tokens_are_cached(archive: Archive) -> None:
+    """Unknown, revoked and expired tokens are read every time: a token created after a
+    miss works at once, and a failed one is never remembered as good."""
+    clock = FakeClock()
+    cache = TokenCache(60.0, clock=clock)
+    assert verify_token(archive, "mmb_unknown", cache=cache) is None
+    assert cache.get(_hash("mmb_unknown"), utcnow()) is None
+    revoked, info = create_token(archive, "gone", ["ack"])
+    assert revoke_token(archive, info.id)
+    assert verify_token(archive, revoked, cache=cache) is None
+    assert cache.get(_hash(revoked), utcnow()) is None
+    expired, _ = create_token(archive, "short", ["ack"], expires_in=timedelta(microseconds=1))
+    assert verify_token(archive, expired, cache=cache) is None
+    assert cache.get(_hash(expired), utcnow()) is None
+    fresh, _ = create_token(archive, "new", ["ack"])
+    assert verify_token(archive, fresh, cache=cache) is not None
+
+
+def test_a_cached_token_expires_on_time(archive: Archive) -> None:
+    """The cache never stretches a token's expiry: it is checked on every hit."""
+    cache = TokenCache(60.0, clock=FakeClock())
+    token, info = create_token(archive, "short", ["ack"], expires_in=timedelta(hours=1))
+    assert verify_token(archive, token, cache=cache) == info
+    assert info.expires_at is not None
+    assert cache.get(_hash(token), info.expires_at - timedelta(seconds=1)) == info
+    assert cache.get(_hash(token), info.expires_at) is None
+
+
+def test_a_zero_ttl_reads_the_archive_every_time(archive: Archive) -> None:
+    cache = TokenCache(0.0, clock=FakeClock())
+    token, info = create_token(archive, "shift", ["ack"])
+    assert verify_token(archive, token, cache=cache) == info
+    assert revoke_token(archive, info.id)
+    assert verify_token(archive, token, cache=cache) is None
+
+
+def test_the_cache_keeps_at_most_max_entries_dropping_the_oldest() -> None:
+    clock = FakeClock()
+    cache = TokenCache(60.0, max_entries=2, clock=clock)
+    now = utcnow()
+    info = replace(_any_token(), expires_at=None)
+    for key in ("a", "b", "c"):
+        cache.put(key, replace(info, name=key))
+    assert cache.get("a", now) is None
+    assert [cache.get(k, now).name for k in ("b", "c")] == ["b", "c"]  # type: ignore[union-attr]
+
+
+def _any_token() -> TokenInfo:
+    return TokenInfo(1, "x", frozenset({"ack"}), utcnow(), None, None)
 
 
 def test_expired_token(archive: Archive) -> None:
@@ -154,3 +241,43 @@ def test_a_busy_token_s_requests_are_reads(archive: Archive) -> None:
         assert len(updates) == 3 and last_used() > first  # type: ignore[operator]
     finally:
         event.remove(archive.engine, "before_cursor_execute", seen)
+
+
+@pytest.mark.timeout(120)
+def test_a_token_revoked_elsewhere_is_refused_on_every_route_within_the_cache_ttl(
+        db_url: str) -> None:
+    """Over HTTP: a write route and a read route authenticate through the one cache, and a
+    token revoked by another process (another archive handle, as `mmbroker token revoke`)
+    is refused on both once ``token_cache_s`` has passed."""
+    from fastapi.testclient import TestClient
+
+    import alerts_schema
+    from broker.config import get_settings
+    from broker.web.app import create_app
+
+    track = next(p for p in alerts_schema.example_paths("trigger")
+                 if "track-single" in p.name).read_bytes()
+    ttl_s = 0.5
+    with TestClient(create_app(get_settings(database_url=db_url,
+                                            token_cache_s=ttl_s))) as client:
+        archive = client.app.state.archive  # type: ignore[attr-defined]
+        writer, w_info = create_token(archive, "km3", ["write:triggers"], detectors=["KM3NeT"])
+        reader, r_info = create_token(archive, "prom", ["read:metrics"])
+
+        def post() -> int:
+            return client.post("/api/v1/triggers", content=track, headers={
+                "Authorization": f"Bearer {writer}",
+                "Content-Type": "application/json"}).status_code
+
+        def scrape() -> int:
+            return client.get("/metrics",
+                              headers={"Authorization": f"Bearer {reader}"}).status_code
+
+        assert post() == 201 and scrape() == 200
+        elsewhere = Archive.open(db_url)
+        try:
+            assert revoke_token(elsewhere, w_info.id) and revoke_token(elsewhere, r_info.id)
+        finally:
+            elsewhere.engine.dispose()
+        time.sleep(ttl_s)
+        assert post() == 401 and scrape() == 401

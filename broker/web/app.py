@@ -39,6 +39,7 @@ from broker.web.ratelimit import RateLimiter
 from broker.web.tabular import MEDIA_TYPES, error_votable
 from broker.web.tap import error_votable as tap_error
 from broker.web.tap import uws
+from broker.web.tokens import TokenCache
 
 
 class Health(BaseModel):
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
                                               settings.write_rate_limit_burst)
         app.state.failed_auth_limiter = RateLimiter(settings.failed_auth_rate_limit_per_s,
                                                     settings.failed_auth_rate_limit_burst)
+        app.state.token_cache = TokenCache(settings.token_cache_s)
         # Every transport of this process feeds this one sink: one cross-match state.
         app.state.ingestor = assembly.make_sink(settings, app.state.archive, staged=staged)
         # One request, one trigger: requests arriving together are ingested as one batch.

@@ -7,6 +7,10 @@ Tokens are created with ``mmbroker token create`` and stored as SHA-256
 answer 401 (no or unknown token, with ``WWW-Authenticate: Bearer``) or 403
 (a valid token without the scope), never saying which tokens exist.
 
+A token found valid is trusted for ``token_cache_s`` (1 s) without reading the archive
+again (:class:`~broker.web.tokens.TokenCache`): a token revoked meanwhile acts for at
+most that long, as an open live stream does.
+
 Failed authentications (a bearer token that is unknown, expired or revoked,
 and a failed dashboard sign-in) are counted per client address
 (``failed_auth_limiter``): past its burst the address gets ``429`` with
@@ -92,7 +96,7 @@ def current_token(
                            and not COOKIE_WRITES.match(request.url.path)):
             return None
         # A stale cookie is a browser's leftover, not a guess: it reads as anonymous.
-        return verify_token(request.app.state.archive, session)
+        return _verify(request, session)
     refuse_locked_out(request)
     return _verified_bearer(request, credentials.credentials)
 
@@ -100,12 +104,19 @@ def current_token(
 def _verified_bearer(request: Request, token: str) -> TokenInfo:
     """The bearer token's record; 401 (counted against the address) when it is unknown,
     expired or revoked."""
-    info = verify_token(request.app.state.archive, token)
+    info = _verify(request, token)
     if info is None:
         record_failed_auth(request)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid, expired or revoked token",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     return info
+
+
+def _verify(request: Request, token: str) -> TokenInfo | None:
+    """:func:`~broker.web.tokens.verify_token` through the app's token cache, when it has
+    one (a revoked token acts for at most ``token_cache_s`` more)."""
+    return verify_token(request.app.state.archive, token,
+                        cache=getattr(request.app.state, "token_cache", None))
 
 
 def limit_writes(request: Request, token: TokenInfo | None) -> None:
