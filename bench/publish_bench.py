@@ -248,9 +248,9 @@ def bench_trigger_cpu(n: int = 400, sizes: Sequence[int] = (1, 20), rounds: int 
     time; the sizes alternate over ``rounds`` rounds and the median round is reported
     (``time.process_time``: CPU of this process, not the wall clock of a shared
     machine).  What the trigger route's group ingest (``broker/runtime/grouping.py``)
-    buys when requests arrive together.  Then ``paced_n`` lone triggers each straight
-    after another and each after 50 ms idle (:func:`_paced_wall_ms`): the wall time a
-    trigger at 20/s costs on this machine against the same work back to back.
+    buys when requests arrive together.  Then ``paced_n`` lone triggers straight after
+    another, after 50 ms asleep and after 50 ms busy-waiting (:func:`_paced_ms`): what
+    a pause such as the one before every trigger at 20/s costs on this machine.
     """
     import alerts_schema
     from broker.archive import migrate
@@ -285,43 +285,53 @@ def bench_trigger_cpu(n: int = 400, sizes: Sequence[int] = (1, 20), rounds: int 
             for _ in range(n // size):
                 pipeline.ingest([raw() for _ in range(size)])
             per[size].append((time.process_time() - begin) / (n // size * size) * 1000)
-    paced = _paced_wall_ms(lambda: pipeline.ingest([raw()]), paced_n, PACED_GAP_S)
+    paced = _paced_ms(lambda: pipeline.ingest([raw()]), paced_n, PACED_GAP_S)
     archive.engine.dispose()
     figures = [Figure("trigger CPU", "sqlite", f"raw bytes -> queued VOEvent, batches of {size}",
                       sorted(values)[len(values) // 2], "ms",
                       f"CPU per trigger, median of {rounds} rounds of {n // size * size}")
                for size, values in per.items()]
-    tight, gapped = paced
-    figures.append(Figure(
-        "trigger CPU", "sqlite", f"one trigger, wall, {PACED_GAP_S * 1000:g} ms apart (as at "
-        f"{1 / PACED_GAP_S:g}/s)", statistics.median(gapped), "ms",
-        f"{statistics.median(gapped) / statistics.median(tight):.2f}x the same work back to "
-        f"back ({statistics.median(tight):.2f} ms), {paced_n} of each, alternating: what an "
-        "idle machine costs a lone trigger"))
+    gap_ms = f"{PACED_GAP_S * 1000:g} ms"
+    wall = {arm: statistics.median(w) for arm, (w, _) in paced.items()}
+    cpu = {arm: statistics.median(c) for arm, (_, c) in paced.items()}
+    for arm, label in (("asleep", f"after {gap_ms} asleep"),
+                       ("busy", f"after {gap_ms} busy-waiting")):
+        figures.append(Figure(
+            "trigger wall", "sqlite", f"one trigger {label}", wall[arm], "ms",
+            f"{wall[arm] / wall['tight']:.2f}x the same work straight after another "
+            f"({wall['tight']:.2f} ms); its CPU {cpu[arm]:.2f} ms against "
+            f"{cpu['tight']:.2f} ms; {paced_n} of each, interleaved"))
     return figures
 
 
 PACED_GAP_S = 0.05
-"""Idle time before each paced trigger, s: the gap between triggers at 20/s."""
+"""Pause before each paced trigger, s: about the idle time between triggers at 20/s."""
 
 
-def _paced_wall_ms(ingest_one: Callable[[], object], n: int, gap_s: float
-                   ) -> tuple[list[float], list[float]]:
-    """Wall ms of ``ingest_one`` run straight after the previous one, and after ``gap_s``
-    idle, alternately ``n`` times each.
+def _paced_ms(ingest_one: Callable[[], object], n: int, gap_s: float
+              ) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and CPU ms of ``ingest_one`` run straight after the previous one ("tight"),
+    after ``gap_s`` asleep ("asleep") and after ``gap_s`` spinning ("busy"), interleaved
+    ``n`` times each; by arm, (wall ms, this thread's CPU ms).
 
-    The same work takes longer after the machine idled (caches, the host's
-    scheduling of an idle vCPU): a benchmark that paces its triggers measures that
-    too, and this says how much of it there is on the machine at hand.
+    A trigger at 20/s always follows a pause.  On a shared VM the same work can take
+    longer after one; this says how much on the machine at hand, whether the pause
+    left the core idle or not (asleep against busy), and whether the extra is CPU
+    (the work itself ran slower) or waiting (wall but not CPU).
     """
-    tight: list[float] = []
-    gapped: list[float] = []
+    out: dict[str, tuple[list[float], list[float]]] = {
+        arm: ([], []) for arm in ("tight", "asleep", "busy")}
     for _ in range(n):
-        for out, gap in ((tight, 0.0), (gapped, gap_s)):
-            ingest_one()  # the one before: its work is what the tight run follows
-            if gap:
-                time.sleep(gap)
-            begin = time.perf_counter()
+        for arm, (walls, cpus) in out.items():
+            ingest_one()  # the one before: what the tight arm follows at once
+            if arm == "asleep":
+                time.sleep(gap_s)
+            elif arm == "busy":
+                until = time.perf_counter() + gap_s
+                while time.perf_counter() < until:
+                    pass
+            begin, begin_cpu = time.perf_counter(), time.thread_time()
             ingest_one()
-            out.append((time.perf_counter() - begin) * 1000)
-    return tight, gapped
+            walls.append((time.perf_counter() - begin) * 1000)
+            cpus.append((time.thread_time() - begin_cpu) * 1000)
+    return out

@@ -286,7 +286,8 @@ class Settings(BaseSettings):
         description="How long (s) a bearer token or sign-in cookie found valid is trusted "
                     "without reading the archive again (its expiry is checked on every "
                     "request): a token revoked meanwhile (`mmbroker token revoke`) still "
-                    "authenticates for at most this long, as an open live stream does. "
+                    "authenticates for at most this long (at the default, the bound an open "
+                    "live stream has; the live feed drops the tokens it finds revoked). "
                     "Unknown, expired and revoked tokens are never cached. 0: every request "
                     "reads the archive.")
 

@@ -9,6 +9,8 @@ import json
 import re
 import socket
 import threading
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -628,13 +630,15 @@ def test_revoking_a_token_ends_its_open_streams_within_5_s(archive: Archive,
                                                            db_url: str) -> None:
     """A read:embargoed token revoked (`mmbroker token revoke`, another process) while its
     streams are open (bearer and sign-in cookie): both end within 5 s and carry no
-    embargoed row after that; an anonymous stream is not touched."""
+    embargoed row after that; an anonymous stream is not touched.  The check that ends
+    them also drops the token from the app's token cache: reconnecting with it at once
+    is refused, even with a cache that would trust it for a minute more."""
     import time
 
     from tests.conftest import mmbroker
 
     token, info = create_token(archive, "bob", ["read:embargoed"])
-    app = create_app(_settings(), archive=archive)
+    app = create_app(_settings(token_cache_s=60), archive=archive)
     stop = threading.Event()
     with live_app(app) as url:
         try:
@@ -650,6 +654,11 @@ def test_revoking_a_token_ends_its_open_streams_within_5_s(archive: Archive,
             revoked = time.monotonic()  # committed by now (the CLI has exited)
             assert wait_for(lambda: not bearer.is_alive() and not cookie.is_alive(), 5), \
                 "a revoked token's stream was still open after 5 s"
+            request = urllib.request.Request(f"{url}/dashboard/state", headers=_auth(token))
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            refused.value.close()
+            assert refused.value.code == 401
             print(f"streams ended {time.monotonic() - revoked:.2f} s after the CLI exited, "
                   f"{time.monotonic() - started:.2f} s after it started")
             (after,) = _triggers(archive, ["embargoed"])

@@ -66,8 +66,8 @@ def test_a_cached_token_is_trusted_for_the_ttl_then_read_again(archive: Archive)
 
 
 def test_only_valid_tokens_are_cached(archive: Archive) -> None:
-    """Unknown, revoked and expired tokens are read every time: a token created after a
-    miss works at once, and a failed one is never remembered as good."""
+    """Unknown, revoked and expired tokens are read every time: a failed one is never
+    remembered as good."""
     clock = FakeClock()
     cache = TokenCache(60.0, clock=clock)
     assert verify_token(archive, "mmb_unknown", cache=cache) is None
@@ -107,9 +107,33 @@ def test_the_cache_keeps_at_most_max_entries_dropping_the_oldest() -> None:
     now = utcnow()
     info = replace(_any_token(), expires_at=None)
     for key in ("a", "b", "c"):
-        cache.put(key, replace(info, name=key))
+        cache.put(key, replace(info, name=key), cache.stamp())
     assert cache.get("a", now) is None
     assert [cache.get(k, now).name for k in ("b", "c")] == ["b", "c"]  # type: ignore[union-attr]
+
+
+def test_trust_runs_from_the_read_not_from_when_the_entry_is_stored() -> None:
+    """A slow step between the archive read and the store (the ``last_used_at`` write
+    waiting for SQLite's write lock) does not stretch the bound."""
+    clock = FakeClock()
+    cache = TokenCache(1.0, clock=clock)
+    read_at = cache.stamp()
+    clock.now_s += 0.9  # the write after the read
+    cache.put("h", _any_token(), read_at)
+    clock.now_s += 0.1
+    assert cache.get("h", utcnow()) is None
+
+
+def test_forgotten_tokens_are_read_again(archive: Archive) -> None:
+    cache = TokenCache(60.0, clock=FakeClock())
+    token, info = create_token(archive, "shift", ["ack"])
+    other, other_info = create_token(archive, "other", ["ack"])
+    assert verify_token(archive, token, cache=cache) == info
+    assert verify_token(archive, other, cache=cache) == other_info
+    assert revoke_token(archive, info.id)
+    cache.forget({info.id})
+    assert verify_token(archive, token, cache=cache) is None
+    assert cache.get(_hash(other), utcnow()) == other_info  # the others stay
 
 
 def _any_token() -> TokenInfo:
@@ -281,3 +305,35 @@ def test_a_token_revoked_elsewhere_is_refused_on_every_route_within_the_cache_tt
             elsewhere.engine.dispose()
         time.sleep(ttl_s)
         assert post() == 401 and scrape() == 401
+
+
+@pytest.mark.timeout(120)
+def test_the_app_reads_a_token_once_per_ttl(db_url: str) -> None:
+    """Every authenticated route goes through the app's cache: with a long TTL, requests
+    after the first read no token from the archive."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from broker.config import get_settings
+    from broker.web.app import create_app
+
+    with TestClient(create_app(get_settings(database_url=db_url,
+                                            token_cache_s=60))) as client:
+        archive = client.app.state.archive  # type: ignore[attr-defined]
+        token, _ = create_token(archive, "prom", ["read:metrics"])
+        headers = {"Authorization": f"Bearer {token}"}
+        reads: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if "FROM api_tokens" in statement:
+                reads.append(statement)
+
+        event.listen(archive.engine, "before_cursor_execute", count)
+        try:
+            assert client.get("/metrics", headers=headers).status_code == 200
+            assert len(reads) == 1
+            for _ in range(3):
+                assert client.get("/metrics", headers=headers).status_code == 200
+            assert len(reads) == 1
+        finally:
+            event.remove(archive.engine, "before_cursor_execute", count)

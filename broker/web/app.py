@@ -114,7 +114,8 @@ def create_app(settings: Settings, *, archive: Archive | None = None,
         app.state.ingestor = assembly.make_sink(settings, app.state.archive, staged=staged)
         # One request, one trigger: requests arriving together are ingested as one batch.
         app.state.trigger_sink = GroupedSink(app.state.ingestor)
-        app.state.live_feed = LiveFeed(app.state.archive, settings)
+        app.state.live_feed = LiveFeed(app.state.archive, settings,
+                                      token_cache=app.state.token_cache)
         await app.state.live_feed.start()
         for hook in on_startup or []:
             hook(app)

@@ -63,7 +63,7 @@ from broker.archive.sealing import Sealer
 from broker.archive.store import Archive, utcnow
 from broker.config import Settings
 from broker.web.streamhealth import health_view
-from broker.web.tokens import valid_token_ids
+from broker.web.tokens import TokenCache, valid_token_ids
 from crossmatch.engine import class_roles, members_class
 
 log = logging.getLogger(__name__)
@@ -343,11 +343,16 @@ class LiveFeed:
     ----------
     archive, settings
         What to read, and ``live_poll_s`` / alarm and health settings.
+    token_cache
+        The app's verified tokens: those the token check finds revoked or expired are
+        dropped from it, so that a stream ended for its token cannot reopen with it.
     """
 
-    def __init__(self, archive: Archive, settings: Settings) -> None:
+    def __init__(self, archive: Archive, settings: Settings,
+                 token_cache: TokenCache | None = None) -> None:
         self.archive = archive
         self.settings = settings
+        self.token_cache = token_cache
         self.epoch = secrets.token_hex(4)
         self._sealer = _Sealer(self.epoch)
         self.seq = 0
@@ -461,6 +466,8 @@ class LiveFeed:
             if mono - self._tokens_ok_mono < TOKEN_FAIL_S:
                 return
             valid = set()
+        if self.token_cache is not None:
+            self.token_cache.forget(held - valid)
         for sub in list(self.subscribers):
             if sub.token_id is not None and sub.token_id not in valid:
                 log.info("live stream of token %s ended: revoked, expired or unverifiable",

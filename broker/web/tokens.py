@@ -6,7 +6,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -118,14 +118,17 @@ class TokenCache:
     """Tokens found valid lately, so that a busy client's requests do not each read the
     archive (on a trigger's path the read was 0.75 ms of about 12).
 
-    A token found valid is trusted for ``ttl_s`` seconds (monotonic clock) without
-    another read; its expiry is still checked on every request.  A token revoked
-    meanwhile (``mmbroker token revoke``, another process) thus still authenticates
-    for at most ``ttl_s``: the bound the live feed's open streams already have
-    (:data:`broker.web.livefeed.TOKEN_CHECK_S`).  Unknown, expired and revoked tokens
-    are never cached: each such request reads the archive (and counts against the
-    failed-authentication limit), and a token created a moment ago works at once.
-    Entries are keyed by the token's SHA-256, never by the token.
+    A token found valid is trusted for ``ttl_s`` seconds (monotonic clock, counted from
+    the archive read that found it valid) without another read; its expiry is still
+    checked on every request.  A token revoked meanwhile (``mmbroker token revoke``,
+    another process) thus still authenticates for at most ``ttl_s``; at the default
+    (1 s) that is the bound the live feed's open streams already have
+    (:data:`broker.web.livefeed.TOKEN_CHECK_S`), and the live feed's check drops the
+    tokens it finds revoked or expired from here (:meth:`forget`).  Unknown, expired
+    and revoked tokens are never cached: each such request reads the archive (a bearer
+    token's failure counts against the failed-authentication limit), so a failure is
+    never remembered as a success.  Entries are keyed by the token's SHA-256, never by
+    the token.
 
     Parameters
     ----------
@@ -158,14 +161,28 @@ class TokenCache:
             return None
         return info
 
-    def put(self, token_hash: str, info: TokenInfo) -> None:
+    def stamp(self) -> float:
+        """The clock's reading, taken just before the archive read a :meth:`put` follows."""
+        return self._clock()
+
+    def put(self, token_hash: str, info: TokenInfo, read_at: float) -> None:
+        """Trust ``info`` until ``ttl_s`` after ``read_at`` (a :meth:`stamp` taken before
+        the read that found it valid: a slow write after the read does not stretch it)."""
         if self.ttl_s <= 0:
             return
         with self._lock:
             self._entries.pop(token_hash, None)
-            self._entries[token_hash] = (info, self._clock())
+            self._entries[token_hash] = (info, read_at)
             while len(self._entries) > self.max_entries:
                 del self._entries[next(iter(self._entries))]
+
+    def forget(self, token_ids: Collection[int]) -> None:
+        """Drop the entries of these tokens (found revoked or expired elsewhere)."""
+        if not token_ids:
+            return
+        with self._lock:
+            for key in [k for k, (info, _) in self._entries.items() if info.id in token_ids]:
+                del self._entries[key]
 
 
 def verify_token(archive: Archive, token: str, *,
@@ -173,8 +190,9 @@ def verify_token(archive: Archive, token: str, *,
     """The token's record if it is known, unrevoked and unexpired; else None.
 
     Its ``last_used_at`` is brought up to date when older than
-    :data:`LAST_USED_RESOLUTION` (not on a ``cache`` hit: a cached token was
-    verified, and its use recorded, less than the cache's ``ttl_s`` ago).
+    :data:`LAST_USED_RESOLUTION`, on a read of the archive (a ``cache`` hit records
+    nothing: ``last_used_at`` may then lag by that resolution plus the cache's
+    ``ttl_s``).
     """
     if not token.startswith(TOKEN_PREFIX):
         return None
@@ -182,6 +200,7 @@ def verify_token(archive: Archive, token: str, *,
     digest = _hash(token)
     if cache is not None and (cached := cache.get(digest, now)) is not None:
         return cached
+    read_at = cache.stamp() if cache is not None else 0.0
     with transaction(archive.engine, readonly=True) as conn:
         tok = conn.execute(_BY_HASH, {"token_hash": digest}).first()
     if tok is None:
@@ -194,7 +213,7 @@ def verify_token(archive: Archive, token: str, *,
                          .values(last_used_at=now))
     info = _info(tok)
     if cache is not None:
-        cache.put(digest, info)
+        cache.put(digest, info, read_at)
     return info
 
 
