@@ -298,11 +298,7 @@ def test_a_token_revoked_elsewhere_is_refused_on_every_route_within_the_cache_tt
                               headers={"Authorization": f"Bearer {reader}"}).status_code
 
         assert post() == 201 and scrape() == 200
-        elsewhere = Archive.open(db_url)
-        try:
-            assert revoke_token(elsewhere, w_info.id) and revoke_token(elsewhere, r_info.id)
-        finally:
-            elsewhere.engine.dispose()
+        _revoke_elsewhere(db_url, w_info.id, r_info.id)
         time.sleep(ttl_s)
         assert post() == 401 and scrape() == 401
 
@@ -337,3 +333,62 @@ def test_the_app_reads_a_token_once_per_ttl(db_url: str) -> None:
             assert len(reads) == 1
         finally:
             event.remove(archive.engine, "before_cursor_execute", count)
+
+
+@pytest.mark.timeout(120)
+def test_a_revoked_embargo_readers_token_opens_no_pull_output_after_the_ttl(
+        archive: Archive, db_url: str) -> None:
+    """The embargo boundary under the cache, output by output: a read:embargoed token sees
+    an embargoed alert through the REST detail and list (JSON, VOTable, CSV), SCS and TAP;
+    revoked by another process, every one of them refuses it once ``token_cache_s`` has
+    passed, and the anonymous answer still hides the alert."""
+    from urllib.parse import quote
+
+    from fastapi.testclient import TestClient
+
+    from broker.config import get_settings
+    from broker.web.app import create_app
+    from tests.test_query_api import _archive_docs, _documents, _visible
+
+    docs = _archive_docs(archive, _documents(40, seed=5, prefix="rv"))
+    hidden = next(d["id"] for d in docs if not _visible(d, set())
+                  and _visible(d, {"read:embargoed"}))
+    token, info = create_token(archive, "reader", ["read:embargoed"])
+    ttl_s = 0.5
+    outputs = {
+        "alert": (f"/api/v1/alerts/{quote(hidden, safe='')}", {}),
+        **{f"alerts.{fmt}": ("/api/v1/alerts", {"limit": 1000, "format": fmt})
+           for fmt in ("json", "votable", "csv")},
+        "scs": ("/scs", {"RA": 0, "DEC": 0, "SR": 180, "MAXREC": 10000}),
+        "tap": ("/tap/sync", {"LANG": "ADQL", "QUERY": "SELECT obs_id FROM ivoa.obscore"}),
+    }
+    with TestClient(create_app(get_settings(database_url=db_url, token_cache_s=ttl_s,
+                                            api_rate_limit_per_s=0),
+                               archive=archive)) as client:
+        def read(path: str, params: dict[str, object], bearer: str | None) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            reply = client.get(path, params=params, headers=headers)
+            return reply.status_code, reply.text
+
+        for name, (path, params) in outputs.items():
+            status, body = read(path, params, token)
+            assert status == 200 and hidden in body, name
+            status, body = read(path, params, None)
+            # The detail's 404 names the IVORN asked for; the rest must not carry it.
+            assert status == 404 if name == "alert" else hidden not in body, name
+        _revoke_elsewhere(db_url, info.id)
+        time.sleep(ttl_s)
+        for name, (path, params) in outputs.items():
+            status, body = read(path, params, token)
+            assert status == 401 and hidden not in body, name
+
+
+def _revoke_elsewhere(db_url: str, *token_ids: int) -> None:
+    """Revoke through an archive handle of its own, as `mmbroker token revoke` in another
+    process does: nothing shared with the app's token cache."""
+    elsewhere = Archive.open(db_url)
+    try:
+        for token_id in token_ids:
+            assert revoke_token(elsewhere, token_id)
+    finally:
+        elsewhere.engine.dispose()
