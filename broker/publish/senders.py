@@ -246,7 +246,8 @@ class DeliveryLoop:
         behind a thread that goes on computing (the cross-match after a trigger's
         VOEvent is queued) it got it only in slices of the switch interval: 0.84 ms
         from the send's start to its connect, 0.06 ms with the wait (medians of 190
-        lone triggers, bench publish, timestamps inside the server).
+        lone triggers, bench publish, timestamps inside the server, 2026-12-07 20:13
+        UTC; bench/RESULTS.md, Publishing).
         """
         mine = [i for i in items if i.target == self.sender.target]
         if not mine:
