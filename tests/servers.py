@@ -89,6 +89,9 @@ class RecordingSender:
         on_wire()
         self.sent.append(ivorn)
 
+    def prepare(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

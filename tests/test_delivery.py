@@ -17,7 +17,7 @@ import pytest
 
 from broker.archive.store import Archive
 from broker.publish import outbox
-from broker.publish.senders import DeliveryLoop, VTPSender
+from broker.publish.senders import DeliveryError, DeliveryLoop, VTPSender
 from tests.servers import (
     RecordingSender,
     comet_broker,
@@ -427,3 +427,147 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- the spare VTP connection (VTPSender.prepare) ------------------------------------------
+
+def test_a_prepared_connection_carries_the_next_event_through_comet(
+        tmp_path: Path, archive: Archive) -> None:
+    """The idle loop opens a connection ahead; the next event goes out on it, and Comet
+    acknowledges and broadcasts it as it does an event on a connection of its own."""
+    with comet_broker(tmp_path) as (receive, broadcast), \
+            comet_subscriber(tmp_path, broadcast) as saved:
+        assert wait_for(lambda: connected(saved, receive), 30), "subscriber never up"
+        sender = VTPSender("127.0.0.1", receive, timeout_s=5.0)
+        loop = DeliveryLoop(archive, sender, poll_s=30)
+        thread, stop = run(loop)
+        try:
+            assert wait_for(lambda: sender._spare is not None, 10, interval_s=0.01)
+            handed: list[outbox.Due] = []
+            outbox.queue(archive, [outbox.Outgoing(*voevent(1), "observation", {})], ["vtp"],
+                         handed)
+            loop.offer(handed)
+            assert wait_for(lambda: outbox.pending_count(archive) == 0, 30, interval_s=0.01)
+            assert sender.spares_used == 1
+            # Prepared again once idle; an event sent without it connects by itself.
+            assert wait_for(lambda: sender._spare is not None, 10, interval_s=0.01)
+        finally:
+            stop.set()
+            loop.wake.set()
+            thread.join(10)
+        assert sender._spare is None  # closed with the loop
+        VTPSender("127.0.0.1", receive, timeout_s=5.0).send(*voevent(2))
+        assert wait_for(lambda: {voevent(1)[0], voevent(2)[0]} <= set(saved_ivorns(saved)), 30)
+
+
+class _Receiver:
+    """A VTP receiver on loopback that acknowledges every frame, except that it treats the
+    first ``misbehave`` connections as told: ``close`` (at once), ``reset`` (RST) or
+    ``speak`` (writes first, which no VTP receiver does)."""
+
+    def __init__(self, misbehave: list[str]) -> None:
+        import socket
+
+        self.misbehave = list(misbehave)
+        self.frames: list[bytes] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(10)
+        self.port = self.server.getsockname()[1]
+        self.handled = threading.Semaphore(0)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import struct
+
+        from listeners.vtp_protocol import frame, read_frame, transport
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                how = self.misbehave.pop(0) if self.misbehave else "ack"
+                if how == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif how == "speak":
+                    conn.sendall(b"?")
+                    time.sleep(0.5)
+                elif how == "ack":
+                    try:
+                        self.frames.append(read_frame(conn, max_bytes=1 << 20,
+                                                      keep_going=lambda: True))
+                        conn.sendall(frame(transport("ack", origin="ivo://test.mmbroker/r")))
+                    except (OSError, ConnectionError):
+                        pass
+            self.handled.release()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("how", ["close", "reset", "speak"])
+def test_a_spare_the_receiver_closed_or_spoiled_is_not_used(how: str) -> None:
+    """A spare the receiver has closed, reset or written to is dropped, and the event goes
+    out on a new connection: delivered once, nothing lost."""
+    receiver = _Receiver([how])
+    try:
+        sender = VTPSender("127.0.0.1", receiver.port, timeout_s=5.0)
+        sender.prepare()
+        if how != "speak":
+            assert receiver.handled.acquire(timeout=10)  # the spare is spoiled by now
+        else:
+            time.sleep(0.2)
+        ivorn, xml = voevent(3)
+        sender.send(ivorn, xml)
+        assert sender.spares_used == 0 and receiver.frames == [xml]
+    finally:
+        receiver.close()
+
+
+def test_a_spare_past_its_age_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Comet drops a connection silent for 20 s: a spare older than SPARE_MAX_AGE_S is
+    replaced by the idle loop, and never written to."""
+    from broker.publish import senders
+
+    receiver = _Receiver([])
+    try:
+        sender = VTPSender("127.0.0.1", receiver.port, timeout_s=5.0)
+        sender.prepare()
+        first = sender._spare
+        sender.prepare()
+        assert sender._spare is first  # young: kept
+        monkeypatch.setattr(senders, "SPARE_MAX_AGE_S", 0.0)
+        sender.prepare()
+        assert sender._spare is not None and sender._spare is not first  # old: replaced
+        sender.send(*voevent(4))
+        assert sender.spares_used == 0 and len(receiver.frames) == 1
+    finally:
+        receiver.close()
+
+
+def test_a_spare_that_fails_before_its_frame_gives_way_to_a_new_connection() -> None:
+    """Reset between the check and the frame: the spare's exchange gives up (the receiver
+    has nothing), where a fresh connection's would raise."""
+    import socket
+
+    receiver = _Receiver(["reset"])
+    try:
+        sender = VTPSender("127.0.0.1", receiver.port, timeout_s=5.0)
+        spoiled = socket.create_connection(("127.0.0.1", receiver.port))
+        assert receiver.handled.acquire(timeout=10)
+        time.sleep(0.1)  # the RST is in
+        assert sender._exchange(spoiled, voevent(5)[1] * 20, lambda: None, spare=True) is None
+        sender.send(*voevent(5))
+        assert len(receiver.frames) == 1
+    finally:
+        receiver.close()
+
+
+def test_preparing_for_a_receiver_that_is_down_raises_nothing() -> None:
+    sender = VTPSender("127.0.0.1", _closed_port(), timeout_s=1.0)
+    sender.prepare()
+    assert sender._spare is None
+    with pytest.raises(DeliveryError):
+        sender.send(*voevent(6))

@@ -205,6 +205,9 @@ class _Recorder:
         on_wire()
         self.sent.setdefault(ivorn, utcnow())
 
+    def prepare(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

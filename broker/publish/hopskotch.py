@@ -127,6 +127,9 @@ class HopSender:
             raise DeliveryError(f"Hopskotch {self.url}: not acknowledged within "
                                 f"{self.timeout_s:g} s ({failures[0] if failures else 'timeout'})")
 
+    def prepare(self) -> None:
+        pass  # the producer keeps its connections
+
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is None:

@@ -49,7 +49,18 @@ class Sender(Protocol):
         this process's hands (written to the socket, or handed to a client library's
         I/O thread), before waiting for the target's answer."""
 
+    def prepare(self) -> None:
+        """Get ready for the next send while idle (open a connection ahead, say); never
+        raises: a send that finds nothing prepared does the work itself."""
+
     def close(self) -> None: ...
+
+
+SPARE_MAX_AGE_S = 15.0
+"""Oldest a spare VTP connection may be, s: Comet's receiver drops a connection that
+has sent nothing for 20 s (``VOEventReceiver.TIMEOUT``)."""
+SPARE_CONNECT_TIMEOUT_S = 1.0
+"""Longest the idle delivery loop waits to open a spare connection, s."""
 
 
 class VTPSender:
@@ -57,6 +68,12 @@ class VTPSender:
 
     One connection per event, as Comet's own ``comet-sendvo``: Comet answers
     each submission with an ``ack`` or a ``nak`` and expects the author to go.
+
+    The connection an event goes out on can be opened ahead: :meth:`prepare`, called
+    by the idle delivery loop, keeps one spare (at most :data:`SPARE_MAX_AGE_S` old),
+    and :meth:`send` takes it if it is still open.  Connecting, and Comet accepting
+    the connection, then happen between events instead of in front of one (issue 17).
+    Without ``prepare`` (``comet-sendvo``'s way) every send connects.
     """
 
     target = "vtp"
@@ -65,18 +82,62 @@ class VTPSender:
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
+        self._spare: socket.socket | None = None
+        self._spare_at = -math.inf  # when the spare was opened (monotonic s)
+        self.spares_used = 0  # sends that went out on a spare (a test and debugging figure)
+
+    def prepare(self) -> None:
+        if self._spare is not None and time.monotonic() - self._spare_at < SPARE_MAX_AGE_S:
+            return
+        self._drop_spare()
+        try:
+            self._spare = socket.create_connection((self.host, self.port),
+                                                   timeout=SPARE_CONNECT_TIMEOUT_S)
+        except OSError:  # the send will connect, and say why it cannot
+            return
+        self._spare_at = time.monotonic()
+
+    def _take_spare(self) -> socket.socket | None:
+        """The spare connection if it is young and the receiver has not closed it."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        if time.monotonic() - self._spare_at >= SPARE_MAX_AGE_S:
+            spare.close()
+            return None
+        try:
+            spare.setblocking(False)
+            spare.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:  # open, and nothing said: as a fresh connection
+            spare.settimeout(self.timeout_s)
+            return spare
+        except OSError:
+            pass
+        # Closed, or the receiver spoke first, which no VTP receiver does.
+        spare.close()
+        return None
+
+    def _drop_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
 
     def send(self, ivorn: str, xml: bytes, on_wire: Callable[[], None] = no_waiter) -> None:
         if len(xml) > COMET_MAX_FRAME_BYTES:
             raise DeliveryError(f"{ivorn}: {len(xml)} bytes is over Comet's frame limit")
+        reply = None
+        spare = self._take_spare()
         try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout_s) as s:
-                s.settimeout(self.timeout_s)
-                s.sendall(frame(xml))
-                on_wire()
-                reply = read_frame(s, max_bytes=1 << 16, keep_going=lambda: True)
+            if spare is not None:
+                reply = self._exchange(spare, xml, on_wire, spare=True)
+                self.spares_used += 1
+            if reply is None:
+                reply = self._exchange(socket.create_connection(
+                    (self.host, self.port), timeout=self.timeout_s), xml, on_wire)
         except (OSError, ConnectionError) as exc:
             raise DeliveryError(f"VTP {self.host}:{self.port}: {exc}") from exc
+        if reply is None:  # (only a spare's exchange gives none)
+            raise DeliveryError(f"VTP {self.host}:{self.port}: no answer")
         try:
             root = xml_safe.parse(reply, max_bytes=1 << 16)
         except InputError as exc:
@@ -86,8 +147,27 @@ class VTPSender:
             reason = " ".join(t.strip() for t in root.itertext() if t.strip())[:300]
             raise DeliveryError(f"VTP {self.host}:{self.port} answered {role}: {reason}")
 
+    def _exchange(self, connection: socket.socket, xml: bytes, on_wire: Callable[[], None],
+                  *, spare: bool = False) -> bytes | None:
+        """Write the frame on ``connection``, then read the receiver's answer; closes it.
+
+        None when ``spare`` and the frame could not be written: the receiver went between
+        :meth:`_take_spare`'s check and the frame, and has none of it, so the send goes
+        on on a new connection.  A failure after the frame raises, as on any connection
+        (the receiver may have the event: the outbox retries)."""
+        with connection as s:
+            s.settimeout(self.timeout_s)
+            try:
+                s.sendall(frame(xml))
+            except OSError:
+                if spare:
+                    return None
+                raise
+            on_wire()
+            return read_frame(s, max_bytes=1 << 16, keep_going=lambda: True)
+
     def close(self) -> None:
-        pass
+        self._drop_spare()
 
 
 def kafka_producer(bootstrap: str | list[str], timeout_s: float,
@@ -164,6 +244,9 @@ class KafkaSender:
             raise DeliveryError(f"Kafka topic {self.topic}: {type(exc).__name__}: {exc}") \
                 from exc
 
+    def prepare(self) -> None:
+        pass  # the producer keeps its connections
+
     def close(self) -> None:
         close_producer(self._producer)
         self._producer = None
@@ -190,6 +273,12 @@ class DeliveryGate(Protocol):
         """Once per restart: ``(before, window_s)``, deliveries marked sent since ``window_s``
         before ``before`` (None: the last one sent) to send again."""
         ...
+
+
+PREPARE_AFTER_S = 0.005
+"""How long the delivery loop waits idle before it has its sender prepare the next send,
+s: Comet still broadcasts the event just acknowledged, which a new connection would
+delay."""
 
 
 class DeliveryLoop:
@@ -311,7 +400,11 @@ class DeliveryLoop:
                     stop.wait(min(5.0, self.max_backoff_s))
                 elif not due:
                     self._idle = True
-                    self.wake.wait(self.poll_s)
+                    # Quiet for a moment (the last event is out of the target's hands
+                    # too): get ready for the next one, then wait for it.
+                    if not self.wake.wait(PREPARE_AFTER_S):
+                        self.sender.prepare()
+                        self.wake.wait(self.poll_s)
                     self._idle = False
                     self.wake.clear()
         finally:
