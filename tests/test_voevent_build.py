@@ -329,6 +329,49 @@ def test_unknown_extra_fields_are_published_in_a_group() -> None:
     assert values["bad\ufffdchars"] == "x\ufffdy"  # what XML cannot carry is replaced
 
 
+@given(st.text(st.sampled_from(list('ab &<>"\'\t\n\r]]>;#\u00e9\U0001d11e\u0000\ufffe')),
+               max_size=40))
+@settings(max_examples=80, deadline=None)
+def test_what_text_reads_back_exactly(text: str) -> None:
+    """Params and Groups are written as text and parsed once (issue 17): whatever a name,
+    value or description holds reads back as it would from elements made one by one
+    (attribute-value normalization would turn tabs and newlines into spaces, a bare
+    ampersand would not parse)."""
+    alert = _alert(EXAMPLES / "trigger-track-single.example.json")
+    alert = alert.model_copy(update={"extra": {**alert.extra, f"n{text}": text,
+                                               "as_json": {"k": text}}})
+    root = _root(_build(alert))
+    group = next(g for g in root.find("What").iter("Group") if g.get("name") == "Extra")
+    values = {p.get("name"): p.get("value") for p in group.iter("Param")}
+    assert values[vb._clean(f"n{text}")] == vb._clean(text)
+    assert values["as_json"] == vb._value_text({"k": text})[0]
+    param = vb._param(text, text, ucd="meta.code", unit="deg", description=text)
+    assert param is not None
+    element = etree.fromstring(param)
+    assert (element.get("name"), element.get("value")) == (vb._clean(text),) * 2
+    assert element.findtext("Description") == (vb._clean(text) or None)
+
+
+def test_citations_without_parsing_are_what_the_packet_cites() -> None:
+    """The outbox records a VOEvent's citations as the publisher hands them over; they are
+    the ones a reader finds in its bytes."""
+    update = _alert(EXAMPLES / "trigger-multiplet.example.json")
+    retraction = _alert(EXAMPLES / "trigger-retraction.example.json")
+    for alert, supersedes, retracts in ((update, PREVIOUS, None), (update, None, None),
+                                        (retraction, None, PREVIOUS)):
+        xml = build_trigger(alert, who=WHO, provenance_url=PROV, supersedes=supersedes,
+                            retracts=retracts)
+        assert vb.trigger_citations(supersedes, retracts) == vb.citations_of(xml)
+    coinc, members = _coincidence_inputs()
+    for state, supersedes in (("new", None), ("updated", "ivo://x.y/c#c-0"),
+                              ("retracted", "ivo://x.y/c#c-1")):
+        changed = coinc.model_copy(update={"state": state, "supersedes": supersedes})
+        xml = build_coincidence(changed, members, who=WHO, provenance_url=PROV,
+                                skymap_url_for=_skymap_url)
+        assert vb.coincidence_citations(changed) == vb.citations_of(xml)
+        assert (supersedes is None) or vb.citations_of(xml)[-1][0] == supersedes
+
+
 def test_huge_packet_raises_publish_error_for_the_size_limit() -> None:
     alert = _alert(EXAMPLES / "trigger-track-single.example.json")
     huge = {f"param_{i:04d}": "x" * 100 for i in range(2000)}  # ~200 kB of Params

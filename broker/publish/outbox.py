@@ -93,6 +93,8 @@ class Outgoing:
     alert_id: int | None = None
     coincidence_id: int | None = None
     rights: Rights = ()
+    # (IVORN, cite) of the VOEvent's Citations, from its builder; None: read from ``xml``.
+    citations: tuple[tuple[str, str], ...] | None = None
 
 
 def hold(rights: Rights, now: datetime) -> tuple[bool, datetime | None]:
@@ -165,7 +167,8 @@ def queue(archive: Archive, items: Sequence[Outgoing], targets: Sequence[str],
             "subject_ivorn": item.ivorn, "voevent_id": voevent_id,
             "document": item.provenance, "created_at": now}
             for voevent_id, item in stored.items()])
-        cited = {voevent_id: citations_of(item.xml) for voevent_id, item in stored.items()}
+        cited = {voevent_id: list(item.citations) if item.citations is not None
+                 else citations_of(item.xml) for voevent_id, item in stored.items()}
         insert_ignoring_conflicts(conn, VOEventCitation.__table__, [
             {"voevent_id": voevent_id, "cited_ivorn": ivorn, "cite": cite}
             for voevent_id in stored for ivorn, cite in cited[voevent_id]])

@@ -205,7 +205,10 @@ class Publisher:
             voevent_sha256=sha256_hex(xml))
         return outbox.Outgoing(alert.id, xml, alert.role, prov,
                                alert_id=receipts.get(alert.id, {}).get("id"),
-                               rights=_rights([alert]))
+                               rights=_rights([alert]),
+                               citations=tuple(voevent_build.trigger_citations(
+                                   None if retraction else previous,
+                                   previous if retraction else None)))
 
     def _coincidence(self, result: Result, started: datetime,
                      lookups: _Lookups) -> outbox.Outgoing:
@@ -232,7 +235,8 @@ class Publisher:
         return outbox.Outgoing(coinc.id, xml, voevent_build.coincidence_role(members),
                                prov,
                                coincidence_id=lookups.row_ids.get(coinc.id),
-                               rights=members_rights)
+                               rights=members_rights,
+                               citations=tuple(voevent_build.coincidence_citations(coinc)))
 
 
 @dataclass(frozen=True)

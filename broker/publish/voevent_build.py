@@ -254,47 +254,71 @@ def _sub(parent: Any, tag: str, text: str | None = None, **attrib: str) -> Any:
     return child
 
 
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
+                               "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"})
+_ATTR_SPECIAL = re.compile('[&<>"\t\n\r]')
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_TEXT_SPECIAL = re.compile("[&<>\r]")
+
+
+def _attr(value: str) -> str:
+    """``value`` escaped for a double-quoted attribute: parsing gives it back exactly."""
+    return value.translate(_ATTR_ESCAPES) if _ATTR_SPECIAL.search(value) else value
+
+
+def _text(value: str) -> str:
+    """``value`` escaped for element content: parsing gives it back exactly."""
+    return value.translate(_TEXT_ESCAPES) if _TEXT_SPECIAL.search(value) else value
+
+
+class _Markup(str):
+    """A ``What`` item (Param or Group) as XML text: parsed into the packet once per
+    build by :func:`_add_what`, not made element by element."""
+
+    __slots__ = ()
+
+
 def _param(name: str, value: Any, *, ucd: str, unit: str | None = None,
-           description: str | None = None) -> Any | None:
+           description: str | None = None) -> _Markup | None:
     """A ``Param`` with value, unit, UCD and a ``Description``; None when ``value`` is None."""
     if value is None:
         return None
     text, data_type = _value_text(value)
-    # Plain lxml, not voevent-parse's objectify Param (the same attributes, in its
-    # order): ~46 per trigger, and objectify's element factory cost a third of building
-    # one (issue 17).  The bytes are the same.
-    attrib = {"name": _clean(name), "value": text}
+    # voevent-parse's Param attributes, in its order.  As text, parsed once with the
+    # rest of What: ~46 Params per trigger, and making them element by element was
+    # most of building one (issue 17).  The packet's bytes are the same.
+    markup = f'<Param name="{_attr(_clean(name))}" value="{_attr(text)}"'
     if unit is not None:
-        attrib["unit"] = unit
+        markup += f' unit="{_attr(unit)}"'
     if ucd is not None:
-        attrib["ucd"] = ucd
-    attrib["dataType"] = data_type
-    param = etree.Element("Param", attrib)
-    if description:
-        etree.SubElement(param, "Description").text = _clean(description)
-    return param
+        markup += f' ucd="{_attr(ucd)}"'
+    if not description:
+        return _Markup(f'{markup} dataType="{data_type}"/>')
+    return _Markup(f'{markup} dataType="{data_type}"><Description>'
+                   f"{_text(_clean(description))}</Description></Param>")
 
 
-def _group(name: str, params: Iterable[Any | None], *, description: str | None = None,
-           group_type: str | None = None) -> Any | None:
+def _group(name: str, params: Iterable[_Markup | None], *, description: str | None = None,
+           group_type: str | None = None) -> _Markup | None:
     """A ``Group`` of the non-None ``params``; None when there are none (the XSD needs one)."""
     present = [p for p in params if p is not None]
     if not present:
         return None
-    attrib = {"name": name} if name else {}
+    markup = f'<Group name="{_attr(name)}"' if name else "<Group"
     if group_type:
-        attrib["type"] = group_type
-    group = etree.Element("Group", attrib)  # as _param: plain lxml, voevent-parse's order
-    group.extend(present)
-    if description:
-        etree.SubElement(group, "Description").text = _clean(description)
-    return group
+        markup += f' type="{_attr(group_type)}"'
+    described = f"<Description>{_text(_clean(description))}</Description>" \
+        if description else ""
+    return _Markup(f"{markup}>{''.join(present)}{described}</Group>")
 
 
-def _add_what(voevent: Any, items: Iterable[Any | None]) -> None:
-    for item in items:
-        if item is not None:
-            voevent.What.append(item)
+def _add_what(voevent: Any, items: Iterable[_Markup | None]) -> None:
+    markup = "".join(item for item in items if item is not None)
+    if markup:
+        # Our own text (every value escaped above), parsed with the hardened parser all
+        # the same.
+        what = etree.fromstring(f"<What>{markup}</What>", parser=xml_safe.make_parser())
+        voevent.What.extend(list(what))
 
 
 def _add_how(voevent: Any, descriptions: Sequence[str], provenance_url: str) -> None:
@@ -343,6 +367,32 @@ def _add_citations(voevent: Any, cited: Sequence[tuple[str, str]], description: 
     for ivorn, cite in cited:
         _sub(citations, "EventIVORN", ivorn, cite=cite)
     _sub(citations, "Description", description)
+
+
+def _trigger_cited(supersedes: str | None, retracts: str | None) -> list[tuple[str, str]]:
+    return [(ivorn, cite) for ivorn, cite in ((supersedes, "supersedes"),
+                                              (retracts, "retraction")) if ivorn]
+
+
+def _coincidence_cited(coinc: Coincidence) -> list[tuple[str, str]]:
+    cited = [(m.alert_id, "followup") for m in coinc.members]
+    if coinc.supersedes:
+        cited.append((coinc.supersedes,
+                      "retraction" if coinc.state == "retracted" else "supersedes"))
+    return cited
+
+
+def trigger_citations(supersedes: str | None, retracts: str | None
+                      ) -> list[tuple[str, str]]:
+    """What :func:`citations_of` reads from the VOEvent :func:`build_trigger` makes with
+    these arguments, without parsing it (the outbox records them as it queues)."""
+    return [(_clean(ivorn).strip(), cite) for ivorn, cite in _trigger_cited(supersedes, retracts)]
+
+
+def coincidence_citations(coinc: Coincidence) -> list[tuple[str, str]]:
+    """What :func:`citations_of` reads from the VOEvent :func:`build_coincidence` makes of
+    ``coinc``, without parsing it."""
+    return [(_clean(ivorn).strip(), cite) for ivorn, cite in _coincidence_cited(coinc)]
 
 
 def citations_of(xml: bytes) -> list[tuple[str, str]]:
@@ -590,9 +640,8 @@ def build_trigger(alert: Alert, *, who: Who, provenance_url: str,
                     _circle(alert.localization), TRIGGER_OBSERVATORY)
     _add_how(v, _trigger_how(alert), provenance_url)
     _add_why(v, _trigger_inferences(alert), _trigger_summary(alert))
-    cited = [(ivorn, cite) for ivorn, cite in ((supersedes, "supersedes"),
-                                                (retracts, "retraction")) if ivorn]
-    _add_citations(v, cited, _trigger_citation_text(alert, supersedes, retracts))
+    _add_citations(v, _trigger_cited(supersedes, retracts),
+                   _trigger_citation_text(alert, supersedes, retracts))
     _sub(v, "Description", _trigger_summary(alert))
     return _finish(v, alert.id)
 
@@ -837,11 +886,7 @@ def build_coincidence(coinc: Coincidence, members: list[Alert], *, who: Who,
     concepts = tuple(dict.fromkeys(_MESSENGER_CONCEPTS[m.messenger] for m in coinc.members))
     _add_why(v, [_Inference(concepts, _coincidence_summary(coinc), relation="associated")],
              _coincidence_summary(coinc))
-    cited = [(m.alert_id, "followup") for m in coinc.members]
-    if coinc.supersedes:
-        cited.append((coinc.supersedes,
-                      "retraction" if coinc.state == "retracted" else "supersedes"))
-    _add_citations(v, cited, _coincidence_citation_text(coinc))
+    _add_citations(v, _coincidence_cited(coinc), _coincidence_citation_text(coinc))
     _sub(v, "Description", _coincidence_summary(coinc))
     return _finish(v, coinc.id)
 
