@@ -13,6 +13,7 @@ already loaded to parse the command line (the standard library, typer, the
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import shlex
@@ -434,6 +435,7 @@ def serve(
     if demo:
         hooks.append(lambda app: threading.Thread(
             target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
+    hooks.append(_freeze_startup_heap)
     console.print(f"[bold]mmbroker[/] archive: {_redact(settings.effective_database_url)}")
     if settings.http_port:
         console.print(f"[bold]mmbroker[/] dashboard: http://{settings.http_host}:"
@@ -463,6 +465,21 @@ pairs on 2026-12-07: trigger POST -> subscriber p50 12.3, 12.8, 11.6 ms against
 
 SHUTDOWN_GRACE_S = 10
 """How long (s) `serve` lets open requests finish after SIGTERM or Ctrl-C."""
+
+
+def _freeze_startup_heap(app: Any) -> None:
+    """Exempt what `serve` built at startup from the cyclic garbage collector.
+
+    The modules, the app, the engine's live window: objects that live as long as the
+    process, which every full collection scanned again.  Such a collection stops
+    whichever request allocated last: in one traced ``python -m bench publish`` run
+    (2026-12-08, 1,400 triggers) the server's one full collection took 159 ms, and
+    48 ms with the startup heap frozen.  Objects made later are collected as before;
+    these are still freed by reference counting when dropped, and only cycles among
+    them would stay.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _start_listeners(app: Any, settings: Settings) -> None:
