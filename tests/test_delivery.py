@@ -527,8 +527,8 @@ def test_a_spare_the_receiver_closed_or_spoiled_is_not_used(how: str) -> None:
 
 
 def test_a_spare_past_its_age_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Comet drops a connection silent for 20 s: a spare older than SPARE_MAX_AGE_S is
-    replaced by the idle loop, and never written to."""
+    """Comet closes a connection 20 s after it was made: a spare older than
+    SPARE_MAX_AGE_S is replaced by the idle loop, and never written to."""
     from broker.publish import senders
 
     receiver = _Receiver([])
@@ -538,18 +538,21 @@ def test_a_spare_past_its_age_is_not_used(monkeypatch: pytest.MonkeyPatch) -> No
         first = sender._spare
         sender.prepare()
         assert sender._spare is first  # young: kept
-        monkeypatch.setattr(senders, "SPARE_MAX_AGE_S", 0.0)
+        monkeypatch.setattr(senders, "SPARE_MAX_AGE_S", 0.05)
+        time.sleep(0.1)
         sender.prepare()
         assert sender._spare is not None and sender._spare is not first  # old: replaced
+        time.sleep(0.1)  # and the new one old too when the event comes
         sender.send(*voevent(4))
         assert sender.spares_used == 0 and len(receiver.frames) == 1
     finally:
         receiver.close()
 
 
-def test_a_spare_that_fails_before_its_frame_gives_way_to_a_new_connection() -> None:
-    """Reset between the check and the frame: the spare's exchange gives up (the receiver
-    has nothing), where a fresh connection's would raise."""
+def test_a_spare_that_fails_before_its_frame_gives_way_to_a_new_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reset between the check and the frame: the send goes on a new connection (the
+    receiver has nothing of it), delivered once, and the spare is not counted as used."""
     import socket
 
     receiver = _Receiver(["reset"])
@@ -558,9 +561,40 @@ def test_a_spare_that_fails_before_its_frame_gives_way_to_a_new_connection() -> 
         spoiled = socket.create_connection(("127.0.0.1", receiver.port))
         assert receiver.handled.acquire(timeout=10)
         time.sleep(0.1)  # the RST is in
-        assert sender._exchange(spoiled, voevent(5)[1] * 20, lambda: None, spare=True) is None
-        sender.send(*voevent(5))
-        assert len(receiver.frames) == 1
+        monkeypatch.setattr(sender, "_take_spare", lambda: spoiled)  # past the check
+        ivorn, xml = voevent(5)
+        sender.send(ivorn, xml)
+        assert receiver.frames == [xml] and sender.spares_used == 0
+    finally:
+        receiver.close()
+
+
+def test_preparing_replaces_a_spare_the_receiver_closed() -> None:
+    """A young spare Comet has closed (it restarted, say) is replaced while idle, so the
+    next event still finds one open."""
+    receiver = _Receiver(["close"])
+    try:
+        sender = VTPSender("127.0.0.1", receiver.port, timeout_s=5.0)
+        sender.prepare()
+        first = sender._spare
+        assert receiver.handled.acquire(timeout=10)
+        time.sleep(0.1)  # the FIN is in
+        sender.prepare()
+        assert sender._spare is not None and sender._spare is not first
+        sender.send(*voevent(7))
+        assert sender.spares_used == 1 and len(receiver.frames) == 1
+    finally:
+        receiver.close()
+
+
+def test_no_spare_when_comet_could_close_it_before_the_sender_gives_up() -> None:
+    """Comet closes a connection 20 s after it was made: a sender that waits 19 s for an
+    answer keeps no spare."""
+    receiver = _Receiver([])
+    try:
+        sender = VTPSender("127.0.0.1", receiver.port, timeout_s=19.0)
+        sender.prepare()
+        assert sender._spare is None
     finally:
         receiver.close()
 

@@ -56,9 +56,12 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
-SPARE_MAX_AGE_S = 15.0
-"""Oldest a spare VTP connection may be, s: Comet's receiver drops a connection that
-has sent nothing for 20 s (``VOEventReceiver.TIMEOUT``)."""
+COMET_RECEIVER_TIMEOUT_S = 20.0
+"""Comet's receiver closes every connection this long after it was made, s, whatever
+came on it (``VOEventReceiver.TIMEOUT``, set in ``connectionMade`` and never reset)."""
+SPARE_MAX_AGE_S = 8.0
+"""Oldest a spare VTP connection may be, s: taken at this age it leaves Comet 12 s of
+its 20 to answer, more than the sender waits (:class:`VTPSender` ``timeout_s``)."""
 SPARE_CONNECT_TIMEOUT_S = 1.0
 """Longest the idle delivery loop waits to open a spare connection, s."""
 
@@ -70,8 +73,9 @@ class VTPSender:
     each submission with an ``ack`` or a ``nak`` and expects the author to go.
 
     The connection an event goes out on can be opened ahead: :meth:`prepare`, called
-    by the idle delivery loop, keeps one spare (at most :data:`SPARE_MAX_AGE_S` old),
-    and :meth:`send` takes it if it is still open.  Connecting, and Comet accepting
+    by the idle delivery loop, keeps one spare (at most :data:`SPARE_MAX_AGE_S` old,
+    and never so old that Comet's 20 s from the connect would end before the sender's
+    ``timeout_s``), and :meth:`send` takes it if it is still open.  Connecting, and Comet accepting
     the connection, then happen between events instead of in front of one (issue 17).
     Without ``prepare`` (``comet-sendvo``'s way) every send connects.
     """
@@ -86,10 +90,19 @@ class VTPSender:
         self._spare_at = -math.inf  # when the spare was opened (monotonic s)
         self.spares_used = 0  # sends that went out on a spare (a test and debugging figure)
 
+    @property
+    def _spare_max_age_s(self) -> float:
+        return min(SPARE_MAX_AGE_S, COMET_RECEIVER_TIMEOUT_S - self.timeout_s - 2.0)
+
     def prepare(self) -> None:
-        if self._spare is not None and time.monotonic() - self._spare_at < SPARE_MAX_AGE_S:
+        if self._spare_max_age_s <= 0:
+            self._drop_spare()  # Comet could close one before this sender gave up waiting
             return
-        self._drop_spare()
+        if self._spare is not None:
+            spare = self._take_spare()  # kept if young and open, else dropped
+            self._spare = spare
+            if spare is not None:
+                return
         try:
             self._spare = socket.create_connection((self.host, self.port),
                                                    timeout=SPARE_CONNECT_TIMEOUT_S)
@@ -102,7 +115,7 @@ class VTPSender:
         spare, self._spare = self._spare, None
         if spare is None:
             return None
-        if time.monotonic() - self._spare_at >= SPARE_MAX_AGE_S:
+        if time.monotonic() - self._spare_at >= self._spare_max_age_s:
             spare.close()
             return None
         try:
@@ -130,7 +143,8 @@ class VTPSender:
         try:
             if spare is not None:
                 reply = self._exchange(spare, xml, on_wire, spare=True)
-                self.spares_used += 1
+                if reply is not None:
+                    self.spares_used += 1
             if reply is None:
                 reply = self._exchange(socket.create_connection(
                     (self.host, self.port), timeout=self.timeout_s), xml, on_wire)
@@ -151,10 +165,11 @@ class VTPSender:
                   *, spare: bool = False) -> bytes | None:
         """Write the frame on ``connection``, then read the receiver's answer; closes it.
 
-        None when ``spare`` and the frame could not be written: the receiver went between
-        :meth:`_take_spare`'s check and the frame, and has none of it, so the send goes
-        on on a new connection.  A failure after the frame raises, as on any connection
-        (the receiver may have the event: the outbox retries)."""
+        None when ``spare`` and writing the frame failed: the receiver reset the
+        connection after :meth:`_take_spare`'s check and has none of it, so the send goes
+        on on a new connection.  A receiver that closed it instead is usually found only
+        when the answer is read: that, like any failure after the frame, raises, as on
+        a new connection (the receiver may have the event: the outbox retries)."""
         with connection as s:
             s.settimeout(self.timeout_s)
             try:
@@ -403,7 +418,11 @@ class DeliveryLoop:
                     # Quiet for a moment (the last event is out of the target's hands
                     # too): get ready for the next one, then wait for it.
                     if not self.wake.wait(PREPARE_AFTER_S):
-                        self.sender.prepare()
+                        try:
+                            self.sender.prepare()
+                        except Exception:  # a courtesy: the send does the work itself
+                            log.exception("%s: preparing the next send failed",
+                                          self.sender.target)
                         self.wake.wait(self.poll_s)
                     self._idle = False
                     self.wake.clear()
