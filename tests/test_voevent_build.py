@@ -17,6 +17,7 @@ Reading our own packets back (the mapping these tests pin down)
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -316,6 +317,28 @@ def test_output_is_byte_identical_on_repeat() -> None:
                             skymap_url_for=_skymap_url)
     assert build_coincidence(coinc, list(members), who=WHO, provenance_url=PROV,
                              skymap_url_for=_skymap_url) == one
+
+
+# SHA-256 of the packets the objectify builder (606ee3d) made of the examples, with WHO,
+# PROV and _build's citations.  The text builder (issue 17) must give the same bytes.  An
+# intended change of a packet (or of an example, or voevent-parse's version, which Who
+# names) updates these, saying so in its commit.
+OBJECTIFY_BUILDER_SHA256 = {
+    "coincidence": "eb4626653e23dc2d78d0aa0c092c69e6f03a9612101554179faebf4e144a7519",
+    "trigger-multiplet": "9cd189547b9c17516f691591694e3c490872832769f566654e6fab5c31b820ef",
+    "trigger-retraction": "e7956e259e7214c0271139ea02530cbad7d4b470c1a894c5142e95a61f4c002f",
+    "trigger-test": "b0420c8496251d702bf12149ef0f132e01ec757391b22405833c04e38d579a0f",
+    "trigger-track-single": "3573c549b1412b2455c4e8e4bce1913206542882881b092f49175068974c3be3",
+}
+
+
+def test_packets_are_the_bytes_the_objectify_builder_gave() -> None:
+    made = {p.name.removesuffix(".example.json"): _build(_alert(p)) for p in TRIGGER_EXAMPLES}
+    coinc, members = _coincidence_inputs()
+    made["coincidence"] = build_coincidence(coinc, members, who=WHO, provenance_url=PROV,
+                                            skymap_url_for=_skymap_url)
+    assert {name: hashlib.sha256(xml).hexdigest() for name, xml in made.items()} \
+        == OBJECTIFY_BUILDER_SHA256
 
 
 def test_unknown_extra_fields_are_published_in_a_group() -> None:

@@ -191,10 +191,10 @@ class Publisher:
         previous = (self.archive.previous_revision(alert.source, alert.event_id, alert.revision)
                     if alert.revision > 0 else None)
         retraction = alert.alert_type == "retraction"
+        supersedes, retracts = (None, previous) if retraction else (previous, None)
         xml = voevent_build.build_trigger(
             alert, who=self.who, provenance_url=self.provenance_url(alert.id),
-            supersedes=None if retraction else previous,
-            retracts=previous if retraction else None)
+            supersedes=supersedes, retracts=retracts)
         receipts = {alert.id: known[alert.id]} if alert.id in known \
             else self.archive.receipts([alert.id])
         prov = provenance.build_json(
@@ -207,8 +207,7 @@ class Publisher:
                                alert_id=receipts.get(alert.id, {}).get("id"),
                                rights=_rights([alert]),
                                citations=tuple(voevent_build.trigger_citations(
-                                   None if retraction else previous,
-                                   previous if retraction else None)))
+                                   supersedes, retracts)))
 
     def _coincidence(self, result: Result, started: datetime,
                      lookups: _Lookups) -> outbox.Outgoing:

@@ -299,9 +299,9 @@ def _param(name: str, value: Any, *, ucd: str, unit: str | None = None,
     # most of building one (issue 17).  The packet's bytes are the same.
     markup = f'<Param name="{_attr(_clean(name))}" value="{_attr(text)}"'
     if unit is not None:
-        markup += f' unit="{_attr(unit)}"'
+        markup += f' unit="{_attr(_clean(unit))}"'
     if ucd is not None:
-        markup += f' ucd="{_attr(ucd)}"'
+        markup += f' ucd="{_attr(_clean(ucd))}"'
     if not description:
         return _Markup(f'{markup} dataType="{data_type}"/>')
     return _Markup(f'{markup} dataType="{data_type}"><Description>'
@@ -314,9 +314,9 @@ def _group(name: str, params: Iterable[_Markup | None], *, description: str | No
     present = [p for p in params if p is not None]
     if not present:
         return None
-    markup = f'<Group name="{_attr(name)}"' if name else "<Group"
+    markup = f'<Group name="{_attr(_clean(name))}"' if name else "<Group"
     if group_type:
-        markup += f' type="{_attr(group_type)}"'
+        markup += f' type="{_attr(_clean(group_type))}"'
     described = f"<Description>{_text(_clean(description))}</Description>" \
         if description else ""
     return _Markup(f"{markup}>{''.join(present)}{described}</Group>")
@@ -562,11 +562,11 @@ def _add_where_when(voevent: _Packet, time: datetime | None, time_error_s: float
 
 
 def _localization_params(loc: Localization | None, *, skymap_url: str | None,
-                         extra: Mapping[str, Any] | None = None) -> list[Any | None]:
+                         extra: Mapping[str, Any] | None = None) -> list[_Markup | None]:
     """Params of the ``Localization`` Group for any localization kind."""
     extra = extra or {}
     kind = "none" if loc is None else loc.kind
-    params: list[Any | None] = [_param(
+    params: list[_Markup | None] = [_param(
         "localization_kind", kind, ucd="meta.code",
         description="point (circle), ellipse, skymap (HEALPix map by reference) or none.")]
     ra_ucd, dec_ucd = "pos.eq.ra;meta.main", "pos.eq.dec;meta.main"
@@ -701,7 +701,7 @@ def _detector_event_id(alert: Alert) -> str:
     return alert.event_id.removeprefix(f"{alert.facility}:")
 
 
-def _trigger_what(alert: Alert, skymap_url: str | None) -> list[Any | None]:
+def _trigger_what(alert: Alert, skymap_url: str | None) -> list[_Markup | None]:
     extra = alert.extra
     prov = alert.provenance
     energy = alert.energy
@@ -950,7 +950,7 @@ def _coincidence_key(coinc: Coincidence) -> str:
 
 
 def _coincidence_what(coinc: Coincidence, by_id: Mapping[str, Alert],
-                      skymap_url: str | None) -> list[Any | None]:
+                      skymap_url: str | None) -> list[_Markup | None]:
     top = [
         _param("event_id", _coincidence_key(coinc), ucd="meta.id",
                description="Coincidence key (pairing and member events), shared by every "
@@ -1026,7 +1026,7 @@ def _significance_ucd(name: str, unit: str) -> str:
     return "stat.value"
 
 
-def _member_group(index: int, member: Member, alert: Alert | None) -> Any | None:
+def _member_group(index: int, member: Member, alert: Alert | None) -> _Markup | None:
     params = [
         _param("ivorn", member.alert_id, ucd="meta.ref.ivoid",
                description="IVORN of the member alert revision (cited as followup)."),
