@@ -35,6 +35,8 @@ from alerts_schema.errors import ConfigurationError, MMBrokerError
 from broker import logs
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from broker.archive.store import Archive
     from broker.config import Settings
 
@@ -419,7 +421,7 @@ def serve(
     import uvicorn
     from rich.console import Console
 
-    from broker.web.app import create_app, start_ops, stop_ops
+    from broker.web.app import create_app, stop_ops
 
     settings = _settings(ctx, http_host=host, http_port=port)
     if demo:
@@ -430,12 +432,7 @@ def serve(
     _engine(ctx, create=True, need_archive=False).dispose()  # a bad --db: one line, now
     logs.configure(settings.log_level, settings.log_format)
     console = Console()
-    hooks: list[Any] = [lambda app: _start_listeners(app, settings),
-                        lambda app: start_ops(app, settings)]
-    if demo:
-        hooks.append(lambda app: threading.Thread(
-            target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
-    hooks.append(_freeze_startup_heap)
+    hooks = _startup_hooks(settings, console, demo=demo)
     console.print(f"[bold]mmbroker[/] archive: {_redact(settings.effective_database_url)}")
     if settings.http_port:
         console.print(f"[bold]mmbroker[/] dashboard: http://{settings.http_host}:"
@@ -465,6 +462,21 @@ pairs on 2026-12-07: trigger POST -> subscriber p50 12.3, 12.8, 11.6 ms against
 
 SHUTDOWN_GRACE_S = 10
 """How long (s) `serve` lets open requests finish after SIGTERM or Ctrl-C."""
+
+
+def _startup_hooks(settings: Settings, console: Console, *, demo: bool
+                   ) -> list[Callable[[Any], None]]:
+    """What `serve` runs once the app is up, in order: listeners (Comet first), the
+    operations server, the demo's scenario if asked for, and last the heap's freeze."""
+    from broker.web.app import start_ops
+
+    hooks: list[Callable[[Any], None]] = [lambda app: _start_listeners(app, settings),
+                                          lambda app: start_ops(app, settings)]
+    if demo:
+        hooks.append(lambda app: threading.Thread(
+            target=_run_demo, args=(app, settings, console), name="demo", daemon=True).start())
+    hooks.append(_freeze_startup_heap)
+    return hooks
 
 
 def _freeze_startup_heap(app: Any) -> None:

@@ -411,13 +411,21 @@ def test_alembic_is_quiet_at_the_default_log_level(tmp_path: Path) -> None:
     assert "alembic" not in proc.stderr and proc.stderr == ""
 
 
-def test_serve_freezes_its_startup_heap() -> None:
+def test_serve_freezes_its_startup_heap_last() -> None:
     """`serve`'s last startup hook moves what startup built out of the collector's reach
-    (full collections scan only what came later)."""
+    (full collections scan only what came later): after the listeners, the ops server
+    and the demo, so what they build is frozen too."""
     import gc
 
-    from broker import cli
+    from rich.console import Console
 
+    from broker import cli
+    from broker.config import get_settings
+
+    for demo in (False, True):
+        hooks = cli._startup_hooks(get_settings(), Console(), demo=demo)
+        assert hooks[-1] is cli._freeze_startup_heap
+        assert len(hooks) == 3 + demo
     try:
         cli._freeze_startup_heap(None)
         assert gc.get_freeze_count() > 10_000
