@@ -62,6 +62,8 @@ came on it (``VOEventReceiver.TIMEOUT``, set in ``connectionMade`` and never res
 SPARE_MAX_AGE_S = 8.0
 """Oldest a spare VTP connection may be, s: taken at this age it leaves Comet 12 s of
 its 20 to answer, more than the sender waits (:class:`VTPSender` ``timeout_s``)."""
+SPARE_ANSWER_MARGIN_S = 2.0
+"""Of Comet's 20 s, what a spare leaves beyond the sender's own wait, s."""
 SPARE_CONNECT_TIMEOUT_S = 1.0
 """Longest the idle delivery loop waits to open a spare connection, s."""
 
@@ -92,7 +94,10 @@ class VTPSender:
 
     @property
     def _spare_max_age_s(self) -> float:
-        return min(SPARE_MAX_AGE_S, COMET_RECEIVER_TIMEOUT_S - self.timeout_s - 2.0)
+        """Oldest spare this sender takes, s: Comet must still have its answer time
+        (``timeout_s``, and a margin) left of the 20 s it allows from the connect."""
+        return min(SPARE_MAX_AGE_S,
+                   COMET_RECEIVER_TIMEOUT_S - self.timeout_s - SPARE_ANSWER_MARGIN_S)
 
     def prepare(self) -> None:
         if self._spare_max_age_s <= 0:
@@ -346,12 +351,12 @@ class DeliveryLoop:
         as the first of them is on the wire (or its attempt failed, or the loop set them
         aside): the caller may wait for it, briefly, before work that would hold the
         interpreter; else None.  A woken sender thread needs the interpreter for a
-        fraction of a millisecond to open the connection and write the frame, but
-        behind a thread that goes on computing (the cross-match after a trigger's
-        VOEvent is queued) it got it only in slices of the switch interval: 0.84 ms
-        from the send's start to its connect, 0.06 ms with the wait (medians of 190
-        lone triggers, bench publish, timestamps inside the server, 2026-12-07 20:13
-        UTC; bench/RESULTS.md, Publishing).
+        fraction of a millisecond to write the frame (and to connect, without a
+        spare), but behind a thread that goes on computing (the cross-match after a
+        trigger's VOEvent is queued) it got it only in slices of the switch interval:
+        0.84 ms from the send's start to its connect, 0.06 ms with the wait (medians
+        of 190 lone triggers, bench publish, timestamps inside the server, 2026-12-07
+        20:13 UTC, before the spare connection; bench/RESULTS.md, Publishing).
         """
         mine = [i for i in items if i.target == self.sender.target]
         if not mine:

@@ -294,9 +294,9 @@ def _param(name: str, value: Any, *, ucd: str, unit: str | None = None,
     if value is None:
         return None
     text, data_type = _value_text(value)
-    # voevent-parse's Param attributes, in its order.  As text, parsed once with the
-    # rest of What: ~46 Params per trigger, and making them element by element was
-    # most of building one (issue 17).  The packet's bytes are the same.
+    # voevent-parse's Param attributes, in its order.  Written out rather than through
+    # _el (the same _clean, _attr and _text): ~46 Params per trigger, and _el's generic
+    # attribute handling made a packet 1.17 against 0.87 ms (2026-12-08, interleaved).
     markup = f'<Param name="{_attr(_clean(name))}" value="{_attr(text)}"'
     if unit is not None:
         markup += f' unit="{_attr(_clean(unit))}"'
